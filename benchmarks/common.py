@@ -1,0 +1,28 @@
+"""Helpers the benchmark scripts share: where the data is, and what BLAS numpy runs on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def corpus(name: str) -> Path:
+    """A corpus from ../shared/data (the benchmark corpora are not shipped with the package)."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        raise SystemExit(f"benchmark corpus {path} not found (expected ../shared/data beside the repository)")
+    return path
+
+
+def blas_description() -> str:
+    """Which BLAS numpy uses, its kernel and threads, and the OpenBLAS environment overrides."""
+    from threadpoolctl import threadpool_info
+    parts = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernel, "
+             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    overrides = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    text = "numpy BLAS: " + ("; ".join(parts) or "unknown")
+    if overrides:
+        text += f"; environment sets {overrides} (unset both to let OpenBLAS pick its native kernel)"
+    return text

@@ -1,0 +1,22 @@
+"""compact-lm: tiny character-level language models, trained in NumPy, compressed, run on device.
+
+The runtime part of this package (models, backends) imports only numpy; training adds nothing
+heavier. `compact_lm.export` (ONNX) and `compact_lm.tools` (pruning, quantization) are separate.
+"""
+from .backends import Backend, NumpyBackend
+from .config import ModelConfig, TrainConfig
+from .errors import CompactLMError
+from .model import Metrics, Model, load
+from .vocab import Vocab
+
+__version__ = "0.1.0"
+
+
+def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool = False):
+    """Train a model as `config` says into out_dir (model.npz, state.npz, history); returns a TrainResult."""
+    from .trainer import Trainer
+    return Trainer(config, out_dir, resume=resume, progress=progress).run()
+
+
+__all__ = ["Backend", "CompactLMError", "Metrics", "Model", "ModelConfig", "NumpyBackend", "TrainConfig",
+           "Vocab", "load", "train", "__version__"]

@@ -1,0 +1,258 @@
+"""The `compact-lm` command line: train, eval, sample, info."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from .errors import CompactLMError
+
+PROG = "compact-lm"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _threads(args) -> contextlib.AbstractContextManager:
+    """Cap BLAS threads for the command, if --threads was given."""
+    if getattr(args, "threads", None) is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=args.threads)
+
+
+# ------------------------------------------------------------------------------------- train
+TRAIN_OPTIONS = [
+    # flag, config field, type, help
+    ("--cell", "cell", str, "recurrent cell: rnn, gru or lstm (default gru)"),
+    ("--layers", "layers", _positive_int, "recurrent layers (default 1)"),
+    ("--embed", "embed", _positive_int, "embedding size E (default 64)"),
+    ("--hidden", "hidden", _positive_int, "hidden size H (default 256)"),
+    ("--seq-len", "seq_len", _positive_int, "BPTT window T in characters (default 128)"),
+    ("--batch", "batch", _positive_int, "parallel streams B (default 64)"),
+    ("--optimizer", "optimizer", str, "adamw or sgd (default adamw)"),
+    ("--lr", "lr", _number, "peak learning rate (default 3e-3)"),
+    ("--min-lr-ratio", "min_lr_ratio", _number, "final / peak learning rate of the cosine decay (default 0.05)"),
+    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default 100)"),
+    ("--momentum", "momentum", _number, "SGD momentum (default 0.9)"),
+    ("--dropout", "dropout", _number, "dropout between layers and before the head (default 0.2)"),
+    ("--weight-decay", "weight_decay", _number, "decoupled weight decay on matrices (default 0.1)"),
+    ("--label-smoothing", "label_smoothing", _number, "label smoothing epsilon (default 0)"),
+    ("--clip", "clip", _number, "global gradient-norm clip (default 1.0)"),
+    ("--steps", "steps", _positive_int, "budget in optimizer steps (default 1000 if no budget is given)"),
+    ("--epochs", "epochs", _number, "budget in passes over the training split"),
+    ("--minutes", "minutes", _number, "budget in wall-clock minutes"),
+    ("--eval-every", "eval_every", _positive_int, "steps between evaluations + checkpoints (default 200)"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--min-count", "min_count", _positive_int, "characters seen fewer times become <unk> (default 1)"),
+    ("--encoding-errors", "encoding_errors", str, "strict, replace or ignore invalid UTF-8 (default strict)"),
+    ("--dtype", "dtype", str, "float32 or float64 (default float32)"),
+]
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on text files (default: the bundled Alice corpus)",
+                       description="Train a character-level RNN/GRU/LSTM language model in NumPy.")
+    p.add_argument("--corpus", nargs="+", metavar="FILE", default=argparse.SUPPRESS,
+                   help="UTF-8 text files (.gz accepted); default: the bundled Alice's Adventures in Wonderland")
+    for flag, dest, kind, text in TRAIN_OPTIONS:
+        p.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text)
+    p.add_argument("--split", nargs=3, type=_number, metavar=("TRAIN", "VAL", "TEST"), default=argparse.SUPPRESS,
+                   help="contiguous split fractions (default 0.9 0.05 0.05)")
+    p.add_argument("--lowercase", dest="lowercase", action="store_true", default=argparse.SUPPRESS,
+                   help="lowercase the text")
+    p.add_argument("--no-nfc", dest="nfc", action="store_false", default=argparse.SUPPRESS,
+                   help="keep the text as is (default: Unicode NFC normalization)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for model.npz, state.npz, history")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (bit-exact)")
+    p.add_argument("--threads", type=_positive_int, help="cap BLAS threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_train)
+
+
+def _train_config(args):
+    from .config import TrainConfig
+    from .trainer import STATE_FILE
+    from .fileio import load_npz
+    given = {dest: getattr(args, dest) for _, dest, _, _ in TRAIN_OPTIONS if hasattr(args, dest)}
+    for dest in ("corpus", "split", "lowercase", "nfc"):
+        if hasattr(args, dest):
+            given[dest] = tuple(getattr(args, dest)) if dest in ("corpus", "split") else getattr(args, dest)
+    budgets = [b for b in ("steps", "epochs", "minutes") if b in given]
+    if len(budgets) > 1:
+        raise CompactLMError(f"give only one budget, not {' and '.join('--' + b for b in budgets)}")
+    if args.resume:
+        state_path = Path(args.out) / STATE_FILE
+        if not state_path.exists():
+            raise CompactLMError(f"--resume: {state_path} does not exist (nothing to resume)")
+        saved = TrainConfig.from_json(load_npz(state_path, "training state")[1]["train_config"]).to_json()
+        if budgets:   # a budget given on resume replaces the saved one, which the check below then reports
+            for b in ("steps", "epochs", "minutes"):
+                saved[b] = None
+        saved.update(given)
+        return TrainConfig.from_json(saved)
+    return TrainConfig(**given)
+
+
+def _cmd_train(args) -> int:
+    from .trainer import Trainer
+    config = _train_config(args)
+    with _threads(args):
+        trainer = Trainer(config, args.out, resume=args.resume, progress=not args.quiet)
+        result = trainer.run()
+    metrics = result.model.info["metrics"]
+    lines = [f"model: {Path(args.out) / 'model.npz'} ({result.model.num_params:,} parameters, {trainer.step} steps)"]
+    for split in ("val", "test"):
+        if split in metrics:
+            lines.append(f"{split}: {metrics[split]['bpc']:.4f} bpc (perplexity {metrics[split]['perplexity']:.3f})")
+    lines.append(f"speed: {metrics['chars_per_second']:,.0f} characters/second")
+    print("\n".join(lines))
+    return 0
+
+
+# -------------------------------------------------------------------------------------- eval
+def _cmd_eval(args) -> int:
+    from .data import read_text
+    from .model import load
+    model = load(args.model)
+    text = read_text(args.text, encoding_errors=args.encoding_errors)
+    with _threads(args):
+        ids = model.vocab.encode(text)
+        if len(ids) < 2:
+            raise CompactLMError(f"--text {args.text}: needs at least 2 characters")
+        metrics = model.evaluate_ids(ids)
+    result = metrics.to_json()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['chars']:,} characters scored ({result['unknown']:,} unknown): "
+              f"{result['nats']:.4f} nats, {result['bpc']:.4f} bpc, perplexity {result['perplexity']:.3f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ sample
+def _cmd_sample(args) -> int:
+    from .backends import NumpyBackend
+    from .model import load
+    from .sample import sample
+    model = load(args.model)
+    text = sample(NumpyBackend(model), model.vocab, prompt=args.prompt, length=args.length,
+                  temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    sys.stdout.write(args.prompt + text + "\n")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- info
+def model_summary(path: str) -> dict:
+    """Config, vocabulary size, per-tensor shape/dtype/bytes and totals of a model file."""
+    from .model import load
+    model = load(path)
+    tensors = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "params": int(a.size), "bytes": int(a.nbytes)}
+               for name, a in model.params.items()}
+    return {"file": str(path), "file_bytes": os.path.getsize(path), **model.config.to_json(),
+            "vocab_size": model.vocab.size, "params": model.num_params,
+            "param_bytes": int(sum(t["bytes"] for t in tensors.values())), "tensors": tensors,
+            "steps": model.info.get("steps", 0), "metrics": model.info.get("metrics", {}),
+            "train_config": model.info.get("train_config", {})}
+
+
+def _cmd_info(args) -> int:
+    summary = model_summary(args.model)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{summary['file']}: {summary['cell']} model, {summary['layers']} layer(s), "
+          f"embed {summary['embed_size']}, hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}")
+    print(f"{summary['params']:,} parameters, {summary['param_bytes']:,} bytes of arrays, "
+          f"{summary['file_bytes']:,} bytes on disk, {summary['steps']:,} training steps")
+    width = max(len(n) for n in summary["tensors"])
+    for name, t in summary["tensors"].items():
+        print(f"  {name:<{width}}  {str(tuple(t['shape'])):>12}  {t['dtype']:>8}  {t['params']:>9,} params  {t['bytes']:>10,} B")
+    for split in ("val", "test"):
+        if split in summary["metrics"]:
+            print(f"{split}: {summary['metrics'][split]['bpc']:.4f} bpc")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = _Parser(prog=PROG, description="Tiny character-level language models in NumPy: train, compress, run.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+
+    p = sub.add_parser("eval", help="nats, bpc and perplexity of a text under a model")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--text", required=True, metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.add_argument("--threads", type=_positive_int, help="cap BLAS threads")
+    p.set_defaults(run=_cmd_eval)
+
+    p = sub.add_parser("sample", help="generate text from a model")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--temperature", type=_number, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(run=_cmd_sample)
+
+    p = sub.add_parser("info", help="config, vocabulary and per-tensor sizes of a model")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (1 for a user error, 130 for Ctrl-C)."""
+    from .trainer import Interrupted
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except Interrupted as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 130
+    except CompactLMError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

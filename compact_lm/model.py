@@ -1,0 +1,137 @@
+"""A trained model: config + vocabulary + PyTorch-named arrays, saved as one `.npz` with JSON metadata."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import CompactLMError
+from .fileio import load_npz, save_npz
+from .network import head_log_probs, input_table, param_shapes, run_hidden, zero_state
+from .vocab import Vocab
+
+FORMAT_VERSION = 1
+MODEL_KIND = "compact-lm-model"
+EVAL_CHUNK = 8192   # characters per chunk when scoring long texts (bounds memory, state carried)
+
+
+@dataclass
+class Metrics:
+    """Cross-entropy of a text under a model."""
+
+    nats: float          # mean negative log-likelihood per scored character, in nats
+    chars: int           # characters scored (every one after the first)
+    unknown: int         # characters that mapped to <unk>
+
+    @property
+    def bpc(self) -> float:
+        """Bits per character: nats / ln 2."""
+        return self.nats / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        """Per-character perplexity: exp(nats)."""
+        return math.exp(self.nats)
+
+    def to_json(self) -> dict:
+        """The keys `compact-lm eval --json` prints."""
+        return {"nats": self.nats, "bpc": self.bpc, "perplexity": self.perplexity,
+                "chars": self.chars, "unknown": self.unknown}
+
+
+@dataclass
+class Model:
+    """Config, vocabulary and parameters; `info` carries training config, steps and metrics."""
+
+    config: ModelConfig
+    vocab: Vocab
+    params: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = param_shapes(self.config)
+        if set(self.params) != set(expected):
+            missing = sorted(set(expected) - set(self.params))
+            extra = sorted(set(self.params) - set(expected))
+            raise CompactLMError(f"model arrays do not match the config (missing {missing}, unexpected {extra})")
+        for name, shape in expected.items():
+            if tuple(self.params[name].shape) != shape:
+                raise CompactLMError(f"model array {name} has shape {self.params[name].shape}, expected {shape}")
+        if self.vocab.size != self.config.vocab_size:
+            raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the config says {self.config.vocab_size}")
+
+    @property
+    def num_params(self) -> int:
+        """Total parameter count."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def metadata(self) -> dict:
+        """The JSON document stored beside the arrays."""
+        meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, "dtype": str(self.params["head.weight"].dtype),
+                "quantized": False}
+        meta.update(self.config.to_json())
+        meta.update(self.vocab.to_json())
+        meta.update({k: v for k, v in self.info.items() if k not in meta})
+        meta.setdefault("steps", 0)
+        return meta
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically."""
+        save_npz(path, self.params, self.metadata())
+
+    def table(self) -> np.ndarray:
+        """Layer 1's [V, G*H] input table (computed once, then cached)."""
+        cached = self.__dict__.get("_table")
+        if cached is None:
+            cached = input_table(self.params)
+            self.__dict__["_table"] = cached
+        return cached
+
+    def score_ids(self, ids: np.ndarray) -> tuple[float, int]:
+        """Sum of -log p over ids[1:], each given all ids before it from the zero state; and the count."""
+        state = zero_state(self.config, 1, self.params["head.weight"].dtype)
+        total = 0.0
+        for start in range(0, len(ids) - 1, EVAL_CHUNK):
+            chunk = np.asarray(ids[start:start + EVAL_CHUNK + 1], dtype=np.int64)
+            hidden, state = run_hidden(self.params, self.config, chunk[:-1, None], state, self.table())
+            log_p = head_log_probs(self.params, hidden[:, 0, :])
+            total -= float(log_p[np.arange(len(chunk) - 1), chunk[1:]].sum(dtype=np.float64))
+            # the last character of this chunk starts the next one; its state is the one just computed
+        return total, max(len(ids) - 1, 0)
+
+    def evaluate_ids(self, ids: np.ndarray) -> Metrics:
+        """Metrics of pre-encoded ids."""
+        if len(ids) < 2:
+            raise CompactLMError("text to evaluate needs at least 2 characters")
+        total, count = self.score_ids(ids)
+        return Metrics(nats=total / count, chars=count, unknown=int(np.count_nonzero(ids == 0)))
+
+    def evaluate(self, text: str) -> Metrics:
+        """Nats, bpc and perplexity of `text` (normalized like the training text)."""
+        return self.evaluate_ids(self.vocab.encode(text))
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Load a model file, checking its format version, arrays and vocabulary."""
+    arrays, meta = load_npz(path, "model")
+    if meta.get("kind") != MODEL_KIND:
+        raise CompactLMError(f"{path} is not a compact-lm model (kind {meta.get('kind')!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CompactLMError(f"{path} has format version {version!r}; this compact-lm reads version {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_json(meta)
+        vocab = Vocab.from_json(meta)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CompactLMError(f"{path} has invalid metadata: {error}") from None
+    for name, array in arrays.items():
+        if array.dtype.kind != "f":
+            raise CompactLMError(f"{path}: array {name} has dtype {array.dtype}, expected floating point")
+    info = {k: v for k, v in meta.items() if k in ("steps", "train_config", "metrics", "history_summary")}
+    try:
+        return Model(config, vocab, arrays, info)
+    except CompactLMError as error:
+        raise CompactLMError(f"{path}: {error}") from None

@@ -1,0 +1,41 @@
+"""Sampling text from a model (temperature, top-k), on any backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import Backend
+from .errors import CompactLMError
+from .vocab import UNK_ID, Vocab
+
+
+def sample(backend: Backend, vocab: Vocab, *, prompt: str = "", length: int = 200, temperature: float = 1.0,
+           top_k: int | None = None, seed: int | None = None) -> str:
+    """Continue `prompt` by `length` characters; `<unk>` is never drawn."""
+    if length < 0:
+        raise CompactLMError(f"--length must be >= 0 (got {length})")
+    if not temperature > 0:
+        raise CompactLMError(f"--temperature must be > 0 (got {temperature})")
+    if top_k is not None and top_k < 1:
+        raise CompactLMError(f"--top-k must be >= 1 (got {top_k})")
+    rng = np.random.default_rng(seed)
+    # without a prompt, start as if a new line had just begun
+    ids = vocab.encode(prompt) if prompt else vocab.encode("\n")
+    if len(ids) == 0:
+        ids = np.array([UNK_ID])
+    state = backend.initial_state(1)
+    log_p, state = backend.run(ids[None, :], state)
+    log_p = log_p[0, -1]
+    out = []
+    for _ in range(length):
+        logits = log_p.astype(np.float64) / temperature
+        logits[UNK_ID] = -np.inf
+        if top_k is not None and top_k < len(logits):
+            cut = np.partition(logits, -top_k)[-top_k]
+            logits[logits < cut] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        token = int(rng.choice(len(probs), p=probs))
+        out.append(token)
+        step_log_p, state = backend.step(np.array([token]), state)
+        log_p = step_log_p[0]
+    return vocab.decode(out)

@@ -1,0 +1,390 @@
+"""The NumPy trainer: stateful truncated BPTT over B streams, AdamW, checkpoints, exact resume.
+
+Files in the output folder:
+  model.npz      the best model so far by validation bpc (what you ship)
+  state.npz      the full training state: current weights, optimizer moments, carried hidden
+                 state, RNG state, data position, step, history (what --resume reads)
+  history.json / history.csv   one row per evaluation;  curves.png with the plot extra
+Every file is written atomically, so an interruption at any moment leaves the last good ones.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainConfig
+from .data import StreamBatcher, read_corpus, split_ids
+from .errors import CompactLMError, TrainingDiverged
+from .fileio import atomic_write, load_npz, save_npz
+from .model import Metrics, Model
+from .network import init_params, loss_and_grads, param_shapes, zero_state
+from .optim import SGD, AdamW, FlatParams, clip_global_norm, lr_at
+from .vocab import Vocab, normalize
+
+STATE_KIND = "compact-lm-train-state"
+STATE_FORMAT_VERSION = 1
+MODEL_FILE, STATE_FILE = "model.npz", "state.npz"
+
+
+class Interrupted(CompactLMError):
+    """Ctrl-C during training: the state was saved and the run can be resumed."""
+
+
+@dataclass
+class Corpus:
+    """The encoded splits and the vocabulary built from the training split."""
+
+    vocab: Vocab
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    digest: str          # sha256 of the encoded ids: a resumed run must see the same data
+
+
+def prepare_corpus(config: TrainConfig, vocab: Vocab | None = None) -> Corpus:
+    """Read, normalize, split by fraction, build the vocabulary from the training split, encode."""
+    text = normalize(read_corpus(list(config.corpus), encoding_errors=config.encoding_errors),
+                     nfc=config.nfc, lowercase=config.lowercase)
+    n_train = int(round(len(text) * config.split[0]))
+    if vocab is None:
+        vocab = Vocab.build(text[:n_train], min_count=config.min_count, nfc=config.nfc, lowercase=config.lowercase)
+    ids = vocab.encode(text, normalized=True)
+    del text
+    train, val, test = split_ids(ids, config.split)
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()
+    return Corpus(vocab, train, val, test, digest)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns."""
+
+    model: Model                 # the best model by validation bpc, with test metrics
+    history: list[dict]
+    out_dir: Path
+
+
+def _decay_names(names) -> set[str]:
+    """Weight decay applies to matrices (embedding, W_ih, W_hh, head), not to biases."""
+    return {n for n in names if n.endswith("weight") or "weight_" in n}
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:      # not the main thread: no handler, Ctrl-C behaves as usual
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CompactLMError(f"--out {out_dir}: cannot create the folder ({error.strerror or error})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise CompactLMError(f"--out {out_dir}: the folder is not writable")
+
+
+def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """Names of the settings in which two configs differ."""
+    a, b = saved.to_json(), given.to_json()
+    return [k for k in a if a[k] != b.get(k)]
+
+
+class Trainer:
+    """One training run; `run()` trains until the budget is spent, checkpointing at every evaluation."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+                 progress: bool = True, log=None):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        _check_writable(self.out_dir)
+        state_path = self.out_dir / STATE_FILE
+        saved = None
+        if resume:
+            if not state_path.exists():
+                raise CompactLMError(f"--resume: {state_path} does not exist (nothing to resume)")
+            saved = load_npz(state_path, "training state")
+            saved_meta = saved[1]
+            if saved_meta.get("kind") != STATE_KIND or saved_meta.get("format_version") != STATE_FORMAT_VERSION:
+                raise CompactLMError(f"--resume: {state_path} is not a compact-lm training state of this version")
+            saved_config = TrainConfig.from_json(saved_meta["train_config"])
+            differs = config_differences(saved_config, config)
+            if differs:
+                details = ", ".join(f"{k}: saved {saved_config.to_json()[k]!r} vs given {config.to_json()[k]!r}"
+                                    for k in differs)
+                raise CompactLMError(f"--resume: the config does not match the saved run ({details})")
+        elif state_path.exists() or (self.out_dir / MODEL_FILE).exists():
+            raise CompactLMError(f"--out {self.out_dir} already holds a run; pass --resume to continue it "
+                                 "or choose another folder")
+
+        vocab = Vocab.from_json(saved[1]) if saved else None
+        self.corpus = prepare_corpus(config, vocab)
+        if saved and saved[1].get("data_sha256") != self.corpus.digest:
+            raise CompactLMError("--resume: the corpus differs from the one the run started on")
+        self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
+        if len(self.corpus.val) < 2:
+            self.log("note: the validation split is empty; model.npz will hold the latest weights")
+        self.model_config = config.model_config(self.corpus.vocab.size)
+        self.dtype = np.dtype(config.dtype)
+        self.rng = np.random.default_rng(config.seed)
+        params = init_params(self.model_config, self.rng, self.dtype, config.init_scale)
+        self.flat = FlatParams(params, _decay_names(params))
+        if config.optimizer == "adamw":
+            self.optimizer = AdamW(self.flat, beta1=config.beta1, beta2=config.beta2, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = SGD(self.flat, momentum=config.momentum, weight_decay=config.weight_decay)
+        self.step = 0
+        self.elapsed = 0.0
+        self.chars_seen = 0
+        self.history: list[dict] = []
+        self.best_val = math.inf
+        self.carry = zero_state(self.model_config, config.batch, self.dtype)
+        self._loss_sum, self._loss_count = 0.0, 0
+        if saved:
+            self._restore(*saved)
+        else:
+            self.batcher.start_epoch(self.rng)
+
+    # ------------------------------------------------------------------ budget and schedule
+    def total_steps(self) -> int | None:
+        """Steps the run will take, when the budget is in steps or epochs."""
+        c = self.config
+        if c.steps is not None:
+            return c.steps
+        if c.epochs is not None:
+            return max(1, int(round(c.epochs * self.batcher.windows_for(0))))
+        return None
+
+    def progress_fraction(self) -> float:
+        """How far through the budget the run is, 0 -> 1 (drives the cosine decay)."""
+        total = self.total_steps()
+        if total is not None:
+            return self.step / total
+        return self.elapsed / (self.config.minutes * 60.0)
+
+    def done(self) -> bool:
+        """Whether the budget is spent."""
+        total = self.total_steps()
+        if total is not None:
+            return self.step >= total
+        return self.elapsed >= self.config.minutes * 60.0
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> float:
+        """One window: forward, BPTT, clip, update. Returns the window's plain NLL in nats."""
+        c = self.config
+        if self.batcher.epoch_done:
+            self.batcher.epoch += 1
+            self.batcher.start_epoch(self.rng)
+            self.carry = zero_state(self.model_config, c.batch, self.dtype)
+        inputs, targets = self.batcher.next_window()
+        result = loss_and_grads(self.flat.views, self.model_config, inputs, targets, self.carry,
+                                dropout=c.dropout, label_smoothing=c.label_smoothing, rng=self.rng)
+        if not math.isfinite(result.loss):
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: the loss is {result.loss}")
+        self.flat.set_grads(result.grads)
+        norm = clip_global_norm(self.flat.grad, c.clip)
+        if not math.isfinite(norm):
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: the gradient norm is {norm}")
+        lr = lr_at(self.progress_fraction(), self.step, lr=c.lr, warmup_steps=c.warmup_steps,
+                   min_lr_ratio=c.min_lr_ratio)
+        self.optimizer.step(lr)
+        self.carry = result.state
+        self.step += 1
+        self.chars_seen += inputs.size
+        self._loss_sum += result.nll
+        self._loss_count += 1
+        self.last_lr = lr
+        return result.nll
+
+    # ------------------------------------------------------------------ evaluation and files
+    def current_model(self) -> Model:
+        """The current weights as a Model (copies)."""
+        params = {n: np.array(v, copy=True) for n, v in self.flat.views.items()}
+        return Model(self.model_config, self.corpus.vocab, params, self._model_info())
+
+    def _model_info(self, metrics: dict | None = None) -> dict:
+        return {"steps": self.step, "train_config": self.config.to_json(),
+                "metrics": metrics or {}, "chars_seen": self.chars_seen}
+
+    def evaluate(self) -> dict:
+        """Validation metrics of the current weights; checkpoint; returns the history row."""
+        model = self.current_model()
+        row = {"step": self.step, "epoch": self.batcher.epoch, "chars": self.chars_seen,
+               "lr": getattr(self, "last_lr", 0.0), "elapsed_s": round(self.elapsed, 3),
+               "train_nats": self._loss_sum / max(self._loss_count, 1)}
+        row["train_bpc"] = row["train_nats"] / math.log(2)
+        self._loss_sum, self._loss_count = 0.0, 0
+        if len(self.corpus.val) >= 2:
+            val = model.evaluate_ids(self.corpus.val)
+            row.update(val_nats=val.nats, val_bpc=val.bpc, val_perplexity=val.perplexity)
+            improved = val.bpc < self.best_val
+        else:
+            improved = True
+        self.history.append(row)
+        if improved:
+            self.best_val = row.get("val_bpc", math.inf)
+            model.info["metrics"] = {"val": {k[4:]: v for k, v in row.items() if k.startswith("val_")},
+                                     "train_nats": row["train_nats"]}
+            model.save(self.out_dir / MODEL_FILE)
+        self.save_state()
+        self.write_history()
+        return row
+
+    def save_state(self) -> None:
+        """Write everything a bit-exact resume needs."""
+        arrays = {f"param.{n}": v for n, v in self.flat.views.items()}
+        arrays.update(self.optimizer.state_arrays())
+        for k, layer in enumerate(self.carry):
+            for s, value in enumerate(layer):
+                arrays[f"carry.l{k}.s{s}"] = value
+        meta = {"kind": STATE_KIND, "format_version": STATE_FORMAT_VERSION, "train_config": self.config.to_json(),
+                "step": self.step, "optimizer_t": self.optimizer.t, "elapsed": self.elapsed,
+                "chars_seen": self.chars_seen, "best_val": None if math.isinf(self.best_val) else self.best_val,
+                "rng": self.rng.bit_generator.state, "data": self.batcher.position(), "history": self.history,
+                "data_sha256": self.corpus.digest, "loss_sum": self._loss_sum, "loss_count": self._loss_count,
+                "last_lr": getattr(self, "last_lr", 0.0)}
+        meta.update(self.corpus.vocab.to_json())
+        save_npz(self.out_dir / STATE_FILE, arrays, meta)
+
+    def _restore(self, arrays: dict, meta: dict) -> None:
+        try:
+            for name in self.flat.names:
+                self.flat.views[name][...] = arrays[f"param.{name}"]
+            self.optimizer.load_state(arrays, int(meta["optimizer_t"]))
+            self.carry = [tuple(arrays[f"carry.l{k}.s{s}"].copy() for s in range(len(layer)))
+                          for k, layer in enumerate(self.carry)]
+            self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+            self.chars_seen = int(meta["chars_seen"])
+            self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
+            self.rng.bit_generator.state = meta["rng"]
+            self.batcher.restore(meta["data"])
+            self.history = list(meta["history"])
+            self._loss_sum, self._loss_count = float(meta["loss_sum"]), int(meta["loss_count"])
+            self.last_lr = float(meta["last_lr"])
+        except (KeyError, ValueError, TypeError) as error:
+            raise CompactLMError(f"--resume: {self.out_dir / STATE_FILE} is damaged ({error})") from None
+
+    def write_history(self) -> None:
+        """history.json, history.csv and (with matplotlib) curves.png."""
+        atomic_write(self.out_dir / "history.json",
+                     lambda f: f.write(json.dumps(self.history, indent=1).encode()))
+        if self.history:
+            keys = list(dict.fromkeys(k for row in self.history for k in row))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+            atomic_write(self.out_dir / "history.csv", lambda f: f.write(buffer.getvalue().encode()))
+        _plot_history(self.history, self.out_dir / "curves.png")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        """Train until the budget is spent; evaluate on test with the best weights; return them."""
+        c = self.config
+        bar = _progress_bar(self.total_steps(), self.step, self.progress)
+        last_row = self.history[-1] if self.history else {}
+        try:
+            with _StopFlag() as stop:
+                while not self.done():
+                    started = time.perf_counter()
+                    nll = self.train_step()
+                    self.elapsed += time.perf_counter() - started
+                    evaluate_now = self.step % c.eval_every == 0 or self.done()
+                    if evaluate_now:
+                        started = time.perf_counter()
+                        last_row = self.evaluate()
+                        self.elapsed += time.perf_counter() - started
+                    if bar is not None:
+                        bar.update(1)
+                        val_bpc = last_row.get("val_bpc")
+                        bar.set_postfix(loss=f"{nll / math.log(2):.3f}bpc",
+                                        val="-" if val_bpc is None else f"{val_bpc:.3f}",
+                                        cps=f"{self.chars_seen / max(self.elapsed, 1e-9):,.0f}", refresh=False)
+                    if stop.requested:
+                        self.save_state()
+                        raise Interrupted(f"interrupted at step {self.step}; state saved in {self.out_dir / STATE_FILE}; "
+                                          "run the same command with --resume to continue")
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """Score the best model on the test split and save it with every metric."""
+        from .model import load
+        best = load(self.out_dir / MODEL_FILE)
+        metrics = dict(best.info.get("metrics", {}))
+        if len(self.corpus.test) >= 2:
+            metrics["test"] = best.evaluate_ids(self.corpus.test).to_json()
+        metrics["elapsed_s"] = self.elapsed
+        metrics["chars_per_second"] = self.chars_seen / max(self.elapsed, 1e-9)
+        best.info["metrics"] = metrics
+        best.save(self.out_dir / MODEL_FILE)
+        return TrainResult(best, self.history, self.out_dir)
+
+
+def _progress_bar(total: int | None, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    """Train and validation bpc against characters seen, if matplotlib is installed."""
+    if not history:
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axes = plt.subplots(figsize=(6, 4))
+    chars = [row["chars"] for row in history]
+    axes.plot(chars, [row["train_bpc"] for row in history], label="train (running)")
+    if "val_bpc" in history[0]:
+        axes.plot(chars, [row["val_bpc"] for row in history], label="validation")
+    axes.set_xlabel("characters seen")
+    axes.set_ylabel("bits per character")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))

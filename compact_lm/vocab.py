@@ -1,0 +1,102 @@
+"""Character vocabulary: text <-> token ids, with `<unk>` for anything unseen."""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+UNK_TOKEN = "<unk>"
+UNK_ID = 0
+# What `decode` writes for `<unk>`: U+FFFD, the Unicode replacement character.
+UNK_TEXT = "\ufffd"
+
+
+def normalize(text: str, *, nfc: bool = True, lowercase: bool = False) -> str:
+    """Apply the vocabulary's text normalization (Unicode NFC, optional lowercasing)."""
+    if nfc:
+        text = unicodedata.normalize("NFC", text)
+    if lowercase:
+        text = text.lower()
+    return text
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """Code points of `text` as uint32, without a Python loop (lone surrogates included)."""
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token id -> character; id 0 is `<unk>`, the rest are single characters in code point order."""
+
+    chars: tuple[str, ...]
+    nfc: bool = True
+    lowercase: bool = False
+
+    def __post_init__(self) -> None:
+        if any(len(c) != 1 for c in self.chars):
+            raise ValueError("every vocabulary entry must be one character")
+        if len(set(self.chars)) != len(self.chars):
+            raise ValueError("vocabulary entries must be distinct")
+        points = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        order = np.argsort(points)
+        object.__setattr__(self, "_sorted_points", points[order])
+        object.__setattr__(self, "_sorted_ids", (order + 1).astype(np.int64))
+
+    @classmethod
+    def build(cls, text: str, *, min_count: int = 1, nfc: bool = True, lowercase: bool = False) -> "Vocab":
+        """Vocabulary of every character seen at least `min_count` times in `text` (normalized)."""
+        counts = Counter(normalize(text, nfc=nfc, lowercase=lowercase))
+        kept = sorted(c for c, n in counts.items() if n >= min_count)
+        return cls(tuple(kept), nfc=nfc, lowercase=lowercase)
+
+    @property
+    def size(self) -> int:
+        """Number of token ids, `<unk>` included."""
+        return len(self.chars) + 1
+
+    @property
+    def tokens(self) -> list[str]:
+        """The vocabulary as saved in metadata: index = token id."""
+        return [UNK_TOKEN, *self.chars]
+
+    @property
+    def id_dtype(self) -> type:
+        """Smallest unsigned dtype that holds every id (uint8 up to 256 ids)."""
+        return np.uint8 if self.size <= 256 else np.uint16 if self.size <= 65536 else np.uint32
+
+    def normalize(self, text: str) -> str:
+        """Normalize text the way the training text was normalized."""
+        return normalize(text, nfc=self.nfc, lowercase=self.lowercase)
+
+    def encode(self, text: str, *, normalized: bool = False) -> np.ndarray:
+        """Token ids of `text` (normalized first unless `normalized`); unseen characters map to `<unk>`."""
+        if not normalized:
+            text = self.normalize(text)
+        points = _codepoints(text)
+        slot = np.searchsorted(self._sorted_points, points)
+        slot = np.minimum(slot, max(len(self._sorted_points) - 1, 0))
+        if len(self._sorted_points) == 0:
+            return np.zeros(len(points), dtype=self.id_dtype)
+        found = self._sorted_points[slot] == points
+        ids = np.where(found, self._sorted_ids[slot], UNK_ID)
+        return ids.astype(self.id_dtype)
+
+    def decode(self, ids) -> str:
+        """Text of token ids; `<unk>` becomes U+FFFD."""
+        table = (UNK_TEXT, *self.chars)
+        return "".join(table[int(i)] for i in ids)
+
+    def to_json(self) -> dict:
+        """The vocabulary fields stored in model metadata."""
+        return {"vocab": self.tokens, "unk_id": UNK_ID, "nfc": self.nfc, "lowercase": self.lowercase}
+
+    @classmethod
+    def from_json(cls, meta: dict) -> "Vocab":
+        """Rebuild a vocabulary from model metadata (checks its shape)."""
+        tokens = meta.get("vocab")
+        if not isinstance(tokens, list) or not tokens or tokens[0] != UNK_TOKEN or meta.get("unk_id") != UNK_ID:
+            raise ValueError("metadata 'vocab' must be a list starting with '<unk>' (unk_id 0)")
+        return cls(tuple(tokens[1:]), nfc=bool(meta.get("nfc", True)), lowercase=bool(meta.get("lowercase", False)))

@@ -1,0 +1,191 @@
+"""The command line: each command works, and each bad input gets one line, a non-zero exit, no traceback."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compact_lm.cli import main
+from compact_lm.model import load
+
+TINY_ARGS = ["--embed", "8", "--hidden", "16", "--batch", "4", "--seq-len", "16", "--eval-every", "10", "--quiet"]
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_train_eval_sample_info(tmp_path, small_corpus, capsys):
+    code, out, _ = run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "20", "--out", tmp_path / "run")
+    assert code == 0 and "val:" in out and "test:" in out
+    model_path = tmp_path / "run" / "model.npz"
+    code, out, _ = run(capsys, "eval", model_path, "--text", small_corpus, "--json")
+    result = json.loads(out)
+    assert code == 0 and set(result) == {"nats", "bpc", "perplexity", "chars", "unknown"}
+    assert result["chars"] == len(small_corpus.read_text(encoding="utf-8")) - 1
+    code, out, _ = run(capsys, "sample", model_path, "--prompt", "Alice", "--length", "30", "--seed", "3")
+    assert code == 0 and out.startswith("Alice") and len(out.rstrip("\n")) == 35
+    code, out, _ = run(capsys, "info", model_path, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["params"] == load(model_path).num_params
+    assert info["tensors"]["rnn.weight_hh_l0"]["shape"] == [48, 16]
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_model_path, capsys):
+    first = run(capsys, "sample", tiny_model_path, "--length", "50", "--seed", "7")[1]
+    second = run(capsys, "sample", tiny_model_path, "--length", "50", "--seed", "7")[1]
+    assert first == second
+
+
+def test_resume_takes_unspecified_settings_from_the_saved_run(tmp_path, small_corpus, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "20", "--out", out)[0] == 0
+    code, _, err = run(capsys, "train", "--out", out, "--resume", "--quiet")
+    assert code == 0, err
+
+
+def test_python_dash_m_runs_the_cli(tiny_model_path):
+    done = subprocess.run([sys.executable, "-m", "compact_lm", "info", str(tiny_model_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "gru model" in done.stdout
+
+
+def test_bad_input_from_a_subprocess_has_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "compact_lm", "eval", str(tmp_path / "nope.npz"), "--text", "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_missing_corpus(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "nope.txt does not exist")
+
+
+def test_empty_corpus(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = run(capsys, "train", "--corpus", tmp_path / "empty.txt", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "empty.txt is empty")
+
+
+def test_corpus_shorter_than_one_window(tmp_path, capsys):
+    (tmp_path / "short.txt").write_text("a short text")
+    code, _, err = run(capsys, "train", "--corpus", tmp_path / "short.txt", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "fewer than one window", "--batch 64 x --seq-len 128")
+
+
+def test_invalid_utf8_corpus(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_bytes(b"abc\xfe\xff")
+    code, _, err = run(capsys, "train", "--corpus", tmp_path / "bad.txt", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "bad.txt is not valid UTF-8 at byte 3", "--encoding-errors replace")
+
+
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--hidden", "0", "--hidden"),
+    ("--lr", "-1", "--lr: must be a positive number"),
+    ("--lr", "abc", "--lr"),
+    ("--dropout", "1.5", "--dropout: must be between"),
+    ("--weight-decay", "-0.1", "--weight-decay"),
+    ("--label-smoothing", "0.9", "--label-smoothing"),
+    ("--minutes", "-5", "--minutes"),
+    ("--lr", "nan", "--lr"),
+])
+def test_nonsensical_hyperparameters(tmp_path, small_corpus, capsys, flag, value, fragment):
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, flag, value, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_cell(tmp_path, small_corpus, capsys):
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--cell", "transformer", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "--cell", "unknown cell", "rnn, gru, lstm")
+
+
+def test_two_budgets(tmp_path, small_corpus, capsys):
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--steps", "5", "--minutes", "1", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "only one budget")
+
+
+def test_output_folder_not_writable(tmp_path, small_corpus, capsys):
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--out", tmp_path / "a_file" / "run")
+    assert_one_line_error(code, err, "--out", "cannot create the folder")
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "does not exist"),
+    (b"", "truncated or not an .npz"),
+    (b"plain text, not a zip", "truncated or not an .npz"),
+])
+def test_bad_model_files(tmp_path, capsys, content, fragment):
+    path = tmp_path / "model.npz"
+    if content is not None:
+        path.write_bytes(content)
+    for command in (["eval", path, "--text", path], ["sample", path], ["info", path]):
+        code, _, err = run(capsys, *command)
+        assert_one_line_error(code, err, "model.npz", fragment)
+
+
+def test_truncated_model_file(tmp_path, tiny_model_path, capsys):
+    data = tiny_model_path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) - 100])
+    code, _, err = run(capsys, "info", tmp_path / "cut.npz")
+    assert_one_line_error(code, err, "cut.npz")
+
+
+def test_model_with_wrong_format_version(tmp_path, tiny_model_path, capsys):
+    with np.load(tiny_model_path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays.pop("metadata")))
+    meta["format_version"] = 2
+    np.savez(tmp_path / "v2.npz", metadata=np.array(json.dumps(meta)), **arrays)
+    code, _, err = run(capsys, "info", tmp_path / "v2.npz")
+    assert_one_line_error(code, err, "format version 2")
+
+
+def test_model_with_object_arrays(tmp_path, tiny_model_path, capsys):
+    with np.load(tiny_model_path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["payload"] = np.array([print], dtype=object)
+    np.savez(tmp_path / "evil.npz", **arrays)
+    code, _, err = run(capsys, "info", tmp_path / "evil.npz")
+    assert_one_line_error(code, err, "object arrays")
+
+
+def test_resume_with_mismatched_config(tmp_path, small_corpus, capsys):
+    out = tmp_path / "run"
+    run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "10", "--out", out)
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "10", "--cell", "lstm",
+                       "--out", out, "--resume")
+    assert_one_line_error(code, err, "--resume", "cell: saved 'gru' vs given 'lstm'")
+
+
+def test_resume_without_a_saved_run(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--out", tmp_path / "empty", "--resume")
+    assert_one_line_error(code, err, "--resume", "nothing to resume")
+
+
+def test_eval_text_missing(tiny_model_path, tmp_path, capsys):
+    code, _, err = run(capsys, "eval", tiny_model_path, "--text", tmp_path / "none.txt")
+    assert_one_line_error(code, err, "none.txt does not exist")
+
+
+def test_unknown_command_line_option(capsys):
+    code, _, err = run(capsys, "train", "--hiden", "5", "--out", "x")
+    assert_one_line_error(code, err, "unrecognized arguments: --hiden")

@@ -1,0 +1,118 @@
+"""Model files: exact round trip, safe loading, and scoring that agrees with the backends."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import compact_lm
+from compact_lm.backends import NumpyBackend
+from compact_lm.config import ModelConfig
+from compact_lm.errors import CompactLMError
+from compact_lm.model import FORMAT_VERSION, Model, load
+from compact_lm.network import init_params
+from compact_lm.vocab import Vocab
+
+
+def _model(cell="gru", hidden_sizes=(12, 8)) -> Model:
+    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
+    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=6, hidden_sizes=hidden_sizes)
+    return Model(config, vocab, init_params(config, np.random.default_rng(0)), {"steps": 3})
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = _model("lstm")
+    model.save(tmp_path / "m.npz")
+    again = load(tmp_path / "m.npz")
+    assert again.config == model.config and again.vocab == model.vocab
+    assert all(np.array_equal(again.params[n], model.params[n]) for n in model.params)
+
+
+def test_metadata_is_a_json_string_array_without_pickle(tmp_path):
+    _model().save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        meta = json.loads(str(archive["metadata"]))
+        assert archive["metadata"].shape == () and archive["metadata"].dtype.kind == "U"
+    for key in ("format_version", "cell", "vocab_size", "embed_size", "hidden_sizes", "vocab", "unk_id", "steps"):
+        assert key in meta
+    assert meta["format_version"] == FORMAT_VERSION and meta["vocab"][0] == "<unk>"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.unlink(), "does not exist"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated or not an .npz"),
+    (lambda p: p.write_text("just some text"), "truncated or not an .npz"),
+])
+def test_damaged_files_give_one_line_errors(tmp_path, damage, message):
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    damage(path)
+    with pytest.raises(CompactLMError, match=message):
+        load(path)
+
+
+def test_wrong_format_version_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    model = _model()
+    meta = model.metadata()
+    meta["format_version"] = 99
+    np.savez(path, metadata=np.array(json.dumps(meta)), **model.params)
+    with pytest.raises(CompactLMError, match="format version 99"):
+        load(path)
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    path = tmp_path / "m.npz"
+    model = _model()
+    np.savez(path, metadata=np.array(json.dumps(model.metadata())), evil=np.array([{"a": 1}], dtype=object),
+             **model.params)
+    with pytest.raises(CompactLMError, match="object arrays"):
+        load(path)
+
+
+def test_wrong_array_shape_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    model = _model()
+    params = dict(model.params)
+    params["head.bias"] = np.zeros(3, np.float32)
+    np.savez(path, metadata=np.array(json.dumps(model.metadata())), **params)
+    with pytest.raises(CompactLMError, match="head.bias has shape"):
+        load(path)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_step_by_step_equals_whole_sequence(cell):
+    model = _model(cell)
+    backend = NumpyBackend(model)
+    ids = model.vocab.encode("the lazy dog jumps")
+    batch = np.stack([ids, ids[::-1]])
+    whole, whole_state = backend.run(batch, backend.initial_state(2))
+    state = backend.initial_state(2)
+    steps = []
+    for t in range(batch.shape[1]):
+        log_p, state = backend.step(batch[:, t], state)
+        steps.append(log_p)
+    np.testing.assert_allclose(np.stack(steps, axis=1), whole, atol=1e-5)
+    for a, b in zip(state, whole_state):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+
+
+def test_evaluate_scores_every_character_after_the_first():
+    model = _model()
+    text = "the quick brown fox"
+    backend = NumpyBackend(model)
+    ids = model.vocab.encode(text)
+    log_p, _ = backend.run(ids[None, :-1], backend.initial_state(1))
+    expected = -np.mean(log_p[0, np.arange(len(ids) - 1), ids[1:]])
+    metrics = model.evaluate(text)
+    assert metrics.chars == len(text) - 1
+    assert metrics.nats == pytest.approx(expected, rel=1e-5)
+    assert metrics.bpc == pytest.approx(expected / np.log(2), rel=1e-5)
+
+
+def test_long_text_scoring_carries_state_across_chunks(monkeypatch):
+    model = _model()
+    text = "the quick brown fox jumps over the lazy dog\n" * 8
+    whole = model.evaluate(text).nats
+    monkeypatch.setattr(compact_lm.model, "EVAL_CHUNK", 7)
+    assert model.evaluate(text).nats == pytest.approx(whole, rel=1e-6)
