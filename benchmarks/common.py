@@ -18,6 +18,7 @@ def corpus(name: str) -> Path:
 
 def blas_description() -> str:
     """Which BLAS numpy uses, its kernel and threads, and the OpenBLAS environment overrides."""
+    import numpy  # noqa: F401  (threadpoolctl lists only the BLAS libraries already loaded)
     from threadpoolctl import threadpool_info
     parts = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernel, "
              f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]

@@ -59,7 +59,7 @@ def torch_stepper(cell: str, data):
         optimizer.step()
         position["state"] = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         position["window"] = w + 1
-        return float(loss)
+        return loss.item()
 
     return step
 

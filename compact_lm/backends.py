@@ -1,4 +1,13 @@
-"""Runtime backends: one protocol (initial_state, step, run); the NumPy fp32 model is the reference."""
+"""Runtime backends: one protocol (initial_state, step, run) over NumPy fp32, NumPy int8, onnxruntime.
+
+Above this line (autocomplete, verification, profiling) code works on any backend and never asks
+which one it has. Below it, a NumPy backend is a cell from the registry plus four products, which
+a float model computes in float32 and a quantized model in the integer scheme of `int8.py`:
+    embed(ids)        layer 1's x W_ih^T + b_ih, a row of the folded [V, G*H] table
+    inputs(k, x)      layer k's x W_ih^T + b_ih (k >= 1)
+    recurrent(k, h)   layer k's h W_hh^T + b_hh
+    logits(h)         h head^T + head_b
+"""
 from __future__ import annotations
 
 from typing import Protocol
@@ -6,8 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from .cells import get_cell
-from .model import Model
-from .network import head_log_probs, log_softmax, run_hidden, zero_state
+from .network import log_softmax, run_hidden, zero_state
 
 
 class Backend(Protocol):
@@ -22,28 +30,54 @@ class Backend(Protocol):
     def run(self, token_ids: np.ndarray, state: list) -> tuple[np.ndarray, list]: ...
 
 
-class NumpyBackend:
-    """The reference path: float arithmetic on the model's own arrays.
+class FloatProducts:
+    """The four products in float arithmetic, from PyTorch-named arrays plus the folded table."""
 
-    A state is a list with one tuple per layer: (h,) or (h, c), each [batch, hidden_k].
+    def __init__(self, params: dict[str, np.ndarray], table: np.ndarray, layers: int):
+        self.params, self.table, self.layers = params, table, layers
+        self.dtype = params["head.bias"].dtype
+        # operands laid out once: W^T contiguous so each product is one plain GEMM
+        self._w_ih_t = {k: np.ascontiguousarray(params[f"rnn.weight_ih_l{k}"].T) for k in range(1, layers)}
+        self._w_hh_t = [np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T) for k in range(layers)]
+        self._b_ih = {k: params[f"rnn.bias_ih_l{k}"] for k in range(1, layers)}
+        self._b_hh = [params[f"rnn.bias_hh_l{k}"] for k in range(layers)]
+        self._head_t = np.ascontiguousarray(params["head.weight"].T)
+        self._head_b = params["head.bias"]
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        return self.table[ids]
+
+    def inputs(self, k: int, x: np.ndarray) -> np.ndarray:
+        y = x @ self._w_ih_t[k]
+        y += self._b_ih[k]
+        return y
+
+    def recurrent(self, k: int, h: np.ndarray) -> np.ndarray:
+        y = h @ self._w_hh_t[k]
+        y += self._b_hh[k]
+        return y
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        y = h @ self._head_t
+        y += self._head_b
+        return y
+
+
+class NumpyBackend:
+    """The reference path. A state is a list with one tuple per layer, (h,) or (h, c), each [batch, H_k].
+
+    Takes a float `Model` (float32 arithmetic) or a `QuantizedModel` (the exact integer scheme, or
+    with `arithmetic="float"` its dequantized weights in float arithmetic).
     """
 
-    def __init__(self, model: Model):
+    def __init__(self, model, *, arithmetic: str | None = None):
         self.model = model
         self.config = model.config
+        self.vocab = model.vocab
         self.vocab_size = model.config.vocab_size
         self._cell = get_cell(model.config.cell)
-        self._table = model.table()
-        self._dtype = model.params["head.weight"].dtype
-        p = model.params
-        layers = range(model.config.layers)
-        # per-step operands laid out once: W^T contiguous so each product is one plain GEMM
-        self._w_ih_t = [None] + [np.ascontiguousarray(p[f"rnn.weight_ih_l{k}"].T) for k in layers if k > 0]
-        self._b_ih = [None] + [p[f"rnn.bias_ih_l{k}"] for k in layers if k > 0]
-        self._w_hh_t = [np.ascontiguousarray(p[f"rnn.weight_hh_l{k}"].T) for k in layers]
-        self._b_hh = [p[f"rnn.bias_hh_l{k}"] for k in layers]
-        self._head_t = np.ascontiguousarray(p["head.weight"].T)
-        self._head_b = p["head.bias"]
+        self.products = model.products(arithmetic)
+        self._dtype = getattr(self.products, "dtype", np.float32)
 
     def initial_state(self, batch: int) -> list:
         """Zero state for `batch` streams."""
@@ -51,19 +85,25 @@ class NumpyBackend:
 
     def step(self, token_ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """Log-probabilities [B, V] of the next character after token_ids [B], and the new state."""
-        xg = self._table[np.asarray(token_ids, dtype=np.int64)]
+        products = self.products
+        xg = products.embed(np.asarray(token_ids, dtype=np.int64))
         new_state = []
         for k in range(self.config.layers):
             if k:
-                xg = new_state[-1][0] @ self._w_ih_t[k]
-                xg += self._b_ih[k]
-            new_state.append(self._cell.step(xg, state[k], self._w_hh_t[k], self._b_hh[k]))
-        logits = new_state[-1][0] @ self._head_t
-        logits += self._head_b
-        return log_softmax(logits), new_state
+                xg = products.inputs(k, new_state[-1][0])
+            new_state.append(self._cell.step(xg, products.recurrent(k, state[k][0]), state[k]))
+        return log_softmax(products.logits(new_state[-1][0])), new_state
 
     def run(self, token_ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """Log-probabilities [B, T, V] after each of token_ids [B, T], and the final state."""
-        ids = np.asarray(token_ids, dtype=np.int64).T        # time-major inside
-        hidden, new_state = run_hidden(self.model.params, self.config, ids, state, self._table)
-        return head_log_probs(self.model.params, hidden).transpose(1, 0, 2), new_state
+        ids = np.asarray(token_ids, dtype=np.int64)
+        if isinstance(self.products, FloatProducts):
+            # float: the whole sequence layer by layer (cell.forward), head for all positions at once
+            hidden, new_state = run_hidden(self.products.params, self.config, ids.T, state, self.products.table)
+            log_p = log_softmax(self.products.logits(hidden.reshape(-1, hidden.shape[-1])))
+            return log_p.reshape(hidden.shape[0], hidden.shape[1], -1).transpose(1, 0, 2), new_state
+        outputs = []
+        for t in range(ids.shape[1]):
+            log_p, state = self.step(ids[:, t], state)
+            outputs.append(log_p)
+        return np.stack(outputs, axis=1), state

@@ -2,7 +2,9 @@
 
 A cell sees the input projection already done for every time step (xg = x W_ih^T + b_ih,
 computed for all T*B positions at once, or gathered from a [V, G*H] table for layer 1) and owns
-the recurrence: one matrix product per step, `h W_hh^T + b_hh`, then its gate arithmetic.
+the recurrence: one matrix product per step, `gh = h W_hh^T + b_hh`, then its gate arithmetic.
+`step` takes gh from its caller, so a runtime may compute that product in any arithmetic (float
+or integer); `forward`/`backward` (training) do the float product inside their loop.
 
 Weights follow PyTorch's layout: W_ih [G*H, input], W_hh [G*H, H], gate blocks stacked in rows.
 Arrays here are time-major: xg [T, B, G*H], hidden outputs [T, B, H]. A state is a tuple of
@@ -10,6 +12,7 @@ Arrays here are time-major: xg [T, B, G*H], hidden outputs [T, B, H]. A state is
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,12 +38,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- rnn
 # h' = tanh(xg + h W_hh^T + b_hh)
 
-def rnn_step(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndarray) -> State:
-    """One step for a batch: xg [B, H], state (h,), w_hh_t = W_hh^T [H, H]."""
-    a = state[0] @ w_hh_t
-    a += b_hh
-    a += xg
-    return (np.tanh(a, out=a),)
+def rnn_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+    """One step for a batch from xg [B, H] and gh = h W_hh^T + b_hh [B, H] (gh is overwritten)."""
+    gh += xg
+    return (np.tanh(gh, out=gh),)
 
 
 def rnn_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndarray):
@@ -83,12 +84,10 @@ def rnn_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarr
 #   r = sigma(xg_r + h W_hr^T + b_hr),  z = sigma(xg_z + h W_hz^T + b_hz)
 #   n = tanh(xg_n + r * (h W_hn^T + b_hn)),  h' = (1 - z) * n + z * h = n + z * (h - n)
 
-def gru_step(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndarray) -> State:
-    """One step for a batch: xg [B, 3H], state (h,), w_hh_t = W_hh^T [H, 3H]."""
+def gru_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+    """One step for a batch from xg [B, 3H] and gh = h W_hh^T + b_hh [B, 3H] (gh is overwritten)."""
     h = state[0]
     hidden = h.shape[-1]
-    gh = h @ w_hh_t
-    gh += b_hh
     rz = gh[:, :2 * hidden]
     rz += xg[:, :2 * hidden]
     sigmoid_(rz)
@@ -170,17 +169,36 @@ def gru_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarr
 # ---------------------------------------------------------------------------------------- lstm
 # PyTorch gate order i, f, g, o:
 #   [i, f, o] = sigma(.), g = tanh(.) of xg + h W_hh^T + b_hh;  c' = f c + i g,  h' = o tanh(c')
+#
+# All four activations in one pass over the [B, 4H] block: sigma(x) = (1 + tanh(x / 2)) / 2, so
+# act = tanh(x * k) * k + m with k = 1/2, m = 1/2 on the sigmoid blocks and k = 1, m = 0 on g.
+# Their derivatives likewise: s (1 - s) and 1 - g^2 are both act * (d - act) + e with
+# (d, e) = (1, 0) on sigmoid blocks and (0, 1) on g.
 
-def lstm_step(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndarray) -> State:
-    """One step for a batch: xg [B, 4H], state (h, c), w_hh_t = W_hh^T [H, 4H]."""
+@functools.lru_cache(maxsize=64)
+def _lstm_coefficients(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (k, m, d, e) of the comment above, for blocks i, f, g, o."""
+    def blocks(i, f, g, o):
+        return np.repeat(np.array([i, f, g, o], dtype=dtype), hidden)
+    return blocks(.5, .5, 1., .5), blocks(.5, .5, 0., .5), blocks(1., 1., 0., 1.), blocks(0., 0., 1., 0.)
+
+
+def _lstm_activate(gates: np.ndarray, k: np.ndarray, m: np.ndarray) -> None:
+    """In place: sigmoid on blocks i, f, o and tanh on block g of pre-activations [B, 4H]."""
+    gates *= k
+    np.tanh(gates, out=gates)
+    gates *= k
+    gates += m
+
+
+def lstm_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+    """One step for a batch from xg [B, 4H] and gh = h W_hh^T + b_hh [B, 4H] (gh is overwritten)."""
     h, c = state
     hidden = h.shape[-1]
-    g = h @ w_hh_t
-    g += b_hh
+    k, m, _, _ = _lstm_coefficients(hidden, np.dtype(xg.dtype))
+    g = gh
     g += xg
-    sigmoid_(g[:, :2 * hidden])
-    np.tanh(g[:, 2 * hidden:3 * hidden], out=g[:, 2 * hidden:3 * hidden])
-    sigmoid_(g[:, 3 * hidden:])
+    _lstm_activate(g, k, m)
     c_new = c * g[:, hidden:2 * hidden]
     c_new += g[:, :hidden] * g[:, 2 * hidden:3 * hidden]
     h_new = np.tanh(c_new)
@@ -192,6 +210,7 @@ def lstm_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndar
     """Run T steps, keeping what backward needs; returns (outputs [T,B,H], final state, cache)."""
     steps, batch, gates_hidden = xg.shape
     hidden = gates_hidden // 4
+    k, m, _, _ = _lstm_coefficients(hidden, np.dtype(xg.dtype))
     hs = np.empty((steps + 1, batch, hidden), dtype=xg.dtype)
     cs = np.empty_like(hs)
     acts = np.empty((steps, batch, gates_hidden), dtype=xg.dtype)
@@ -203,9 +222,7 @@ def lstm_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndar
         np.matmul(hs[t], w_hh_t, out=g)
         g += b_hh
         g += xg[t]
-        sigmoid_(g[:, :2 * hidden])
-        np.tanh(g[:, 2 * hidden:3 * hidden], out=g[:, 2 * hidden:3 * hidden])
-        sigmoid_(g[:, 3 * hidden:])
+        _lstm_activate(g, k, m)
         np.multiply(cs[t], g[:, hidden:2 * hidden], out=cs[t + 1])
         np.multiply(g[:, :hidden], g[:, 2 * hidden:3 * hidden], out=tmp)
         cs[t + 1] += tmp
@@ -217,13 +234,15 @@ def lstm_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndar
 def lstm_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarray):
     """Gradients from d(outputs) and d(final state): (d_xg, dW_hh, db_hh, d_initial_state).
 
-    dc += dh o (1 - tanh(c)^2); do = dh tanh(c); di = dc g; dg = dc i; df = dc c_prev;
-    dc_prev = dc f; pre-activations multiply by s (1 - s) for sigmoid gates and 1 - g^2 for g.
+    dc += dh o (1 - tanh(c)^2); w.r.t. the activations: di = dc g, df = dc c_prev, dg = dc i,
+    do = dh tanh(c); then times each activation's derivative; dc_prev = dc f.
     """
     hs, cs, acts, tanh_c = cache
     steps, batch, hidden = d_out.shape
+    _, _, d_coef, e_coef = _lstm_coefficients(hidden, np.dtype(d_out.dtype))
     d_g = np.empty((steps, batch, 4 * hidden), dtype=d_out.dtype)
     tmp = np.empty((batch, hidden), dtype=d_out.dtype)
+    slope = np.empty((batch, 4 * hidden), dtype=d_out.dtype)
     if d_final is None:
         dh, dc = np.zeros_like(hs[0]), np.zeros_like(cs[0])
     else:
@@ -232,36 +251,23 @@ def lstm_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndar
         dh += d_out[t]
         a = acts[t]
         i, f, g, o = a[:, :hidden], a[:, hidden:2 * hidden], a[:, 2 * hidden:3 * hidden], a[:, 3 * hidden:]
-        di, df, dg, do = (d_g[t, :, k * hidden:(k + 1) * hidden] for k in range(4))
         tc = tanh_c[t]
-        # do = dh tanh(c) o (1 - o)
-        np.multiply(dh, tc, out=do)
-        do *= o
-        np.subtract(1.0, o, out=tmp)
-        do *= tmp
-        # dc += dh o (1 - tanh(c)^2)
         np.multiply(tc, tc, out=tmp)
         np.subtract(1.0, tmp, out=tmp)
         tmp *= o
         tmp *= dh
         dc += tmp
-        # di = dc g i (1 - i)
-        np.multiply(dc, g, out=di)
-        di *= i
-        np.subtract(1.0, i, out=tmp)
-        di *= tmp
-        # df = dc c_prev f (1 - f)
-        np.multiply(dc, cs[t], out=df)
-        df *= f
-        np.subtract(1.0, f, out=tmp)
-        df *= tmp
-        # dg = dc i (1 - g^2)
-        np.multiply(g, g, out=tmp)
-        np.subtract(1.0, tmp, out=tmp)
-        np.multiply(dc, i, out=dg)
-        dg *= tmp
+        grad = d_g[t]
+        np.multiply(dc, g, out=grad[:, :hidden])
+        np.multiply(dc, cs[t], out=grad[:, hidden:2 * hidden])
+        np.multiply(dc, i, out=grad[:, 2 * hidden:3 * hidden])
+        np.multiply(dh, tc, out=grad[:, 3 * hidden:])
+        np.subtract(d_coef, a, out=slope)
+        slope *= a
+        slope += e_coef
+        grad *= slope
         dc *= f
-        dh = d_g[t] @ w_hh
+        dh = grad @ w_hh
     flat = d_g.reshape(-1, 4 * hidden)
     d_w_hh = flat.T @ hs[:-1].reshape(-1, hidden)
     return d_g, d_w_hh, flat.sum(axis=0), (dh, dc)
@@ -275,9 +281,14 @@ class Cell:
     gates: int                       # gate blocks stacked in the rows of W_ih / W_hh
     state_names: tuple[str, ...]     # ("h",) or ("h", "c")
     gate_names: tuple[str, ...]      # PyTorch's gate order within the rows
-    step: Callable                   # (xg [B,GH], state, W_hh^T, b_hh) -> state
+    step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state) -> state
     forward: Callable                # (xg [T,B,GH], state, W_hh^T, b_hh) -> (outputs, state, cache)
     backward: Callable               # (d_out, d_final_state, cache, W_hh) -> (d_xg, dW_hh, db_hh, d_state)
+
+    def unit_rows(self, hidden: int, units: np.ndarray) -> np.ndarray:
+        """Rows of W_ih / W_hh / biases that belong to hidden units `units`: the same offset in every gate block."""
+        units = np.asarray(units, dtype=np.int64)
+        return np.concatenate([gate * hidden + units for gate in range(self.gates)])
 
     def zero_state(self, batch: int, hidden: int, dtype=np.float32) -> State:
         """The all-zero state of one layer."""

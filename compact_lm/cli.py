@@ -75,6 +75,7 @@ TRAIN_OPTIONS = [
     ("--min-count", "min_count", _positive_int, "characters seen fewer times become <unk> (default 1)"),
     ("--encoding-errors", "encoding_errors", str, "strict, replace or ignore invalid UTF-8 (default strict)"),
     ("--dtype", "dtype", str, "float32 or float64 (default float32)"),
+    ("--init", "init", str, "start from this float model's weights (its sizes and vocabulary win)"),
 ]
 
 
@@ -172,16 +173,20 @@ def _cmd_sample(args) -> int:
 
 # -------------------------------------------------------------------------------------- info
 def model_summary(path: str) -> dict:
-    """Config, vocabulary size, per-tensor shape/dtype/bytes and totals of a model file."""
+    """Config, vocabulary size, per-tensor shape/dtype/bytes and totals of a model file (float or int8)."""
     from .model import load
     model = load(path)
+    arrays = getattr(model, "params", None) or model.arrays
     tensors = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "params": int(a.size), "bytes": int(a.nbytes)}
-               for name, a in model.params.items()}
+               for name, a in arrays.items()}
+    quantization = model.info.get("quantization", {})
+    # what the same weights take as float32 (for an int8 model: its float source, table unfolded)
+    fp32_bytes = 4 * int(quantization.get("source_params", model.num_params))
     return {"file": str(path), "file_bytes": os.path.getsize(path), **model.config.to_json(),
-            "vocab_size": model.vocab.size, "params": model.num_params,
-            "param_bytes": int(sum(t["bytes"] for t in tensors.values())), "tensors": tensors,
-            "steps": model.info.get("steps", 0), "metrics": model.info.get("metrics", {}),
-            "train_config": model.info.get("train_config", {})}
+            "vocab_size": model.vocab.size, "params": model.num_params, "quantized": hasattr(model, "arrays"),
+            "param_bytes": int(sum(t["bytes"] for t in tensors.values())), "fp32_bytes": fp32_bytes,
+            "tensors": tensors, "steps": model.info.get("steps", 0), "metrics": model.info.get("metrics", {}),
+            "train_config": model.info.get("train_config", {}), "pruning": model.info.get("pruning", [])}
 
 
 def _cmd_info(args) -> int:
@@ -191,14 +196,83 @@ def _cmd_info(args) -> int:
         return 0
     print(f"{summary['file']}: {summary['cell']} model, {summary['layers']} layer(s), "
           f"embed {summary['embed_size']}, hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}")
-    print(f"{summary['params']:,} parameters, {summary['param_bytes']:,} bytes of arrays, "
-          f"{summary['file_bytes']:,} bytes on disk, {summary['steps']:,} training steps")
+    print(f"{summary['params']:,} parameters, {summary['param_bytes']:,} bytes of arrays "
+          f"({summary['param_bytes'] / summary['fp32_bytes']:.3f} of the fp32 original's {summary['fp32_bytes']:,}), "
+          f"{summary['file_bytes']:,} bytes on disk, {summary['steps']:,} training steps"
+          + (", int8" if summary["quantized"] else ""))
     width = max(len(n) for n in summary["tensors"])
     for name, t in summary["tensors"].items():
         print(f"  {name:<{width}}  {str(tuple(t['shape'])):>12}  {t['dtype']:>8}  {t['params']:>9,} params  {t['bytes']:>10,} B")
     for split in ("val", "test"):
         if split in summary["metrics"]:
             print(f"{split}: {summary['metrics'][split]['bpc']:.4f} bpc")
+    return 0
+
+
+# ----------------------------------------------------------------------------- export, verify
+VERIFY_CHARS = 2000   # characters compared by `verify` unless --chars says otherwise
+
+
+def _float_model(path: str):
+    """Load a model file for ONNX export, which handles float models (int8 graphs come later)."""
+    from .model import Model, load
+    model = load(path)
+    if not isinstance(model, Model):
+        raise CompactLMError(f"{path} is a quantized model; ONNX export handles float models only")
+    return model
+
+
+def _cmd_export(args) -> int:
+    from .export import OPSET, build_model, save_model
+    model = _float_model(args.model)
+    targets = [(args.out, False)]
+    if args.sequence is not None:
+        if Path(args.sequence).resolve() == Path(args.out).resolve():
+            raise CompactLMError("--sequence must name a different file than --out")
+        targets.append((args.sequence, True))
+    operators = "native recurrent operators" if args.native_rnn else "plain operators"
+    for path, sequence in targets:
+        save_model(build_model(model, sequence=sequence, native_rnn=args.native_rnn), path)
+        print(f"{path}: {'sequence' if sequence else 'step'} graph, {operators}, fp32, opset {OPSET}, "
+              f"{os.path.getsize(path):,} bytes")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .backends import NumpyBackend
+    from .data import default_corpus_path, read_text
+    from .export.verify import TOLERANCE, verify_backends
+    from .ort_backend import OrtBackend, metadata_differences
+    model = _float_model(args.model)
+    backend = OrtBackend(args.onnx, sequence_path=args.sequence)
+    differences = metadata_differences(model.metadata(), backend.metadata)
+    if differences:
+        raise CompactLMError(f"{args.onnx} was exported from another model than {args.model} ({'; '.join(differences)})")
+    if args.text is None:   # the end of the bundled corpus (its test split)
+        ids = model.vocab.encode(default_corpus_path().read_text(encoding="utf-8"))[-args.chars:]
+    else:
+        ids = model.vocab.encode(read_text(args.text))[:args.chars]
+    if len(ids) < 8:
+        raise CompactLMError(f"--text {args.text}: needs at least 8 characters (4 streams of 2)")
+    results = verify_backends(NumpyBackend(model), backend, ids, sequence=backend.has_sequence_graph)
+    worst = max(r.max_abs_diff for r in results)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "onnx": str(args.onnx), "chars": int(len(ids)),
+                          "tolerance": TOLERANCE, "max_abs_diff": worst, "ok": worst <= TOLERANCE,
+                          "results": [r.to_json() for r in results]}))
+    else:
+        print(f"{args.model} (NumPy) vs {args.onnx} (onnxruntime) on {len(ids):,} characters:")
+        print(f"{'mode':<9} {'batch':>5} {'positions':>9} {'max |dlogp|':>11} {'top-1 agree':>11} "
+              f"{'bpc numpy':>9} {'bpc onnx':>9} {'d bpc':>9}")
+        for r in results:
+            print(f"{r.mode:<9} {r.batch:>5} {r.positions:>9,} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
+                  f"{r.bpc_reference:>9.4f} {r.bpc_candidate:>9.4f} {r.bpc_difference:>+9.1e}")
+        if not backend.has_sequence_graph:
+            print("(no sequence graph: give --sequence FILE.onnx to check one)")
+    if worst > TOLERANCE:
+        raise CompactLMError(f"max |delta log-prob| {worst:.3g} exceeds {TOLERANCE:g}: {args.onnx} does not match {args.model}")
+    if not args.json:
+        print(f"ok: max |delta log-prob| {worst:.2e} <= {TOLERANCE:g}")
     return 0
 
 
@@ -209,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
+
+    from .tools.commands import add_commands as add_compression_commands
+    add_compression_commands(sub, _positive_int, _number)
 
     p = sub.add_parser("eval", help="nats, bpc and perplexity of a text under a model")
     p.add_argument("model", metavar="MODEL")
@@ -231,6 +308,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser("export", help="write a float model as an ONNX step graph (and a sequence graph)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--out", required=True, metavar="FILE.onnx", help="the step graph: tokens [batch] -> log_probs")
+    p.add_argument("--sequence", metavar="FILE.onnx", help="also write a sequence graph: tokens [batch, time]")
+    p.add_argument("--native-rnn", action="store_true",
+                   help="use ONNX's RNN/GRU/LSTM operators (not in onnxruntime mobile builds) instead of plain ones")
+    p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser("verify", help="compare an exported .onnx under onnxruntime with the NumPy model")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("onnx", metavar="FILE.onnx")
+    p.add_argument("--sequence", metavar="FILE.onnx", help="a sequence graph of the same model to check too")
+    p.add_argument("--text", metavar="FILE", help="text to compare on (default: the end of the bundled corpus)")
+    p.add_argument("--chars", type=_positive_int, default=VERIFY_CHARS,
+                   help=f"characters of the text to use (default {VERIFY_CHARS})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_cmd_verify)
     return parser
 
 

@@ -85,6 +85,7 @@ class TrainConfig:
     eval_every: int = 200
     seed: int = 0
     dtype: str = "float32"
+    init: str | None = None               # a float model file to start from (its sizes and vocabulary)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.minutes is None:

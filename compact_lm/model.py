@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backends import FloatProducts, NumpyBackend
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import load_npz, save_npz
-from .network import head_log_probs, input_table, param_shapes, run_hidden, zero_state
+from .network import input_table, param_shapes
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_KIND = "compact-lm-model"
-EVAL_CHUNK = 8192   # characters per chunk when scoring long texts (bounds memory, state carried)
+EVAL_CHUNK = 8192
+# metadata carried from file to file (a pruned or quantized model keeps its history)
+INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization")   # characters per chunk when scoring long texts (bounds memory, state carried)
 
 
 @dataclass
@@ -90,32 +93,38 @@ class Model:
             self.__dict__["_table"] = cached
         return cached
 
-    def score_ids(self, ids: np.ndarray) -> tuple[float, int]:
-        """Sum of -log p over ids[1:], each given all ids before it from the zero state; and the count."""
-        state = zero_state(self.config, 1, self.params["head.weight"].dtype)
-        total = 0.0
-        for start in range(0, len(ids) - 1, EVAL_CHUNK):
-            chunk = np.asarray(ids[start:start + EVAL_CHUNK + 1], dtype=np.int64)
-            hidden, state = run_hidden(self.params, self.config, chunk[:-1, None], state, self.table())
-            log_p = head_log_probs(self.params, hidden[:, 0, :])
-            total -= float(log_p[np.arange(len(chunk) - 1), chunk[1:]].sum(dtype=np.float64))
-            # the last character of this chunk starts the next one; its state is the one just computed
-        return total, max(len(ids) - 1, 0)
+    def products(self, arithmetic: str | None = None) -> FloatProducts:
+        """The products a NumpyBackend runs: float32 arithmetic on these arrays."""
+        if arithmetic not in (None, "float"):
+            raise CompactLMError(f"a float model runs in float arithmetic, not {arithmetic!r}")
+        return FloatProducts(self.params, self.table(), self.config.layers)
 
     def evaluate_ids(self, ids: np.ndarray) -> Metrics:
         """Metrics of pre-encoded ids."""
-        if len(ids) < 2:
-            raise CompactLMError("text to evaluate needs at least 2 characters")
-        total, count = self.score_ids(ids)
-        return Metrics(nats=total / count, chars=count, unknown=int(np.count_nonzero(ids == 0)))
+        return evaluate_ids(NumpyBackend(self), ids)
 
     def evaluate(self, text: str) -> Metrics:
         """Nats, bpc and perplexity of `text` (normalized like the training text)."""
         return self.evaluate_ids(self.vocab.encode(text))
 
 
-def load(path: str | os.PathLike) -> Model:
-    """Load a model file, checking its format version, arrays and vocabulary."""
+def evaluate_ids(backend, ids: np.ndarray) -> Metrics:
+    """Score ids[1:], each given all ids before it from the zero state, on any backend (chunked)."""
+    if len(ids) < 2:
+        raise CompactLMError("text to evaluate needs at least 2 characters")
+    state = backend.initial_state(1)
+    total = 0.0
+    for start in range(0, len(ids) - 1, EVAL_CHUNK):
+        # the chunk's last id is the next chunk's first input: its state is the one just computed
+        chunk = np.asarray(ids[start:start + EVAL_CHUNK + 1], dtype=np.int64)
+        log_p, state = backend.run(chunk[None, :-1], state)
+        total -= float(log_p[0, np.arange(len(chunk) - 1), chunk[1:]].sum(dtype=np.float64))
+    count = len(ids) - 1
+    return Metrics(nats=total / count, chars=count, unknown=int(np.count_nonzero(ids == 0)))
+
+
+def load(path: str | os.PathLike):
+    """Load a model file (float `Model` or int8 `QuantizedModel`), checking version, arrays and vocabulary."""
     arrays, meta = load_npz(path, "model")
     if meta.get("kind") != MODEL_KIND:
         raise CompactLMError(f"{path} is not a compact-lm model (kind {meta.get('kind')!r})")
@@ -125,13 +134,18 @@ def load(path: str | os.PathLike) -> Model:
     try:
         config = ModelConfig.from_json(meta)
         vocab = Vocab.from_json(meta)
+        quantized = bool(meta.get("quantized", False))
+        weight_bits = int(meta["int8"]["weight_bits"]) if quantized else 0
     except (KeyError, TypeError, ValueError) as error:
         raise CompactLMError(f"{path} has invalid metadata: {error}") from None
-    for name, array in arrays.items():
-        if array.dtype.kind != "f":
-            raise CompactLMError(f"{path}: array {name} has dtype {array.dtype}, expected floating point")
-    info = {k: v for k, v in meta.items() if k in ("steps", "train_config", "metrics", "history_summary")}
+    info = {k: v for k, v in meta.items() if k in INFO_KEYS}
     try:
+        if quantized:
+            from .quantized import QuantizedModel
+            return QuantizedModel(config, vocab, arrays, weight_bits, info)
+        for name, array in arrays.items():
+            if array.dtype.kind != "f":
+                raise CompactLMError(f"array {name} has dtype {array.dtype}, expected floating point")
         return Model(config, vocab, arrays, info)
     except CompactLMError as error:
         raise CompactLMError(f"{path}: {error}") from None

@@ -76,21 +76,28 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def run_hidden(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None):
-    """Top-layer outputs [T, B, H] for ids [T, B] and the final state (inference: no dropout, no cache kept)."""
+def run_layers(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None):
+    """Every layer's outputs [T, B, H_k] for ids [T, B], and the final state (inference: no dropout)."""
     cell = get_cell(config.cell)
     table = input_table(params) if table is None else table
-    x = None
-    new_state = []
+    outputs, new_state = [], []
     for k in range(config.layers):
         if k == 0:
             xg = table[ids]
         else:
+            x = outputs[-1]
             steps, batch, width = x.shape
             xg = (x.reshape(-1, width) @ params[f"rnn.weight_ih_l{k}"].T + params[f"rnn.bias_ih_l{k}"]).reshape(steps, batch, -1)
-        x, final, _ = cell.forward(xg, state[k], np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T), params[f"rnn.bias_hh_l{k}"])
+        out, final, _ = cell.forward(xg, state[k], np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T), params[f"rnn.bias_hh_l{k}"])
+        outputs.append(out)
         new_state.append(tuple(np.array(s, copy=True) for s in final))
-    return x, new_state
+    return outputs, new_state
+
+
+def run_hidden(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None):
+    """Top-layer outputs [T, B, H] for ids [T, B] and the final state (inference: no dropout)."""
+    outputs, new_state = run_layers(params, config, ids, state, table)
+    return outputs[-1], new_state
 
 
 def head_log_probs(params: dict, hidden: np.ndarray) -> np.ndarray:

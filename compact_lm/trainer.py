@@ -123,7 +123,8 @@ class Trainer:
     """One training run; `run()` trains until the budget is spent, checkpointing at every evaluation."""
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-                 progress: bool = True, log=None):
+                 progress: bool = True, log=None, init_model: Model | None = None):
+        """`init_model` (or the file `config.init`) gives the starting weights, sizes and vocabulary."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -148,17 +149,26 @@ class Trainer:
             raise CompactLMError(f"--out {self.out_dir} already holds a run; pass --resume to continue it "
                                  "or choose another folder")
 
-        vocab = Vocab.from_json(saved[1]) if saved else None
+        if init_model is None and config.init:
+            from .model import load
+            init_model = load(config.init)
+            if not isinstance(init_model, Model):
+                raise CompactLMError(f"--init {config.init}: an int8 model cannot be trained; start from the float model")
+        vocab = Vocab.from_json(saved[1]) if saved else init_model.vocab if init_model else None
         self.corpus = prepare_corpus(config, vocab)
         if saved and saved[1].get("data_sha256") != self.corpus.digest:
             raise CompactLMError("--resume: the corpus differs from the one the run started on")
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         if len(self.corpus.val) < 2:
             self.log("note: the validation split is empty; model.npz will hold the latest weights")
-        self.model_config = config.model_config(self.corpus.vocab.size)
         self.dtype = np.dtype(config.dtype)
         self.rng = np.random.default_rng(config.seed)
-        params = init_params(self.model_config, self.rng, self.dtype, config.init_scale)
+        if init_model is not None:
+            self.model_config = init_model.config
+            params = {n: np.array(v, dtype=self.dtype) for n, v in init_model.params.items()}
+        else:
+            self.model_config = config.model_config(self.corpus.vocab.size)
+            params = init_params(self.model_config, self.rng, self.dtype, config.init_scale)
         self.flat = FlatParams(params, _decay_names(params))
         if config.optimizer == "adamw":
             self.optimizer = AdamW(self.flat, beta1=config.beta1, beta2=config.beta2, weight_decay=config.weight_decay)

@@ -1,0 +1,112 @@
+"""The int8 scheme, defined once: the NumPy int8 path runs it and the int8 ONNX graph translates it.
+
+Weights (every matrix a product uses: W_ih of layers 2..L, W_hh, head): symmetric, one float32
+scale per output row, w_q = clip(round(w / s_w), -Q, Q), s_w = max|w_row| / Q, with Q = 2^(bits-1)-1.
+The default is 7 bits (Q = 63), onnxruntime's "reduce_range": a uint8 x int7 pair of products
+sums to at most 2 * 255 * 63 = 32130 < 2^15, so x86 AVX2's saturating 16-bit pair adds
+(vpmaddubsw) never saturate and onnxruntime gives the exact integer result on every CPU.
+
+Activations: every product's input is a hidden state, and every cell bounds it to [-1, 1]
+(tanh; a convex mix of tanh values for GRU; o * tanh(c) for LSTM). So they are quantized
+statically, without calibration, exactly as ONNX QuantizeLinear does:
+    x_q = saturate_uint8(round_half_even(x / ACT_SCALE) + ACT_ZERO_POINT),  ACT_SCALE = 1/127, zero point 128
+The product is integer with int32 accumulation, then rescaled per output column:
+    y = float32(sum_k (x_q[k] - 128) * w_q[j, k]) * (ACT_SCALE * s_w[j]) + b[j]
+ONNX: QuantizeLinear -> MatMulInteger(a_zero_point=128) -> Cast(float) -> Mul -> Add.
+
+Layer 1's folded input table (embedding @ W_ih0^T + b_ih0, [V, G*H]) is gathered, never
+multiplied: int8 with one scale per token row, Q = 127 (8 bits), dequantized on gather.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ACT_SCALE = np.float32(1.0 / 127.0)
+ACT_ZERO_POINT = 128
+DEFAULT_WEIGHT_BITS = 7
+TABLE_BITS = 8
+# An integer product computed in float32 BLAS is exact while every partial sum stays below 2^24:
+# K * 128 * Q < 2^24. Beyond that, float64 (exact below 2^53).
+_FLOAT32_EXACT = 2 ** 24
+
+
+def quantize_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8: (w_q int8, scale float32 [rows]) with w ~ w_q * scale[:, None]."""
+    limit = 2 ** (bits - 1) - 1
+    matrix = np.asarray(matrix, dtype=np.float32)
+    peak = np.abs(matrix).max(axis=1)
+    scale = np.where(peak > 0, peak / limit, 1.0).astype(np.float32)
+    quantized = np.clip(np.rint(matrix / scale[:, None]), -limit, limit).astype(np.int8)
+    return quantized, scale
+
+
+def dequantize_rows(quantized: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """w_q * scale, float32."""
+    return quantized.astype(np.float32) * scale[:, None]
+
+
+def quantize_activations(x: np.ndarray) -> np.ndarray:
+    """ONNX QuantizeLinear(x, ACT_SCALE, uint8 128): round half to even, saturate to [0, 255]."""
+    q = np.rint(np.asarray(x, dtype=np.float32) / ACT_SCALE)
+    q += ACT_ZERO_POINT
+    np.clip(q, 0, 255, out=q)
+    return q.astype(np.uint8)
+
+
+class Int8Product:
+    """y = x W^T + b in the scheme above, for one weight matrix W [out, in] given as (w_q, s_w)."""
+
+    def __init__(self, weight_q: np.ndarray, weight_scale: np.ndarray, bias: np.ndarray):
+        self.weight_q = weight_q
+        self.weight_scale = weight_scale
+        self.bias = bias.astype(np.float32)
+        # per output column: ACT_SCALE * s_w, in float32 as the graph's Mul initializer holds it
+        self.column_scale = (ACT_SCALE * weight_scale).astype(np.float32)
+        inputs = weight_q.shape[1]
+        peak = int(np.abs(weight_q.astype(np.int32)).max(initial=0))
+        exact_dtype = np.float32 if inputs * 128 * max(peak, 1) < _FLOAT32_EXACT else np.float64
+        # integer-valued weights in a float type: BLAS then returns the exact integer sums
+        self._weight_t = np.ascontiguousarray(weight_q.T.astype(exact_dtype))
+        self._dtype = exact_dtype
+
+    def integer_accumulate(self, x: np.ndarray) -> np.ndarray:
+        """int32 sum_k (x_q - 128) w_q of float inputs x [B, in] (exact)."""
+        centered = quantize_activations(x).astype(self._dtype)
+        centered -= ACT_ZERO_POINT
+        return (centered @ self._weight_t).astype(np.int32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """float32 y [B, out]."""
+        y = self.integer_accumulate(x).astype(np.float32)
+        y *= self.column_scale
+        y += self.bias
+        return y
+
+
+class Int8Products:
+    """The four products of a NumpyBackend (see backends.py) in this integer scheme."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], layers: int):
+        self.dtype = np.float32
+        self._table_q = arrays["table.q"]
+        self._table_scale = arrays["table.scale"]
+        self._inputs = {k: Int8Product(arrays[f"rnn.weight_ih_l{k}.q"], arrays[f"rnn.weight_ih_l{k}.scale"],
+                                       arrays[f"rnn.bias_ih_l{k}"]) for k in range(1, layers)}
+        self._recurrent = [Int8Product(arrays[f"rnn.weight_hh_l{k}.q"], arrays[f"rnn.weight_hh_l{k}.scale"],
+                                       arrays[f"rnn.bias_hh_l{k}"]) for k in range(layers)]
+        self._head = Int8Product(arrays["head.weight.q"], arrays["head.weight.scale"], arrays["head.bias"])
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Gathered table rows, dequantized: table_q[id] * scale[id]."""
+        rows = self._table_q[ids].astype(np.float32)
+        rows *= self._table_scale[ids][:, None]
+        return rows
+
+    def inputs(self, k: int, x: np.ndarray) -> np.ndarray:
+        return self._inputs[k](x)
+
+    def recurrent(self, k: int, h: np.ndarray) -> np.ndarray:
+        return self._recurrent[k](h)
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        return self._head(h)

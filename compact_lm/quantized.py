@@ -1,0 +1,127 @@
+"""An int8 model: the same container as a float model, holding int8 arrays and their float32 scales.
+
+Arrays (names end in `.q` for int8 values, `.scale` for their float32 per-row scales):
+    table.q [V, G*H_0], table.scale [V]          layer 1's folded input table, one scale per token
+    rnn.weight_ih_l{k}.q [G*H_k, H_{k-1}], .scale [G*H_k], rnn.bias_ih_l{k} [G*H_k]   (k >= 1)
+    rnn.weight_hh_l{k}.q [G*H_k, H_k], .scale [G*H_k], rnn.bias_hh_l{k} [G*H_k]
+    head.weight.q [V, H_last], head.weight.scale [V], head.bias [V]
+The arithmetic is in int8.py.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import FloatProducts, NumpyBackend
+from .cells import get_cell
+from .config import ModelConfig
+from .errors import CompactLMError
+from .fileio import save_npz
+from .int8 import ACT_SCALE, ACT_ZERO_POINT, TABLE_BITS, Int8Products, dequantize_rows
+from .model import FORMAT_VERSION, MODEL_KIND, Metrics, evaluate_ids
+from .vocab import Vocab
+
+QUANTIZED_MATRICES_DOC = "symmetric int8 per output row"
+
+
+def quantized_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype kind) of every array of a quantized model."""
+    gates = get_cell(config.cell).gates
+    shapes = {"table.q": ((config.vocab_size, gates * config.hidden_sizes[0]), "i"),
+              "table.scale": ((config.vocab_size,), "f")}
+    inputs = config.embed_size
+    for k, hidden in enumerate(config.hidden_sizes):
+        if k:
+            shapes[f"rnn.weight_ih_l{k}.q"] = ((gates * hidden, inputs), "i")
+            shapes[f"rnn.weight_ih_l{k}.scale"] = ((gates * hidden,), "f")
+            shapes[f"rnn.bias_ih_l{k}"] = ((gates * hidden,), "f")
+        shapes[f"rnn.weight_hh_l{k}.q"] = ((gates * hidden, hidden), "i")
+        shapes[f"rnn.weight_hh_l{k}.scale"] = ((gates * hidden,), "f")
+        shapes[f"rnn.bias_hh_l{k}"] = ((gates * hidden,), "f")
+        inputs = hidden
+    shapes["head.weight.q"] = ((config.vocab_size, inputs), "i")
+    shapes["head.weight.scale"] = ((config.vocab_size,), "f")
+    shapes["head.bias"] = ((config.vocab_size,), "f")
+    return shapes
+
+
+@dataclass
+class QuantizedModel:
+    """Config, vocabulary, int8 arrays + scales; runs the integer scheme or its dequantized floats."""
+
+    config: ModelConfig
+    vocab: Vocab
+    arrays: dict[str, np.ndarray]
+    weight_bits: int
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = quantized_shapes(self.config)
+        if set(self.arrays) != set(expected):
+            missing = sorted(set(expected) - set(self.arrays))
+            extra = sorted(set(self.arrays) - set(expected))
+            raise CompactLMError(f"int8 model arrays do not match the config (missing {missing}, unexpected {extra})")
+        for name, (shape, kind) in expected.items():
+            array = self.arrays[name]
+            want = np.int8 if kind == "i" else np.float32
+            if tuple(array.shape) != shape or array.dtype != want:
+                raise CompactLMError(f"int8 model array {name} is {array.dtype}{list(array.shape)}, "
+                                     f"expected {np.dtype(want)}{list(shape)}")
+        if self.vocab.size != self.config.vocab_size:
+            raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the config says {self.config.vocab_size}")
+        if not 2 <= self.weight_bits <= 8:
+            raise CompactLMError(f"weight_bits must be between 2 and 8, got {self.weight_bits}")
+
+    @property
+    def num_params(self) -> int:
+        """Weights and biases (scales not counted)."""
+        return int(sum(a.size for n, a in self.arrays.items() if not n.endswith(".scale")))
+
+    def metadata(self) -> dict:
+        """The JSON document stored beside the arrays."""
+        meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, "dtype": "int8", "quantized": True,
+                "int8": {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
+                         "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
+                         "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated"}}
+        meta.update(self.config.to_json())
+        meta.update(self.vocab.to_json())
+        meta.update({k: v for k, v in self.info.items() if k not in meta})
+        meta.setdefault("steps", 0)
+        return meta
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically."""
+        save_npz(path, self.arrays, self.metadata())
+
+    def dequantized_params(self) -> dict[str, np.ndarray]:
+        """Float32 weights w_q * scale under the float names (layer 1 as its table, key `table`)."""
+        a = self.arrays
+        params = {"table": dequantize_rows(a["table.q"], a["table.scale"]),
+                  "head.weight": dequantize_rows(a["head.weight.q"], a["head.weight.scale"]),
+                  "head.bias": a["head.bias"]}
+        for k in range(self.config.layers):
+            params[f"rnn.weight_hh_l{k}"] = dequantize_rows(a[f"rnn.weight_hh_l{k}.q"], a[f"rnn.weight_hh_l{k}.scale"])
+            params[f"rnn.bias_hh_l{k}"] = a[f"rnn.bias_hh_l{k}"]
+            if k:
+                params[f"rnn.weight_ih_l{k}"] = dequantize_rows(a[f"rnn.weight_ih_l{k}.q"], a[f"rnn.weight_ih_l{k}.scale"])
+                params[f"rnn.bias_ih_l{k}"] = a[f"rnn.bias_ih_l{k}"]
+        return params
+
+    def products(self, arithmetic: str | None = None):
+        """Integer arithmetic (default, what the int8 ONNX graph runs) or 'float' on dequantized weights."""
+        if arithmetic in (None, "int8"):
+            return Int8Products(self.arrays, self.config.layers)
+        if arithmetic == "float":
+            params = self.dequantized_params()
+            return FloatProducts(params, params["table"], self.config.layers)
+        raise CompactLMError(f"unknown arithmetic {arithmetic!r}; use 'int8' or 'float'")
+
+    def evaluate_ids(self, ids: np.ndarray, *, arithmetic: str | None = None) -> Metrics:
+        """Metrics of pre-encoded ids."""
+        return evaluate_ids(NumpyBackend(self, arithmetic=arithmetic), ids)
+
+    def evaluate(self, text: str, *, arithmetic: str | None = None) -> Metrics:
+        """Nats, bpc and perplexity of `text` (normalized like the training text)."""
+        return self.evaluate_ids(self.vocab.encode(text), arithmetic=arithmetic)

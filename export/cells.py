@@ -1,0 +1,93 @@
+"""One recurrent step of each cell as ONNX nodes: the registry ONNX_CELLS, keyed like compact_lm.cells.CELLS.
+
+A cell's `step` receives two gate pre-activation tensors already computed by the caller:
+    xg = x W_ih^T + b_ih + (the additive part of b_hh)     [B, G*H]  (layer 0: a table row)
+    gh = h W_hh^T (+ the part of b_hh that is not additive) [B, G*H]
+and emits the gate arithmetic. Keeping the two products outside the cell means the same step serves
+the fp32 graph, the Scan body of the sequence graph, and a future int8 graph (which only changes
+how xg and gh are computed). Gate blocks are in PyTorch's order (README "File format").
+
+`split_bias(b_hh, H) -> (additive, recurrent)`: b_hh is folded into the input side wherever it is
+simply added to a pre-activation: all of rnn and lstm, the r and z blocks of gru. GRU's n block
+is not additive, n = tanh(x_n + r * (W_hn h + b_hn)), so b_hn stays on the recurrent side.
+
+`native_*` describe the same cell as ONNX's own RNN/GRU/LSTM operator: `native_blocks[j]` is the
+PyTorch block that goes to ONNX block j (GRU: r,z,n -> z,r,h; LSTM: i,f,g,o -> i,o,f,c).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .graph import GraphBuilder
+
+
+# ----------------------------------------------------------------------------------------- rnn
+def rnn_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+    """h' = tanh(xg + gh)."""
+    return (g.op("Tanh", [g.op("Add", [xg, gh], f"{hint}/a")], f"{hint}/h"),)
+
+
+def rnn_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """All of b_hh is additive."""
+    return b_hh, None
+
+
+# ----------------------------------------------------------------------------------------- gru
+def gru_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+    """[r, z] = sigma(xg_rz + gh_rz), n = tanh(xg_n + r * gh_n), h' = n + z * (h - n) = (1 - z) n + z h."""
+    (h,) = state
+    xg_rz, xg_n = g.split(xg, [2 * hidden, hidden], f"{hint}/xg")
+    gh_rz, gh_n = g.split(gh, [2 * hidden, hidden], f"{hint}/gh")
+    rz = g.op("Sigmoid", [g.op("Add", [xg_rz, gh_rz], f"{hint}/a_rz")], f"{hint}/rz")
+    r, z = g.split(rz, [hidden, hidden], f"{hint}/rz")
+    n = g.op("Tanh", [g.op("Add", [xg_n, g.op("Mul", [r, gh_n], f"{hint}/r_gh_n")], f"{hint}/a_n")], f"{hint}/n")
+    z_h_minus_n = g.op("Mul", [z, g.op("Sub", [h, n], f"{hint}/h_minus_n")], f"{hint}/z_h_minus_n")
+    return (g.op("Add", [n, z_h_minus_n], f"{hint}/h"),)
+
+
+def gru_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """b_hr, b_hz are additive; b_hn sits inside r * (W_hn h + b_hn) and stays on the recurrent side."""
+    additive, recurrent = b_hh.copy(), np.zeros_like(b_hh)
+    additive[2 * hidden:] = 0
+    recurrent[2 * hidden:] = b_hh[2 * hidden:]
+    return additive, recurrent
+
+
+# ---------------------------------------------------------------------------------------- lstm
+def lstm_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+    """i, f, o = sigma(.), g = tanh(.) of xg + gh; c' = f c + i g, h' = o tanh(c')."""
+    h, c = state
+    a_i, a_f, a_g, a_o = g.split(g.op("Add", [xg, gh], f"{hint}/a"), [hidden] * 4, f"{hint}/a")
+    i = g.op("Sigmoid", [a_i], f"{hint}/i")
+    f = g.op("Sigmoid", [a_f], f"{hint}/f")
+    cand = g.op("Tanh", [a_g], f"{hint}/g")
+    o = g.op("Sigmoid", [a_o], f"{hint}/o")
+    c_new = g.op("Add", [g.op("Mul", [f, c], f"{hint}/f_c"), g.op("Mul", [i, cand], f"{hint}/i_g")], f"{hint}/c")
+    h_new = g.op("Mul", [o, g.op("Tanh", [c_new], f"{hint}/tanh_c")], f"{hint}/h")
+    return (h_new, c_new)
+
+
+def lstm_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """All of b_hh is additive."""
+    return b_hh, None
+
+
+@dataclass(frozen=True)
+class OnnxCell:
+    """How one kind of cell is written as ONNX nodes."""
+
+    step: Callable[[GraphBuilder, str, str, tuple[str, ...], int, str], tuple[str, ...]]
+    split_bias: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
+    native_op: str                      # ONNX operator of the same cell
+    native_blocks: tuple[int, ...]      # PyTorch gate block for each ONNX gate block
+    native_attrs: dict = field(default_factory=dict)
+
+
+ONNX_CELLS: dict[str, OnnxCell] = {
+    "rnn": OnnxCell(rnn_step, rnn_split_bias, "RNN", (0,), {"activations": ["Tanh"]}),
+    "gru": OnnxCell(gru_step, gru_split_bias, "GRU", (1, 0, 2), {"linear_before_reset": 1}),
+    "lstm": OnnxCell(lstm_step, lstm_split_bias, "LSTM", (0, 3, 1, 2)),
+}

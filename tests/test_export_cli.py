@@ -1,0 +1,150 @@
+"""`compact-lm export` and `compact-lm verify`: they work, and each bad input gets one line and a non-zero exit."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from compact_lm.cli import main
+from compact_lm.config import ModelConfig
+from compact_lm.model import Model, load
+from compact_lm.network import init_params
+from compact_lm.vocab import Vocab
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def exported_tiny(tiny_model_path, tmp_path_factory):
+    """The tiny trained GRU exported as step and sequence graphs (through the CLI)."""
+    folder = tmp_path_factory.mktemp("cli_export")
+    code = main(["export", str(tiny_model_path), "--out", str(folder / "step.onnx"),
+                 "--sequence", str(folder / "sequence.onnx")])
+    assert code == 0
+    return folder
+
+
+def variant(tiny_model_path, tmp_path, **changes):
+    """A model file like the tiny model but with other weights, sizes or vocabulary."""
+    model = load(tiny_model_path)
+    vocab = Vocab(changes.pop("chars")) if "chars" in changes else model.vocab
+    sizes = dict(cell=model.config.cell, vocab_size=vocab.size, embed_size=model.config.embed_size,
+                 hidden_sizes=model.config.hidden_sizes)
+    sizes.update(changes)
+    config = ModelConfig(**sizes)
+    other = Model(config, vocab, init_params(config, np.random.default_rng(9)))
+    path = tmp_path / "other.npz"
+    other.save(path)
+    return path
+
+
+def test_export_writes_step_and_sequence_graphs(exported_tiny, capsys):
+    for name in ("step.onnx", "sequence.onnx"):
+        onnx.checker.check_model(onnx.load(exported_tiny / name), full_check=True)
+
+
+def test_verify_passes_and_reports_every_mode(tiny_model_path, exported_tiny, capsys):
+    code, out, err = run(capsys, "verify", tiny_model_path, exported_tiny / "step.onnx",
+                         "--sequence", exported_tiny / "sequence.onnx", "--json")
+    report = json.loads(out)
+    assert code == 0, err
+    assert report["ok"] and report["max_abs_diff"] <= 1e-4
+    assert [(r["mode"], r["batch"]) for r in report["results"]] == [("step", 1), ("step", 4), ("sequence", 1)]
+    assert all(r["top1_agreement"] == 1.0 and abs(r["bpc_difference"]) < 1e-4 for r in report["results"])
+
+
+def test_verify_text_output_with_native_rnn(tiny_model_path, tmp_path, small_corpus, capsys):
+    code, _, err = run(capsys, "export", tiny_model_path, "--out", tmp_path / "native.onnx", "--native-rnn")
+    assert code == 0, err
+    code, out, err = run(capsys, "verify", tiny_model_path, tmp_path / "native.onnx", "--text", small_corpus,
+                         "--chars", 500)
+    assert code == 0, err
+    assert "500 characters" in out and "ok: max |delta log-prob|" in out
+
+
+def test_verify_fails_when_the_weights_differ(tiny_model_path, exported_tiny, tmp_path, capsys):
+    other = variant(tiny_model_path, tmp_path)
+    assert run(capsys, "export", other, "--out", tmp_path / "other.onnx")[0] == 0
+    code, out, err = run(capsys, "verify", tiny_model_path, tmp_path / "other.onnx")
+    assert_one_line_error(code, err, "exceeds 0.0001", "does not match")
+    assert "step" in out
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"hidden_sizes": (24,)}, "hidden_sizes: [16] vs [24]"),
+    ({"chars": tuple("abcdefghij")}, "vocab"),
+])
+def test_verify_with_an_onnx_of_another_model(tiny_model_path, tmp_path, capsys, changes, fragment):
+    other = variant(tiny_model_path, tmp_path, **changes)
+    assert run(capsys, "export", other, "--out", tmp_path / "other.onnx")[0] == 0
+    code, _, err = run(capsys, "verify", tiny_model_path, tmp_path / "other.onnx")
+    assert_one_line_error(code, err, "exported from another model", fragment)
+
+
+def test_export_of_a_file_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a model")
+    code, _, err = run(capsys, "export", tmp_path / "notes.txt", "--out", tmp_path / "m.onnx")
+    assert_one_line_error(code, err, "notes.txt", "not a valid model file")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_to_a_path_that_cannot_be_written(tiny_model_path, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = run(capsys, "export", tiny_model_path, "--out", tmp_path / "a_file" / "m.onnx")
+    assert_one_line_error(code, err, "cannot write", "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda data: data[: len(data) // 3], "not a valid ONNX model"),
+    (lambda data: data[:-2], "truncated"),
+    (lambda data: data[:100] + b"\xff" * 64 + data[164:], "not a valid ONNX model"),
+    (lambda data: b"", "not a valid ONNX model"),
+])
+def test_verify_with_a_damaged_onnx(tiny_model_path, exported_tiny, tmp_path, capsys, damage, fragment):
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(damage((exported_tiny / "step.onnx").read_bytes()))
+    code, _, err = run(capsys, "verify", tiny_model_path, path)
+    assert_one_line_error(code, err, "damaged.onnx", fragment)
+
+
+def test_verify_with_an_onnx_without_compact_lm_metadata(tiny_model_path, exported_tiny, tmp_path, capsys):
+    proto = onnx.load(exported_tiny / "step.onnx")
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "bare.onnx")
+    code, _, err = run(capsys, "verify", tiny_model_path, tmp_path / "bare.onnx")
+    assert_one_line_error(code, err, "bare.onnx", "without compact-lm metadata")
+
+
+def test_verify_with_a_missing_onnx(tiny_model_path, tmp_path, capsys):
+    code, _, err = run(capsys, "verify", tiny_model_path, tmp_path / "nope.onnx")
+    assert_one_line_error(code, err, "nope.onnx does not exist")
+
+
+def test_verify_with_a_text_too_short(tiny_model_path, exported_tiny, tmp_path, capsys):
+    (tmp_path / "short.txt").write_text("abc")
+    code, _, err = run(capsys, "verify", tiny_model_path, exported_tiny / "step.onnx", "--text", tmp_path / "short.txt")
+    assert_one_line_error(code, err, "at least 8 characters")
+
+
+def test_sequence_option_must_hold_a_sequence_graph(tiny_model_path, exported_tiny, capsys):
+    code, _, err = run(capsys, "verify", tiny_model_path, exported_tiny / "step.onnx",
+                       "--sequence", exported_tiny / "step.onnx")
+    assert_one_line_error(code, err, "not a sequence graph")

@@ -1,0 +1,114 @@
+"""Structured pruning: exactness when a unit is silent, smaller dense models that reload and train."""
+import numpy as np
+import pytest
+
+from compact_lm.backends import NumpyBackend
+from compact_lm.config import ModelConfig
+from compact_lm.errors import CompactLMError
+from compact_lm.model import Model, load
+from compact_lm.network import init_params
+from compact_lm.tools.prune import prune_once, remove_units, target_sizes, unit_scores
+from compact_lm.trainer import Trainer
+from compact_lm.vocab import Vocab
+
+from conftest import tiny_config
+
+TEXT = "the quick brown fox jumps over the lazy dog\n" * 4
+
+
+def _model(cell, hidden_sizes=(10, 8)) -> Model:
+    vocab = Vocab.build(TEXT)
+    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=6, hidden_sizes=hidden_sizes)
+    return Model(config, vocab, init_params(config, np.random.default_rng(0), scale=2.0))
+
+
+def _log_probs(model):
+    backend = NumpyBackend(model)
+    ids = model.vocab.encode(TEXT)[None, :].astype(np.int64)
+    return backend.run(ids, backend.initial_state(1))[0]
+
+
+def _silence(model, layer, unit):
+    """Zero every weight that reads unit `unit` of `layer`: its output then reaches nothing."""
+    model.params[f"rnn.weight_hh_l{layer}"][:, unit] = 0.0
+    reader = f"rnn.weight_ih_l{layer + 1}" if layer + 1 < model.config.layers else "head.weight"
+    model.params[reader][:, unit] = 0.0
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_removing_a_silent_unit_changes_no_output(cell, layer):
+    model = _model(cell)
+    _silence(model, layer, 3)
+    keep = [np.arange(h) for h in model.config.hidden_sizes]
+    keep[layer] = np.delete(keep[layer], 3)
+    pruned = remove_units(model, keep)
+    assert pruned.config.hidden_sizes[layer] == model.config.hidden_sizes[layer] - 1
+    np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-6)
+
+
+def test_removing_a_unit_that_matters_changes_outputs():
+    model = _model("gru")
+    keep = [np.arange(1, 10), np.arange(8)]
+    assert np.abs(_log_probs(remove_units(model, keep)) - _log_probs(model)).max() > 1e-3
+
+
+def test_unit_rows_take_the_same_offset_in_every_gate_block():
+    from compact_lm.cells import get_cell
+    assert get_cell("lstm").unit_rows(5, [1, 3]).tolist() == [1, 3, 6, 8, 11, 13, 16, 18]
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "activation"])
+def test_pruned_model_has_the_target_sizes_and_reloads(tmp_path, criterion):
+    model = _model("lstm")
+    pruned = prune_once(model, (5, 3), criterion=criterion, calibration_ids=model.vocab.encode(TEXT))
+    pruned.save(tmp_path / "p.npz")
+    again = load(tmp_path / "p.npz")
+    assert again.config.hidden_sizes == (5, 3)
+    assert again.evaluate(TEXT).nats == pytest.approx(pruned.evaluate(TEXT).nats)
+
+
+def test_mean_folding_keeps_a_constant_unit_for_free():
+    """A unit whose output never changes is replaced exactly by the head's bias."""
+    model = _model("rnn", (6,))
+    # unit 2: no weights in, none recurrent out, bias 0.7: h_2 = tanh(0.7) at every step, read by the head
+    for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l0"):
+        model.params[name][2, :] = 0.0
+    model.params["rnn.weight_hh_l0"][:, 2] = 0.0
+    model.params["rnn.bias_ih_l0"][2], model.params["rnn.bias_hh_l0"][2] = 0.7, 0.0
+    pruned = prune_once(model, (5,), criterion="activation", calibration_ids=model.vocab.encode(TEXT))
+    assert pruned.config.hidden_sizes == (5,)
+    np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-5)
+
+
+def test_pruned_model_fine_tunes_with_unequal_layers(tmp_path, small_corpus):
+    trained = Trainer(tiny_config(small_corpus, layers=2, steps=10), tmp_path / "a", progress=False).run().model
+    pruned = prune_once(trained, (12, 7), criterion="magnitude")
+    trainer = Trainer(tiny_config(small_corpus, layers=2, steps=10), tmp_path / "b", progress=False,
+                      init_model=pruned)
+    result = trainer.run()
+    assert result.model.config.hidden_sizes == (12, 7)
+    assert trainer.history[-1]["val_bpc"] < pruned.evaluate_ids(trainer.corpus.val).bpc
+
+
+def test_target_sizes():
+    assert target_sizes((256, 128), keep=0.5) == (128, 64)
+    assert target_sizes((256, 128), hidden=[100]) == (100, 100)
+    assert target_sizes((256, 128), hidden=[200, 50]) == (200, 50)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(keep=0.0), "--keep must be in"),
+    (dict(keep=1.5), "--keep must be in"),
+    (dict(hidden=[300]), "--hidden 300 for layer 0"),
+    (dict(hidden=[0]), "--hidden 0 for layer 0"),
+    (dict(hidden=[1, 2, 3]), "one per layer"),
+])
+def test_bad_target_sizes_are_refused(kwargs, message):
+    with pytest.raises(CompactLMError, match=message):
+        target_sizes((256, 128), **kwargs)
+
+
+def test_unknown_criterion_is_refused():
+    with pytest.raises(CompactLMError, match="unknown criterion 'random'"):
+        unit_scores(_model("gru"), "random", None)

@@ -1,0 +1,103 @@
+"""int8: weight round trip, the integer path against a plain integer computation, quality, refusals."""
+import numpy as np
+import pytest
+
+from compact_lm.backends import NumpyBackend
+from compact_lm.config import ModelConfig
+from compact_lm.errors import CompactLMError
+from compact_lm.int8 import ACT_SCALE, ACT_ZERO_POINT, Int8Product, quantize_activations, quantize_rows
+from compact_lm.model import Model, load
+from compact_lm.network import init_params
+from compact_lm.quantized import QuantizedModel
+from compact_lm.tools.quantize import quantize_model
+from compact_lm.vocab import Vocab
+
+
+def _model(cell="gru", hidden_sizes=(24, 16), embed_size=6) -> Model:
+    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
+    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=embed_size, hidden_sizes=hidden_sizes)
+    return Model(config, vocab, init_params(config, np.random.default_rng(0), scale=2.0))
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_dequantized_weights_are_within_half_a_step(bits):
+    w = np.random.default_rng(0).standard_normal((40, 30)).astype(np.float32)
+    q, scale = quantize_rows(w, bits)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 2 ** (bits - 1) - 1
+    error = np.abs(q.astype(np.float32) * scale[:, None] - w)
+    assert (error <= scale[:, None] / 2 * (1 + 1e-6)).all()
+
+
+def test_activation_quantization_matches_quantize_linear():
+    x = np.array([-1.5, -1.0, -0.5 / 127, 0.0, 0.5 / 127, 1.5 / 127, 0.3, 1.0, 2.0], dtype=np.float32)
+    q = quantize_activations(x)
+    # saturation at both ends; ties round to even (0.5 -> 0, 1.5 -> 2), then + 128
+    assert q.dtype == np.uint8
+    assert q.tolist() == [0, 1, 128, 128, 128, 130, 128 + int(np.rint(0.3 * 127)), 255, 255]
+
+
+def test_integer_product_matches_a_plain_integer_computation():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 20)).astype(np.float32)
+    bias = rng.standard_normal(12).astype(np.float32)
+    x = np.tanh(rng.standard_normal((5, 20))).astype(np.float32)
+    w_q, w_scale = quantize_rows(w, 7)
+    product = Int8Product(w_q, w_scale, bias)
+    # independent: Python integers, element by element
+    x_q = [[min(255, max(0, round(float(v) / float(ACT_SCALE)) + ACT_ZERO_POINT)) for v in row] for row in x]
+    expected_acc = np.array([[sum((x_q[b][k] - 128) * int(w_q[j, k]) for k in range(20)) for j in range(12)]
+                             for b in range(5)])
+    assert np.array_equal(product.integer_accumulate(x), expected_acc)
+    expected = expected_acc.astype(np.float32) * (ACT_SCALE * w_scale).astype(np.float32) + bias
+    np.testing.assert_allclose(product(x), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_int8_backend_step_matches_run(cell):
+    quantized = quantize_model(_model(cell))
+    backend = NumpyBackend(quantized)
+    ids = quantized.vocab.encode("the lazy dog")[None, :].astype(np.int64)
+    whole, _ = backend.run(ids, backend.initial_state(1))
+    state = backend.initial_state(1)
+    for t in range(ids.shape[1]):
+        log_p, state = backend.step(ids[:, t], state)
+        np.testing.assert_array_equal(log_p, whole[:, t])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_int8_stays_close_to_float(cell):
+    model = _model(cell)
+    text = "the quick brown fox jumps over the lazy dog\n" * 3
+    fp32 = model.evaluate(text).bpc
+    int8 = quantize_model(model).evaluate(text).bpc
+    assert abs(int8 - fp32) / fp32 < 0.02
+
+
+def test_quantized_model_round_trips_through_a_file(tmp_path):
+    quantized = quantize_model(_model("lstm"))
+    quantized.save(tmp_path / "q.npz")
+    again = load(tmp_path / "q.npz")
+    assert isinstance(again, QuantizedModel) and again.weight_bits == 7
+    assert all(np.array_equal(again.arrays[n], quantized.arrays[n]) for n in quantized.arrays)
+    text = "the lazy fox"
+    assert again.evaluate(text).nats == quantized.evaluate(text).nats
+
+
+def test_quantized_file_is_about_a_quarter():
+    model = _model("gru", (64,), embed_size=16)
+    quantized = quantize_model(model)
+    float_bytes = sum(a.nbytes for a in model.params.values())
+    int8_bytes = sum(a.nbytes for a in quantized.arrays.values())
+    assert int8_bytes < 0.3 * float_bytes
+
+
+def test_dequantized_float_path_separates_weight_error():
+    quantized = quantize_model(_model("gru"))
+    text = "the quick brown fox"
+    int8, weights_only = quantized.evaluate(text).nats, quantized.evaluate(text, arithmetic="float").nats
+    assert int8 != weights_only and abs(int8 - weights_only) < 0.01
+
+
+def test_quantizing_twice_is_refused():
+    with pytest.raises(CompactLMError, match="already quantized"):
+        quantize_model(quantize_model(_model()))

@@ -1,0 +1,126 @@
+"""The compression sub-commands of `compact-lm`: prune, quantize, sweep."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from compact_lm.errors import CompactLMError
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _load_float(path: str, action: str):
+    from compact_lm.model import Model, load
+    model = load(path)
+    if not isinstance(model, Model):
+        raise CompactLMError(f"{path} is already quantized: {action} the float model, then quantize")
+    return model
+
+
+def _cmd_prune(args) -> int:
+    from compact_lm.data import read_text
+    from .prune import calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
+    if _same_file(args.model, args.out):
+        raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
+    model = _load_float(args.model, "prune")
+    sizes = target_sizes(model.config.hidden_sizes, keep=args.keep, hidden=args.hidden)
+    corpus = tuple(args.corpus) if args.corpus else None
+    config = None
+    if args.finetune_steps or args.calibration is None:
+        config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus)
+    if args.calibration is not None:
+        text = read_text(args.calibration)
+        calibration = model.vocab.encode(text)
+        if len(calibration) < 2:
+            raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
+    else:
+        calibration = calibration_ids_from_corpus(model, config)
+    work = Path(str(args.out) + ".finetune")
+    pruned = prune_model(model, sizes, criterion=args.criterion, rounds=args.rounds,
+                         finetune_steps=args.finetune_steps, train_config=config, calibration_ids=calibration,
+                         work_dir=work, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    pruned.save(args.out)
+    print(f"{args.out}: hidden {list(model.config.hidden_sizes)} -> {list(pruned.config.hidden_sizes)}, "
+          f"{model.num_params:,} -> {pruned.num_params:,} parameters, {os.path.getsize(args.out):,} bytes")
+    return 0
+
+
+def _cmd_quantize(args) -> int:
+    from compact_lm.data import read_text
+    from compact_lm.model import load
+    from compact_lm.quantized import QuantizedModel
+    from .quantize import quantize_model
+    if _same_file(args.model, args.out):
+        raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
+    model = load(args.model)
+    if isinstance(model, QuantizedModel):
+        raise CompactLMError(f"{args.model} is already quantized (quantizing twice would only add error)")
+    text = None
+    if args.calibration is not None:
+        text = read_text(args.calibration)
+        if len(model.vocab.encode(text)) < 2:
+            raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
+    quantized = quantize_model(model, weight_bits=args.weight_bits)
+    quantized.save(args.out)
+    print(f"{args.out}: int8 ({args.weight_bits}-bit weights), {os.path.getsize(args.out):,} bytes "
+          f"({os.path.getsize(args.out) / os.path.getsize(args.model):.3f} of {args.model})")
+    if text is not None:
+        ids = model.vocab.encode(text)
+        before, after = model.evaluate_ids(ids).bpc, quantized.evaluate_ids(ids).bpc
+        weights_only = quantized.evaluate_ids(ids, arithmetic="float").bpc
+        print(f"{args.calibration}: fp32 {before:.4f} bpc, int8 {after:.4f} bpc (x{after / before:.4f}); "
+              f"int8 weights with float arithmetic {weights_only:.4f} bpc")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import sweep
+    rows = sweep(args.model, args.out, corpus=tuple(args.corpus) if args.corpus else None, keeps=tuple(args.keeps),
+                 finetune_steps=args.finetune_steps, criterion=args.criterion, rounds=args.rounds,
+                 progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    from .sweep import markdown_table
+    print(markdown_table(rows), end="")
+    print(f"written: {Path(args.out) / 'sweep.md'}, sweep.json" + (", sweep.png" if (Path(args.out) / "sweep.png").exists() else ""))
+    return 0
+
+
+def add_commands(sub, positive_int, number) -> None:
+    """Register prune, quantize and sweep on the `compact-lm` sub-parser."""
+    from .prune import CRITERIA, DEFAULT_CRITERION
+    p = sub.add_parser("prune", help="remove whole hidden units (optionally fine-tuning), keeping the format")
+    p.add_argument("model", metavar="MODEL")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--keep", type=number, help="fraction of hidden units to keep, in (0, 1]")
+    size.add_argument("--hidden", type=int, nargs="+", help="hidden size to keep: one for all layers or one per layer")
+    p.add_argument("--criterion", default=DEFAULT_CRITERION, help=f"unit importance: {', '.join(CRITERIA)} "
+                   f"(default {DEFAULT_CRITERION})")
+    p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
+    p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
+    p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
+    p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
+                   "(default: the end of the training split)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_cmd_prune)
+
+    p = sub.add_parser("quantize", help="int8 weights with per-row scales (the scheme the int8 ONNX graph runs)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--weight-bits", type=int, default=7, choices=[7, 8],
+                   help="7 (default: exact in onnxruntime on every CPU) or 8")
+    p.add_argument("--calibration", metavar="FILE", help="text on which to report fp32 vs int8 bpc")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.set_defaults(run=_cmd_quantize)
+
+    p = sub.add_parser("sweep", help="size / quality table: keep fractions x {fp32, int8}")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
+    p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
+    p.add_argument("--criterion", default=DEFAULT_CRITERION)
+    p.add_argument("--rounds", type=positive_int, default=1)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_cmd_sweep)

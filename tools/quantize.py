@@ -1,0 +1,38 @@
+"""int8 quantization of a float model into the scheme of compact_lm/int8.py (weights only: the
+activation scales are fixed by the scheme, so no calibration pass is needed)."""
+from __future__ import annotations
+
+import numpy as np
+
+from compact_lm.errors import CompactLMError
+from compact_lm.int8 import DEFAULT_WEIGHT_BITS, TABLE_BITS, quantize_rows
+from compact_lm.model import Model
+from compact_lm.network import input_table
+from compact_lm.quantized import QuantizedModel
+
+
+def quantize_model(model, *, weight_bits: int = DEFAULT_WEIGHT_BITS) -> QuantizedModel:
+    """Quantize every matrix of a float model to int8 with per-row scales; biases stay float32."""
+    if isinstance(model, QuantizedModel):
+        raise CompactLMError("the model is already quantized (quantizing twice would only add error)")
+    if not isinstance(model, Model):
+        raise CompactLMError(f"expected a compact-lm model, got {type(model).__name__}")
+    if not 2 <= weight_bits <= 8:
+        raise CompactLMError(f"--weight-bits must be between 2 and 8 (got {weight_bits})")
+    p = {name: np.asarray(value, dtype=np.float32) for name, value in model.params.items()}
+    arrays: dict[str, np.ndarray] = {}
+    arrays["table.q"], arrays["table.scale"] = quantize_rows(input_table(p), TABLE_BITS)
+    for k in range(model.config.layers):
+        if k:
+            arrays[f"rnn.weight_ih_l{k}.q"], arrays[f"rnn.weight_ih_l{k}.scale"] = quantize_rows(
+                p[f"rnn.weight_ih_l{k}"], weight_bits)
+            arrays[f"rnn.bias_ih_l{k}"] = p[f"rnn.bias_ih_l{k}"]
+        arrays[f"rnn.weight_hh_l{k}.q"], arrays[f"rnn.weight_hh_l{k}.scale"] = quantize_rows(
+            p[f"rnn.weight_hh_l{k}"], weight_bits)
+        arrays[f"rnn.bias_hh_l{k}"] = p[f"rnn.bias_hh_l{k}"]
+    arrays["head.weight.q"], arrays["head.weight.scale"] = quantize_rows(p["head.weight"], weight_bits)
+    arrays["head.bias"] = p["head.bias"]
+    info = {k: v for k, v in model.info.items() if k != "metrics"}   # the float model's metrics no longer hold
+    info["quantization"] = {"weight_bits": weight_bits, "source_params": model.num_params,
+                            "source_metrics": model.info.get("metrics", {})}
+    return QuantizedModel(model.config, model.vocab, arrays, weight_bits, info)

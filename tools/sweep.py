@@ -1,0 +1,99 @@
+"""The size / quality trade-off: keep fractions x {fp32, int8}, each pruned model fine-tuned, all
+scored on the same validation split; writes a markdown table, JSON and (with matplotlib) a PNG."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from compact_lm.fileio import atomic_write
+from compact_lm.model import Model, load
+from compact_lm.trainer import prepare_corpus
+
+from .prune import DEFAULT_CRITERION, calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
+from .quantize import quantize_model
+
+DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
+
+
+def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = None, keeps=DEFAULT_KEEPS,
+          finetune_steps: int | None = None, criterion: str = DEFAULT_CRITERION, rounds: int = 1,
+          progress: bool = False, log=print) -> list[dict]:
+    """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    original = load(model_path)
+    if not isinstance(original, Model):
+        from compact_lm.errors import CompactLMError
+        raise CompactLMError(f"{model_path} is quantized; sweep starts from the float model")
+    if finetune_steps is None:   # 20 % of the original run's steps
+        finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
+    config = finetune_config(original, finetune_steps, corpus=corpus)
+    data = prepare_corpus(config, original.vocab)
+    calibration = calibration_ids_from_corpus(original, config)
+    base_bytes = os.path.getsize(model_path)
+    base_bpc = original.evaluate_ids(data.val).bpc
+    rows = []
+    for keep in keeps:
+        if keep == 1.0:
+            model = original
+        else:
+            sizes = target_sizes(original.config.hidden_sizes, keep=keep)
+            model = prune_model(original, sizes, criterion=criterion, rounds=rounds, finetune_steps=finetune_steps,
+                                train_config=config, calibration_ids=calibration, work_dir=out / f"finetune-keep{keep}",
+                                progress=progress, log=log)
+        variants = [("fp32", model), ("int8", quantize_model(model))]
+        for precision, variant in variants:
+            path = out / f"keep{keep}-{precision}.npz"
+            variant.save(path)
+            bpc = variant.evaluate_ids(data.val).bpc
+            row = {"keep": keep, "precision": precision, "hidden_sizes": list(variant.config.hidden_sizes),
+                   "params": variant.num_params, "file_bytes": os.path.getsize(path), "val_bpc": bpc,
+                   "bpc_change": bpc / base_bpc - 1.0, "size_ratio": os.path.getsize(path) / base_bytes,
+                   "finetune_steps": 0 if keep == 1.0 else finetune_steps, "file": path.name}
+            rows.append(row)
+            log(f"keep {keep:<5} {precision}: val {bpc:.4f} bpc ({row['bpc_change']:+.2%}), "
+                f"{row['file_bytes']:,} bytes ({row['size_ratio']:.3f} of the original)")
+    write_report(rows, out, model_path, base_bpc)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The sweep as a markdown table."""
+    lines = ["| keep | precision | hidden | params | file bytes | size vs fp32 | val bpc | change |",
+             "|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['keep']} | {r['precision']} | {r['hidden_sizes']} | {r['params']:,} | "
+                     f"{r['file_bytes']:,} | {r['size_ratio']:.3f} | {r['val_bpc']:.4f} | {r['bpc_change']:+.2%} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: list[dict], out: Path, model_path: str, base_bpc: float) -> None:
+    """sweep.md, sweep.json and sweep.png (bpc against file bytes) in `out`."""
+    header = f"Sweep of {model_path} (val bpc {base_bpc:.4f}); pruned models fine-tuned.\n\n"
+    atomic_write(out / "sweep.md", lambda f: f.write((header + markdown_table(rows)).encode()))
+    atomic_write(out / "sweep.json", lambda f: f.write(json.dumps({"model": str(model_path), "val_bpc": base_bpc,
+                                                                    "rows": rows}, indent=1).encode()))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    import io
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for precision, marker in (("fp32", "o"), ("int8", "s")):
+        chosen = [r for r in rows if r["precision"] == precision]
+        axes.plot([r["file_bytes"] / 1024 for r in chosen], [r["val_bpc"] for r in chosen], marker=marker,
+                  label=precision)
+        for r in chosen:
+            axes.annotate(f"{r['keep']}", (r["file_bytes"] / 1024, r["val_bpc"]), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("file size (KiB)")
+    axes.set_ylabel("validation bits per character")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write(out / "sweep.png", lambda f: f.write(buffer.getvalue()))
