@@ -64,6 +64,7 @@ TRAIN_OPTIONS = [
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default 100)"),
     ("--momentum", "momentum", _number, "SGD momentum (default 0.9)"),
     ("--dropout", "dropout", _number, "dropout between layers and before the head (default 0.2)"),
+    ("--weight-drop", "weight_drop", _number, "DropConnect on recurrent weights W_hh, one mask per window (default 0)"),
     ("--weight-decay", "weight_decay", _number, "decoupled weight decay on matrices (default 0.1)"),
     ("--label-smoothing", "label_smoothing", _number, "label smoothing epsilon (default 0)"),
     ("--clip", "clip", _number, "global gradient-norm clip (default 1.0)"),
@@ -76,6 +77,8 @@ TRAIN_OPTIONS = [
     ("--encoding-errors", "encoding_errors", str, "strict, replace or ignore invalid UTF-8 (default strict)"),
     ("--dtype", "dtype", str, "float32 or float64 (default float32)"),
     ("--init", "init", str, "start from this float model's weights (its sizes and vocabulary win)"),
+    ("--teacher", "teacher", str, "distil from this float model (same vocabulary)"),
+    ("--distill", "distill", _number, "weight of the teacher's distribution in the target (default 0)"),
 ]
 
 

@@ -76,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     clip: float = 1.0
     dropout: float = 0.2
+    weight_drop: float = 0.0
     label_smoothing: float = 0.0
     init_scale: float = 1.0
     # budget: steps, else epochs, else minutes (the first one set wins)
@@ -86,6 +87,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     init: str | None = None               # a float model file to start from (its sizes and vocabulary)
+    teacher: str | None = None            # a float model file to distil from (same vocabulary)
+    distill: float = 0.0                  # weight of the teacher's distribution in the target
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.minutes is None:
@@ -111,11 +114,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise bad(name, "must be a positive number")
-        for name, low, high in (("dropout", 0.0, 0.95), ("label_smoothing", 0.0, 0.5), ("min_lr_ratio", 0.0, 1.0),
+        for name, low, high in (("dropout", 0.0, 0.95), ("weight_drop", 0.0, 0.95), ("distill", 0.0, 1.0), ("label_smoothing", 0.0, 0.5), ("min_lr_ratio", 0.0, 1.0),
                                 ("beta1", 0.0, 0.9999), ("beta2", 0.0, 0.99999), ("momentum", 0.0, 0.9999)):
             value = getattr(self, name)
             if not (math.isfinite(value) and low <= value <= high):
                 raise bad(name, f"must be between {low} and {high}")
+        if self.distill + self.label_smoothing > 1.0:
+            raise bad("distill", "plus --label-smoothing must be at most 1")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "must be >= 0")
         if self.optimizer not in ("adamw", "sgd"):

@@ -117,18 +117,24 @@ class WindowResult:
 
 
 def loss_and_grads(params: dict, config: ModelConfig, inputs: np.ndarray, targets: np.ndarray, state: NetState, *,
-                   dropout: float = 0.0, label_smoothing: float = 0.0, rng: np.random.Generator | None = None) -> WindowResult:
+                   dropout: float = 0.0, weight_drop: float = 0.0, label_smoothing: float = 0.0,
+                   rng: np.random.Generator | None = None, teacher_probs: np.ndarray | None = None,
+                   distill: float = 0.0) -> WindowResult:
     """Forward a window ids [T, B] from `state`, then exact backpropagation through time inside it.
 
-    Loss per position: (1 - eps) * (-log p[target]) + eps * mean_v(-log p[v]), averaged over T*B.
+    Loss per position: cross-entropy against q = (1 - eps - a) onehot(target) + eps / V + a * teacher,
+    i.e. (1 - eps - a)(-log p[target]) + eps mean_v(-log p[v]) + a sum_v teacher[v](-log p[v]), averaged
+    over T*B: label smoothing eps, distillation weight a with teacher_probs [T*B, V]. dL/dlogits = p - q.
     Dropout (inverted) masks each layer's output, i.e. between layers and before the head.
+    Weight drop (DropConnect on W_hh, as in AWD-LSTM) masks recurrent weights with one mask for the
+    whole window: W_eff = W_hh * M / (1 - p), so dL/dW_hh = dL/dW_eff * M / (1 - p).
     """
     cell: Cell = get_cell(config.cell)
     steps, batch = inputs.shape
     dtype = params["head.weight"].dtype
     keep = 1.0 - dropout
     table = input_table(params)
-    layer_inputs, caches, masks, w_hh_t, final_state = [], [], [], [], []
+    layer_inputs, caches, masks, w_hh_eff, weight_masks, final_state = [], [], [], [], [], []
     x = None
     for k in range(config.layers):
         if k == 0:
@@ -138,8 +144,14 @@ def loss_and_grads(params: dict, config: ModelConfig, inputs: np.ndarray, target
             xg = x.reshape(steps * batch, -1) @ params[f"rnn.weight_ih_l{k}"].T
             xg += params[f"rnn.bias_ih_l{k}"]
             xg = xg.reshape(steps, batch, -1)
-        w_hh_t.append(np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T))
-        out, final, cache = cell.forward(xg, state[k], w_hh_t[k], params[f"rnn.bias_hh_l{k}"])
+        w_hh = params[f"rnn.weight_hh_l{k}"]
+        if weight_drop > 0.0:
+            weight_mask = (rng.random(w_hh.shape, dtype=dtype) >= weight_drop).astype(dtype)
+            weight_mask *= 1.0 / (1.0 - weight_drop)
+            w_hh = w_hh * weight_mask
+            weight_masks.append(weight_mask)
+        w_hh_eff.append(w_hh)
+        out, final, cache = cell.forward(xg, state[k], np.ascontiguousarray(w_hh.T), params[f"rnn.bias_hh_l{k}"])
         caches.append(cache)
         final_state.append(tuple(np.array(s, copy=True) for s in final))
         if dropout > 0.0:
@@ -158,12 +170,17 @@ def loss_and_grads(params: dict, config: ModelConfig, inputs: np.ndarray, target
     count = steps * batch
     nll = -float(target_log_p.sum(dtype=np.float64)) / count
     eps = label_smoothing
-    loss = (1.0 - eps) * nll - eps * float(log_p.sum(dtype=np.float64)) / (count * config.vocab_size)
+    alpha = distill if teacher_probs is not None else 0.0
+    loss = (1.0 - eps - alpha) * nll - eps * float(log_p.sum(dtype=np.float64)) / (count * config.vocab_size)
+    if alpha:
+        loss -= alpha * float((teacher_probs * log_p).sum(dtype=np.float64)) / count
 
-    # d loss / d logits = softmax - ((1 - eps) onehot + eps / V), averaged over positions
+    # d loss / d logits = softmax - q, averaged over positions
     d_logits = np.exp(log_p)
     d_logits -= eps / config.vocab_size
-    d_logits[rows, flat_targets] -= 1.0 - eps
+    d_logits[rows, flat_targets] -= 1.0 - eps - alpha
+    if alpha:
+        d_logits -= alpha * teacher_probs
     d_logits *= 1.0 / count
     grads = {"head.weight": d_logits.T @ top, "head.bias": d_logits.sum(axis=0)}
     d_x = (d_logits @ params["head.weight"]).reshape(steps, batch, -1)
@@ -171,7 +188,9 @@ def loss_and_grads(params: dict, config: ModelConfig, inputs: np.ndarray, target
     for k in range(config.layers - 1, -1, -1):
         if masks[k] is not None:
             d_x *= masks[k]
-        d_xg, d_w_hh, d_b_hh, d_state[k] = cell.backward(d_x, None, caches[k], params[f"rnn.weight_hh_l{k}"])
+        d_xg, d_w_hh, d_b_hh, d_state[k] = cell.backward(d_x, None, caches[k], w_hh_eff[k])
+        if weight_drop > 0.0:
+            d_w_hh *= weight_masks[k]
         grads[f"rnn.weight_hh_l{k}"] = d_w_hh
         grads[f"rnn.bias_hh_l{k}"] = d_b_hh
         flat_d_xg = d_xg.reshape(steps * batch, -1)

@@ -25,7 +25,7 @@ from .vocab import Vocab
 ONNX_KIND = "compact-lm-onnx"
 ONNX_FORMAT_VERSION = 1
 STRING_KEYS = frozenset({"kind", "cell", "dtype", "graph"})   # stored verbatim; all other values are JSON
-KEYS_KEY = "metadata_keys"   # written last: the list of every key, so a cut-off file is recognised
+KEYS_KEY = "metadata_keys"   # the list of every key written, so an entry lost from a cut-off file is noticed
 TOKENS, LOG_PROBS = "tokens", "log_probs"
 GRAPH_KINDS = ("step", "sequence")
 _INT64 = np.dtype(np.int64)
@@ -71,7 +71,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = 
         raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {reason}") from None
     props = session.get_modelmeta().custom_metadata_map
     if props.get("kind") != ONNX_KIND:
-        raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not exported by compact-lm)")
+        raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)")
     try:
         meta = decode_metadata(props)
     except ValueError as error:

@@ -28,7 +28,7 @@ from .data import StreamBatcher, read_corpus, split_ids
 from .errors import CompactLMError, TrainingDiverged
 from .fileio import atomic_write, load_npz, save_npz
 from .model import Metrics, Model
-from .network import init_params, loss_and_grads, param_shapes, zero_state
+from .network import head_log_probs, init_params, loss_and_grads, param_shapes, run_hidden, zero_state
 from .optim import SGD, AdamW, FlatParams, clip_global_norm, lr_at
 from .vocab import Vocab, normalize
 
@@ -123,8 +123,9 @@ class Trainer:
     """One training run; `run()` trains until the budget is spent, checkpointing at every evaluation."""
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-                 progress: bool = True, log=None, init_model: Model | None = None):
-        """`init_model` (or the file `config.init`) gives the starting weights, sizes and vocabulary."""
+                 progress: bool = True, log=None, init_model: Model | None = None, teacher: Model | None = None):
+        """`init_model` (or the file `config.init`) gives the starting weights, sizes and vocabulary;
+        `teacher` (or `config.teacher`) is distilled from with weight `config.distill`."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -154,10 +155,20 @@ class Trainer:
             init_model = load(config.init)
             if not isinstance(init_model, Model):
                 raise CompactLMError(f"--init {config.init}: an int8 model cannot be trained; start from the float model")
+        if teacher is None and config.teacher:
+            from .model import load
+            teacher = load(config.teacher)
+        if teacher is not None and not isinstance(teacher, Model):
+            raise CompactLMError("--teacher: an int8 model cannot teach; use the float model")
+        if config.distill > 0 and teacher is None:
+            raise CompactLMError("--distill needs --teacher MODEL")
         vocab = Vocab.from_json(saved[1]) if saved else init_model.vocab if init_model else None
         self.corpus = prepare_corpus(config, vocab)
         if saved and saved[1].get("data_sha256") != self.corpus.digest:
             raise CompactLMError("--resume: the corpus differs from the one the run started on")
+        if teacher is not None and teacher.vocab != self.corpus.vocab:
+            raise CompactLMError("--teacher: the teacher's vocabulary differs from the model's")
+        self.teacher = teacher if config.distill > 0 else None
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         if len(self.corpus.val) < 2:
             self.log("note: the validation split is empty; model.npz will hold the latest weights")
@@ -180,6 +191,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best_val = math.inf
         self.carry = zero_state(self.model_config, config.batch, self.dtype)
+        self.teacher_carry = zero_state(self.teacher.config, config.batch, self.dtype) if self.teacher else []
         self._loss_sum, self._loss_count = 0.0, 0
         if saved:
             self._restore(*saved)
@@ -218,9 +230,17 @@ class Trainer:
             self.batcher.epoch += 1
             self.batcher.start_epoch(self.rng)
             self.carry = zero_state(self.model_config, c.batch, self.dtype)
+            if self.teacher:
+                self.teacher_carry = zero_state(self.teacher.config, c.batch, self.dtype)
         inputs, targets = self.batcher.next_window()
+        teacher_probs = None
+        if self.teacher:
+            hidden, self.teacher_carry = run_hidden(self.teacher.params, self.teacher.config, inputs,
+                                                    self.teacher_carry, self.teacher.table())
+            teacher_probs = np.exp(head_log_probs(self.teacher.params, hidden.reshape(-1, hidden.shape[-1])))
         result = loss_and_grads(self.flat.views, self.model_config, inputs, targets, self.carry,
-                                dropout=c.dropout, label_smoothing=c.label_smoothing, rng=self.rng)
+                                dropout=c.dropout, weight_drop=c.weight_drop, label_smoothing=c.label_smoothing,
+                                rng=self.rng, teacher_probs=teacher_probs, distill=c.distill)
         if not math.isfinite(result.loss):
             raise TrainingDiverged(f"training diverged at step {self.step + 1}: the loss is {result.loss}")
         self.flat.set_grads(result.grads)
@@ -276,9 +296,10 @@ class Trainer:
         """Write everything a bit-exact resume needs."""
         arrays = {f"param.{n}": v for n, v in self.flat.views.items()}
         arrays.update(self.optimizer.state_arrays())
-        for k, layer in enumerate(self.carry):
-            for s, value in enumerate(layer):
-                arrays[f"carry.l{k}.s{s}"] = value
+        for prefix, carry in (("carry", self.carry), ("teacher", self.teacher_carry)):
+            for k, layer in enumerate(carry):
+                for s, value in enumerate(layer):
+                    arrays[f"{prefix}.l{k}.s{s}"] = value
         meta = {"kind": STATE_KIND, "format_version": STATE_FORMAT_VERSION, "train_config": self.config.to_json(),
                 "step": self.step, "optimizer_t": self.optimizer.t, "elapsed": self.elapsed,
                 "chars_seen": self.chars_seen, "best_val": None if math.isinf(self.best_val) else self.best_val,
@@ -295,6 +316,8 @@ class Trainer:
             self.optimizer.load_state(arrays, int(meta["optimizer_t"]))
             self.carry = [tuple(arrays[f"carry.l{k}.s{s}"].copy() for s in range(len(layer)))
                           for k, layer in enumerate(self.carry)]
+            self.teacher_carry = [tuple(arrays[f"teacher.l{k}.s{s}"].copy() for s in range(len(layer)))
+                                  for k, layer in enumerate(self.teacher_carry)]
             self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
             self.chars_seen = int(meta["chars_seen"])
             self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])

@@ -17,24 +17,32 @@ from compact_lm.fileio import atomic_write
 from compact_lm.model import Model
 
 from .graph import OPSET, make_model
-from .linear import FP32, Arithmetic
 from .metadata import onnx_metadata
 from .native import build_native_graph
+from .products import FloatGraphProducts, GraphProducts
 from .sequence import build_sequence_graph
 from .step import build_step_graph
 
 
 def build_model(model: Model, *, sequence: bool = False, native_rnn: bool = False,
-                arithmetic: Arithmetic = FP32) -> onnx.ModelProto:
-    """The checked ONNX model of `model`: step or sequence graph, plain or native recurrent operators."""
+                products: GraphProducts | None = None) -> onnx.ModelProto:
+    """The checked ONNX model of `model`: step or sequence graph, plain or native recurrent operators.
+
+    `products` (plain graphs only) decides how weights are stored and multiplied: fp32 by default.
+    """
     if native_rnn:
-        graph = build_native_graph(model, sequence, arithmetic)
+        if products is not None:
+            raise ValueError("native recurrent operators hold their own fp32 weights; give products only for plain graphs")
+        graph = build_native_graph(model, sequence)
+        precision, int8 = "fp32", False
     else:
-        graph = (build_sequence_graph if sequence else build_step_graph)(model, arithmetic)
+        products = FloatGraphProducts(model) if products is None else products
+        graph = (build_sequence_graph if sequence else build_step_graph)(model, products)
+        precision, int8 = products.name, products.int8
     kind = "sequence" if sequence else "step"
-    metadata = onnx_metadata(model, graph=kind, native_rnn=native_rnn, int8=arithmetic.int8)
+    metadata = onnx_metadata(model, graph=kind, native_rnn=native_rnn, int8=int8)
     doc = (f"compact-lm {model.config.cell} language model, {kind} graph "
-           f"({'native recurrent operators' if native_rnn else 'plain operators'}, {arithmetic.name})")
+           f"({'native recurrent operators' if native_rnn else 'plain operators'}, {precision})")
     return make_model(graph, metadata, doc)
 
 
@@ -49,4 +57,4 @@ def export_model(model: Model, path: str | os.PathLike, *, sequence: bool = Fals
     save_model(build_model(model, sequence=sequence, native_rnn=native_rnn), path)
 
 
-__all__ = ["OPSET", "Arithmetic", "FP32", "build_model", "export_model", "save_model"]
+__all__ = ["OPSET", "FloatGraphProducts", "GraphProducts", "build_model", "export_model", "save_model"]

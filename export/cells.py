@@ -1,11 +1,12 @@
 """One recurrent step of each cell as ONNX nodes: the registry ONNX_CELLS, keyed like compact_lm.cells.CELLS.
 
-A cell's `step` receives two gate pre-activation tensors already computed by the caller:
-    xg = x W_ih^T + b_ih + (the additive part of b_hh)     [B, G*H]  (layer 0: a table row)
-    gh = h W_hh^T (+ the part of b_hh that is not additive) [B, G*H]
-and emits the gate arithmetic. Keeping the two products outside the cell means the same step serves
-the fp32 graph, the Scan body of the sequence graph, and a future int8 graph (which only changes
-how xg and gh are computed). Gate blocks are in PyTorch's order (README "File format").
+A cell's `step` receives two gate pre-activation tensors already computed by the caller's products
+(export/products.py), gate blocks in PyTorch's order (README "File format"):
+    xg = x W_ih^T + b_ih (+ any part of b_hh folded in)     [B, G*H]  (layer 0: a table row)
+    gh = h W_hh^T (+ the rest of b_hh)                      [B, G*H]
+and emits the gate arithmetic. The step does not care where an additive bias sits, so the same step
+serves the fp32 graphs (biases folded), the Scan body of the sequence graph, and an int8 graph (which
+only changes how xg and gh are computed); only GRU's b_hn must be in gh, since it is multiplied by r.
 
 `split_bias(b_hh, H) -> (additive, recurrent)`: b_hh is folded into the input side wherever it is
 simply added to a pre-activation: all of rnn and lstm, the r and z blocks of gru. GRU's n block

@@ -16,8 +16,8 @@ from compact_lm.model import Model
 
 from .cells import ONNX_CELLS
 from .graph import GraphBuilder
-from .interface import io_names, LOG_PROBS, TOKENS, graph_inputs, graph_outputs, out_name, state_names
-from .linear import FP32, Arithmetic
+from .interface import LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io_names, out_name, state_names
+from .products import matmul_add
 
 
 def reorder_blocks(array: np.ndarray, blocks: tuple[int, ...], hidden: int) -> np.ndarray:
@@ -34,19 +34,18 @@ def native_weights(model: Model, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return tuple(np.ascontiguousarray(a[None], dtype=np.float32) for a in (w, r, b))
 
 
-def build_native_graph(model: Model, sequence: bool, arithmetic: Arithmetic = FP32) -> onnx.GraphProto:
-    """Step (sequence=False) or sequence graph with one native recurrent node per layer."""
-    if arithmetic.int8:
-        raise ValueError("native RNN/GRU/LSTM operators have no int8 form; export int8 with plain operators")
+def build_native_graph(model: Model, sequence: bool) -> onnx.GraphProto:
+    """Step (sequence=False) or sequence graph with one native recurrent node per layer (fp32 only)."""
     config, cell = model.config, ONNX_CELLS[model.config.cell]
     names = state_names(config)
     g = GraphBuilder()
     g.reserve(*io_names(config))
     axis0 = g.ints("axes0", [0])
+    embedding = g.weight("embedding", model.params["embedding.weight"].astype(np.float32))
     if sequence:   # time-major inside: X [T, B, E]
-        x = arithmetic.lookup(g, g.op("Transpose", [TOKENS], "tokens_tm", perm=[1, 0]), model.params["embedding.weight"], "x")
+        x = g.op("Gather", [embedding, g.op("Transpose", [TOKENS], "tokens_tm", perm=[1, 0])], "x", axis=0)
     else:          # a sequence of length 1: X [1, B, E]
-        x = g.op("Unsqueeze", [arithmetic.lookup(g, TOKENS, model.params["embedding.weight"], "x"), axis0], "x_seq")
+        x = g.op("Unsqueeze", [g.op("Gather", [embedding, TOKENS], "x", axis=0), axis0], "x_seq")
     for k, (hidden, state) in enumerate(zip(config.hidden_sizes, names)):
         w, r, b = native_weights(model, k)
         initial = [g.op("Unsqueeze", [name, axis0], f"l{k}/{name}.0") for name in state]
@@ -63,8 +62,7 @@ def build_native_graph(model: Model, sequence: bool, arithmetic: Arithmetic = FP
         # next layer's input: all time steps [T, B, H] (Y without its direction axis), or Y_h for one step
         x = g.op("Squeeze", [y, g.ints(f"l{k}/axes1", [1])], f"l{k}/y") if sequence else finals[0]
     top = x if sequence else out_name(names[-1][0])
-    head_t = np.ascontiguousarray(model.params["head.weight"].T)
-    logits = arithmetic.linear(g, top, head_t, model.params["head.bias"], "head")
+    logits = matmul_add(g, top, model.params["head.weight"].T, model.params["head.bias"], "head")
     if sequence:   # [T, B, V] -> [B, T, V]
         log_probs = g.op("LogSoftmax", [logits], "log_probs_tm", axis=-1)
         g.op("Transpose", [log_probs], LOG_PROBS, out_names=[LOG_PROBS], perm=[1, 0, 2])

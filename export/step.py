@@ -1,10 +1,10 @@
 """The step graph in plain operators: one character for `batch` streams, state in, state out.
 
-    xg_0 = table[tokens]                     (Gather; table = E W_ih0^T + folded biases)
-    xg_k = h_{k-1}' W_ih_k^T + b_k           (k > 0)
-    gh_k = h_k W_hh_k^T (+ b_hn for GRU)
+    xg_0 = embed(tokens)                     (Gather of a table row: E W_ih0^T + folded biases)
+    xg_k = inputs(k, h_{k-1}')               (k > 0: h W_ih_k^T + b)
+    gh_k = recurrent(k, h_k)                 (h W_hh_k^T, + b_hn for GRU)
     state_k' = cell step(xg_k, gh_k, state_k)
-    log_probs = log_softmax(h_top' W_head^T + b_head)
+    log_probs = log_softmax(logits(h_top'))
 """
 from __future__ import annotations
 
@@ -14,28 +14,23 @@ from compact_lm.model import Model
 
 from .cells import ONNX_CELLS
 from .graph import GraphBuilder
-from .interface import io_names, LOG_PROBS, TOKENS, graph_inputs, graph_outputs, out_name, state_names
-from .linear import FP32, Arithmetic
-from .weights import fold_weights
+from .interface import LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io_names, out_name, state_names
+from .products import FloatGraphProducts, GraphProducts
 
 
-def build_step_graph(model: Model, arithmetic: Arithmetic = FP32) -> onnx.GraphProto:
-    """The plain-operator step graph of `model` (weights stored and applied as `arithmetic` says)."""
-    config, weights, cell = model.config, fold_weights(model), ONNX_CELLS[model.config.cell]
-    names = state_names(config)
+def build_step_graph(model: Model, products: GraphProducts | None = None) -> onnx.GraphProto:
+    """The plain-operator step graph of `model` (products: fp32 unless given)."""
+    config, cell = model.config, ONNX_CELLS[model.config.cell]
+    products = FloatGraphProducts(model) if products is None else products
     g = GraphBuilder()
     g.reserve(*io_names(config))
     x = None
-    for k, (layer, state) in enumerate(zip(weights.layers, names)):
-        if k == 0:
-            xg = arithmetic.lookup(g, TOKENS, weights.table, "l0/xg")
-        else:
-            xg = arithmetic.linear(g, x, layer.w_ih_t, layer.input_bias, f"l{k}/xg")
-        gh = arithmetic.linear(g, state[0], layer.w_hh_t, layer.recurrent_bias, f"l{k}/gh")
-        new_state = cell.step(g, xg, gh, state, layer.hidden, f"l{k}")
+    for k, (hidden, state) in enumerate(zip(config.hidden_sizes, state_names(config))):
+        xg = products.embed(g, TOKENS) if k == 0 else products.inputs(g, k, x)
+        gh = products.recurrent(g, k, state[0])
+        new_state = cell.step(g, xg, gh, state, hidden, f"l{k}")
         for value, name in zip(new_state, state):
             g.rename(value, out_name(name))
         x = out_name(state[0])
-    logits = arithmetic.linear(g, x, weights.head_t, weights.head_b, "head")
-    g.op("LogSoftmax", [logits], LOG_PROBS, out_names=[LOG_PROBS], axis=-1)
+    g.op("LogSoftmax", [products.logits(g, x)], LOG_PROBS, out_names=[LOG_PROBS], axis=-1)
     return g.graph("compact_lm_step", graph_inputs(config, False), graph_outputs(config, False))

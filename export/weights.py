@@ -20,7 +20,7 @@ from .cells import ONNX_CELLS
 
 @dataclass(frozen=True)
 class LayerWeights:
-    """One recurrent layer, ready for `linear` calls (all float32)."""
+    """One recurrent layer's float32 operands for FloatGraphProducts."""
 
     hidden: int
     w_ih_t: np.ndarray | None            # [I, G*H]; None for layer 0 (its input side is the table)

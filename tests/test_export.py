@@ -12,7 +12,7 @@ from compact_lm.backends import NumpyBackend
 from compact_lm.cells import CELLS
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.export import OPSET, build_model, export_model
+from compact_lm.export import OPSET, FloatGraphProducts, build_model, export_model
 from compact_lm.export.cells import ONNX_CELLS
 from compact_lm.export.interface import out_name, state_names
 from compact_lm.model import Model
@@ -292,3 +292,48 @@ def test_onnx_without_compact_lm_metadata_is_refused(tmp_path):
 def test_missing_onnx_file(tmp_path):
     with pytest.raises(CompactLMError, match="does not exist"):
         OrtBackend(tmp_path / "nope.onnx")
+
+
+def test_a_sequence_file_alone_also_serves_step(exported):
+    ort = OrtBackend(exported.paths["sequence"])
+    ids = exported.ids[:40].reshape(2, 20)
+    theirs, _ = stepwise(ort, ids, ort.initial_state(2))
+    assert np.abs(theirs - exported.reference.run(ids, exported.reference.initial_state(2))[0]).max() <= TOL
+
+
+class RecordingProducts(FloatGraphProducts):
+    """fp32 products that note every initializer they create."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.created = set()
+
+    def _recorded(self, method, g, *args):
+        root = g._root
+        before = len(root.initializers)
+        out = method(g, *args)
+        self.created |= {t.name for t in root.initializers[before:]}
+        return out
+
+    def embed(self, g, ids):
+        return self._recorded(super().embed, g, ids)
+
+    def inputs(self, g, k, x):
+        return self._recorded(super().inputs, g, k, x)
+
+    def recurrent(self, g, k, h):
+        return self._recorded(super().recurrent, g, k, h)
+
+    def logits(self, g, h):
+        return self._recorded(super().logits, g, h)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_every_float_weight_of_a_plain_graph_comes_from_the_products(alice_text, sequence):
+    """What lets an int8 GraphProducts replace all of them: the builders add no float weight of their own."""
+    model = make_model(alice_text, "lstm", (10, 7))
+    products = RecordingProducts(model)
+    proto = build_model(model, sequence=sequence, products=products)
+    floats = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    # table; layer 0: W_hh; layer 1: W_ih, folded bias, W_hh; head: W, b (LSTM keeps no recurrent bias)
+    assert len(floats) == 7 and floats == products.created

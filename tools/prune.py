@@ -149,10 +149,11 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
     return TrainConfig.from_json(saved)
 
 
-def finetune(model: Model, config, out_dir, *, progress: bool = False) -> Model:
-    """Train `model` further with the trainer (same optimizer and data pipeline); returns the best by val bpc."""
+def finetune(model: Model, config, out_dir, *, teacher: Model | None = None, progress: bool = False) -> Model:
+    """Train `model` further with the trainer (same optimizer and data pipeline), distilling from `teacher`
+    when config.distill > 0; returns the best by val bpc."""
     from compact_lm.trainer import Trainer
-    return Trainer(config, out_dir, init_model=model, progress=progress).run().model
+    return Trainer(config, out_dir, init_model=model, teacher=teacher, progress=progress).run().model
 
 
 def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
@@ -186,7 +187,7 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str = DEFAUL
                                                         "eval_every": max(1, min(train_config.eval_every, steps // 4 or 1)),
                                                         "warmup_steps": min(train_config.warmup_steps, steps // 10)})
             folder = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="finetune-"))
-            current = finetune(current, config, folder / f"round{r}", progress=progress)
+            current = finetune(current, config, folder / f"round{r}", teacher=model, progress=progress)
             entry["finetune_steps"] = steps
             entry["val_bpc_after_finetune"] = current.info.get("metrics", {}).get("val", {}).get("bpc")
         if log:
