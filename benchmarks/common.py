@@ -21,7 +21,7 @@ def blas_description() -> str:
     import numpy  # noqa: F401  (threadpoolctl lists only the BLAS libraries already loaded)
     from threadpoolctl import threadpool_info
     parts = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernel, "
-             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+             f"{i.get('num_threads')} thread(s))" for i in threadpool_info() if i.get("user_api") == "blas"]
     overrides = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     text = "numpy BLAS: " + ("; ".join(parts) or "unknown")
     if overrides:

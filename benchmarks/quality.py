@@ -34,7 +34,7 @@ def main() -> None:
                "--hidden", "256", "--minutes", str(args.minutes), "--threads", str(args.threads), "--out", str(out),
                "--quiet", *args.extra]
     print(blas_description())
-    print("command: compact-lm", " ".join(command[4:]))
+    print("command: compact-lm", " ".join(command[3:]))
     started = time.time()
     subprocess.run(command, check=True)
     wall = time.time() - started

@@ -147,7 +147,7 @@ def _cmd_eval(args) -> int:
     from .data import read_text
     from .model import load
     model = load(args.model)
-    text = read_text(args.text, encoding_errors=args.encoding_errors)
+    text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")
     with _threads(args):
         ids = model.vocab.encode(text)
         if len(ids) < 2:
@@ -216,18 +216,20 @@ def _cmd_info(args) -> int:
 VERIFY_CHARS = 2000   # characters compared by `verify` unless --chars says otherwise
 
 
-def _float_model(path: str):
-    """Load a model file for ONNX export, which handles float models (int8 graphs come later)."""
-    from .model import Model, load
+def _onnx_source(path: str, native_rnn: bool = False):
+    """Load a float or quantized model file for ONNX export / verify (native recurrent operators: float only)."""
+    from .model import load
+    from .quantized import QuantizedModel
     model = load(path)
-    if not isinstance(model, Model):
-        raise CompactLMError(f"{path} is a quantized model; ONNX export handles float models only")
+    if native_rnn and isinstance(model, QuantizedModel):
+        raise CompactLMError(f"{path} is a quantized model and --native-rnn is for float models only: ONNX's "
+                             "RNN/GRU/LSTM operators have no integer variant (export it without --native-rnn)")
     return model
 
 
 def _cmd_export(args) -> int:
-    from .export import OPSET, build_model, save_model
-    model = _float_model(args.model)
+    from .export import build_model, save_model
+    model = _onnx_source(args.model, args.native_rnn)
     targets = [(args.out, False)]
     if args.sequence is not None:
         if Path(args.sequence).resolve() == Path(args.out).resolve():
@@ -277,6 +279,81 @@ def _cmd_verify(args) -> int:
     if not args.json:
         print(f"ok: max |delta log-prob| {worst:.2e} <= {TOLERANCE:g}")
     return 0
+
+
+# ------------------------------------------------------------- complete, repl, eval-complete
+def _completer(args):
+    from .autocomplete import Autocompleter
+    return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads)
+
+
+def _cmd_complete(args) -> int:
+    from .repl import format_suggestions, quoted
+    with _threads(args):
+        completer = _completer(args)
+        suggestions = completer.complete(args.prefix, args.k)
+        next_chars = completer.next_chars(args.prefix, args.k) if args.next else []
+    for s in suggestions:
+        print(f"{s.prob:8.2%}  {quoted(s.text)}")
+    if not suggestions:
+        print("(no completion within --max-chars)")
+    if args.next:
+        print("next characters: " + format_suggestions(next_chars))
+    return 0
+
+
+def _cmd_repl(args) -> int:
+    from .repl import repl
+    with _threads(args):
+        repl(_completer(args), args.k)
+    return 0
+
+
+def _cmd_eval_complete(args) -> int:
+    from .complete_eval import eval_complete, format_report
+    from .data import read_text
+    text = read_text(args.text, encoding_errors=args.encoding_errors)[:args.limit]
+    if not text:
+        raise CompactLMError(f"--text {args.text}: the file is empty")
+    with _threads(args):
+        result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
+                               beam=args.beam, max_chars=args.max_chars)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _add_completion_options(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="a model file: .npz (NumPy) or .onnx (onnxruntime)")
+    p.add_argument("-k", "--k", dest="k", type=_positive_int, default=3, help="suggestions shown (default 3)")
+    p.add_argument("--beam", type=_positive_int, default=4, help="beam width of the word search (default 4)")
+    p.add_argument("--max-chars", type=_positive_int, default=16,
+                   help="longest completion in characters, boundary included (default 16)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="BLAS threads (default 1: one keystroke is too little work to split)")
+
+
+def _add_completion_commands(sub) -> None:
+    p = sub.add_parser("complete", help="the most likely completions of the word being typed, with probabilities")
+    _add_completion_options(p)
+    p.add_argument("prefix", metavar="PREFIX", help="the text typed so far")
+    p.add_argument("--next", action="store_true", help="also print the most likely next characters")
+    p.set_defaults(run=_cmd_complete)
+
+    p = sub.add_parser("repl", help="type and see completions update per keystroke (per line without a terminal)")
+    _add_completion_options(p)
+    p.set_defaults(run=_cmd_repl)
+
+    p = sub.add_parser("eval-complete", help="keystroke savings and accuracy of word completion, vs an n-gram baseline")
+    _add_completion_options(p)
+    p.add_argument("--text", required=True, metavar="FILE", help="the text a person types")
+    p.add_argument("--limit", type=_positive_int, default=10000,
+                   help="type only the first N characters of the text (default 10000)")
+    p.add_argument("--corpus", nargs="+", metavar="FILE", default=None,
+                   help="the model's training text, if not at the paths in its metadata (its training split is used)")
+    p.add_argument("--order", type=_positive_int, default=None, help="n-gram baseline order (default 7)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.set_defaults(run=_cmd_eval_complete)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"characters of the text to use (default {VERIFY_CHARS})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_verify)
+
+    _add_completion_commands(sub)
     return parser
 
 

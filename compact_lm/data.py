@@ -19,25 +19,25 @@ def default_corpus_path() -> Path:
     return Path(str(resources.files("compact_lm") / "data" / DEFAULT_CORPUS))
 
 
-def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict") -> str:
+def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what: str = "corpus file") -> str:
     """Read one UTF-8 text file (gzip if it ends in .gz); errors name the file and the byte offset."""
     path = Path(path)
     if not path.exists():
-        raise CompactLMError(f"corpus file {path} does not exist")
+        raise CompactLMError(f"{what} {path} does not exist")
     if path.is_dir():
-        raise CompactLMError(f"corpus file {path} is a folder, not a file")
+        raise CompactLMError(f"{what} {path} is a folder, not a file")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except PermissionError:
-        raise CompactLMError(f"cannot read corpus file {path}: permission denied") from None
+        raise CompactLMError(f"cannot read {what} {path}: permission denied") from None
     except (OSError, EOFError) as error:
-        raise CompactLMError(f"cannot read corpus file {path}: {error}") from None
+        raise CompactLMError(f"cannot read {what} {path}: {error}") from None
     try:
         return raw.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise CompactLMError(
-            f"corpus file {path} is not valid UTF-8 at byte {error.start} (line {line}); "
+            f"{what} {path} is not valid UTF-8 at byte {error.start} (line {line}); "
             "pass --encoding-errors replace to substitute U+FFFD") from None
 
 

@@ -16,9 +16,9 @@ from .vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_KIND = "compact-lm-model"
-EVAL_CHUNK = 8192
+EVAL_CHUNK = 8192   # characters per chunk when scoring long texts (bounds memory, state carried)
 # metadata carried from file to file (a pruned or quantized model keeps its history)
-INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization")   # characters per chunk when scoring long texts (bounds memory, state carried)
+INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization")
 
 
 @dataclass

@@ -8,9 +8,9 @@ same four products the NumPy backends compute (compact_lm/backends.py):
     logits(h)         h head^T + head_b
 and leave the gate arithmetic to the cell (export/cells.py), which works whether a bias is folded into
 the input side or not. `FloatGraphProducts` stores float32 weights, pre-transposed to [in, out] so each
-product is one plain MatMul (+ Add, which onnxruntime fuses into a Gemm for 2-D inputs). An int8
-variant implements the same four methods over a QuantizedModel (QuantizeLinear -> MatMulInteger ->
-Cast -> Mul -> Add, mirroring compact_lm.int8) and sets `int8 = True`.
+product is one plain MatMul (+ Add, which onnxruntime fuses into a Gemm for 2-D inputs). The int8
+variant (export/products_int8.py) implements the same four methods over a QuantizedModel
+(QuantizeLinear -> MatMulInteger -> Cast -> Mul -> Add, mirroring compact_lm.int8) and sets `int8 = True`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from compact_lm.model import Model
 
-from .graph import GraphBuilder
+from .graph import OPSET, GraphBuilder
 from .weights import fold_weights
 
 
@@ -29,6 +29,7 @@ class GraphProducts(Protocol):
 
     name: str      # shown in the model's doc string ("fp32")
     int8: bool     # recorded in the metadata
+    opset: int     # default-domain opset of the model (every operator used needs an onnxruntime kernel at it)
 
     def embed(self, g: GraphBuilder, ids: str) -> str: ...
 
@@ -52,6 +53,7 @@ class FloatGraphProducts:
 
     name = "fp32"
     int8 = False
+    opset = OPSET
 
     def __init__(self, model: Model):
         self.weights = fold_weights(model)

@@ -30,9 +30,11 @@ def _cmd_prune(args) -> int:
     corpus = tuple(args.corpus) if args.corpus else None
     config = None
     if args.finetune_steps or args.calibration is None:
-        config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus)
+        overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
+                                       ("distill", args.distill)) if v is not None}
+        config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
     if args.calibration is not None:
-        text = read_text(args.calibration)
+        text = read_text(args.calibration, what="--calibration")
         calibration = model.vocab.encode(text)
         if len(calibration) < 2:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
@@ -60,7 +62,7 @@ def _cmd_quantize(args) -> int:
         raise CompactLMError(f"{args.model} is already quantized (quantizing twice would only add error)")
     text = None
     if args.calibration is not None:
-        text = read_text(args.calibration)
+        text = read_text(args.calibration, what="--calibration")
         if len(model.vocab.encode(text)) < 2:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     quantized = quantize_model(model, weight_bits=args.weight_bits)
@@ -99,6 +101,10 @@ def add_commands(sub, positive_int, number) -> None:
                    f"(default {DEFAULT_CRITERION})")
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
+    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default: 2 x the model's)")
+    p.add_argument("--finetune-dropout", type=number, help="dropout while fine-tuning (default 0)")
+    p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
+                   "fine-tuning target (default 0.5; 0 = plain cross-entropy)")
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
                    "(default: the end of the training split)")

@@ -25,6 +25,13 @@ from compact_lm.model import Model
 from compact_lm.network import input_table, run_layers, zero_state
 
 CRITERIA = ("activation", "magnitude")
+# Fine-tuning a pruned model: its own optimizer settings and data pipeline, except these, measured on
+# the tinyshakespeare GRU-256 at keep 0.5 with 758 steps (val bpc; original 2.0754): as trained
+# (dropout 0.2, lr 3e-3) 2.328; dropout 0 2.281; lr 6e-3 2.284; both 2.233; both + distillation 0.5
+# from the unpruned model 2.223. A smaller model needs less regularization and a larger step.
+FINETUNE_DROPOUT = 0.0
+FINETUNE_LR_SCALE = 2.0
+FINETUNE_DISTILL = 0.5
 DEFAULT_CRITERION = "activation"
 CALIBRATION_CHARS = 20_000
 
@@ -135,11 +142,14 @@ def prune_once(model: Model, sizes: tuple[int, ...], *, criterion: str = DEFAULT
 
 
 def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None = None, **overrides):
-    """The model's own training config (optimizer settings, data pipeline), with a budget of `steps`."""
+    """The model's own training config (data pipeline, optimizer), with a budget of `steps` and the
+    fine-tuning settings above (dropout, learning rate, distillation), which `overrides` may replace."""
     from compact_lm.config import TrainConfig
     saved = dict(model.info.get("train_config") or {})
     if not saved and not corpus:
         raise CompactLMError("the model carries no training config: give --corpus for fine-tuning")
+    saved.update(dropout=FINETUNE_DROPOUT, lr=FINETUNE_LR_SCALE * saved.get("lr", TrainConfig.lr),
+                 distill=FINETUNE_DISTILL, teacher=None)
     saved.update(steps=steps, epochs=None, minutes=None, init=None,
                  eval_every=max(1, min(saved.get("eval_every", 200), steps // 4 or 1)),
                  warmup_steps=min(saved.get("warmup_steps", 100), steps // 10))

@@ -1,0 +1,306 @@
+"""Autocomplete on any Backend: next characters, beam-searched word completions, keystroke sessions.
+
+    ac = Autocompleter("model.onnx")              # or a .npz path, a loaded model, any Backend
+    ac.complete("Alice was b", k=3)               # [Suggestion(text='eginning ', prob=0.31), ...]
+    session = ac.session()
+    session.type("Alice was b"); session.suggestions(3); session.backspace(); session.next_chars(3)
+
+The text the model sees is a newline (as at the start of a line) followed by what was typed; each
+typed code point is normalized on its own (NFC, lowercasing as the vocabulary says), so typing a
+text key by key and pasting it give the same ids. Characters outside the vocabulary become `<unk>`.
+
+A word completion is a run of word characters ended by one boundary character (whitespace and
+punctuation by default); its probability is the product of the model's conditional probabilities
+of all its characters, boundary included:  log p(c_1..c_m | prefix) = sum_i log p(c_i | prefix c_<i).
+Beam search keeps the `beam` most likely unfinished words; all of them advance in one batched
+`step` per character. The search stops when no unfinished word is more likely than the k-th best
+finished one: extending a word only lowers its probability, so that cut loses nothing.
+
+This module imports numpy (and onnxruntime when given an .onnx path) and nothing heavier.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CompactLMError
+from .vocab import UNK_ID, Vocab
+
+START_TEXT = "\n"          # what the model has seen before the first typed character
+# Characters run through the model when more arrive at once (a paste, a recomputation). A GRU's
+# prediction stops depending on text this far back: on tinyshakespeare (E=64 H=256) cutting the
+# context to 256 characters changes the next-character log-probabilities by < 1e-3 nats
+# on average (benchmarks/autocomplete_latency.py --context-check), while running 1 MB would take seconds.
+CONTEXT_CHARS = 1024
+MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 KB each at H=256)
+WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
+
+
+def default_is_boundary(char: str) -> bool:
+    """Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not."""
+    if char in WORD_JOINERS:
+        return False
+    category = unicodedata.category(char)
+    return char.isspace() or category[0] in "PSZ" or category == "Cc"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Characters to append to what was typed (a word completion ends with its boundary) and their probability."""
+
+    text: str
+    prob: float
+
+
+def _positive(name: str, value) -> int:
+    """A whole number >= 1, or a one-line CompactLMError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise CompactLMError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_text(name: str, text) -> str:
+    if not isinstance(text, str):
+        raise CompactLMError(f"{name} must be a string, got {type(text).__name__}")
+    return text
+
+
+def open_backend(model, *, threads: int = 1):
+    """A Backend for `model`: an .onnx path (onnxruntime), another path (.npz, NumPy), a loaded model, or a Backend."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix.lower() == ".onnx":
+            from .ort_backend import OrtBackend
+            return OrtBackend(path, threads=threads)
+        from .model import load
+        model = load(path)
+    if all(callable(getattr(model, name, None)) for name in ("initial_state", "step", "run")):
+        return model
+    if hasattr(model, "products") and hasattr(model, "config"):
+        from .backends import NumpyBackend
+        return NumpyBackend(model)
+    raise CompactLMError(f"expected a model path, a loaded model or a Backend, got {type(model).__name__}")
+
+
+class Autocompleter:
+    """Next characters and word completions from any Backend; `session()` for keystroke-by-keystroke use.
+
+    Thread-safe: model calls go through one lock (a Backend may reuse buffers between calls, as
+    OrtBackend does), everything else works on per-call or per-session arrays.
+    """
+
+    def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
+                 context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1):
+        self.backend = open_backend(model, threads=threads)
+        self.vocab = vocab if vocab is not None else getattr(self.backend, "vocab", None)
+        if not isinstance(self.vocab, Vocab):
+            raise CompactLMError("the backend has no .vocab: pass vocab=")
+        self.beam = _positive("beam", beam)
+        self.max_chars = _positive("max_chars", max_chars)
+        self.context_chars = _positive("context_chars", context_chars)
+        self.vocab_size = int(self.backend.vocab_size)
+        if self.vocab.size != self.vocab_size:
+            raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the backend {self.vocab_size}")
+        if boundaries is None:
+            self.is_boundary = default_is_boundary
+        else:
+            boundary_set = frozenset(_check_text("boundaries", boundaries))
+            self.is_boundary = boundary_set.__contains__
+        tokens = self.vocab.tokens
+        self._char_of = ["", *self.vocab.chars]          # <unk> is never part of a suggestion
+        boundary = np.array([i != UNK_ID and self.is_boundary(c) for i, c in enumerate(tokens)])
+        self._boundary_ids = np.flatnonzero(boundary).astype(np.int64)
+        if self._boundary_ids.size == 0:
+            raise CompactLMError("no word-boundary character is in the model's vocabulary")
+        self._boundary_chars = [self._char_of[i] for i in self._boundary_ids]
+        # added to log-probabilities: -inf where a character may not extend a word / be suggested next
+        self._word_mask = np.where(boundary, -np.inf, 0.0)
+        self._word_mask[UNK_ID] = -np.inf
+        self._next_mask = np.zeros(self.vocab_size)
+        self._next_mask[UNK_ID] = -np.inf
+        self._lock = threading.Lock()
+        self._normalized: dict[str, str] = {}
+        self._char_ids: dict[str, np.ndarray] = {}
+        state = self.backend.initial_state(1)
+        log_probs, state = self._call(self.backend.step, self.encode(START_TEXT)[-1:], state)
+        # a checkpoint: (characters typed, state after them, log-probabilities of the next character)
+        self._root = (0, state, log_probs[0])
+
+    # ------------------------------------------------------------------------------ text -> ids
+    def normalize(self, text: str) -> str:
+        """`text` with every code point normalized on its own, as the model's vocabulary asks."""
+        table = {}
+        for char in set(text):
+            normalized = self._normalized.get(char)
+            if normalized is None:
+                normalized = self._normalized[char] = self.vocab.normalize(char)
+            if normalized != char:
+                table[ord(char)] = normalized
+        return text.translate(table) if table else text
+
+    def encode(self, text: str) -> np.ndarray:
+        """int64 token ids of `text` (normalized code point by code point; unknown characters -> `<unk>`)."""
+        return self.vocab.encode(self.normalize(text), normalized=True).astype(np.int64)
+
+    def _ids_of_char(self, char: str) -> np.ndarray:
+        ids = self._char_ids.get(char)
+        if ids is None:
+            ids = self._char_ids[char] = self.encode(char)
+        return ids
+
+    # ----------------------------------------------------------------------------- model calls
+    def _call(self, method, ids: np.ndarray, state: list):
+        with self._lock:
+            return method(ids, state)
+
+    def _advance(self, state: list, text: str) -> tuple[list, np.ndarray]:
+        """(state, next-character log-probabilities) after `text` from `state`: one step for one id, else one run."""
+        if len(text) > self.context_chars:   # only the last context_chars characters matter
+            state = self._root[1]
+            text = text[-self.context_chars:]
+        ids = self._ids_of_char(text) if len(text) == 1 else self.encode(text)
+        if ids.shape[0] == 1:
+            log_probs, state = self._call(self.backend.step, ids, state)
+            return state, log_probs[0]
+        log_probs, state = self._call(self.backend.run, ids[None, :], state)
+        return state, log_probs[0, -1]
+
+    def _start(self, prefix: str) -> tuple[list, np.ndarray]:
+        """(state, next-character log-probabilities) after `prefix` typed from the start."""
+        prefix = _check_text("prefix", prefix)
+        return self._advance(self._root[1], prefix) if prefix else self._root[1:]
+
+    # ----------------------------------------------------------------------------- public API
+    def session(self) -> "Session":
+        """A new keystroke session (empty text)."""
+        return Session(self)
+
+    def next_chars(self, prefix: str, k: int = 3) -> list[Suggestion]:
+        """The k most likely next characters after `prefix` (never `<unk>`), most likely first."""
+        k = _positive("k", k)
+        return self._next_chars(self._start(prefix)[1], k)
+
+    def complete(self, prefix: str, k: int = 3, max_chars: int | None = None) -> list[Suggestion]:
+        """The k most likely completions of the word being typed (the next word if `prefix` ends at a boundary)."""
+        k = _positive("k", k)
+        max_chars = self.max_chars if max_chars is None else _positive("max_chars", max_chars)
+        state, log_probs = self._start(prefix)
+        return self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars)
+
+    def _next_chars(self, log_probs: np.ndarray, k: int) -> list[Suggestion]:
+        scores = log_probs + self._next_mask
+        k = min(k, scores.size - 1)   # every character but <unk>
+        top = np.argpartition(scores, -k)[-k:]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [Suggestion(self._char_of[i], math.exp(scores[i])) for i in top.tolist() if scores[i] > -np.inf]
+
+    def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int) -> list[Suggestion]:
+        """Beam search from (state, log_probs) to the k most likely words ended by a boundary character."""
+        vocab_size, beam, boundary_ids = self.vocab_size, self.beam, self._boundary_ids
+        char_of, boundary_chars, word_mask = self._char_of, self._boundary_chars, self._word_mask
+        step = self.backend.step
+        finished: list[tuple[float, str]] = []   # (log p, text), the best k so far
+        threshold = -np.inf                      # log p of the k-th finished word: nothing below it can enter
+        texts = [""]
+        scores = log_probs[None, :].astype(np.float64)   # [beams, V]: log p of beam + next character
+        for depth in range(1, max_chars + 1):
+            if depth > 1 or not at_boundary:     # at a boundary the next word has at least one character
+                ends = scores[:, boundary_ids]
+                hits = np.flatnonzero(ends > threshold)
+                if hits.size:
+                    ends = ends.ravel()
+                    width = boundary_ids.size
+                    for flat in hits.tolist():
+                        finished.append((float(ends[flat]), texts[flat // width] + boundary_chars[flat % width]))
+                    finished.sort(key=lambda item: (-item[0], item[1]))   # ties: alphabetical, so the order is stable
+                    del finished[k:]
+                    if len(finished) == k:
+                        threshold = finished[-1][0]
+            if depth == max_chars:
+                break
+            flat_scores = (scores + word_mask).ravel()
+            top = (np.argpartition(flat_scores, -beam)[-beam:] if flat_scores.size > beam
+                   else np.arange(flat_scores.size))
+            top = top[flat_scores[top] > threshold]
+            if top.size == 0:
+                break
+            top = top[np.argsort(-flat_scores[top], kind="stable")]
+            parents, chars = np.divmod(top, vocab_size)
+            texts = [texts[p] + char_of[c] for p, c in zip(parents.tolist(), chars.tolist())]
+            state = [tuple(a[parents] for a in layer) for layer in state]
+            with self._lock:
+                log_probs, state = step(chars, state)
+            scores = log_probs + flat_scores[top][:, None]
+        return [Suggestion(text, math.exp(score)) for score, text in finished]
+
+
+class Session:
+    """One person's typing: a stack of checkpoints, so typing a character costs one step and backspace none.
+
+    Pasted text (several characters in one `type`) is one `run`, capped at the Autocompleter's
+    context_chars; backspacing into it recomputes from the checkpoint before it (one `run`). At most
+    MAX_CHECKPOINTS states are kept; a backspace past the oldest recomputes from the start of the context.
+    A session belongs to one thread; several sessions may share an Autocompleter across threads.
+    """
+
+    def __init__(self, completer: Autocompleter):
+        self.completer = completer
+        self._chars: list[str] = []                  # code points typed so far
+        self._stack: list[tuple] = [completer._root]  # checkpoints, lengths increasing
+
+    @property
+    def text(self) -> str:
+        """Everything typed so far (as typed, before normalization)."""
+        return "".join(self._chars)
+
+    def type(self, text: str) -> None:
+        """Append `text`: one model step for one character, one run for more."""
+        text = _check_text("text", text)
+        if not text:
+            return
+        self._chars.extend(text)
+        self._push(*self.completer._advance(self._stack[-1][1], text))
+
+    def _push(self, state: list, log_probs: np.ndarray) -> None:
+        self._stack.append((len(self._chars), state, log_probs))
+        if len(self._stack) > 2 * MAX_CHECKPOINTS:   # drop the older half (the root stays)
+            del self._stack[1:MAX_CHECKPOINTS + 1]
+
+    def backspace(self, n: int = 1) -> None:
+        """Delete the last n characters; restores a stored state (a model call only inside pasted text)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise CompactLMError(f"backspace count must be a whole number >= 0, got {n!r}")
+        target = max(len(self._chars) - int(n), 0)
+        if target == len(self._chars):
+            return
+        del self._chars[target:]
+        stack = self._stack
+        while stack[-1][0] > target:
+            stack.pop()
+        if stack[-1][0] < target:   # inside pasted text: recompute from the checkpoint before it
+            self._push(*self.completer._advance(stack[-1][1], "".join(self._chars[stack[-1][0]:])))
+
+    def _at_boundary(self) -> bool:
+        return not self._chars or self.completer.is_boundary(self._chars[-1])
+
+    def suggestions(self, k: int = 3, max_chars: int | None = None) -> list[Suggestion]:
+        """The k most likely completions of the word being typed (or of the next word at a boundary)."""
+        completer = self.completer
+        k = _positive("k", k)
+        max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
+        _, state, log_probs = self._stack[-1]
+        return completer._search(state, log_probs, self._at_boundary(), k, max_chars)
+
+    def next_chars(self, k: int = 3) -> list[Suggestion]:
+        """The k most likely next characters (never `<unk>`)."""
+        return self.completer._next_chars(self._stack[-1][2], _positive("k", k))
+
+    def state(self) -> tuple[list, np.ndarray]:
+        """The model state after the typed text and the log-probabilities of the next character."""
+        return self._stack[-1][1], self._stack[-1][2]

@@ -1,0 +1,175 @@
+"""`compact-lm eval-complete`: simulate a person typing a text with word completion on, model vs n-gram.
+
+After every keystroke the top-k completions of the current word are shown. When the rest of the
+word plus the boundary character that follows it in the text is among them, the person accepts it
+with one keystroke (ACCEPT_KEYSTROKES, like pressing Tab) and those characters are typed for free;
+a suggestion that would save nothing (the boundary alone) is never taken. So
+    keystroke savings = 1 - keystrokes / characters,
+where every other character costs one keystroke. A word here is a maximal run of word characters
+followed by a boundary (a word cut off by the end of the text cannot be completed and is typed).
+
+Word completion accuracy after n typed characters (n = 1, 2, 3) counts the words longer than n:
+top-1 when the right completion is the first suggestion, top-k when it is among the k shown.
+Latency is the wall time of one keystroke: one model step plus the k completions.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .autocomplete import Autocompleter
+from .errors import CompactLMError
+
+ACCEPT_KEYSTROKES = 1
+ACCURACY_AFTER = (1, 2, 3)
+
+
+def word_spans(text: str, is_boundary) -> list[tuple[int, int]]:
+    """(start, end) of every maximal run of word characters that a boundary character text[end] follows."""
+    spans, start = [], None
+    for i, char in enumerate(text):
+        if is_boundary(char):
+            if start is not None:
+                spans.append((start, i))
+            start = None
+        elif start is None:
+            start = i
+    return spans
+
+
+@dataclass(frozen=True)
+class TypingReport:
+    """What one simulated typing of a text measured."""
+
+    chars: int                         # characters in the text (keystrokes without completion)
+    words: int                         # words that completion could finish
+    keystrokes: int                    # keystrokes with completion
+    k: int
+    top1_accuracy: dict                # typed characters ("1", "2", "3") -> fraction, None if no word is that long
+    topk_accuracy: dict
+    latency_ms: dict                   # p50, p90, p99, mean of one keystroke (step + suggestions)
+
+    @property
+    def keystroke_savings(self) -> float:
+        """Fraction of keystrokes saved: 1 - keystrokes / chars."""
+        return 1.0 - self.keystrokes / self.chars if self.chars else 0.0
+
+    def to_json(self) -> dict:
+        """The keys `eval-complete --json` prints for one model."""
+        return {"keystroke_savings": self.keystroke_savings, "top1_accuracy": self.top1_accuracy,
+                "topk_accuracy": self.topk_accuracy, "latency_ms": self.latency_ms, "chars": self.chars,
+                "words": self.words, "keystrokes": self.keystrokes, "k": self.k}
+
+
+def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingReport:
+    """Type `text` (normalized like the model's input) key by key with top-k word completion."""
+    text = completer.normalize(text)
+    spans = word_spans(text, completer.is_boundary)
+    word_at = np.full(len(text) + 1, -1)        # position -> word being typed there (completions asked)
+    for index, (start, end) in enumerate(spans):
+        word_at[start:end] = index
+    ranks: list[list[int | None]] = [[] for _ in spans]   # per word: rank of the right completion after n chars
+    latencies = []
+    session = completer.session()
+    clock = time.perf_counter
+    for position in range(len(text) + 1):
+        index = word_at[position]
+        began = clock()
+        if position:
+            session.type(text[position - 1])
+        if index < 0:
+            continue
+        shown = session.suggestions(k)
+        latencies.append(clock() - began)
+        start, end = spans[index]
+        wanted = text[position:end + 1]
+        texts = [s.text for s in shown]
+        ranks[index].append(texts.index(wanted) if wanted in texts else None)
+
+    keystrokes = len(text)
+    for (start, end), word_ranks in zip(spans, ranks):
+        for typed, rank in enumerate(word_ranks):
+            saved = end + 1 - (start + typed) - ACCEPT_KEYSTROKES
+            if rank is not None and saved > 0:
+                keystrokes -= saved
+                break
+    top1, topk = {}, {}
+    for typed in ACCURACY_AFTER:
+        counted = [r[typed] for r in ranks if len(r) > typed]
+        top1[str(typed)] = sum(r == 0 for r in counted) / len(counted) if counted else None
+        topk[str(typed)] = sum(r is not None for r in counted) / len(counted) if counted else None
+    latency = {}
+    if latencies:
+        ms = np.array(latencies) * 1e3
+        latency = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                   "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
+    return TypingReport(chars=len(text), words=len(spans), keystrokes=keystrokes, k=k,
+                        top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency)
+
+
+def open_model(path: str) -> tuple[object, dict | None]:
+    """A backend for the model file (.onnx: onnxruntime, else NumPy) and its training config (or None)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .ort_backend import OrtBackend
+        backend = OrtBackend(path)
+        return backend, backend.metadata.get("train_config")
+    from .backends import NumpyBackend
+    from .model import load
+    model = load(path)
+    return NumpyBackend(model), model.info.get("train_config")
+
+
+def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:
+    """The ids of the model's training split (from `corpus` files if given, else the paths the model was trained on)."""
+    from .config import TrainConfig
+    from .trainer import prepare_corpus
+    if train_config is None and not corpus:
+        raise CompactLMError("the model's metadata has no train_config (its training text is unknown): give --corpus FILE")
+    settings = dict(train_config or {})
+    if corpus:
+        settings["corpus"] = [str(c) for c in corpus]
+    else:
+        missing = [c for c in settings.get("corpus", []) if not Path(c).exists()]
+        if missing:
+            raise CompactLMError(f"the model was trained on {missing[0]}, which is not found here: give --corpus FILE")
+    settings.update(init=None, teacher=None, distill=0.0)   # irrelevant to the text and checked against files
+    try:
+        config = TrainConfig.from_json(settings)
+    except TypeError as error:
+        raise CompactLMError(f"the model's train_config is invalid: {error}") from None
+    return prepare_corpus(config, vocab).train
+
+
+def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
+                  order: int | None = None, beam: int = 4, max_chars: int = 16) -> dict:
+    """Keystroke savings, accuracy and latency of the model and of the n-gram baseline on `text`."""
+    from .ngram import DEFAULT_ORDER, NgramBackend
+    backend, train_config = open_model(model_path)
+    completer = Autocompleter(backend, beam=beam, max_chars=max_chars)
+    report = simulate_typing(completer, text, k)
+    order = DEFAULT_ORDER if order is None else order
+    ngram = NgramBackend(training_ids(train_config, completer.vocab, corpus), completer.vocab, order)
+    baseline = simulate_typing(Autocompleter(ngram, beam=beam, max_chars=max_chars), text, k)
+    return {"model": str(model_path), **report.to_json(),
+            "baseline": {"name": f"{order}-gram interpolated Kneser-Ney", **baseline.to_json()}}
+
+
+def format_report(result: dict) -> str:
+    """The human-readable table of `eval_complete`'s result."""
+    k = result["k"]
+    lines = [f"{result['chars']:,} characters, {result['words']:,} completable words, top-{k} suggestions "
+             f"(accepting one costs {ACCEPT_KEYSTROKES} keystroke)",
+             f"{'':<34} {'savings':>8} " + " ".join(f"{'top1@' + n:>7} {'top' + str(k) + '@' + n:>7}" for n in
+                                                    map(str, ACCURACY_AFTER))
+             + f" {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"]
+    for name, row in (("model", result), (result["baseline"]["name"], result["baseline"])):
+        def show(value):
+            return f"{'-':>7}" if value is None else f"{value:>7.1%}"
+        accuracy = " ".join(f"{show(row['top1_accuracy'][n])} {show(row['topk_accuracy'][n])}"
+                            for n in map(str, ACCURACY_AFTER))
+        latency = " ".join(f"{row['latency_ms'].get(p, float('nan')):>7.3f}" for p in ("p50", "p90", "p99"))
+        lines.append(f"{name:<34} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
+    return "\n".join(lines)

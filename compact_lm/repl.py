@@ -1,0 +1,117 @@
+"""`compact-lm repl`: word suggestions that update with every keystroke, or per line without a terminal.
+
+In a terminal the line discipline is switched to cbreak mode (termios via `tty`: no echo, no line
+buffering, Ctrl-C still interrupts) and restored on exit. Keys: characters type, Backspace deletes,
+Tab accepts the first suggestion, Enter types a newline, Ctrl-D quits; escape sequences (arrows) are
+ignored. Without a terminal every input line is a prefix and gets one line of suggestions.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import shutil
+import sys
+import unicodedata
+
+from .autocomplete import Autocompleter, Session, Suggestion
+
+QUIT, BACKSPACES, ACCEPT, ENTER = "\x04", ("\x7f", "\x08"), "\t", ("\r", "\n")
+VISIBLE = {" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5"}   # how boundary characters are shown
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to any UTF-8 terminal: lone surrogates become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def quoted(text: str) -> str:
+    """`text` as a JSON string (escapes visible), safe to print."""
+    return json.dumps(text, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def format_suggestions(suggestions: list[Suggestion]) -> str:
+    """One line: each completion quoted with its probability."""
+    return " | ".join(f"{quoted(s.text)} {s.prob:.1%}" for s in suggestions) or "(no suggestion)"
+
+
+def shown(text: str) -> str:
+    """A completion as the terminal shows it: boundary characters as visible symbols."""
+    return printable("".join(VISIBLE.get(c, c) if c in VISIBLE or unicodedata.category(c) != "Cc" else "\ufffd"
+                             for c in text))
+
+
+def run_lines(completer: Autocompleter, lines, out, k: int) -> None:
+    """Without a terminal: each line (without its newline) is a prefix; print its suggestions."""
+    for raw in lines:
+        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        prefix = line[:-1] if line.endswith("\n") else line
+        prefix = prefix[:-1] if prefix.endswith("\r") else prefix
+        out.write(f"{quoted(prefix)} -> {format_suggestions(completer.complete(prefix, k))}\n")
+        out.flush()
+
+
+def apply_keys(session: Session, keys: str, k: int) -> bool:
+    """Apply what one read from the terminal returned; False when the user quits."""
+    if "\x1b" in keys:   # an escape sequence (arrow, function key) arrives in one read: drop it
+        keys = keys[:keys.index("\x1b")]
+    for key in keys:
+        if key == QUIT:
+            return False
+        if key in BACKSPACES:
+            session.backspace()
+        elif key == ACCEPT:
+            suggestions = session.suggestions(k)
+            if suggestions:
+                session.type(suggestions[0].text)
+        elif key in ENTER:
+            session.type("\n")
+        elif unicodedata.category(key) != "Cc":
+            session.type(key)
+    return True
+
+
+def render(session: Session, suggestions: list[Suggestion], width: int) -> str:
+    """Redraw the current line: its typed tail, then the suggestions dimmed, cursor after the typed text."""
+    hint = "   " + "  ".join(f"{shown(s.text)} {s.prob:.0%}" for s in suggestions)
+    line = session.text.rsplit("\n", 1)[-1]
+    room = max(width - len(hint) - 1, 8)
+    tail = printable("".join(c if unicodedata.category(c) != "Cc" else "\ufffd" for c in line[-room:]))
+    hint = hint[:max(width - len(tail) - 1, 0)]
+    return f"\r\x1b[K{tail}\x1b[2m{hint}\x1b[0m" + (f"\x1b[{len(hint)}D" if hint else "")
+
+
+def run_terminal(completer: Autocompleter, fd: int, out, k: int) -> None:
+    """Read keys from the terminal `fd` in cbreak mode and redraw the suggestions after each."""
+    import termios
+    import tty
+    saved = termios.tcgetattr(fd)
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    session = completer.session()
+    try:
+        tty.setcbreak(fd)
+        out.write("type; Tab accepts the first suggestion, Ctrl-D quits\n")
+        while True:
+            lines_before = session.text.count("\n")
+            width = shutil.get_terminal_size().columns
+            out.write(render(session, session.suggestions(k), width))
+            out.flush()
+            data = os.read(fd, 1024)
+            if not data or not apply_keys(session, decoder.decode(data), k):
+                break
+            if session.text.count("\n") > lines_before:   # keep the finished line as typed, start a new one
+                out.write("\r\x1b[K" + printable(session.text.rsplit("\n", 1)[0].rsplit("\n", 1)[-1]) + "\n")
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        out.write("\n")
+        out.flush()
+
+
+def repl(completer: Autocompleter, k: int = 3, stdin=None, out=None) -> None:
+    """Interactive suggestions in a terminal, else one line of suggestions per input line."""
+    stdin = sys.stdin if stdin is None else stdin
+    out = sys.stdout if out is None else out
+    if stdin.isatty():
+        run_terminal(completer, stdin.fileno(), out, k)
+    else:
+        run_lines(completer, getattr(stdin, "buffer", stdin), out, k)

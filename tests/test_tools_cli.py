@@ -1,0 +1,105 @@
+"""prune / quantize / sweep / info from the command line, and their one-line refusals."""
+import json
+
+import pytest
+
+from compact_lm.model import load
+from compact_lm.quantized import QuantizedModel
+
+from test_cli import assert_one_line_error, run
+
+
+@pytest.fixture
+def int8_path(tmp_path, tiny_model_path, capsys):
+    path = tmp_path / "int8.npz"
+    assert run(capsys, "quantize", tiny_model_path, "--out", path)[0] == 0
+    return path
+
+
+def test_quantize_writes_a_smaller_int8_model(tmp_path, tiny_model_path, capsys):
+    code, out, _ = run(capsys, "quantize", tiny_model_path, "--out", tmp_path / "q.npz")
+    assert code == 0 and "int8 (7-bit weights)" in out
+    assert isinstance(load(tmp_path / "q.npz"), QuantizedModel)
+    info = json.loads(run(capsys, "info", tmp_path / "q.npz", "--json")[1])
+    # a 16-unit model is mostly scales and float biases; the ratio for real sizes is in test_quantize.py
+    assert info["quantized"] and info["param_bytes"] < 0.6 * info["fp32_bytes"]
+
+
+def test_quantize_with_calibration_reports_both_bpc(tmp_path, tiny_model_path, small_corpus, capsys):
+    code, out, _ = run(capsys, "quantize", tiny_model_path, "--calibration", small_corpus, "--out", tmp_path / "q.npz")
+    assert code == 0 and "fp32" in out and "int8 weights with float arithmetic" in out
+
+
+def test_prune_with_fine_tuning(tmp_path, tiny_model_path, small_corpus, capsys):
+    code, out, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--finetune-steps", "10",
+                         "--corpus", small_corpus, "--quiet", "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    pruned = load(tmp_path / "p.npz")
+    assert pruned.config.hidden_sizes == (8,) and "val" in pruned.info["metrics"]
+    assert pruned.info["pruning"][0]["finetune_steps"] == 10
+
+
+def test_prune_then_quantize_then_evaluate(tmp_path, tiny_model_path, small_corpus, capsys):
+    assert run(capsys, "prune", tiny_model_path, "--hidden", "5", "--criterion", "magnitude", "--quiet",
+               "--out", tmp_path / "p.npz")[0] == 0
+    assert run(capsys, "quantize", tmp_path / "p.npz", "--out", tmp_path / "pq.npz")[0] == 0
+    code, out, _ = run(capsys, "eval", tmp_path / "pq.npz", "--text", small_corpus, "--json")
+    assert code == 0 and json.loads(out)["bpc"] > 0
+
+
+def test_sweep_writes_table_and_json(tmp_path, tiny_model_path, capsys):
+    code, out, err = run(capsys, "sweep", tiny_model_path, "--keeps", "1.0", "0.5", "--finetune-steps", "4",
+                         "--quiet", "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    assert [(r["keep"], r["precision"]) for r in rows] == [(1.0, "fp32"), (1.0, "int8"), (0.5, "fp32"), (0.5, "int8")]
+    assert rows[3]["file_bytes"] < rows[0]["file_bytes"] and "| keep |" in out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--keep", "0"], "--keep must be in (0, 1]"),
+    (["--keep", "1.5"], "--keep must be in (0, 1]"),
+    (["--hidden", "999"], "--hidden 999 for layer 0"),
+    (["--hidden", "0"], "--hidden 0 for layer 0"),
+    (["--keep", "0.5", "--criterion", "random"], "unknown criterion 'random'"),
+])
+def test_prune_refuses(tmp_path, tiny_model_path, capsys, args, fragment):
+    code, _, err = run(capsys, "prune", tiny_model_path, *args, "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_prune_refuses_missing_and_empty_calibration(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--calibration", tmp_path / "none.txt",
+                       "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, "--calibration", "none.txt does not exist")
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--calibration", tmp_path / "empty.txt",
+                       "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, "--calibration", "empty")
+
+
+def test_quantize_refuses_empty_calibration(tmp_path, tiny_model_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = run(capsys, "quantize", tiny_model_path, "--calibration", tmp_path / "empty.txt",
+                       "--out", tmp_path / "q.npz")
+    assert_one_line_error(code, err, "--calibration", "empty")
+    assert not (tmp_path / "q.npz").exists()
+
+
+def test_quantizing_twice_is_refused(tmp_path, int8_path, capsys):
+    code, _, err = run(capsys, "quantize", int8_path, "--out", tmp_path / "qq.npz")
+    assert_one_line_error(code, err, "already quantized")
+
+
+def test_pruning_an_int8_model_is_refused(tmp_path, int8_path, capsys):
+    code, _, err = run(capsys, "prune", int8_path, "--keep", "0.5", "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, "already quantized")
+
+
+@pytest.mark.parametrize("command", [["prune", "--keep", "0.5"], ["quantize"]])
+def test_output_equal_to_input_is_refused(tiny_model_path, capsys, command):
+    before = tiny_model_path.read_bytes()
+    code, _, err = run(capsys, command[0], tiny_model_path, *command[1:], "--out", tiny_model_path)
+    assert_one_line_error(code, err, "--out must differ from the input")
+    assert tiny_model_path.read_bytes() == before
