@@ -3,13 +3,15 @@
     cd benchmarks && python export_latency.py [--calls 5000] [--block 500]
 
 A GRU with E=64, H=256 and the tinyshakespeare vocabulary (65 characters + <unk>), with init_params
-weights (latency does not depend on training). At batch 1, side by side in one run:
+weights (latency does not depend on training), and its int8 quantization (tools/quantize.py, 7-bit
+weights). At batch 1, side by side in one run:
   - onnxruntime, our plain-operator step graph (through OrtBackend.step, and as a bare session.run);
   - onnxruntime, our native-GRU step graph (the same two ways);
-  - NumpyBackend.step (BLAS limited to one thread);
+  - onnxruntime, our int8 step graph (the same two ways);
+  - NumpyBackend.step, fp32 and int8 (BLAS limited to one thread);
   - onnxruntime running PyTorch's own export (torch.onnx.export of Embedding + GRU + Linear doing one
     step with explicit state in and out, same weights), with the same session options as ours.
-Then plain vs native at batch 1, 4 and 8. Calls are timed one by one after a warm-up; the runners
+Then plain vs native vs int8 at batch 1, 4 and 8. Calls are timed one by one after a warm-up; the runners
 take turns in blocks so that noise from other work on the machine hits all of them alike.
 Figures: median and 90th percentile of the per-call times.
 """
@@ -33,9 +35,11 @@ from common import blas_description, corpus
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
+from compact_lm.export.verify_int8 import teacher_forced
 from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
+from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 
 EMBED, HIDDEN = 64, 256
@@ -153,6 +157,16 @@ def check_agreement(model: Model, paths: dict) -> None:
             raise SystemExit(f"{name} does not compute the same model (max |delta| {worst:.3g})")
 
 
+def check_int8_agreement(qmodel, path: Path) -> None:
+    """The int8 graph computes the NumPy int8 path: teacher-forced steps agree to float rounding off rounding flips."""
+    ids = qmodel.vocab.encode("First Citizen:\nBefore we proceed any further, hear me speak.")[None, :].astype(np.int64)
+    result = teacher_forced(NumpyBackend(qmodel), OrtBackend(path), ids)
+    print(f"  int8: max |delta log-prob| vs NumPy int8 over {ids.shape[1]} teacher-forced steps = "
+          f"{result.max_abs_diff:.1e} ({result.flip_positions} rounding-flip positions set apart)")
+    if not result.ok:
+        raise SystemExit(f"int8 does not compute the NumPy int8 path ({result.to_json()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="timed calls per runner (default 5000)")
@@ -164,30 +178,39 @@ def main() -> None:
 
 def run(args, folder: Path) -> None:
     model = make_model()
+    qmodel = quantize_model(model)
     paths = {"plain": folder / "plain.onnx", "native": folder / "native.onnx"}
     export_model(model, paths["plain"])
     export_model(model, paths["native"], native_rnn=True)
     has_torch = torch_export(model, folder / "torch.onnx")
     if has_torch:
         paths["torch"] = folder / "torch.onnx"
+    int8_path = folder / "int8.onnx"
+    export_model(qmodel, int8_path)
 
     print(f"GRU E={EMBED} H={HIDDEN} V={model.config.vocab_size}, one thread; python {sys.version.split()[0]}, "
           f"numpy {np.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs")
     print("files: " + ", ".join(f"{name} {path.stat().st_size:,} B" for name, path in paths.items())
           + f"; parameters {model.num_params:,} ({model.num_params * 4:,} B as float32)")
+    int8_bytes, fp32_bytes = int8_path.stat().st_size, paths["plain"].stat().st_size
+    print(f"int8 file: {int8_bytes:,} B = {int8_bytes / fp32_bytes:.3f} x the fp32 plain file ({fp32_bytes:,} B)")
     check_agreement(model, paths)
+    check_int8_agreement(qmodel, int8_path)
 
     with threadpool_limits(limits=1):
         print(blas_description())
-        plain, native = OrtBackend(paths["plain"]), OrtBackend(paths["native"])
+        plain, native, int8 = OrtBackend(paths["plain"]), OrtBackend(paths["native"]), OrtBackend(int8_path)
         sessions = {name: ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
-                    for name, path in paths.items()}
+                    for name, path in {**paths, "int8": int8_path}.items()}
         runners = {
             "ort plain step (OrtBackend.step)": backend_runner(plain, 1),
             "ort plain step (bare session.run)": session_runner(sessions["plain"], "state_l0", "state_l0_out", 1, HIDDEN),
             "ort native GRU step (OrtBackend.step)": backend_runner(native, 1),
             "ort native GRU step (bare session.run)": session_runner(sessions["native"], "state_l0", "state_l0_out", 1, HIDDEN),
+            "ort int8 step (OrtBackend.step)": backend_runner(int8, 1),
+            "ort int8 step (bare session.run)": session_runner(sessions["int8"], "state_l0", "state_l0_out", 1, HIDDEN),
             "NumpyBackend.step": backend_runner(NumpyBackend(model), 1),
+            "NumpyBackend.step, int8": backend_runner(NumpyBackend(qmodel), 1),
         }
         if has_torch:
             runners["ort on torch.onnx.export (bare session.run)"] = session_runner(sessions["torch"], "state", "state_out", 1, HIDDEN)
@@ -198,7 +221,8 @@ def run(args, folder: Path) -> None:
 
         for batch in (1, 4, 8):
             runners = {f"plain, batch {batch}": backend_runner(plain, batch),
-                       f"native GRU, batch {batch}": backend_runner(native, batch)}
+                       f"native GRU, batch {batch}": backend_runner(native, batch),
+                       f"int8, batch {batch}": backend_runner(int8, batch)}
             print_table(f"OrtBackend.step at batch {batch}: {args.calls} calls each",
                         measure(runners, args.calls, args.block), f"plain, batch {batch}")
 

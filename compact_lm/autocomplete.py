@@ -39,6 +39,7 @@ START_TEXT = "\n"          # what the model has seen before the first typed char
 # on average (benchmarks/autocomplete_latency.py --context-check), while running 1 MB would take seconds.
 CONTEXT_CHARS = 1024
 MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 KB each at H=256)
+CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
 WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
 
 
@@ -136,10 +137,13 @@ class Autocompleter:
     def normalize(self, text: str) -> str:
         """`text` with every code point normalized on its own, as the model's vocabulary asks."""
         table = {}
+        cache = self._normalized
         for char in set(text):
-            normalized = self._normalized.get(char)
+            normalized = cache.get(char)
             if normalized is None:
-                normalized = self._normalized[char] = self.vocab.normalize(char)
+                normalized = self.vocab.normalize(char)
+                if len(cache) < CACHED_CHARS:
+                    cache[char] = normalized
             if normalized != char:
                 table[ord(char)] = normalized
         return text.translate(table) if table else text
@@ -151,7 +155,9 @@ class Autocompleter:
     def _ids_of_char(self, char: str) -> np.ndarray:
         ids = self._char_ids.get(char)
         if ids is None:
-            ids = self._char_ids[char] = self.encode(char)
+            ids = self.encode(char)
+            if len(self._char_ids) < CACHED_CHARS:
+                self._char_ids[char] = ids
         return ids
 
     # ----------------------------------------------------------------------------- model calls
@@ -196,48 +202,52 @@ class Autocompleter:
     def _next_chars(self, log_probs: np.ndarray, k: int) -> list[Suggestion]:
         scores = log_probs + self._next_mask
         k = min(k, scores.size - 1)   # every character but <unk>
-        top = np.argpartition(scores, -k)[-k:]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = scores.argpartition(-k)[-k:]
+        top = top[(-scores[top]).argsort(kind="stable")]
         return [Suggestion(self._char_of[i], math.exp(scores[i])) for i in top.tolist() if scores[i] > -np.inf]
 
     def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int) -> list[Suggestion]:
         """Beam search from (state, log_probs) to the k most likely words ended by a boundary character."""
-        vocab_size, beam, boundary_ids = self.vocab_size, self.beam, self._boundary_ids
+        vocab_size, beam, boundary_ids, width = self.vocab_size, self.beam, self._boundary_ids, self._boundary_ids.size
         char_of, boundary_chars, word_mask = self._char_of, self._boundary_chars, self._word_mask
-        step = self.backend.step
-        finished: list[tuple[float, str]] = []   # (log p, text), the best k so far
-        threshold = -np.inf                      # log p of the k-th finished word: nothing below it can enter
+        step, lock = self.backend.step, self._lock
+        finished: list[tuple[float, str]] = []   # (-log p, text) of the best k so far: sorts best first, ties by text
+        threshold = -math.inf                    # log p of the k-th finished word: nothing below it can enter
         texts = [""]
-        scores = log_probs[None, :].astype(np.float64)   # [beams, V]: log p of beam + next character
+        scores = log_probs[None, :].astype(np.float64)   # [beams, V]: log p of each beam + its next character
         for depth in range(1, max_chars + 1):
             if depth > 1 or not at_boundary:     # at a boundary the next word has at least one character
-                ends = scores[:, boundary_ids]
-                hits = np.flatnonzero(ends > threshold)
-                if hits.size:
-                    ends = ends.ravel()
-                    width = boundary_ids.size
-                    for flat in hits.tolist():
-                        finished.append((float(ends[flat]), texts[flat // width] + boundary_chars[flat % width]))
-                    finished.sort(key=lambda item: (-item[0], item[1]))   # ties: alphabetical, so the order is stable
+                ends = scores.take(boundary_ids, axis=1).ravel()   # (array methods: no dispatch cost of np.*)
+                if ends.size > k:   # only the k best endings (with their ties) can enter the k best
+                    cut = ends.copy()
+                    cut.partition(ends.size - k)
+                    hits = (ends >= cut[ends.size - k]).nonzero()[0]
+                else:
+                    hits = np.arange(ends.size)
+                added = False
+                for flat, value in zip(hits.tolist(), ends[hits].tolist()):
+                    if value > threshold:
+                        finished.append((-value, texts[flat // width] + boundary_chars[flat % width]))
+                        added = True
+                if added:
+                    finished.sort()
                     del finished[k:]
                     if len(finished) == k:
-                        threshold = finished[-1][0]
+                        threshold = -finished[-1][0]
             if depth == max_chars:
                 break
             flat_scores = (scores + word_mask).ravel()
-            top = (np.argpartition(flat_scores, -beam)[-beam:] if flat_scores.size > beam
-                   else np.arange(flat_scores.size))
-            top = top[flat_scores[top] > threshold]
-            if top.size == 0:
+            top = flat_scores.argpartition(-beam)[-beam:] if flat_scores.size > beam else np.arange(flat_scores.size)
+            top = top[flat_scores[top] > threshold]   # also drops the -inf of boundaries and <unk>
+            if not top.size:
                 break
-            top = top[np.argsort(-flat_scores[top], kind="stable")]
             parents, chars = np.divmod(top, vocab_size)
             texts = [texts[p] + char_of[c] for p, c in zip(parents.tolist(), chars.tolist())]
-            state = [tuple(a[parents] for a in layer) for layer in state]
-            with self._lock:
+            state = [tuple([a[parents] for a in layer]) for layer in state]
+            with lock:
                 log_probs, state = step(chars, state)
             scores = log_probs + flat_scores[top][:, None]
-        return [Suggestion(text, math.exp(score)) for score, text in finished]
+        return [Suggestion(text, math.exp(-score)) for score, text in finished]
 
 
 class Session:
@@ -264,8 +274,9 @@ class Session:
         text = _check_text("text", text)
         if not text:
             return
+        state, log_probs = self.completer._advance(self._stack[-1][1], text)
         self._chars.extend(text)
-        self._push(*self.completer._advance(self._stack[-1][1], text))
+        self._push(state, log_probs)
 
     def _push(self, state: list, log_probs: np.ndarray) -> None:
         self._stack.append((len(self._chars), state, log_probs))

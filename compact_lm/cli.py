@@ -229,6 +229,7 @@ def _onnx_source(path: str, native_rnn: bool = False):
 
 def _cmd_export(args) -> int:
     from .export import build_model, save_model
+    from .quantized import QuantizedModel
     model = _onnx_source(args.model, args.native_rnn)
     targets = [(args.out, False)]
     if args.sequence is not None:
@@ -237,9 +238,58 @@ def _cmd_export(args) -> int:
         targets.append((args.sequence, True))
     operators = "native recurrent operators" if args.native_rnn else "plain operators"
     for path, sequence in targets:
-        save_model(build_model(model, sequence=sequence, native_rnn=args.native_rnn), path)
-        print(f"{path}: {'sequence' if sequence else 'step'} graph, {operators}, fp32, opset {OPSET}, "
-              f"{os.path.getsize(path):,} bytes")
+        proto = build_model(model, sequence=sequence, native_rnn=args.native_rnn)
+        save_model(proto, path)
+        precision = "int8" if isinstance(model, QuantizedModel) else "fp32"
+        print(f"{path}: {'sequence' if sequence else 'step'} graph, {operators}, {precision}, "
+              f"opset {proto.opset_import[0].version}, {os.path.getsize(path):,} bytes")
+    if isinstance(model, QuantizedModel) and model.weight_bits > 7:
+        print(f"{PROG}: warning: {args.model} has {model.weight_bits}-bit weights; onnxruntime's AVX2 kernels without "
+              "VNNI can saturate their uint8 x int8 pair sums, so there the graph may not match the NumPy int8 "
+              "path (7-bit weights are exact on every CPU)", file=sys.stderr)
+    return 0
+
+
+def _comparison_lines(results) -> list[str]:
+    """The free-running table of `verify`: one line per mode."""
+    lines = [f"{'mode':<9} {'batch':>5} {'positions':>9} {'max |dlogp|':>11} {'top-1 agree':>11} "
+             f"{'bpc numpy':>9} {'bpc onnx':>9} {'d bpc':>9}"]
+    for r in results:
+        lines.append(f"{r.mode:<9} {r.batch:>5} {r.positions:>9,} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
+                     f"{r.bpc_reference:>9.4f} {r.bpc_candidate:>9.4f} {r.bpc_difference:>+9.1e}")
+    return lines
+
+
+def _verify_int8(args, model, backend, ids) -> int:
+    """`verify` of an int8 export: teacher-forced steps (exact up to rounding flips), sequence vs step, bpc."""
+    from .backends import NumpyBackend
+    from .export.verify import TOLERANCE
+    from .export.verify_int8 import BPC_TOLERANCE, teacher_forced_lines, verify_int8
+    from .ort_backend import OrtBackend
+    sequence_alone = OrtBackend(args.sequence) if args.sequence is not None else None
+    report = verify_int8(NumpyBackend(model), backend, ids, sequence_alone=sequence_alone)
+    failures = report.failures()
+    if args.json:
+        print(json.dumps({"model": str(args.model), "onnx": str(args.onnx), "chars": int(len(ids)), "int8": True,
+                          "tolerance": TOLERANCE, "bpc_tolerance": BPC_TOLERANCE, "ok": not failures,
+                          "failures": failures, "results": [r.to_json() for r in report.free_running],
+                          **{k: v for k, v in report.to_json().items() if k != "free_running"}}))
+    else:
+        print(f"{args.model} (NumPy int8) vs {args.onnx} (onnxruntime int8) on {len(ids):,} characters:")
+        print("free-running (each side from its own states; int8 rounding flips let them drift apart slowly):")
+        print("\n".join(_comparison_lines(report.free_running)))
+        print("\n".join(teacher_forced_lines(report.teacher_forced)))
+        if report.loop is None:
+            print("(no sequence graph: give --sequence FILE.onnx to check one)")
+        else:
+            print("sequence graph vs step graph (onnxruntime both, free-running): "
+                  f"max |dlogp| {report.loop.max_abs_diff:.2e}")
+    if failures:
+        raise CompactLMError(f"{failures[0]}: {args.onnx} does not match {args.model}")
+    if not args.json:
+        worst = max(r.max_abs_diff for r in report.teacher_forced)
+        print(f"ok: teacher-forced max |delta log-prob| {worst:.2e} <= {TOLERANCE:g} off rounding flips, "
+              f"free-running |delta bpc| <= {BPC_TOLERANCE:g}")
     return 0
 
 
@@ -248,8 +298,14 @@ def _cmd_verify(args) -> int:
     from .data import default_corpus_path, read_text
     from .export.verify import TOLERANCE, verify_backends
     from .ort_backend import OrtBackend, metadata_differences
-    model = _float_model(args.model)
+    from .quantized import QuantizedModel
+    model = _onnx_source(args.model)
     backend = OrtBackend(args.onnx, sequence_path=args.sequence)
+    int8 = backend.metadata.get("int8") is True
+    if int8 != isinstance(model, QuantizedModel):
+        raise CompactLMError(f"{args.onnx} is an {'int8' if int8 else 'fp32'} export and {args.model} a "
+                             f"{'float' if int8 else 'quantized'} model: "
+                             "verify an export against the model it came from")
     differences = metadata_differences(model.metadata(), backend.metadata)
     if differences:
         raise CompactLMError(f"{args.onnx} was exported from another model than {args.model} ({'; '.join(differences)})")
@@ -259,6 +315,8 @@ def _cmd_verify(args) -> int:
         ids = model.vocab.encode(read_text(args.text))[:args.chars]
     if len(ids) < 8:
         raise CompactLMError(f"--text {args.text}: needs at least 8 characters (4 streams of 2)")
+    if int8:
+        return _verify_int8(args, model, backend, ids)
     results = verify_backends(NumpyBackend(model), backend, ids, sequence=backend.has_sequence_graph)
     worst = max(r.max_abs_diff for r in results)
     if args.json:
@@ -267,11 +325,7 @@ def _cmd_verify(args) -> int:
                           "results": [r.to_json() for r in results]}))
     else:
         print(f"{args.model} (NumPy) vs {args.onnx} (onnxruntime) on {len(ids):,} characters:")
-        print(f"{'mode':<9} {'batch':>5} {'positions':>9} {'max |dlogp|':>11} {'top-1 agree':>11} "
-              f"{'bpc numpy':>9} {'bpc onnx':>9} {'d bpc':>9}")
-        for r in results:
-            print(f"{r.mode:<9} {r.batch:>5} {r.positions:>9,} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
-                  f"{r.bpc_reference:>9.4f} {r.bpc_candidate:>9.4f} {r.bpc_difference:>+9.1e}")
+        print("\n".join(_comparison_lines(results)))
         if not backend.has_sequence_graph:
             print("(no sequence graph: give --sequence FILE.onnx to check one)")
     if worst > TOLERANCE:
@@ -389,12 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_info)
 
-    p = sub.add_parser("export", help="write a float model as an ONNX step graph (and a sequence graph)")
+    p = sub.add_parser("export", help="write a model as an ONNX step graph (and a sequence graph): "
+                                      "fp32 for a float model, int8 for a quantized one")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="the step graph: tokens [batch] -> log_probs")
     p.add_argument("--sequence", metavar="FILE.onnx", help="also write a sequence graph: tokens [batch, time]")
     p.add_argument("--native-rnn", action="store_true",
-                   help="use ONNX's RNN/GRU/LSTM operators (not in onnxruntime mobile builds) instead of plain ones")
+                   help="use ONNX's RNN/GRU/LSTM operators (not in onnxruntime mobile builds; float models only) "
+                        "instead of plain ones")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("verify", help="compare an exported .onnx under onnxruntime with the NumPy model")

@@ -181,9 +181,9 @@ def _check_io(session: ort.InferenceSession, backend: OrtBackend) -> None:
 
 
 def metadata_differences(a: dict, b: dict) -> list[str]:
-    """What differs in the model-defining metadata of two files: cell, sizes, vocabulary, normalization."""
+    """What differs in the model-defining metadata of two files: cell, sizes, vocabulary, normalization, int8 or not."""
     differences = []
-    for key in ("cell", "embed_size", "hidden_sizes", "vocab_size", "vocab", "nfc", "lowercase"):
+    for key in ("cell", "embed_size", "hidden_sizes", "vocab_size", "vocab", "nfc", "lowercase", "quantized"):
         if a.get(key) != b.get(key):
             shown = "entries differ" if key == "vocab" else f"{a.get(key)!r} vs {b.get(key)!r}"
             differences.append(f"{key}: {shown}")

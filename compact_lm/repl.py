@@ -73,7 +73,7 @@ def apply_keys(session: Session, keys: str, k: int) -> bool:
 
 def render(session: Session, suggestions: list[Suggestion], width: int) -> str:
     """Redraw the current line: its typed tail, then the suggestions dimmed, cursor after the typed text."""
-    hint = "   " + "  ".join(f"{shown(s.text)} {s.prob:.0%}" for s in suggestions)
+    hint = "   " + "  ".join(f"{shown(s.text)} {s.prob:.1%}" for s in suggestions)
     line = session.text.rsplit("\n", 1)[-1]
     room = max(width - len(hint) - 1, 8)
     tail = printable("".join(c if unicodedata.category(c) != "Cc" else "\ufffd" for c in line[-room:]))

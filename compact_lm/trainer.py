@@ -113,6 +113,16 @@ def _check_writable(out_dir: Path) -> None:
         raise CompactLMError(f"--out {out_dir}: the folder is not writable")
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files that a killed process left mid-write (atomic_write's `.NAME.*.tmp`)."""
+    for name in (MODEL_FILE, STATE_FILE, "history.json", "history.csv", "curves.png"):
+        for leftover in folder.glob(f".{name}.*.tmp"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     """Names of the settings in which two configs differ."""
     a, b = saved.to_json(), given.to_json()
@@ -146,7 +156,7 @@ class Trainer:
                 details = ", ".join(f"{k}: saved {saved_config.to_json()[k]!r} vs given {config.to_json()[k]!r}"
                                     for k in differs)
                 raise CompactLMError(f"--resume: the config does not match the saved run ({details})")
-        elif state_path.exists() or (self.out_dir / MODEL_FILE).exists():
+        elif state_path.exists():
             raise CompactLMError(f"--out {self.out_dir} already holds a run; pass --resume to continue it "
                                  "or choose another folder")
 
@@ -193,8 +203,12 @@ class Trainer:
         self.carry = zero_state(self.model_config, config.batch, self.dtype)
         self.teacher_carry = zero_state(self.teacher.config, config.batch, self.dtype) if self.teacher else []
         self._loss_sum, self._loss_count = 0.0, 0
+        self.best: Model | None = None          # the best model so far by validation bpc
         if saved:
+            remove_stale_temporaries(self.out_dir)
             self._restore(*saved)
+            if self.best is not None:           # model.npz may predate the state if a kill fell between
+                self.best.save(self.out_dir / MODEL_FILE)
         else:
             self.batcher.start_epoch(self.rng)
 
@@ -287,14 +301,20 @@ class Trainer:
             self.best_val = row.get("val_bpc", math.inf)
             model.info["metrics"] = {"val": {k[4:]: v for k, v in row.items() if k.startswith("val_")},
                                      "train_nats": row["train_nats"]}
-            model.save(self.out_dir / MODEL_FILE)
+            self.best = model
+        # state.npz first: it holds the best weights too, so a kill between the two writes loses
+        # nothing (resume rewrites model.npz from it)
         self.save_state()
+        if improved:
+            model.save(self.out_dir / MODEL_FILE)
         self.write_history()
         return row
 
     def save_state(self) -> None:
         """Write everything a bit-exact resume needs."""
         arrays = {f"param.{n}": v for n, v in self.flat.views.items()}
+        if self.best is not None:
+            arrays.update({f"best.{n}": v for n, v in self.best.params.items()})
         arrays.update(self.optimizer.state_arrays())
         for prefix, carry in (("carry", self.carry), ("teacher", self.teacher_carry)):
             for k, layer in enumerate(carry):
@@ -305,7 +325,8 @@ class Trainer:
                 "chars_seen": self.chars_seen, "best_val": None if math.isinf(self.best_val) else self.best_val,
                 "rng": self.rng.bit_generator.state, "data": self.batcher.position(), "history": self.history,
                 "data_sha256": self.corpus.digest, "loss_sum": self._loss_sum, "loss_count": self._loss_count,
-                "last_lr": getattr(self, "last_lr", 0.0)}
+                "last_lr": getattr(self, "last_lr", 0.0),
+                "best_info": self.best.info if self.best is not None else None}
         meta.update(self.corpus.vocab.to_json())
         save_npz(self.out_dir / STATE_FILE, arrays, meta)
 
@@ -326,6 +347,9 @@ class Trainer:
             self.history = list(meta["history"])
             self._loss_sum, self._loss_count = float(meta["loss_sum"]), int(meta["loss_count"])
             self.last_lr = float(meta["last_lr"])
+            if meta.get("best_info") is not None:
+                best = {name: arrays[f"best.{name}"] for name in self.flat.names}
+                self.best = Model(self.model_config, self.corpus.vocab, best, meta["best_info"])
         except (KeyError, ValueError, TypeError) as error:
             raise CompactLMError(f"--resume: {self.out_dir / STATE_FILE} is damaged ({error})") from None
 
@@ -376,8 +400,7 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         """Score the best model on the test split and save it with every metric."""
-        from .model import load
-        best = load(self.out_dir / MODEL_FILE)
+        best = self.best if self.best is not None else self.current_model()
         metrics = dict(best.info.get("metrics", {}))
         if len(self.corpus.test) >= 2:
             metrics["test"] = best.evaluate_ids(self.corpus.test).to_json()

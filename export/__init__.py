@@ -1,4 +1,5 @@
-"""compact_lm.export: a Model as ONNX graphs, with everything an app needs in the file's metadata.
+"""compact_lm.export: a Model (fp32) or QuantizedModel (int8) as ONNX graphs, with everything an app needs in
+the file's metadata.
 
     export_model(model, "model.onnx")                      # step graph, plain operators
     export_model(model, "seq.onnx", sequence=True)         # the same model over [batch, time] (Scan)
@@ -22,15 +23,10 @@ from compact_lm.quantized import QuantizedModel
 from .graph import INT8_OPSET, OPSET, make_model
 from .metadata import onnx_metadata
 from .native import build_native_graph
-from .products import FloatGraphProducts, GraphProducts
+from .products import FloatGraphProducts, GraphProducts, default_products
 from .products_int8 import Int8GraphProducts
 from .sequence import build_sequence_graph
 from .step import build_step_graph
-
-
-def default_products(model: Model | QuantizedModel) -> GraphProducts:
-    """int8 products for a quantized model, fp32 products for a float one."""
-    return Int8GraphProducts(model) if isinstance(model, QuantizedModel) else FloatGraphProducts(model)
 
 
 def build_model(model: Model | QuantizedModel, *, sequence: bool = False, native_rnn: bool = False,

@@ -3,10 +3,10 @@
 Every value is a string: `kind`, `cell`, `dtype`, `graph` verbatim, everything else JSON (so `int8` is
 "false", `hidden_sizes` is "[256, 128]", `vocab` a JSON list). `dtype` is that of the graph's inputs and
 outputs (float32). An int8 graph has `int8` "true", `quantized` "true" and `int8_scheme`, the scheme's
-parameters from the quantized model (weight_bits, table_bits, activation_scale, activation_zero_point, ...). An app needs nothing but the .onnx:
-normalize the text (`nfc`, `lowercase`), map each character to its index in `vocab`, anything absent to
-`unk_id`; feed `state_inputs`, read `log_probs` and `state_outputs`. `metadata_keys`, written last,
-lists every key so a cut-off file is recognised.
+parameters from the quantized model (weight_bits, table_bits, activation_scale, activation_zero_point, ...).
+An app needs nothing but the .onnx: normalize the text (`nfc`, `lowercase`), map each character to its index
+in `vocab`, anything absent to `unk_id`; feed `state_inputs`, read `log_probs` and `state_outputs`.
+`metadata_keys`, written last, lists every key so a cut-off file is recognised.
 """
 from __future__ import annotations
 

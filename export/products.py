@@ -19,8 +19,10 @@ from typing import Protocol
 import numpy as np
 
 from compact_lm.model import Model
+from compact_lm.quantized import QuantizedModel
 
 from .graph import OPSET, GraphBuilder
+from .products_int8 import Int8GraphProducts
 from .weights import fold_weights
 
 
@@ -75,3 +77,8 @@ class FloatGraphProducts:
     def logits(self, g: GraphBuilder, h: str) -> str:
         """h head^T + head_b."""
         return matmul_add(g, h, self.weights.head_t, self.weights.head_b, "head")
+
+
+def default_products(model: Model | QuantizedModel) -> GraphProducts:
+    """int8 products for a quantized model, fp32 products for a float one."""
+    return Int8GraphProducts(model) if isinstance(model, QuantizedModel) else FloatGraphProducts(model)

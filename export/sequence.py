@@ -17,17 +17,18 @@ import onnx
 
 from compact_lm.cells import get_cell
 from compact_lm.model import Model
+from compact_lm.quantized import QuantizedModel
 
 from .cells import ONNX_CELLS
 from .graph import FLOAT, GraphBuilder, tensor
 from .interface import BATCH, LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io_names, out_name, state_names
-from .products import FloatGraphProducts, GraphProducts
+from .products import GraphProducts, default_products
 
 
-def build_sequence_graph(model: Model, products: GraphProducts | None = None) -> onnx.GraphProto:
-    """The plain-operator sequence graph of `model` (Scan over time; dynamic batch and time)."""
+def build_sequence_graph(model: Model | QuantizedModel, products: GraphProducts | None = None) -> onnx.GraphProto:
+    """The plain-operator sequence graph of `model` (Scan over time; dynamic batch and time; products as in step)."""
     config, cell = model.config, ONNX_CELLS[model.config.cell]
-    products = FloatGraphProducts(model) if products is None else products
+    products = default_products(model) if products is None else products
     gates = get_cell(config.cell).gates
     g = GraphBuilder()
     g.reserve(*io_names(config))

@@ -11,17 +11,18 @@ from __future__ import annotations
 import onnx
 
 from compact_lm.model import Model
+from compact_lm.quantized import QuantizedModel
 
 from .cells import ONNX_CELLS
 from .graph import GraphBuilder
 from .interface import LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io_names, out_name, state_names
-from .products import FloatGraphProducts, GraphProducts
+from .products import GraphProducts, default_products
 
 
-def build_step_graph(model: Model, products: GraphProducts | None = None) -> onnx.GraphProto:
-    """The plain-operator step graph of `model` (products: fp32 unless given)."""
+def build_step_graph(model: Model | QuantizedModel, products: GraphProducts | None = None) -> onnx.GraphProto:
+    """The plain-operator step graph of `model` (products: int8 for a quantized model, else fp32, unless given)."""
     config, cell = model.config, ONNX_CELLS[model.config.cell]
-    products = FloatGraphProducts(model) if products is None else products
+    products = default_products(model) if products is None else products
     g = GraphBuilder()
     g.reserve(*io_names(config))
     x = None

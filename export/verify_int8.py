@@ -67,9 +67,10 @@ class TeacherForced:
         return {**asdict(self), "allowed_flip_positions": self.allowed_flip_positions, "ok": self.ok}
 
 
-def teacher_forced(reference: Backend, candidate: Backend, ids: np.ndarray, graph: str = "step") -> TeacherForced:
-    """Step both backends through ids [B, T], each position from the reference's state; compare as above."""
-    state = reference.initial_state(ids.shape[0])
+def teacher_forced(reference: Backend, candidate: Backend, ids: np.ndarray, graph: str = "step",
+                   state: list | None = None) -> TeacherForced:
+    """Step both backends through ids [B, T], each position from the reference's state (first: `state`, or zeros)."""
+    state = reference.initial_state(ids.shape[0]) if state is None else state
     values = flips = flip_positions = 0
     worst = worst_state = worst_at_flips = 0.0
     for column in np.ascontiguousarray(ids.T):
@@ -84,7 +85,8 @@ def teacher_forced(reference: Backend, candidate: Backend, ids: np.ndarray, grap
         flip_positions += int((~clean).sum())
         diff = np.abs(np.asarray(want, np.float64) - got).max(axis=1)
         state_diff = np.max([np.abs(np.asarray(w, np.float64) - g).max(axis=1)
-                             for w_layer, g_layer in zip(want_state, got_state) for w, g in zip(w_layer, g_layer)], axis=0)
+                             for w_layer, g_layer in zip(want_state, got_state)
+                             for w, g in zip(w_layer, g_layer)], axis=0)
         worst = max(worst, float(diff[clean].max(initial=0.0)))
         worst_state = max(worst_state, float(state_diff[clean].max(initial=0.0)))
         worst_at_flips = max(worst_at_flips, float(diff[~clean].max(initial=0.0)))
@@ -107,10 +109,11 @@ class Int8Verification:
                  f"max |delta state| {r.max_state_diff:.3g} off {r.flip_positions} rounding-flip positions "
                  f"(tolerance {TOLERANCE:g}, at most {r.allowed_flip_positions} flip positions)"
                  for r in self.teacher_forced if not r.ok]
-        lines += [f"free-running {r.mode} at batch {r.batch}: |delta bpc| {abs(r.bpc_difference):.3g} exceeds {BPC_TOLERANCE:g}"
-                  for r in self.free_running if abs(r.bpc_difference) > BPC_TOLERANCE]
+        lines += [f"free-running {r.mode} at batch {r.batch}: |delta bpc| {abs(r.bpc_difference):.3g} "
+                  f"exceeds {BPC_TOLERANCE:g}" for r in self.free_running if abs(r.bpc_difference) > BPC_TOLERANCE]
         if self.loop is not None and self.loop.max_abs_diff > TOLERANCE:
-            lines.append(f"sequence graph vs step graph: max |delta log-prob| {self.loop.max_abs_diff:.3g} exceeds {TOLERANCE:g}")
+            lines.append(f"sequence graph vs step graph: max |delta log-prob| {self.loop.max_abs_diff:.3g} "
+                         f"exceeds {TOLERANCE:g}")
         return lines
 
     def to_json(self) -> dict:
@@ -132,7 +135,8 @@ def verify_int8(reference: Backend, candidate, ids: np.ndarray, *, sequence_alon
     one, many = streams(ids, 1), streams(ids, batch)
     free = verify_backends(reference, candidate, ids, sequence=candidate.has_sequence_graph, batch=batch)
     step_graph = candidate.metadata["graph"]
-    forced = [teacher_forced(reference, candidate, one, step_graph), teacher_forced(reference, candidate, many, step_graph)]
+    forced = [teacher_forced(reference, candidate, one, step_graph),
+              teacher_forced(reference, candidate, many, step_graph)]
     if sequence_alone is not None:
         forced.append(teacher_forced(reference, sequence_alone, one, "sequence"))
     loop = None

@@ -150,9 +150,9 @@ def test_sequence_option_must_hold_a_sequence_graph(tiny_model_path, exported_ti
     assert_one_line_error(code, err, "not a sequence graph")
 
 
-def test_export_of_a_quantized_model_is_refused_for_now(tiny_model_path, tmp_path, capsys):
+def test_native_rnn_export_of_a_quantized_model_is_refused(tiny_model_path, tmp_path, capsys):
     from compact_lm.tools.quantize import quantize_model
     quantize_model(load(tiny_model_path)).save(tmp_path / "int8.npz")
-    code, _, err = run(capsys, "export", tmp_path / "int8.npz", "--out", tmp_path / "m.onnx")
-    assert_one_line_error(code, err, "int8.npz is a quantized model")
+    code, _, err = run(capsys, "export", tmp_path / "int8.npz", "--out", tmp_path / "m.onnx", "--native-rnn")
+    assert_one_line_error(code, err, "int8.npz is a quantized model", "--native-rnn", "no integer variant")
     assert not (tmp_path / "m.onnx").exists()

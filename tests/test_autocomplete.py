@@ -1,0 +1,521 @@
+"""Autocomplete: exact ranking, one batched step per character, free backspace, one-run paste, backend
+parity, thread safety, bad input never crashes, a light import; and the `complete` / `repl` commands."""
+import io
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
+from compact_lm.backends import NumpyBackend
+from compact_lm.cli import main
+from compact_lm.config import ModelConfig
+from compact_lm.errors import CompactLMError
+from compact_lm.model import Model, load
+from compact_lm.network import init_params
+from compact_lm.vocab import Vocab
+
+TINY_TEXT = "ab ba.\n"          # vocabulary: <unk> \n space . a b  (word characters: a, b)
+
+
+def tiny_model(cell: str = "gru", seed: int = 0) -> Model:
+    """Random weights, scaled up so that the distributions are far from uniform (no near-ties)."""
+    vocab = Vocab.build(TINY_TEXT)
+    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=4, hidden_sizes=(6,))
+    rng = np.random.default_rng(seed)
+    params = init_params(config, rng, scale=2.5)
+    params["head.bias"] = rng.normal(0, 1, vocab.size).astype(np.float32)
+    return Model(config, vocab, params)
+
+
+class CountingBackend:
+    """Any backend, with every call recorded as (method, batch shape)."""
+
+    def __init__(self, inner):
+        self.inner, self.vocab, self.vocab_size = inner, inner.vocab, inner.vocab_size
+        self.calls = []
+
+    def initial_state(self, batch):
+        return self.inner.initial_state(batch)
+
+    def step(self, token_ids, state):
+        self.calls.append(("step", np.shape(token_ids)))
+        return self.inner.step(token_ids, state)
+
+    def run(self, token_ids, state):
+        self.calls.append(("run", np.shape(token_ids)))
+        return self.inner.run(token_ids, state)
+
+
+class UniformBackend:
+    """Every character equally likely, always: every completion of the same length ties."""
+
+    def __init__(self, vocab):
+        self.vocab, self.vocab_size = vocab, vocab.size
+
+    def initial_state(self, batch):
+        return [(np.zeros((batch, 1), np.float32),)]
+
+    def step(self, token_ids, state):
+        batch = len(token_ids)
+        return np.full((batch, self.vocab_size), -math.log(self.vocab_size), np.float32), self.initial_state(batch)
+
+    def run(self, token_ids, state):
+        batch, steps = np.shape(token_ids)
+        return np.full((batch, steps, self.vocab_size), -math.log(self.vocab_size), np.float32), self.initial_state(batch)
+
+
+def brute_force(backend, vocab, prefix: str, max_chars: int) -> list[tuple[float, str]]:
+    """Every word (word characters, then one boundary) of at most max_chars characters, with its exact log p."""
+    ids = vocab.encode("\n" + prefix).astype(np.int64)
+    log_probs, state = backend.run(ids[None, :], backend.initial_state(1))
+    at_boundary = not prefix or default_is_boundary(prefix[-1])
+    chars = vocab.tokens
+    boundary = [i for i in range(1, vocab.size) if default_is_boundary(chars[i])]
+    word = [i for i in range(1, vocab.size) if not default_is_boundary(chars[i])]
+    found = []
+
+    def expand(text, score, state, log_p, depth):
+        if depth > 1 or not at_boundary:
+            found.extend((score + float(log_p[b]), text + chars[b]) for b in boundary)
+        if depth == max_chars:
+            return
+        for w in word:
+            next_log_p, next_state = backend.step(np.array([w]), state)
+            expand(text + chars[w], score + float(log_p[w]), next_state, next_log_p[0], depth + 1)
+
+    expand("", 0.0, state, log_probs[0, -1], 1)
+    return sorted(found, key=lambda item: -item[0])
+
+
+def assert_same_suggestions(got, want, rtol=1e-4):
+    """Same probabilities rank by rank; same texts wherever a probability is not tied with a neighbour."""
+    assert len(got) == len(want)
+    probs = [s.prob for s in want]
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.prob == pytest.approx(b.prob, rel=rtol)
+        tied = any(j != i and abs(probs[j] - b.prob) <= 10 * rtol * b.prob for j in range(len(probs)))
+        if not tied:
+            assert a.text == b.text
+
+
+def check_valid(suggestions, vocab, k, boundary_end=True):
+    texts = [s.text for s in suggestions]
+    assert len(suggestions) <= k and len(set(texts)) == len(texts)
+    assert all(isinstance(s, Suggestion) and 0.0 < s.prob <= 1.0 for s in suggestions)
+    assert all(a.prob >= b.prob for a, b in zip(suggestions, suggestions[1:]))
+    assert all(set(t) <= set(vocab.chars) for t in texts)            # never <unk>
+    if boundary_end:
+        assert all(default_is_boundary(t[-1]) and not any(default_is_boundary(c) for c in t[:-1]) for t in texts)
+
+
+# ------------------------------------------------------------------------------ ranking
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "ab ", "ba.", "b\n", "xyz"])
+def test_completions_are_the_exact_top_k(cell, prefix):
+    model = tiny_model(cell)
+    backend = NumpyBackend(model)
+    max_chars = 5
+    # a beam as wide as every unfinished word (2 word characters, 4 deep) makes the search exhaustive
+    completer = Autocompleter(backend, beam=2 ** (max_chars - 1), max_chars=max_chars)
+    want = brute_force(backend, model.vocab, prefix, max_chars)[:6]
+    got = completer.complete(prefix, k=6)
+    assert [s.text for s in got] == [text for _, text in want]
+    np.testing.assert_allclose([s.prob for s in got], [math.exp(lp) for lp, _ in want], rtol=1e-5)
+    at_boundary = prefix == "" or prefix[-1] in " .\n"
+    assert all(len(s.text) >= 2 for s in got) if at_boundary else True
+
+
+def test_a_narrow_beam_still_reports_exact_probabilities():
+    model = tiny_model("gru", seed=3)
+    backend = NumpyBackend(model)
+    every = dict((text, lp) for lp, text in brute_force(backend, model.vocab, "ab", 6))
+    got = Autocompleter(backend, beam=1, max_chars=6).complete("ab", k=4)
+    assert got
+    for s in got:
+        assert s.prob == pytest.approx(math.exp(every[s.text]), rel=1e-5)
+
+
+def test_ties_are_ordered_alphabetically_without_duplicates():
+    vocab = Vocab.build(TINY_TEXT)
+    completer = Autocompleter(UniformBackend(vocab))
+    p = 1 / vocab.size
+    inside = completer.complete("a", k=5)     # the three one-character endings tie, then two-character words
+    assert [s.text for s in inside] == ["\n", " ", ".", "a\n", "a "]
+    np.testing.assert_allclose([s.prob for s in inside], [p, p, p, p * p, p * p])
+    at_boundary = completer.complete("ab ", k=7)
+    assert [s.text for s in at_boundary] == ["a\n", "a ", "a.", "b\n", "b ", "b.", "aa\n"]
+    short = completer.complete("a", k=50, max_chars=2)   # every completion of at most two characters
+    assert short[:5] == inside and len(short) == 3 + 2 * 3
+
+
+def test_next_chars_are_sorted_and_never_unknown():
+    model = tiny_model()
+    completer = Autocompleter(model)
+    every = completer.next_chars("ab", k=100)
+    assert len(every) == model.vocab.size - 1 and "" not in [s.text for s in every]
+    check_valid(every, model.vocab, 100, boundary_end=False)
+    log_p, _ = NumpyBackend(model).run(model.vocab.encode("\nab")[None, :], NumpyBackend(model).initial_state(1))
+    assert sum(s.prob for s in every) == pytest.approx(1 - math.exp(log_p[0, -1, 0]), rel=1e-5)
+    assert completer.next_chars("ab", k=2) == every[:2]
+
+
+# --------------------------------------------------------------------------- model calls
+def test_all_beams_advance_in_one_batched_step_per_character():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting, beam=3, max_chars=5)
+    session = completer.session()
+    session.type("a")
+    counting.calls.clear()
+    everything = session.suggestions(k=1000)   # so many wanted that nothing is cut early: every depth runs
+    assert counting.calls == [("step", (2,)), ("step", (3,)), ("step", (3,)), ("step", (3,))]
+    assert max(len(s.text) for s in everything) == 5
+    counting.calls.clear()
+    session.suggestions(k=1)
+    assert counting.calls and all(kind == "step" and shape[0] <= 3 for kind, shape in counting.calls)
+    assert len(counting.calls) <= 4
+
+
+def test_backspace_makes_no_model_call_and_restores_the_state_exactly():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    session = Autocompleter(counting).session()
+    states = []
+    for char in "ab ba":
+        session.type(char)
+        states.append(session.state())
+    assert [kind for kind, _ in counting.calls] == ["step"] * 6    # the start newline, then one per character
+    suggestions_before = session.suggestions(3)
+    session.type("b")
+    counting.calls.clear()
+    session.backspace()
+    assert counting.calls == []
+    assert session.text == "ab ba" and session.state()[0] is states[-1][0] and session.state()[1] is states[-1][1]
+    assert session.suggestions(3) == suggestions_before
+    counting.calls.clear()
+    session.backspace(3)
+    assert counting.calls == [] and session.text == "ab" and session.state()[0] is states[1][0]
+    session.backspace(0)
+    session.backspace(100)
+    assert counting.calls == [] and session.text == ""
+
+
+def test_paste_is_one_run_and_backspace_into_it_recomputes_once():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting)
+    session = completer.session()
+    counting.calls.clear()
+    session.type("ab ba.ab")
+    assert counting.calls == [("run", (1, 8))]
+    counting.calls.clear()
+    session.backspace(2)
+    assert counting.calls == [("run", (1, 6))] and session.text == "ab ba."
+    fresh = completer.session()
+    fresh.type("ab ba.")
+    np.testing.assert_array_equal(session.state()[0][0][0], fresh.state()[0][0][0])
+    counting.calls.clear()
+    session.type("b")
+    assert counting.calls == [("step", (1,))]
+
+
+def test_long_text_is_cut_to_the_context_length():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting, context_chars=8)
+    text = "ab ba." * 20
+    session = completer.session()
+    counting.calls.clear()
+    session.type(text)
+    assert counting.calls == [("run", (1, 8))]
+    fresh = completer.session()
+    fresh.type(text[-8:])
+    np.testing.assert_array_equal(session.state()[1], fresh.state()[1])
+
+
+def test_checkpoints_are_bounded_and_deep_backspace_still_works(monkeypatch):
+    import compact_lm.autocomplete as autocomplete
+    monkeypatch.setattr(autocomplete, "MAX_CHECKPOINTS", 4)
+    model = tiny_model()
+    completer = Autocompleter(model, context_chars=64)
+    session = completer.session()
+    for char in "ab ba.ab ba.ab":
+        session.type(char)
+    assert len(session._stack) <= 2 * 4
+    session.backspace(11)
+    fresh = completer.session()
+    fresh.type("ab ")
+    assert session.text == "ab "
+    np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-6)
+
+
+# ------------------------------------------------------------------------ backends, threads
+@pytest.fixture(scope="module")
+def onnx_paths(tiny_model_path, tmp_path_factory):
+    from compact_lm.export import export_model
+    folder = tmp_path_factory.mktemp("onnx")
+    model = load(tiny_model_path)
+    export_model(model, folder / "step.onnx")
+    export_model(model, folder / "sequence.onnx", sequence=True)
+    return folder / "step.onnx", folder / "sequence.onnx"
+
+
+PREFIXES = ["", "Alice", "Alice was b", "the Rabbit ", "said the", "\ud800", "x\x00\x07 q", "\U0001f600 down th"]
+
+
+def test_numpy_and_onnxruntime_give_the_same_suggestions(tiny_model_path, onnx_paths):
+    from compact_lm.ort_backend import OrtBackend
+    numpy_completer = Autocompleter(tiny_model_path)
+    for onnx in (Autocompleter(onnx_paths[0]), Autocompleter(OrtBackend(onnx_paths[0], sequence_path=onnx_paths[1]))):
+        for prefix in PREFIXES:
+            assert_same_suggestions(onnx.complete(prefix, 4), numpy_completer.complete(prefix, 4))
+            assert_same_suggestions(onnx.next_chars(prefix, 4), numpy_completer.next_chars(prefix, 4))
+        a, b = numpy_completer.session(), onnx.session()
+        for session in (a, b):
+            session.type("Alice was beginning")
+            session.backspace(5)
+            session.type("n")
+        assert_same_suggestions(b.suggestions(3), a.suggestions(3))
+
+
+def _typing_transcript(completer, text):
+    """What one user sees: suggestions and next characters after each keystroke, a paste and backspaces."""
+    session = completer.session()
+    seen = []
+    for char in text:
+        session.type(char)
+        seen.append((session.suggestions(3), session.next_chars(2)))
+    session.backspace(4)
+    seen.append(session.suggestions(3))
+    session.type(text)
+    seen.append((session.text, session.suggestions(3)))
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["numpy", "onnxruntime"])
+def test_eight_threads_see_what_they_would_see_alone(tiny_model_path, onnx_paths, alice_text, kind):
+    completer = Autocompleter(tiny_model_path if kind == "numpy" else onnx_paths[0])
+    texts = [alice_text[1000 + 97 * i: 1000 + 97 * i + 80] for i in range(8)]
+    alone = [_typing_transcript(completer, text) for text in texts]
+    together = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        together[i] = _typing_transcript(completer, texts[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as possible, so that races show
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert together == alone
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("k", [0, -1, 1.5, True, "3", None])
+def test_k_must_be_a_positive_whole_number(k):
+    completer = Autocompleter(tiny_model())
+    session = completer.session()
+    for call in (lambda: completer.complete("ab", k), lambda: completer.next_chars("ab", k),
+                 lambda: session.suggestions(k), lambda: session.next_chars(k)):
+        with pytest.raises(CompactLMError, match="k must be a whole number >= 1"):
+            call()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.complete(None), "prefix must be a string"),
+    (lambda c: c.complete(b"ab"), "prefix must be a string"),
+    (lambda c: c.complete("ab", 3, max_chars=0), "max_chars must be"),
+    (lambda c: c.session().type(7), "text must be a string"),
+    (lambda c: c.session().backspace(-1), "backspace count"),
+    (lambda c: Autocompleter(tiny_model(), beam=0), "beam must be"),
+    (lambda c: Autocompleter(tiny_model(), boundaries="xyz"), "no word-boundary character"),
+    (lambda c: Autocompleter(object()), "expected a model path"),
+    (lambda c: Autocompleter("no/such/model.onnx"), "does not exist"),
+    (lambda c: Autocompleter("no/such/model.npz"), "does not exist"),
+])
+def test_bad_arguments_are_clear_errors(call, message):
+    with pytest.raises(CompactLMError, match=message):
+        call(Autocompleter(tiny_model()))
+
+
+def test_a_megabyte_of_text_is_one_capped_run():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting)
+    text = ("ab \U0001f600\ud800\x00 ba." * 120_000)[:1_000_000]
+    counting.calls.clear()
+    check_valid(completer.complete(text, 3), completer.vocab, 3)
+    assert counting.calls[0] == ("run", (1, completer.context_chars))
+
+
+chars = st.one_of(st.sampled_from(list(TINY_TEXT) + ["\t", "\u00e9", "\u0301", "\u212b", "\u0130"]),
+                  st.characters(exclude_categories=()))   # anything, lone surrogates included
+ops = st.lists(st.one_of(st.tuples(st.just("type"), st.text(alphabet=chars, max_size=5)),
+                         st.tuples(st.just("backspace"), st.integers(0, 4))), max_size=10)
+
+
+@pytest.fixture(scope="module")
+def hypothesis_completer():
+    return Autocompleter(tiny_model("lstm", seed=1), max_chars=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops)
+def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, ops):
+    completer = hypothesis_completer
+    session, expected = completer.session(), ""
+    for op, arg in ops:
+        if op == "type":
+            session.type(arg)
+            expected += arg
+        else:
+            session.backspace(arg)
+            expected = expected[:max(len(expected) - arg, 0)]
+        assert session.text == expected
+        fresh = completer.session()
+        for char in expected:
+            fresh.type(char)
+        for mine, theirs in zip(session.state()[0], fresh.state()[0]):
+            for a, b in zip(mine, theirs):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+        got = session.suggestions(3)
+        check_valid(got, completer.vocab, 3)
+        assert_same_suggestions(got, fresh.suggestions(3))
+        check_valid(session.next_chars(3), completer.vocab, 3, boundary_end=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefix=st.text(alphabet=chars, max_size=30))
+def test_any_prefix_gives_valid_suggestions(hypothesis_completer, prefix):
+    check_valid(hypothesis_completer.complete(prefix, 4), hypothesis_completer.vocab, 4)
+    check_valid(hypothesis_completer.next_chars(prefix, 4), hypothesis_completer.vocab, 4, boundary_end=False)
+
+
+# ---------------------------------------------------------------------------- import footprint
+def test_importing_autocomplete_pulls_in_nothing_heavy(onnx_paths):
+    code = (
+        "import sys\n"
+        "import compact_lm.autocomplete as a\n"
+        f"a.Autocompleter({str(onnx_paths[0])!r}).complete('Alice w', 3)\n"
+        "heavy = ('onnx', 'torch', 'matplotlib', 'compact_lm.export', 'compact_lm.tools', 'compact_lm.trainer')\n"
+        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- command line
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_complete_command_prints_suggestions(tiny_model_path, onnx_paths, capsys):
+    for model in (tiny_model_path, onnx_paths[0]):
+        code, out, _ = run_cli(capsys, "complete", model, "Alice was b", "-k", "4", "--next")
+        lines = out.strip().splitlines()
+        assert code == 0 and len(lines) == 5 and lines[-1].startswith("next characters: ")
+        want = Autocompleter(model).complete("Alice was b", 4)
+        assert [line.split(None, 1)[1] for line in lines[:4]] == [json.dumps(s.text) for s in want]
+        assert [float(line.split("%")[0]) for line in lines[:4]] == pytest.approx([100 * s.prob for s in want], abs=0.006)
+
+
+def test_repl_without_a_terminal_prints_one_line_per_input_line(tiny_model_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Alice was b\n\nthe \ud800\n"))
+    code, out, _ = run_cli(capsys, "repl", tiny_model_path, "-k", "2")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[0].startswith('"Alice was b" -> ') and lines[1].startswith('"" -> ') and lines[2].count("%") == 2
+
+
+def test_repl_in_a_terminal_updates_per_keystroke(tiny_model_path):
+    import pty
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "compact_lm", "repl", str(tiny_model_path)],
+                               stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    output = b""
+
+    def read_for(seconds):
+        nonlocal output
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([controller], [], [], 0.05)
+            if ready:
+                try:
+                    output += os.read(controller, 65536)
+                except OSError:
+                    return
+
+    deadline = time.monotonic() + 60
+    while b"Ctrl-D quits" not in output and time.monotonic() < deadline:
+        read_for(0.2)
+    for keys in (b"Al", b"i", b"\x1b[A", b"\x7f", b"\t", "\u00e9".encode(), b"\x04"):
+        os.write(controller, keys)
+        read_for(0.3)
+    assert process.wait(timeout=30) == 0
+    read_for(0.2)
+    os.close(controller)
+    text = output.decode("utf-8", "replace")
+    assert "Ctrl-D quits" in text and "Traceback" not in text
+    assert text.count("\x1b[K") >= 6 and "%" in text and "Al" in text
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_bytes(b"not a model"), "not a valid ONNX model"),
+    ("plain-onnx", "without compact-lm metadata"),
+])
+def test_complete_and_repl_refuse_bad_onnx_files_in_one_line(tmp_path, capsys, setup, fragment):
+    path = tmp_path / "model.onnx"
+    if setup == "plain-onnx":
+        import onnx
+        from onnx import TensorProto, helper
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        onnx.save(helper.make_model(graph), path)
+    else:
+        setup(path)
+    for command in (["complete", path, "ab"], ["repl", path]):
+        code, _, err = run_cli(capsys, *command)
+        assert_one_line_error(code, err, "model.onnx", fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["-k", "0"], "-k/--k: must be >= 1"),
+    (["-k", "many"], "expected a whole number"),
+    (["--beam", "0"], "--beam: must be >= 1"),
+])
+def test_complete_refuses_bad_numbers_in_one_line(tiny_model_path, capsys, argv, fragment):
+    code, _, err = run_cli(capsys, "complete", tiny_model_path, "ab", *argv)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_complete_refuses_a_damaged_npz_in_one_line(tmp_path, capsys):
+    (tmp_path / "model.npz").write_bytes(b"garbage")
+    code, _, err = run_cli(capsys, "complete", tmp_path / "model.npz", "ab")
+    assert_one_line_error(code, err, "model.npz", "truncated or not an .npz")

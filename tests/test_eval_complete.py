@@ -1,0 +1,113 @@
+"""`eval-complete`: the keystroke accounting on a model that knows the text, and the command's output and errors."""
+import json
+
+import numpy as np
+import pytest
+
+from compact_lm.autocomplete import Autocompleter, default_is_boundary
+from compact_lm.cli import main
+from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, word_spans
+from compact_lm.config import ModelConfig
+from compact_lm.model import Model
+from compact_lm.network import init_params
+from compact_lm.vocab import Vocab
+
+
+class OracleBackend:
+    """Knows the text: after n characters (the start newline not counted) it gives text[n] probability 0.9."""
+
+    def __init__(self, text, vocab):
+        self.vocab, self.vocab_size = vocab, vocab.size
+        self.ids = np.append(vocab.encode(text), 0)
+
+    def initial_state(self, batch):
+        return [(np.full((batch, 1), -1, dtype=np.int64),)]
+
+    def step(self, token_ids, state):
+        position = state[0][0] + 1
+        log_probs = np.full((len(token_ids), self.vocab_size), np.log(0.1 / (self.vocab_size - 1)), np.float32)
+        log_probs[np.arange(len(token_ids)), self.ids[np.minimum(position[:, 0], len(self.ids) - 1)]] = np.log(0.9)
+        return log_probs, [(position,)]
+
+    def run(self, token_ids, state):
+        token_ids = np.asarray(token_ids)
+        out = np.empty((*token_ids.shape, self.vocab_size), np.float32)
+        for t in range(token_ids.shape[1]):
+            out[:, t], state = self.step(token_ids[:, t], state)
+        return out, state
+
+
+def test_word_spans_need_a_boundary_after_them():
+    assert word_spans("it's a well-known cat", default_is_boundary) == [(0, 4), (5, 6), (7, 17)]
+    assert word_spans("  hi,  you. ", default_is_boundary) == [(2, 4), (7, 10)]
+    assert word_spans("", default_is_boundary) == []
+
+
+def test_a_model_that_knows_the_text_types_each_word_with_one_keystroke():
+    text = "the cat sat, on it.\nend"
+    vocab = Vocab.build(text)
+    report = simulate_typing(Autocompleter(OracleBackend(text, vocab)), text, k=3)
+    # five words accepted before their first letter (one keystroke each, boundary included); the space
+    # after "sat,", the newline and the last word "end" (no boundary after it: not completable) are typed
+    assert report.words == 5 and report.chars == len(text)
+    assert report.keystrokes == 5 * ACCEPT_KEYSTROKES + 2 + 3
+    assert report.keystroke_savings == pytest.approx(1 - report.keystrokes / len(text))
+    assert report.top1_accuracy == {"1": 1.0, "2": 1.0, "3": None}   # only "the", "cat", "sat" are > 1, 2 long
+    assert report.topk_accuracy == {"1": 1.0, "2": 1.0, "3": None}
+    assert set(report.latency_ms) == {"p50", "p90", "p99", "mean"}
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def check_report(report):
+    assert 0.0 <= report["keystroke_savings"] < 1.0
+    for n in ("1", "2", "3"):
+        assert 0.0 <= report["top1_accuracy"][n] <= report["topk_accuracy"][n] <= 1.0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
+
+
+def test_eval_complete_json(tiny_model_path, alice_text, tmp_path, capsys):
+    text = tmp_path / "typed.txt"
+    text.write_text(alice_text[-3000:], encoding="utf-8")
+    code, out, err = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--limit", "400", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["chars"] == 400 and result["k"] == 3 and result["words"] > 40
+    check_report(result)
+    check_report(result["baseline"])
+    assert result["baseline"]["chars"] == 400 and "Kneser-Ney" in result["baseline"]["name"]
+    code, out, _ = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--limit", "200", "--k", "1")
+    assert code == 0 and "savings" in out and "Kneser-Ney" in out
+
+
+def test_eval_complete_needs_the_training_text_or_corpus(tmp_path, alice_text, capsys):
+    vocab = Vocab.build(alice_text[:5000])
+    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(8,))
+    Model(config, vocab, init_params(config, np.random.default_rng(0))).save(tmp_path / "m.npz")
+    (tmp_path / "typed.txt").write_text(alice_text[:300], encoding="utf-8")
+    code, _, err = run(capsys, "eval-complete", tmp_path / "m.npz", "--text", tmp_path / "typed.txt")
+    assert code == 1 and err.count("\n") == 1 and "give --corpus" in err
+    (tmp_path / "corpus.txt").write_text(alice_text[:5000], encoding="utf-8")
+    code, out, err = run(capsys, "eval-complete", tmp_path / "m.npz", "--text", tmp_path / "typed.txt",
+                         "--corpus", tmp_path / "corpus.txt", "--json", "--order", "4")
+    assert code == 0, err
+    assert json.loads(out)["baseline"]["name"].startswith("4-gram")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--text", "{tmp}/missing.txt"], "missing.txt does not exist"),
+    (["--text", "{tmp}/empty.txt"], "empty"),
+    (["--text", "{tmp}/empty.txt", "--k", "0"], "--k: must be >= 1"),
+    (["--text", "{tmp}/empty.txt", "--limit", "-3"], "--limit: must be >= 1"),
+])
+def test_eval_complete_errors_are_one_line(tiny_model_path, tmp_path, capsys, argv, fragment):
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = run(capsys, "eval-complete", tiny_model_path, *[a.format(tmp=tmp_path) for a in argv])
+    assert code != 0 and err.count("\n") == 1 and "Traceback" not in err and fragment in err, err

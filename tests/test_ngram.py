@@ -1,0 +1,119 @@
+"""The n-gram baseline: proper distributions, the Kneser-Ney recursion as written, the Backend protocol."""
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from compact_lm.autocomplete import Autocompleter
+from compact_lm.errors import CompactLMError
+from compact_lm.ngram import NgramBackend, discounts
+from compact_lm.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def alice_backend(alice_text):
+    text = alice_text[:20000]
+    vocab = Vocab.build(text)
+    return NgramBackend(vocab.encode(text), vocab, order=6)
+
+
+def test_discounts_follow_chen_and_goodman():
+    # counts of counts n1..n4 = 3, 2, 1, 1: Y = 3/7, D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3 = 3 - 4Y n4/n3
+    d = discounts(np.array([1, 1, 1, 2, 2, 3, 4]))
+    y = 3 / 7
+    np.testing.assert_allclose(d, [0, 1 - 2 * y * 2 / 3, 2 - 3 * y * 1 / 2, 3 - 4 * y * 1 / 1])
+    np.testing.assert_allclose(discounts(np.array([5, 5, 7])), [0, 0.5, 0.5, 0.5])   # no n1, n2: the fallback
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 7])
+def test_every_distribution_sums_to_one(alice_text, order):
+    text = alice_text[:20000]
+    vocab = Vocab.build(text)
+    backend = NgramBackend(vocab.encode(text), vocab, order=order)
+    rng = np.random.default_rng(order)
+    contexts = [vocab.encode(text[i:i + order - 1]) for i in rng.integers(0, 19000, 20)]
+    contexts += [rng.integers(0, vocab.size, order - 1) for _ in range(20)]   # mostly never seen
+    contexts += [np.array([], dtype=np.int64), np.array([3])[:order - 1]]
+    for context in contexts:
+        padded = np.full(order - 1, -1)
+        if len(context):
+            padded[order - 1 - len(context):] = context
+        probs = backend.distribution(padded)
+        assert probs.shape == (vocab.size,) and probs.min() > 0
+        assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+    log_probs, _ = backend.run(vocab.encode(text[:300])[None, :], backend.initial_state(1))
+    np.testing.assert_allclose(np.exp(log_probs.astype(np.float64)).sum(-1), 1.0, atol=1e-5)
+
+
+def reference_probability(ids, vocab_size, order, context, word):
+    """Interpolated modified Kneser-Ney written out with Counters, straight from the module docstring."""
+    grams = {m: Counter(tuple(ids[i:i + m]) for i in range(len(ids) - m + 1)) for m in range(1, order + 1)}
+    counts = {order: grams[order]}
+    for m in range(1, order):   # continuation counts: distinct characters seen before each m-gram
+        counts[m] = Counter(gram[1:] for gram in grams[m + 1])
+    p = 1.0 / vocab_size
+    for m in range(1, min(len(context) + 1, order) + 1):
+        history = tuple(context[len(context) - (m - 1):]) if m > 1 else ()
+        followers = {gram[-1]: c for gram, c in counts[m].items() if gram[:-1] == history}
+        if not followers:
+            continue
+        d = discounts(np.array(list(counts[m].values())))
+        total = sum(followers.values())
+        gamma = sum(d[min(c, 3)] for c in followers.values()) / total
+        seen = followers.get(word, 0)
+        p = max(seen - d[min(seen, 3)], 0.0) / total + gamma * p
+    return p
+
+
+def test_matches_the_recursion_written_out():
+    text = "abracadabra cadabra abracad arba abra. " * 3 + "dab cab"
+    vocab = Vocab.build(text)
+    ids = [int(i) for i in vocab.encode(text)]
+    order = 3
+    backend = NgramBackend(np.array(ids), vocab, order=order)
+    for length in (0, 1, 2):
+        for context in itertools.product(range(vocab.size), repeat=length):
+            padded = np.array([-1] * (order - 1 - length) + list(context))
+            got = backend.distribution(padded)
+            want = [reference_probability(ids, vocab.size, order, list(context), w) for w in range(vocab.size)]
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_run_equals_steps_and_streams_are_independent(alice_backend, alice_text):
+    vocab = alice_backend.vocab
+    a, b = vocab.encode(alice_text[500:530]), vocab.encode(alice_text[9000:9030])
+    whole, state = alice_backend.run(np.stack([a, b]), alice_backend.initial_state(2))
+    alone, _ = alice_backend.run(b[None, :], alice_backend.initial_state(1))
+    np.testing.assert_array_equal(whole[1], alone[0])
+    step_state = alice_backend.initial_state(2)
+    for t in range(len(a)):
+        log_probs, step_state = alice_backend.step(np.array([a[t], b[t]]), step_state)
+        np.testing.assert_array_equal(log_probs, whole[:, t])
+    np.testing.assert_array_equal(step_state[0][0], state[0][0])
+    np.testing.assert_array_equal(state[0][0][0], a[-5:])   # the state is the context: the last order-1 ids
+
+
+def test_predicts_what_the_text_repeats():
+    text = "the cat sat on the mat. " * 20
+    vocab = Vocab.build(text)
+    completer = Autocompleter(NgramBackend(vocab.encode(text), vocab, order=5))
+    best = completer.complete("the m", k=1)[0]
+    assert best.text == "at." and best.prob > 0.5
+    assert completer.complete("the cat ", k=1)[0].text == "sat "
+
+
+@pytest.mark.parametrize("ids, order, message", [
+    (np.arange(5) % 3, 0, "order must be a whole number"),
+    (np.array([1, 2]), 3, "needs at least 3 ids"),
+    (np.array([1, 2, 9]), 2, r"ids in \[0, 4\)"),
+])
+def test_bad_settings_are_clear_errors(ids, order, message):
+    with pytest.raises(CompactLMError, match=message):
+        NgramBackend(ids, Vocab.build("abc"), order=order)
+
+
+def test_an_order_too_high_for_the_vocabulary_is_refused():
+    vocab = Vocab(tuple(chr(0x4e00 + i) for i in range(5000)))
+    with pytest.raises(CompactLMError, match="too high"):
+        NgramBackend(np.arange(100) % 5000, vocab, order=6)
