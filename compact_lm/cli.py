@@ -366,7 +366,7 @@ def _cmd_repl(args) -> int:
 def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
-    text = read_text(args.text, encoding_errors=args.encoding_errors)[:args.limit]
+    text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
     if not text:
         raise CompactLMError(f"--text {args.text}: the file is empty")
     with _threads(args):

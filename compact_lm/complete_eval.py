@@ -157,19 +157,19 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
             "baseline": {"name": f"{order}-gram interpolated Kneser-Ney", **baseline.to_json()}}
 
 
+def _percent(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value:>7.1%}"
+
+
 def format_report(result: dict) -> str:
     """The human-readable table of `eval_complete`'s result."""
-    k = result["k"]
+    k, after = result["k"], [str(n) for n in ACCURACY_AFTER]
+    header = " ".join(f"{'top1@' + n:>7} {f'top{k}@' + n:>7}" for n in after)
     lines = [f"{result['chars']:,} characters, {result['words']:,} completable words, top-{k} suggestions "
-             f"(accepting one costs {ACCEPT_KEYSTROKES} keystroke)",
-             f"{'':<34} {'savings':>8} " + " ".join(f"{'top1@' + n:>7} {'top' + str(k) + '@' + n:>7}" for n in
-                                                    map(str, ACCURACY_AFTER))
-             + f" {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"]
+             f"(accepting one costs {ACCEPT_KEYSTROKES} keystroke; @n: after n typed characters)",
+             f"{'':<34} {'savings':>8} {header} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"]
     for name, row in (("model", result), (result["baseline"]["name"], result["baseline"])):
-        def show(value):
-            return f"{'-':>7}" if value is None else f"{value:>7.1%}"
-        accuracy = " ".join(f"{show(row['top1_accuracy'][n])} {show(row['topk_accuracy'][n])}"
-                            for n in map(str, ACCURACY_AFTER))
+        accuracy = " ".join(f"{_percent(row['top1_accuracy'][n])} {_percent(row['topk_accuracy'][n])}" for n in after)
         latency = " ".join(f"{row['latency_ms'].get(p, float('nan')):>7.3f}" for p in ("p50", "p90", "p99"))
         lines.append(f"{name:<34} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
     return "\n".join(lines)

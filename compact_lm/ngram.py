@@ -75,8 +75,9 @@ class NgramBackend:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size < order or ids.min() < 0 or ids.max() >= self.vocab_size:
             raise CompactLMError(f"the n-gram baseline needs at least {order} ids in [0, {self.vocab_size})")
-        # keys[m][i] packs ids[i:i+m] in base V; the top order counts occurrences, lower orders count
-        # the distinct characters seen before each m-gram (unique (m+1)-grams sharing its suffix)
+        # at order m, keys[i] packs ids[i:i+m] in base V (sum_j ids[i+j] V^(m-1-j)); the top order counts
+        # occurrences, lower orders the distinct characters seen before each m-gram (unique (m+1)-grams
+        # that end in it)
         self.tables: list[OrderTable | None] = [None] * (order + 1)
         keys = ids
         unique_by_order = {}

@@ -50,6 +50,7 @@ class TeacherForced:
     max_abs_diff: float           # max |delta log-prob| off the flip positions
     max_state_diff: float         # max |delta state| off the flip positions
     max_abs_diff_at_flips: float  # max |delta log-prob| at the flip positions (0 if none)
+    top1_agreement: float         # fraction of all positions (flips included) with the same most likely character
 
     @property
     def allowed_flip_positions(self) -> int:
@@ -71,7 +72,7 @@ def teacher_forced(reference: Backend, candidate: Backend, ids: np.ndarray, grap
                    state: list | None = None) -> TeacherForced:
     """Step both backends through ids [B, T], each position from the reference's state (first: `state`, or zeros)."""
     state = reference.initial_state(ids.shape[0]) if state is None else state
-    values = flips = flip_positions = 0
+    values = flips = flip_positions = same_top1 = 0
     worst = worst_state = worst_at_flips = 0.0
     for column in np.ascontiguousarray(ids.T):
         want, want_state = reference.step(column, state)
@@ -90,9 +91,10 @@ def teacher_forced(reference: Backend, candidate: Backend, ids: np.ndarray, grap
         worst = max(worst, float(diff[clean].max(initial=0.0)))
         worst_state = max(worst_state, float(state_diff[clean].max(initial=0.0)))
         worst_at_flips = max(worst_at_flips, float(diff[~clean].max(initial=0.0)))
+        same_top1 += int((np.argmax(want, axis=1) == np.argmax(got, axis=1)).sum())
         state = want_state
     return TeacherForced(graph, ids.shape[0], int(ids.size), values, flips, flip_positions,
-                         worst, worst_state, worst_at_flips)
+                         worst, worst_state, worst_at_flips, same_top1 / max(int(ids.size), 1))
 
 
 @dataclass(frozen=True)
@@ -149,9 +151,9 @@ def teacher_forced_lines(results: list[TeacherForced]) -> list[str]:
     """The teacher-forced table `compact-lm verify` prints."""
     lines = ["teacher-forced (every position from the NumPy state; positions with an int8 rounding flip set apart):",
              f"{'graph':<9} {'batch':>5} {'positions':>9} {'flips (allowed)':>15} {'max |dlogp|':>11} "
-             f"{'max |dstate|':>12} {'at flips':>9}"]
+             f"{'max |dstate|':>12} {'at flips':>9} {'top-1 agree':>11}"]
     for r in results:
         flips = f"{r.flip_positions} ({r.allowed_flip_positions})"
         lines.append(f"{r.graph:<9} {r.batch:>5} {r.positions:>9,} {flips:>15} {r.max_abs_diff:>11.2e} "
-                     f"{r.max_state_diff:>12.2e} {r.max_abs_diff_at_flips:>9.1e}")
+                     f"{r.max_state_diff:>12.2e} {r.max_abs_diff_at_flips:>9.1e} {r.top1_agreement:>11.2%}")
     return lines
