@@ -38,26 +38,30 @@ class FloatProducts:
         self.dtype = params["head.bias"].dtype
         # operands laid out once: W^T contiguous so each product is one plain GEMM
         self._w_ih_t = {k: np.ascontiguousarray(params[f"rnn.weight_ih_l{k}"].T) for k in range(1, layers)}
-        self._w_hh_t = [np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T) for k in range(layers)]
+        self.w_hh_t = [np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T) for k in range(layers)]
         self._b_ih = {k: params[f"rnn.bias_ih_l{k}"] for k in range(1, layers)}
         self._b_hh = [params[f"rnn.bias_hh_l{k}"] for k in range(layers)]
         self._head_t = np.ascontiguousarray(params["head.weight"].T)
         self._head_b = params["head.bias"]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Layer 1's input projection: rows of the folded table."""
         return self.table[ids]
 
     def inputs(self, k: int, x: np.ndarray) -> np.ndarray:
+        """Layer k's x W_ih^T + b_ih (k >= 1)."""
         y = x @ self._w_ih_t[k]
         y += self._b_ih[k]
         return y
 
     def recurrent(self, k: int, h: np.ndarray) -> np.ndarray:
-        y = h @ self._w_hh_t[k]
+        """Layer k's h W_hh^T + b_hh."""
+        y = h @ self.w_hh_t[k]
         y += self._b_hh[k]
         return y
 
     def logits(self, h: np.ndarray) -> np.ndarray:
+        """h head^T + head_b."""
         y = h @ self._head_t
         y += self._head_b
         return y
@@ -99,7 +103,8 @@ class NumpyBackend:
         ids = np.asarray(token_ids, dtype=np.int64)
         if isinstance(self.products, FloatProducts):
             # float: the whole sequence layer by layer (cell.forward), head for all positions at once
-            hidden, new_state = run_hidden(self.products.params, self.config, ids.T, state, self.products.table)
+            hidden, new_state = run_hidden(self.products.params, self.config, ids.T, state, self.products.table,
+                                           self.products.w_hh_t)
             log_p = log_softmax(self.products.logits(hidden.reshape(-1, hidden.shape[-1])))
             return log_p.reshape(hidden.shape[0], hidden.shape[1], -1).transpose(1, 0, 2), new_state
         outputs = []

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-State = tuple  # tuple of [B, H] arrays
+State = tuple[np.ndarray, ...]  # (h,) or (h, c), each [B, H]
 
 
 def sigmoid_(x: np.ndarray) -> np.ndarray:
@@ -28,11 +28,6 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     x *= 0.5
     x += 0.5
     return x
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic sigmoid (a new array)."""
-    return sigmoid_(np.array(x, copy=True))
 
 
 # ----------------------------------------------------------------------------------------- rnn
@@ -281,6 +276,7 @@ class Cell:
     gates: int                       # gate blocks stacked in the rows of W_ih / W_hh
     state_names: tuple[str, ...]     # ("h",) or ("h", "c")
     gate_names: tuple[str, ...]      # PyTorch's gate order within the rows
+    forget_gate: int | None          # block of the forget gate, whose bias starts at 1 (LSTM)
     step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state) -> state
     forward: Callable                # (xg [T,B,GH], state, W_hh^T, b_hh) -> (outputs, state, cache)
     backward: Callable               # (d_out, d_final_state, cache, W_hh) -> (d_xg, dW_hh, db_hh, d_state)
@@ -296,9 +292,9 @@ class Cell:
 
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell("rnn", 1, ("h",), ("h",), rnn_step, rnn_forward, rnn_backward),
-    "gru": Cell("gru", 3, ("h",), ("r", "z", "n"), gru_step, gru_forward, gru_backward),
-    "lstm": Cell("lstm", 4, ("h", "c"), ("i", "f", "g", "o"), lstm_step, lstm_forward, lstm_backward),
+    "rnn": Cell("rnn", 1, ("h",), ("h",), None, rnn_step, rnn_forward, rnn_backward),
+    "gru": Cell("gru", 3, ("h",), ("r", "z", "n"), None, gru_step, gru_forward, gru_backward),
+    "lstm": Cell("lstm", 4, ("h", "c"), ("i", "f", "g", "o"), 1, lstm_step, lstm_forward, lstm_backward),
 }
 
 

@@ -1,4 +1,5 @@
-"""The `compact-lm` command line: train, eval, sample, info."""
+"""The `compact-lm` command line: train, eval, sample, info; the compression, export, autocomplete and
+profiling commands register themselves from their own modules."""
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ TRAIN_OPTIONS = [
     ("--seq-len", "seq_len", _positive_int, "BPTT window T in characters (default 128)"),
     ("--batch", "batch", _positive_int, "parallel streams B (default 64)"),
     ("--optimizer", "optimizer", str, "adamw or sgd (default adamw)"),
-    ("--lr", "lr", _number, "peak learning rate (default 3e-3)"),
+    ("--lr", "lr", _number, "peak learning rate (default 5e-3)"),
     ("--min-lr-ratio", "min_lr_ratio", _number, "final / peak learning rate of the cosine decay (default 0.05)"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default 100)"),
     ("--momentum", "momentum", _number, "SGD momentum (default 0.9)"),
@@ -117,7 +118,10 @@ def _train_config(args):
         state_path = Path(args.out) / STATE_FILE
         if not state_path.exists():
             raise CompactLMError(f"--resume: {state_path} does not exist (nothing to resume)")
-        saved = TrainConfig.from_json(load_npz(state_path, "training state")[1]["train_config"]).to_json()
+        try:
+            saved = TrainConfig.from_json(load_npz(state_path, "training state")[1]["train_config"]).to_json()
+        except (KeyError, TypeError, ValueError) as error:
+            raise CompactLMError(f"--resume: {state_path} is not a compact-lm training state ({error})") from None
         if budgets:   # a budget given on resume replaces the saved one, which the check below then reports
             for b in ("steps", "epochs", "minutes"):
                 saved[b] = None
@@ -230,10 +234,14 @@ def _onnx_source(path: str, native_rnn: bool = False):
 def _cmd_export(args) -> int:
     from .export import build_model, save_model
     from .quantized import QuantizedModel
+    from .fileio import same_file
+    for flag, path in (("--out", args.out), ("--sequence", args.sequence)):
+        if path is not None and same_file(path, args.model):
+            raise CompactLMError(f"{flag} must differ from the input model (nothing is overwritten)")
     model = _onnx_source(args.model, args.native_rnn)
     targets = [(args.out, False)]
     if args.sequence is not None:
-        if Path(args.sequence).resolve() == Path(args.out).resolve():
+        if same_file(args.sequence, args.out):
             raise CompactLMError("--sequence must name a different file than --out")
         targets.append((args.sequence, True))
     operators = "native recurrent operators" if args.native_rnn else "plain operators"
@@ -314,7 +322,8 @@ def _cmd_verify(args) -> int:
     else:
         ids = model.vocab.encode(read_text(args.text))[:args.chars]
     if len(ids) < 8:
-        raise CompactLMError(f"--text {args.text}: needs at least 8 characters (4 streams of 2)")
+        source = f"--text {args.text}" if args.text is not None else f"--chars {args.chars}"
+        raise CompactLMError(f"{source}: needs at least 8 characters (4 streams of 2)")
     if int8:
         return _verify_int8(args, model, backend, ids)
     results = verify_backends(NumpyBackend(model), backend, ids, sequence=backend.has_sequence_graph)
@@ -464,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_verify)
 
     _add_completion_commands(sub)
+
+    from .tools.profile_commands import add_commands as add_profile_commands   # profile, demo
+    add_profile_commands(sub, _positive_int, _number)
     return parser
 
 

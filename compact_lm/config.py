@@ -67,7 +67,7 @@ class TrainConfig:
     seq_len: int = 128
     batch: int = 64
     optimizer: str = "adamw"
-    lr: float = 3e-3
+    lr: float = 5e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
     beta1: float = 0.9
@@ -108,6 +108,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "must be a positive whole number")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise bad("seed", "must be a whole number >= 0")
         if self.warmup_steps < 0:
             raise bad("warmup_steps", "must be >= 0")
         for name in ("lr", "clip", "init_scale"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,7 +31,7 @@ def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except PermissionError:
         raise CompactLMError(f"cannot read {what} {path}: permission denied") from None
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise CompactLMError(f"cannot read {what} {path}: {error}") from None
     try:
         return raw.decode("utf-8", errors=encoding_errors)

@@ -13,6 +13,14 @@ import numpy as np
 from .errors import CompactLMError
 
 METADATA_KEY = "metadata"
+# mkstemp creates files 0600; a written model should get the mode open() would give it (0666 & ~umask)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (resolving links and relative parts)."""
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
@@ -28,6 +36,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise CompactLMError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -69,15 +69,19 @@ class Int8Product:
         self._weight_t = np.ascontiguousarray(weight_q.T.astype(exact_dtype))
         self._dtype = exact_dtype
 
+    def _exact_sums(self, x: np.ndarray) -> np.ndarray:
+        """sum_k (x_q - 128) w_q as integer-valued floats; x_q - 128 = clip(round(x / s), -128, 127)."""
+        centered = np.rint(np.asarray(x, dtype=np.float32) / ACT_SCALE).astype(self._dtype, copy=False)
+        np.clip(centered, -ACT_ZERO_POINT, 255 - ACT_ZERO_POINT, out=centered)
+        return centered @ self._weight_t
+
     def integer_accumulate(self, x: np.ndarray) -> np.ndarray:
         """int32 sum_k (x_q - 128) w_q of float inputs x [B, in] (exact)."""
-        centered = quantize_activations(x).astype(self._dtype)
-        centered -= ACT_ZERO_POINT
-        return (centered @ self._weight_t).astype(np.int32)
+        return self._exact_sums(x).astype(np.int32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """float32 y [B, out]."""
-        y = self.integer_accumulate(x).astype(np.float32)
+        """float32 y [B, out]: the exact sums (integers below 2^24 convert to float32 exactly) rescaled."""
+        y = self._exact_sums(x).astype(np.float32, copy=False)
         y *= self.column_scale
         y += self.bias
         return y
@@ -103,10 +107,13 @@ class Int8Products:
         return rows
 
     def inputs(self, k: int, x: np.ndarray) -> np.ndarray:
+        """Layer k's x W_ih^T + b_ih (k >= 1), in integers."""
         return self._inputs[k](x)
 
     def recurrent(self, k: int, h: np.ndarray) -> np.ndarray:
+        """Layer k's h W_hh^T + b_hh, in integers."""
         return self._recurrent[k](h)
 
     def logits(self, h: np.ndarray) -> np.ndarray:
+        """h head^T + head_b, in integers."""
         return self._head(h)

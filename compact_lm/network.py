@@ -16,8 +16,8 @@ import numpy as np
 from .cells import Cell, get_cell
 from .config import ModelConfig
 
-LayerState = tuple          # (h,) or (h, c), each [B, H_k]
-NetState = list             # one LayerState per layer
+LayerState = tuple[np.ndarray, ...]      # (h,) or (h, c), each [B, H_k]
+NetState = list[LayerState]              # one per layer
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -37,7 +37,8 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32, scale: float = 1.0) -> dict[str, np.ndarray]:
-    """PyTorch-style initialisation: recurrent and head weights U(-1/sqrt(H), 1/sqrt(H)), embedding N(0, 1).
+    """PyTorch-style initialisation: weights U(-1/sqrt(n), 1/sqrt(n)) with n their input size (H for
+    W_hh and the head, E or H_{k-1} for W_ih), biases U(-1/sqrt(H), 1/sqrt(H)), embedding N(0, 1).
 
     LSTM forget-gate biases start at 1 (b_ih + b_hh = 1) so early gradients flow through the cell state.
     """
@@ -51,10 +52,11 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32,
             bound = scale / np.sqrt(shape[-1] if len(shape) == 2 else shape[0] // get_cell(config.cell).gates)
             value = rng.uniform(-bound, bound, size=shape)
         params[name] = value.astype(dtype)
-    if config.cell == "lstm":
+    gate = get_cell(config.cell).forget_gate
+    if gate is not None:
         for k, hidden in enumerate(config.hidden_sizes):
-            params[f"rnn.bias_ih_l{k}"][hidden:2 * hidden] = 0.5
-            params[f"rnn.bias_hh_l{k}"][hidden:2 * hidden] = 0.5
+            params[f"rnn.bias_ih_l{k}"][gate * hidden:(gate + 1) * hidden] = 0.5
+            params[f"rnn.bias_hh_l{k}"][gate * hidden:(gate + 1) * hidden] = 0.5
     return params
 
 
@@ -76,8 +78,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def run_layers(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None):
-    """Every layer's outputs [T, B, H_k] for ids [T, B], and the final state (inference: no dropout)."""
+def run_layers(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None,
+               w_hh_t: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], NetState]:
+    """Every layer's outputs [T, B, H_k] for ids [T, B], and the final state (inference: no dropout).
+
+    `table` and `w_hh_t` (each layer's W_hh^T, contiguous) may be passed in when the caller keeps them.
+    """
     cell = get_cell(config.cell)
     table = input_table(params) if table is None else table
     outputs, new_state = [], []
@@ -88,15 +94,17 @@ def run_layers(params: dict, config: ModelConfig, ids: np.ndarray, state: NetSta
             x = outputs[-1]
             steps, batch, width = x.shape
             xg = (x.reshape(-1, width) @ params[f"rnn.weight_ih_l{k}"].T + params[f"rnn.bias_ih_l{k}"]).reshape(steps, batch, -1)
-        out, final, _ = cell.forward(xg, state[k], np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T), params[f"rnn.bias_hh_l{k}"])
+        recurrent_t = w_hh_t[k] if w_hh_t is not None else np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T)
+        out, final, _ = cell.forward(xg, state[k], recurrent_t, params[f"rnn.bias_hh_l{k}"])
         outputs.append(out)
         new_state.append(tuple(np.array(s, copy=True) for s in final))
     return outputs, new_state
 
 
-def run_hidden(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None):
+def run_hidden(params: dict, config: ModelConfig, ids: np.ndarray, state: NetState, table: np.ndarray | None = None,
+               w_hh_t: list[np.ndarray] | None = None) -> tuple[np.ndarray, NetState]:
     """Top-layer outputs [T, B, H] for ids [T, B] and the final state (inference: no dropout)."""
-    outputs, new_state = run_layers(params, config, ids, state, table)
+    outputs, new_state = run_layers(params, config, ids, state, table, w_hh_t)
     return outputs[-1], new_state
 
 

@@ -51,11 +51,29 @@ def run_lines(completer: Autocompleter, lines, out, k: int) -> None:
         out.flush()
 
 
+def without_escape_sequences(keys: str) -> str:
+    """Drop terminal escape sequences (arrows, function keys) and keep every other key of the read.
+
+    CSI: ESC [ parameters, then one final byte in @..~; SS3: ESC O x; otherwise ESC x.
+    """
+    kept, i = [], 0
+    while i < len(keys):
+        if keys[i] != "\x1b":
+            kept.append(keys[i])
+            i += 1
+        elif keys[i + 1:i + 2] == "[":
+            i += 2
+            while i < len(keys) and not "@" <= keys[i] <= "~":
+                i += 1
+            i += 1
+        else:
+            i += 3 if keys[i + 1:i + 2] == "O" else 2
+    return "".join(kept)
+
+
 def apply_keys(session: Session, keys: str, k: int) -> bool:
     """Apply what one read from the terminal returned; False when the user quits."""
-    if "\x1b" in keys:   # an escape sequence (arrow, function key) arrives in one read: drop it
-        keys = keys[:keys.index("\x1b")]
-    for key in keys:
+    for key in without_escape_sequences(keys):
         if key == QUIT:
             return False
         if key in BACKSPACES:

@@ -15,6 +15,8 @@ def sample(backend: Backend, vocab: Vocab, *, prompt: str = "", length: int = 20
         raise CompactLMError(f"--length must be >= 0 (got {length})")
     if not temperature > 0:
         raise CompactLMError(f"--temperature must be > 0 (got {temperature})")
+    if seed is not None and seed < 0:
+        raise CompactLMError(f"--seed must be >= 0 (got {seed})")
     if top_k is not None and top_k < 1:
         raise CompactLMError(f"--top-k must be >= 1 (got {top_k})")
     rng = np.random.default_rng(seed)

@@ -519,3 +519,10 @@ def test_complete_refuses_a_damaged_npz_in_one_line(tmp_path, capsys):
     (tmp_path / "model.npz").write_bytes(b"garbage")
     code, _, err = run_cli(capsys, "complete", tmp_path / "model.npz", "ab")
     assert_one_line_error(code, err, "model.npz", "truncated or not an .npz")
+
+
+def test_keys_after_an_escape_sequence_in_the_same_read_are_kept():
+    from compact_lm.repl import without_escape_sequences
+    assert without_escape_sequences("ab\x1b[Acd") == "abcd"
+    assert without_escape_sequences("\x1b[1;5C\x04") == "\x04"
+    assert without_escape_sequences("x\x1bOPy\x1bz") == "xy"

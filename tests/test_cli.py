@@ -53,11 +53,26 @@ def test_sampling_is_reproducible_with_a_seed(tiny_model_path, capsys):
     assert first == second
 
 
-def test_resume_takes_unspecified_settings_from_the_saved_run(tmp_path, small_corpus, capsys):
-    out = tmp_path / "run"
-    assert run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "20", "--out", out)[0] == 0
-    code, _, err = run(capsys, "train", "--out", out, "--resume", "--quiet")
+def test_resume_takes_unspecified_settings_from_the_saved_run(tmp_path, small_corpus, capsys, monkeypatch):
+    from compact_lm.trainer import Trainer
+    args = ["train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "20", "--lr", "0.02"]
+    assert run(capsys, *args, "--out", tmp_path / "straight")[0] == 0
+    original = Trainer.train_step
+
+    def interrupt_at_15(self):
+        loss = original(self)
+        if self.step == 15:
+            raise KeyboardInterrupt
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_15)
+    assert run(capsys, *args, "--out", tmp_path / "split")[0] == 130
+    monkeypatch.setattr(Trainer, "train_step", original)
+    # only --out and --resume: every other setting (--lr 0.02, sizes, corpus) comes from the saved run
+    code, _, err = run(capsys, "train", "--out", tmp_path / "split", "--resume", "--quiet")
     assert code == 0, err
+    a, b = load(tmp_path / "straight" / "model.npz"), load(tmp_path / "split" / "model.npz")
+    assert all(np.array_equal(a.params[n], b.params[n]) for n in a.params)
 
 
 def test_python_dash_m_runs_the_cli(tiny_model_path):

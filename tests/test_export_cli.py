@@ -156,3 +156,29 @@ def test_native_rnn_export_of_a_quantized_model_is_refused(tiny_model_path, tmp_
     code, _, err = run(capsys, "export", tmp_path / "int8.npz", "--out", tmp_path / "m.onnx", "--native-rnn")
     assert_one_line_error(code, err, "int8.npz is a quantized model", "--native-rnn", "no integer variant")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_never_overwrites_the_input_model(tmp_path, capsys):
+    from compact_lm.config import ModelConfig
+    from compact_lm.model import Model
+    from compact_lm.network import init_params
+    from compact_lm.vocab import Vocab
+    from test_cli import assert_one_line_error, run
+    vocab = Vocab.build("abc de")
+    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(6,))
+    path = tmp_path / "m.npz"
+    Model(config, vocab, init_params(config, np.random.default_rng(0))).save(path)
+    before = path.read_bytes()
+    for flags in (["--out", path], ["--out", tmp_path / "a.onnx", "--sequence", path]):
+        code, _, err = run(capsys, "export", path, *flags)
+        assert_one_line_error(code, err, "must differ from the input model")
+    assert path.read_bytes() == before
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path):
+    """mkstemp makes 0600 files; a written model gets what open() would give it: 0666 & ~umask."""
+    import os
+    import stat
+    from compact_lm.fileio import _UMASK, atomic_write
+    atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~_UMASK

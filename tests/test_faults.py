@@ -1,4 +1,4 @@
-"""Kill -9 at random moments (checkpoint writes included): files stay loadable, resume is bit-exact."""
+"""Kill -9 at several moments, inside checkpoint writes too: files stay loadable, resume is bit-exact."""
 import os
 import subprocess
 import sys
@@ -10,63 +10,56 @@ from compact_lm.fileio import load_npz
 from compact_lm.model import load
 
 KILLS = 6
+# The child trains through the real CLI, with os.replace slowed by 30 ms: every atomic write then has a
+# wide window between "temporary file complete" and "renamed into place", where a kill must lose nothing.
+DRIVER = ("import os, sys, time; rename = os.replace; "
+          "os.replace = lambda a, b: (time.sleep(0.03), rename(a, b))[1]; "
+          "from compact_lm.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _train_command(corpus, out, resume=False):
-    # evaluation and checkpoint at every step: most of the run is spent writing files, so the
-    # kills below land inside writes as often as not
-    command = [sys.executable, "-m", "compact_lm", "train", "--corpus", str(corpus), "--embed", "8", "--hidden", "16",
-               "--batch", "4", "--seq-len", "16", "--steps", "30", "--eval-every", "1", "--dropout", "0.2",
+    command = [sys.executable, "-c", DRIVER, "train", "--corpus", str(corpus), "--embed", "8", "--hidden", "16",
+               "--batch", "4", "--seq-len", "16", "--steps", "40", "--eval-every", "1", "--dropout", "0.2",
                "--quiet", "--out", str(out)]
     return command + (["--resume"] if resume else [])
 
 
-def _files_are_whole(out):
-    """Every file present must load (never half-written); returns the temporary files a kill left."""
-    for name, what in (("model.npz", "model"), ("state.npz", "state")):
-        if (out / name).exists():
-            load_npz(out / name, what)
-    return [p.name for p in out.iterdir() if p.name.endswith(".tmp")] if out.exists() else []
+def _temporaries(out):
+    return {p.name for p in out.iterdir() if p.name.endswith(".tmp")} if out.exists() else set()
 
 
-def _wait_for_a_write(out, process, timeout=30.0):
-    """Poll until a temporary file appears in `out` (a write in progress) or the process ends."""
+def _kill_at_write(out, process, writes: int, timeout=60.0) -> bool:
+    """Kill the process while its `writes`-th checkpoint write (counted by temporary files) is open."""
+    seen: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and any(name.endswith(".tmp") for name in os.listdir(out)):
-            return
-        time.sleep(0.0002)
+        current = _temporaries(out)
+        seen |= current
+        if len(seen) >= writes and current:
+            process.kill()
+            process.wait()
+            return True
+        time.sleep(0.001)
+    return False
 
 
 def test_kill_9_anywhere_then_resume_ends_bit_identical(tmp_path, small_corpus):
     straight = tmp_path / "straight"
-    subprocess.run(_train_command(small_corpus, straight), check=True, timeout=300)
+    subprocess.run(_train_command(small_corpus, straight), check=True, timeout=300, capture_output=True)
     killed = tmp_path / "killed"
     rng = np.random.default_rng(0)
-    kills, kills_during_writes = 0, 0
-    for attempt in range(40):
-        resume = (killed / "state.npz").exists()
-        process = subprocess.Popen(_train_command(small_corpus, killed, resume), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-        if kills < KILLS:
-            if kills % 2:
-                # the moment a checkpoint write has begun (its temporary file exists)
-                _wait_for_a_write(killed, process)
-            else:
-                # after start-up (imports take ~0.5 s), a random moment of the training loop
-                time.sleep(0.6 + rng.uniform(0.0, 0.6))
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-                kills += 1
-                kills_during_writes += bool(_files_are_whole(killed))
-                continue
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err.decode()
-        break
-    assert kills == KILLS
-    assert kills_during_writes >= 1          # at least one kill fell inside a checkpoint write
-    assert _files_are_whole(killed) == []    # and the resumed run cleared what it left behind
+    for kill in range(KILLS):
+        process = subprocess.Popen(_train_command(small_corpus, killed, (killed / "state.npz").exists()),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _kill_at_write(killed, process, writes=int(rng.integers(1, 6))), f"kill {kill} found no write"
+        # whatever was interrupted, every file present loads (never half-written)
+        for name, what in (("model.npz", "model"), ("state.npz", "state")):
+            if (killed / name).exists():
+                load_npz(killed / name, what)
+        assert _temporaries(killed)                   # the kill did land inside a write
+    done = subprocess.run(_train_command(small_corpus, killed, resume=True), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert _temporaries(killed) == set()              # the resumed run cleared what the kills left
     a, b = load(straight / "model.npz"), load(killed / "model.npz")
     assert all(np.array_equal(a.params[n], b.params[n]) for n in a.params)
     state_a, state_b = load_npz(straight / "state.npz", "state")[0], load_npz(killed / "state.npz", "state")[0]

@@ -53,15 +53,29 @@ def test_integer_product_matches_a_plain_integer_computation():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_int8_backend_step_matches_run(cell):
-    quantized = quantize_model(_model(cell))
+def test_int8_step_matches_an_independent_integer_step(cell):
+    """One whole int8 step (table gather, integer products, cell, head) against int32 arithmetic done here."""
+    from compact_lm.cells import get_cell
+    quantized = quantize_model(_model(cell, (24,)))
+    a = quantized.arrays
     backend = NumpyBackend(quantized)
-    ids = quantized.vocab.encode("the lazy dog")[None, :].astype(np.int64)
-    whole, _ = backend.run(ids, backend.initial_state(1))
-    state = backend.initial_state(1)
-    for t in range(ids.shape[1]):
-        log_p, state = backend.step(ids[:, t], state)
-        np.testing.assert_array_equal(log_p, whole[:, t])
+    rng = np.random.default_rng(4)
+    state = [tuple(np.tanh(rng.standard_normal((3, 24))).astype(np.float32) for _ in get_cell(cell).state_names)]
+    ids = np.array([1, 5, 9])
+
+    def product(name, bias, x):
+        x_q = np.clip(np.rint(x / ACT_SCALE), -128, 127).astype(np.int32)          # = QuantizeLinear - 128
+        acc = x_q @ a[name + ".q"].astype(np.int32).T
+        return acc.astype(np.float32) * (ACT_SCALE * a[name + ".scale"]).astype(np.float32) + a[bias]
+
+    xg = a["table.q"][ids].astype(np.float32) * a["table.scale"][ids][:, None]
+    gh = product("rnn.weight_hh_l0", "rnn.bias_hh_l0", state[0][0])
+    new_state = get_cell(cell).step(xg, gh, state[0])
+    logits = product("head.weight", "head.bias", new_state[0])
+    expected = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    log_p, got_state = backend.step(ids, state)
+    np.testing.assert_allclose(log_p, expected, atol=1e-5)
+    np.testing.assert_allclose(got_state[0][0], new_state[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

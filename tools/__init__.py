@@ -1,5 +1,2 @@
-"""compact_lm.tools: pruning, quantization and latency profiling (installed from `tools/`).
-
-The tools arrive with the compression stage; this package already installs under its final name
-so that the layout and the import path are fixed from the start.
-"""
+"""compact_lm.tools: pruning, quantization, the size/quality sweep, latency profiling and the demo
+(installed from the top-level `tools/` folder)."""

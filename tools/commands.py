@@ -6,10 +6,7 @@ import sys
 from pathlib import Path
 
 from compact_lm.errors import CompactLMError
-
-
-def _same_file(a: str, b: str) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
+from compact_lm.fileio import same_file
 
 
 def _load_float(path: str, action: str):
@@ -23,7 +20,7 @@ def _load_float(path: str, action: str):
 def _cmd_prune(args) -> int:
     from compact_lm.data import read_text
     from .prune import calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
-    if _same_file(args.model, args.out):
+    if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
     model = _load_float(args.model, "prune")
     sizes = target_sizes(model.config.hidden_sizes, keep=args.keep, hidden=args.hidden)
@@ -40,10 +37,12 @@ def _cmd_prune(args) -> int:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     else:
         calibration = calibration_ids_from_corpus(model, config)
-    work = Path(str(args.out) + ".finetune")
+    out_folder = Path(args.out).resolve().parent
+    if not out_folder.is_dir():
+        raise CompactLMError(f"--out {args.out}: the folder {out_folder} does not exist")
     pruned = prune_model(model, sizes, criterion=args.criterion, rounds=args.rounds,
                          finetune_steps=args.finetune_steps, train_config=config, calibration_ids=calibration,
-                         work_dir=work, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+                         work_dir=out_folder, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     pruned.save(args.out)
     print(f"{args.out}: hidden {list(model.config.hidden_sizes)} -> {list(pruned.config.hidden_sizes)}, "
           f"{model.num_params:,} -> {pruned.num_params:,} parameters, {os.path.getsize(args.out):,} bytes")
@@ -55,7 +54,7 @@ def _cmd_quantize(args) -> int:
     from compact_lm.model import load
     from compact_lm.quantized import QuantizedModel
     from .quantize import quantize_model
-    if _same_file(args.model, args.out):
+    if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
     model = load(args.model)
     if isinstance(model, QuantizedModel):
@@ -101,7 +100,7 @@ def add_commands(sub, positive_int, number) -> None:
                    f"(default {DEFAULT_CRITERION})")
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
-    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default: 2 x the model's)")
+    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default 6e-3)")
     p.add_argument("--finetune-dropout", type=number, help="dropout while fine-tuning (default 0)")
     p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
                    "fine-tuning target (default 0.5; 0 = plain cross-entropy)")

@@ -26,11 +26,11 @@ from compact_lm.network import input_table, run_layers, zero_state
 
 CRITERIA = ("activation", "magnitude")
 # Fine-tuning a pruned model: its own optimizer settings and data pipeline, except these, measured on
-# the tinyshakespeare GRU-256 at keep 0.5 with 758 steps (val bpc; original 2.0754): as trained
-# (dropout 0.2, lr 3e-3) 2.328; dropout 0 2.281; lr 6e-3 2.284; both 2.233; both + distillation 0.5
-# from the unpruned model 2.223. A smaller model needs less regularization and a larger step.
+# the tinyshakespeare GRU-256 (trained with lr 3e-3, dropout 0.2) at keep 0.5 with 758 steps (val bpc;
+# original 2.0754): as trained 2.328; dropout 0 2.281; lr 6e-3 2.284; both 2.233; both + distillation
+# 0.5 from the unpruned model 2.223. A smaller model needs less regularization and a larger step.
 FINETUNE_DROPOUT = 0.0
-FINETUNE_LR_SCALE = 2.0
+FINETUNE_LR = 6e-3
 FINETUNE_DISTILL = 0.5
 DEFAULT_CRITERION = "activation"
 CALIBRATION_CHARS = 20_000
@@ -148,15 +148,19 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
     saved = dict(model.info.get("train_config") or {})
     if not saved and not corpus:
         raise CompactLMError("the model carries no training config: give --corpus for fine-tuning")
-    saved.update(dropout=FINETUNE_DROPOUT, lr=FINETUNE_LR_SCALE * saved.get("lr", TrainConfig.lr),
-                 distill=FINETUNE_DISTILL, teacher=None)
-    saved.update(steps=steps, epochs=None, minutes=None, init=None,
-                 eval_every=max(1, min(saved.get("eval_every", 200), steps // 4 or 1)),
-                 warmup_steps=min(saved.get("warmup_steps", 100), steps // 10))
+    saved.update(dropout=FINETUNE_DROPOUT, lr=FINETUNE_LR, distill=FINETUNE_DISTILL, teacher=None, init=None)
+    saved.update(_budget(saved, steps))
     if corpus:
         saved["corpus"] = list(corpus)
     saved.update(overrides)
     return TrainConfig.from_json(saved)
+
+
+def _budget(settings: dict, steps: int) -> dict:
+    """A fine-tuning budget of `steps`: evaluate about 4 times, warm up for at most a tenth of it."""
+    return {"steps": steps, "epochs": None, "minutes": None,
+            "eval_every": max(1, min(settings.get("eval_every", 200), steps // 4 or 1)),
+            "warmup_steps": min(settings.get("warmup_steps", 100), steps // 10)}
 
 
 def finetune(model: Model, config, out_dir, *, teacher: Model | None = None, progress: bool = False) -> Model:
@@ -175,7 +179,10 @@ def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
 def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str = DEFAULT_CRITERION, rounds: int = 1,
                 finetune_steps: int = 0, train_config=None, calibration_ids: np.ndarray | None = None,
                 work_dir=None, progress: bool = False, log=None) -> Model:
-    """Prune to `sizes` in `rounds` equal geometric steps, fine-tuning after each (finetune_steps in all)."""
+    """Prune to `sizes` in `rounds` equal geometric steps, fine-tuning after each (finetune_steps in all).
+
+    Each fine-tuning run works in a temporary folder (inside `work_dir` if given), removed afterwards.
+    """
     import tempfile
     from pathlib import Path
     if rounds < 1:
@@ -193,11 +200,12 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str = DEFAUL
         entry = {"round": r, "hidden_sizes": list(step_sizes), "criterion": criterion}
         steps = finetune_steps // rounds + (finetune_steps % rounds if r == rounds else 0)
         if steps:
-            config = train_config.__class__.from_json({**train_config.to_json(), "steps": steps,
-                                                        "eval_every": max(1, min(train_config.eval_every, steps // 4 or 1)),
-                                                        "warmup_steps": min(train_config.warmup_steps, steps // 10)})
-            folder = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="finetune-"))
-            current = finetune(current, config, folder / f"round{r}", teacher=model, progress=progress)
+            settings = train_config.to_json()
+            config = train_config.__class__.from_json({**settings, **_budget(settings, steps)})
+            if work_dir is not None:
+                Path(work_dir).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="compact-lm-finetune-", dir=work_dir) as folder:
+                current = finetune(current, config, Path(folder) / "run", teacher=model, progress=progress)
             entry["finetune_steps"] = steps
             entry["val_bpc_after_finetune"] = current.info.get("metrics", {}).get("val", {}).get("bpc")
         if log:

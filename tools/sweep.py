@@ -10,7 +10,9 @@ from compact_lm.fileio import atomic_write
 from compact_lm.model import Model, load
 from compact_lm.trainer import prepare_corpus
 
-from .prune import DEFAULT_CRITERION, calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
+from compact_lm.errors import CompactLMError
+
+from .prune import CALIBRATION_CHARS, DEFAULT_CRITERION, finetune_config, prune_model, target_sizes
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -21,16 +23,20 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
           progress: bool = False, log=print) -> list[dict]:
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
     original = load(model_path)
     if not isinstance(original, Model):
-        from compact_lm.errors import CompactLMError
         raise CompactLMError(f"{model_path} is quantized; sweep starts from the float model")
     if finetune_steps is None:   # 20 % of the original run's steps
         finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
-    config = finetune_config(original, finetune_steps, corpus=corpus)
+    if finetune_steps < 0:
+        raise CompactLMError(f"--finetune-steps must be >= 0, got {finetune_steps}")
+    config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
     data = prepare_corpus(config, original.vocab)
-    calibration = calibration_ids_from_corpus(original, config)
+    calibration = data.train[-CALIBRATION_CHARS:]
     base_bytes = os.path.getsize(model_path)
     base_bpc = original.evaluate_ids(data.val).bpc
     rows = []
@@ -40,7 +46,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         else:
             sizes = target_sizes(original.config.hidden_sizes, keep=keep)
             model = prune_model(original, sizes, criterion=criterion, rounds=rounds, finetune_steps=finetune_steps,
-                                train_config=config, calibration_ids=calibration, work_dir=out / f"finetune-keep{keep}",
+                                train_config=config, calibration_ids=calibration, work_dir=out,
                                 progress=progress, log=log)
         variants = [("fp32", model), ("int8", quantize_model(model))]
         for precision, variant in variants:

@@ -1,0 +1,234 @@
+"""`compact-lm demo`: the whole pipeline on the bundled corpus, start to finish, in a few minutes.
+
+    train a GRU -> evaluate -> prune (keep 0.5) + fine-tune -> int8 (full and pruned)
+    -> ONNX step + sequence graphs of all four -> verify each against NumPy (what `verify` checks)
+    -> profile all eight runtimes side by side -> tables, plots, example completions in DIR
+
+DIR's `demo.json` is written first (status "running") and last (status "done", every figure), so a
+folder that holds a demo, finished or not, is recognised and never overwritten without --force.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from compact_lm.errors import CompactLMError
+from compact_lm.fileio import atomic_write
+
+from .profile import ProfileConfig
+
+MARKER = "demo.json"
+TRAIN_DIR, FINETUNE_DIR = "train", "finetune"
+MODELS = ("model", "model-int8", "pruned", "pruned-int8")   # file stems: .npz, .onnx (step), -seq.onnx
+REPORT_FILES = (MARKER, "demo.md", "verify.json", "profile.json", "profile.md", "profile.png")
+# Measured on this project's 2-core machine (shared with other jobs), H=256: after M minutes of
+# training the other stages take about 9 s per training minute (fine-tuning a fifth of the steps of
+# the smaller model) + 25 s (export, verification, profiling), so 4 minutes of training puts the
+# whole demo near 5 minutes, with a margin for a busier machine under the 6-minute mark.
+DEFAULT_MINUTES = 4.0
+DEMO_PROFILE = ProfileConfig(step_calls=1000, completions=100, keystrokes=500, turns=10, limit=2000, probe_rounds=1)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and budgets of the demo; the defaults are the real demo, tests pass tiny ones."""
+
+    minutes: float = DEFAULT_MINUTES   # training budget (wall clock)
+    steps: int | None = None           # a step budget instead of minutes (deterministic; for tests)
+    embed: int = 64
+    hidden: int = 256
+    batch: int = 64
+    seq_len: int = 128
+    eval_every: int = 100
+    keep: float = 0.5                  # fraction of hidden units the pruned model keeps
+    finetune_fraction: float = 0.2     # fine-tuning steps, as a fraction of the training steps
+    # BLAS threads for training. One: measured on the 2-core machine while other jobs ran, OpenBLAS
+    # with 2 threads took 15.2 s for 6 steps of H=256, with 1 thread 1.4 s (its threads wait on each
+    # other when a core is busy elsewhere); on an idle machine 2 threads could gain at most 2x.
+    threads: int = 1
+    verify_chars: int = 2000           # characters of the test text each export is verified on
+    examples: int = 4                  # example prefixes shown
+    profile: ProfileConfig = DEMO_PROFILE
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise CompactLMError(f"--minutes must be a positive number, got {self.minutes}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise CompactLMError(f"demo steps must be a whole number >= 1, got {self.steps!r}")
+        if not 0 < self.keep < 1:
+            raise CompactLMError(f"demo keep fraction must be in (0, 1), got {self.keep}")
+        if not 0 < self.finetune_fraction <= 1:
+            raise CompactLMError(f"demo fine-tuning fraction must be in (0, 1], got {self.finetune_fraction}")
+
+
+def file_names() -> list[str]:
+    """Every model file the demo writes at the top of DIR."""
+    return [f"{stem}{suffix}" for stem in MODELS for suffix in (".npz", ".onnx", "-seq.onnx")]
+
+
+def prepare_folder(out: Path, force: bool) -> None:
+    """Refuse a folder with a demo in it (unless `force`, which removes the demo's own files only) or with other files."""
+    if out.exists() and not out.is_dir():
+        raise CompactLMError(f"--out {out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise CompactLMError(f"--out {out} is not empty and holds no demo: choose a new or empty folder")
+        if not force:
+            raise CompactLMError(f"--out {out} already holds a demo: pass --force to replace it, or choose another folder")
+        for name in (*file_names(), *REPORT_FILES, "curves.png"):
+            (out / name).unlink(missing_ok=True)
+        for name in (TRAIN_DIR, FINETUNE_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Pretty JSON, written atomically."""
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
+
+
+class Stages:
+    """One progress line per stage, with the time since the demo began."""
+
+    def __init__(self, log):
+        self.log, self.began = log, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.log(f"[{self.elapsed():6.1f}s] demo: {message}")
+
+    def elapsed(self) -> float:
+        """Seconds since the demo began."""
+        return time.perf_counter() - self.began
+
+
+def train(config: DemoConfig, out: Path, progress: bool, log):
+    """Train the GRU on the bundled corpus; returns (trainer, best model with val and test metrics)."""
+    from compact_lm.config import TrainConfig
+    from compact_lm.trainer import Trainer
+    budget = {"steps": config.steps} if config.steps is not None else {"minutes": config.minutes}
+    train_config = TrainConfig(cell="gru", embed=config.embed, hidden=config.hidden, batch=config.batch,
+                               seq_len=config.seq_len, eval_every=config.eval_every, **budget)
+    trainer = Trainer(train_config, out / TRAIN_DIR, progress=progress, log=log)
+    return trainer, trainer.run().model
+
+
+def prune(model, train_steps: int, config: DemoConfig, out: Path, progress: bool, log):
+    """Keep `config.keep` of the hidden units, then fine-tune (distilling from the full model) a fraction of the steps."""
+    from .prune import calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
+    steps = max(1, int(round(config.finetune_fraction * train_steps)))
+    finetune = finetune_config(model, steps)
+    sizes = target_sizes(model.config.hidden_sizes, keep=config.keep)
+    return prune_model(model, sizes, finetune_steps=steps, train_config=finetune,
+                       calibration_ids=calibration_ids_from_corpus(model, finetune), work_dir=out / FINETUNE_DIR,
+                       progress=progress, log=log)
+
+
+def export_all(models: dict, out: Path) -> None:
+    """Each model as a step graph STEM.onnx and a sequence graph STEM-seq.onnx."""
+    from compact_lm.export import export_model
+    for stem, model in models.items():
+        export_model(model, out / f"{stem}.onnx")
+        export_model(model, out / f"{stem}-seq.onnx", sequence=True)
+
+
+def verify(stem: str, model, out: Path, ids) -> dict:
+    """Check STEM.onnx + STEM-seq.onnx against the NumPy model with `compact-lm verify`'s functions."""
+    from compact_lm.backends import NumpyBackend
+    from compact_lm.ort_backend import OrtBackend, metadata_differences
+    from compact_lm.quantized import QuantizedModel
+    from compact_lm.export.verify import TOLERANCE, verify_backends
+    from compact_lm.export.verify_int8 import verify_int8
+    step, sequence = out / f"{stem}.onnx", out / f"{stem}-seq.onnx"
+    backend = OrtBackend(step, sequence_path=sequence)
+    differences = metadata_differences(model.metadata(), backend.metadata)
+    if differences:
+        raise CompactLMError(f"{step} does not describe {stem}.npz ({'; '.join(differences)})")
+    row = {"model": f"{stem}.npz", "onnx": step.name, "sequence": sequence.name, "chars": int(len(ids))}
+    if isinstance(model, QuantizedModel):
+        report = verify_int8(NumpyBackend(model), backend, ids, sequence_alone=OrtBackend(sequence))
+        failures = report.failures()
+        row.update(precision="int8", ok=not failures, failures=failures,
+                   max_abs_diff=max(r.max_abs_diff for r in report.teacher_forced),
+                   flip_positions=sum(r.flip_positions for r in report.teacher_forced),
+                   check="teacher-forced max |delta log-prob| off rounding flips", details=report.to_json())
+    else:
+        results = verify_backends(NumpyBackend(model), backend, ids, sequence=True)
+        worst = max(r.max_abs_diff for r in results)
+        failures = [] if worst <= TOLERANCE else [f"max |delta log-prob| {worst:.3g} exceeds {TOLERANCE:g}"]
+        row.update(precision="fp32", ok=not failures, failures=failures, max_abs_diff=worst, flip_positions=0,
+                   check="max |delta log-prob| (step at batch 1 and 4, sequence)",
+                   details=[r.to_json() for r in results])
+    row["tolerance"] = TOLERANCE
+    return row
+
+
+def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: bool = False,
+             progress: bool = True, log=print) -> dict:
+    """Run every stage into `out_dir`; returns the summary that demo.json holds."""
+    from threadpoolctl import threadpool_limits
+    from compact_lm.model import evaluate_ids
+    from .demo_report import demo_markdown, example_completions, results_table
+    from .profile import open_variant, profile_files
+    from .profile_report import write_outputs
+    from .quantize import quantize_model
+    out = Path(out_dir)
+    prepare_folder(out, force)
+    stage = Stages(log)
+    summary = {"status": "running", "config": asdict(config), "out": str(out)}
+    write_json(out / MARKER, summary)
+
+    stage(f"train a GRU E={config.embed} H={config.hidden} on the bundled corpus for "
+          + (f"{config.steps} steps" if config.steps is not None else f"{config.minutes:g} minutes"))
+    with threadpool_limits(limits=config.threads):
+        trainer, model = train(config, out, progress, log)
+        metrics = model.info["metrics"]
+        corpus = trainer.corpus
+        stage(f"evaluate: {trainer.step} steps, val {metrics['val']['bpc']:.4f} bpc, test {metrics['test']['bpc']:.4f} bpc")
+        stage(f"prune to keep {config.keep:g} of the hidden units + fine-tune "
+              f"{config.finetune_fraction:.0%} of {trainer.step} steps")
+        pruned = prune(model, trainer.step, config, out, progress, log)
+    stage(f"pruned: hidden {list(pruned.config.hidden_sizes)}, val "
+          f"{pruned.info['metrics']['val']['bpc']:.4f} bpc; quantize both to int8")
+    models = {"model": model, "model-int8": quantize_model(model), "pruned": pruned, "pruned-int8": quantize_model(pruned)}
+    for stem, m in models.items():
+        m.save(out / f"{stem}.npz")
+    stage("export ONNX step and sequence graphs (fp32 and int8)")
+    export_all(models, out)
+    stage(f"verify each export against NumPy on {config.verify_chars:,} test characters")
+    test_ids = corpus.test[-config.verify_chars:]
+    checks = [verify(stem, m, out, test_ids) for stem, m in models.items()]
+    write_json(out / "verify.json", {"checks": checks})
+    failed = [c for c in checks if not c["ok"]]
+    if failed:
+        raise CompactLMError(f"verify: {failed[0]['onnx']} does not match {failed[0]['model']}: {failed[0]['failures'][0]}")
+    paths = [out / f"{stem}{suffix}" for suffix in (".npz", ".onnx") for stem in MODELS]
+    stage("validation bpc of the 8 runtimes (NumPy / onnxruntime x fp32 / int8 x full / pruned)")
+    with threadpool_limits(limits=config.profile.threads):
+        val_bpc = {path.name: evaluate_ids(open_variant(path).backend, corpus.val).bpc for path in paths}
+    stage("profile the 8 runtimes side by side")
+    test_text = corpus.vocab.decode(corpus.test)
+    report = profile_files(paths, test_text, text_source="the test split of alice.txt", config=config.profile, log=log)
+    write_outputs(report, out)
+    if (out / TRAIN_DIR / "curves.png").exists():   # the training curves (written with matplotlib only)
+        shutil.copyfile(out / TRAIN_DIR / "curves.png", out / "curves.png")
+    stage("examples and tables")
+    examples = example_completions([out / "model.onnx", out / "pruned-int8.onnx"], test_text, config.examples,
+                                   k=config.profile.k, beam=config.profile.beam)
+    summary.update(status="done", elapsed_s=stage.elapsed(), train_steps=trainer.step,
+                   train={"val_bpc": metrics["val"]["bpc"], "test_bpc": metrics["test"]["bpc"],
+                          "chars_per_second": metrics["chars_per_second"], "elapsed_s": metrics["elapsed_s"]},
+                   pruned_hidden_sizes=list(pruned.config.hidden_sizes), finetune_steps=pruned.info["pruning"][-1].get("finetune_steps", 0),
+                   val_bpc=val_bpc, verify=[{k: v for k, v in c.items() if k != "details"} for c in checks],
+                   results=asdict(results_table(report, val_bpc)), examples=examples, profile=report.to_json())
+    atomic_write(out / "demo.md", lambda f: f.write(demo_markdown(summary, report).encode()))
+    summary["files"] = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith("."))
+    write_json(out / MARKER, summary)
+    stage(f"done in {stage.elapsed() / 60:.1f} minutes: everything is in {out}")
+    return summary
