@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from common import blas_description, corpus
 
 from compact_lm.config import TrainConfig
-from compact_lm.trainer import prepare_corpus, Trainer
+from compact_lm.trainer import Trainer
 
 EMBED, HIDDEN, BATCH, SEQ_LEN, DROPOUT = 64, 256, 64, 64, 0.2
 

@@ -1,8 +1,10 @@
 """compact-lm: tiny character-level language models, trained in NumPy, compressed, run on device.
 
-The runtime part of this package (models, backends) imports only numpy; training adds nothing
-heavier. `compact_lm.export` (ONNX) and `compact_lm.tools` (pruning, quantization) are separate.
+The runtime part of this package (models, backends, autocomplete) imports only numpy, and
+onnxruntime when given an .onnx file; training adds nothing heavier. `compact_lm.export` (ONNX
+builders, needs onnx) and `compact_lm.tools` (pruning, quantization, profiling) are separate.
 """
+from .autocomplete import Autocompleter, Suggestion
 from .backends import Backend, NumpyBackend
 from .config import ModelConfig, TrainConfig
 from .errors import CompactLMError
@@ -18,5 +20,5 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     return Trainer(config, out_dir, resume=resume, progress=progress).run()
 
 
-__all__ = ["Backend", "CompactLMError", "Metrics", "Model", "ModelConfig", "NumpyBackend", "TrainConfig",
+__all__ = ["Autocompleter", "Backend", "CompactLMError", "Suggestion", "Metrics", "Model", "ModelConfig", "NumpyBackend", "TrainConfig",
            "Vocab", "load", "train", "__version__"]

@@ -27,8 +27,8 @@ from .config import TrainConfig
 from .data import StreamBatcher, read_corpus, split_ids
 from .errors import CompactLMError, TrainingDiverged
 from .fileio import atomic_write, load_npz, save_npz
-from .model import Metrics, Model
-from .network import head_log_probs, init_params, loss_and_grads, param_shapes, run_hidden, zero_state
+from .model import Model
+from .network import head_log_probs, init_params, loss_and_grads, run_hidden, zero_state
 from .optim import SGD, AdamW, FlatParams, clip_global_norm, lr_at
 from .vocab import Vocab, normalize
 

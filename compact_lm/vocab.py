@@ -11,6 +11,7 @@ UNK_TOKEN = "<unk>"
 UNK_ID = 0
 # What `decode` writes for `<unk>`: U+FFFD, the Unicode replacement character.
 UNK_TEXT = "\ufffd"
+ENCODE_CHUNK = 1 << 20   # characters encoded at a time
 
 
 def normalize(text: str, *, nfc: bool = True, lowercase: bool = False) -> str:
@@ -72,17 +73,22 @@ class Vocab:
         return normalize(text, nfc=self.nfc, lowercase=self.lowercase)
 
     def encode(self, text: str, *, normalized: bool = False) -> np.ndarray:
-        """Token ids of `text` (normalized first unless `normalized`); unseen characters map to `<unk>`."""
+        """Token ids of `text` (normalized first unless `normalized`); unseen characters map to `<unk>`.
+
+        Works through the text in chunks, so the temporaries stay small next to the compact result.
+        """
         if not normalized:
             text = self.normalize(text)
-        points = _codepoints(text)
-        slot = np.searchsorted(self._sorted_points, points)
-        slot = np.minimum(slot, max(len(self._sorted_points) - 1, 0))
+        ids = np.zeros(len(text), dtype=self.id_dtype)
         if len(self._sorted_points) == 0:
-            return np.zeros(len(points), dtype=self.id_dtype)
-        found = self._sorted_points[slot] == points
-        ids = np.where(found, self._sorted_ids[slot], UNK_ID)
-        return ids.astype(self.id_dtype)
+            return ids
+        last = len(self._sorted_points) - 1
+        for start in range(0, len(text), ENCODE_CHUNK):
+            points = _codepoints(text[start:start + ENCODE_CHUNK])
+            slot = np.minimum(np.searchsorted(self._sorted_points, points), last)
+            found = self._sorted_points[slot] == points
+            ids[start:start + len(points)] = np.where(found, self._sorted_ids[slot], UNK_ID)
+        return ids
 
     def decode(self, ids) -> str:
         """Text of token ids; `<unk>` becomes U+FFFD."""

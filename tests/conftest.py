@@ -1,5 +1,4 @@
 """Shared fixtures: small corpora and a tiny trained model, all made on the fly."""
-import numpy as np
 import pytest
 
 from compact_lm.config import TrainConfig

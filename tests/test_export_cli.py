@@ -177,7 +177,6 @@ def test_export_never_overwrites_the_input_model(tmp_path, capsys):
 
 def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     """mkstemp makes 0600 files; a written model gets what open() would give it: 0666 & ~umask."""
-    import os
     import stat
     from compact_lm.fileio import _UMASK, atomic_write
     atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))

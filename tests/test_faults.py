@@ -1,5 +1,4 @@
 """Kill -9 at several moments, inside checkpoint writes too: files stay loadable, resume is bit-exact."""
-import os
 import subprocess
 import sys
 import time

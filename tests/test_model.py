@@ -1,6 +1,5 @@
 """Model files: exact round trip, safe loading, and scoring that agrees with the backends."""
 import json
-import zipfile
 
 import numpy as np
 import pytest

@@ -55,3 +55,12 @@ def test_any_string_encodes_and_known_text_round_trips(corpus, text):
     assert len(ids) == len(vocab.normalize(text))
     known = "".join(c for c in unicodedata.normalize("NFC", corpus))
     assert vocab.decode(vocab.encode(known, normalized=True)) == known
+
+
+def test_chunked_encoding_equals_one_pass(monkeypatch):
+    import compact_lm.vocab as vocab_module
+    vocab = Vocab.build("the quick brown fox")
+    text = "the lazy dog, the quick fox! " * 7
+    whole = vocab.encode(text)
+    monkeypatch.setattr(vocab_module, "ENCODE_CHUNK", 5)
+    assert np.array_equal(vocab.encode(text), whole)

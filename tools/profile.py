@@ -5,8 +5,9 @@ For each file:
   latency    warm wall time per call, runners taking turns in blocks (profile_timing.py):
              one `step` at batch 1 and at the beam width; `complete(prefix, k)` over prefixes of
              the text (half ending inside a word, half at a boundary; the prefix is run from
-             scratch, then the word search); one keystroke of a session (type a character, then
-             the top-k completions), typing the text;
+             scratch, then the word search; a step graph runs it one `session.run` per character,
+             since each file is profiled on its own); one keystroke of a session (type a
+             character, then the top-k completions), typing the text;
   start-up   in a fresh process per file (profile_probe.py): import, load, first suggestion, peak RSS;
   size       file bytes;
   quality    bits per character of the text, and keystroke savings / top-1 / top-k accuracy of
@@ -216,6 +217,50 @@ def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str
             "bpc": evaluate_ids(ngram, ids).bpc, "typing": report.to_json()}
 
 
+def open_variants(paths: list[str | os.PathLike], threads: int) -> list[Variant]:
+    """Open every file once (no duplicates), all with one vocabulary; labels are the file names."""
+    if not paths:
+        raise CompactLMError("give at least one model file")
+    resolved = [Path(p).resolve() for p in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise CompactLMError(f"{paths[index]} is given twice")
+    variants = [open_variant(p, threads=threads) for p in paths]
+    check_one_vocabulary(variants)
+    _labels(variants)
+    return variants
+
+
+def measure_latency(variants: list[Variant], completers: dict, ids: np.ndarray, text: str, prefixes: list[str],
+                    config: ProfileConfig, stage) -> dict[str, dict[str, LatencyStats]]:
+    """label -> kind -> warm latency, every kind measured with the variants taking turns."""
+    latency: dict[str, dict[str, LatencyStats]] = {v.label: {} for v in variants}
+
+    def record(kind: str, runners: dict, calls: int) -> None:
+        for name, stats in measure_in_turns(runners, calls, config.turns).items():
+            latency[name][kind] = stats
+
+    stage(f"step latency at batch 1 and {config.beam}")
+    for kind, batch in (("step_1", 1), ("step_beam", config.beam)):
+        record(kind, {v.label: step_runner(v.backend, ids, batch) for v in variants}, config.step_calls)
+    stage(f"word completion latency over {len(prefixes)} prefixes")
+    record("complete", {name: completion_runner(c, prefixes, config.k) for name, c in completers.items()},
+           config.completions)
+    stage(f"keystroke latency (type a character + top-{config.k} completions)")
+    record("keystroke", {name: keystroke_runner(c, text, config.k) for name, c in completers.items()},
+           config.keystrokes)
+    return latency
+
+
+def measure_startup(variants: list[Variant], prefix: str, config: ProfileConfig) -> dict[str, dict[str, float]]:
+    """label -> median start-up figures over `probe_rounds` fresh processes (the variants taking turns)."""
+    probes: dict[str, list[dict]] = {v.label: [] for v in variants}
+    for _ in range(config.probe_rounds):
+        for v in variants:
+            probes[v.label].append(run_probe(str(v.path), threads=config.threads, beam=config.beam, prefix=prefix))
+    return {label: _median_probe(results) for label, results in probes.items()}
+
+
 def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str = "",
                   config: ProfileConfig = ProfileConfig(), log=None) -> ProfileReport:
     """Measure every file on `text`, side by side; see the module docstring for what is measured."""
@@ -226,15 +271,7 @@ def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str
     def stage(message: str) -> None:
         log(f"[{time.perf_counter() - began:6.1f}s] profile: {message}")
 
-    if not paths:
-        raise CompactLMError("give at least one model file")
-    resolved = [Path(p).resolve() for p in paths]
-    for index, path in enumerate(resolved):
-        if path in resolved[:index]:
-            raise CompactLMError(f"{paths[index]} is given twice")
-    variants = [open_variant(p, threads=config.threads) for p in paths]
-    check_one_vocabulary(variants)
-    _labels(variants)
+    variants = open_variants(paths, config.threads)
     vocab = variants[0].vocab
     ids = vocab.encode(text)
     if len(ids) < 2:
@@ -249,37 +286,18 @@ def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str
     if not prefixes:
         raise CompactLMError(f"the text {text_source} has no word to complete (it needs word and boundary characters)")
     typed = text[:config.limit]
-    names = list(completers)
-    latency: dict[str, dict[str, LatencyStats]] = {name: {} for name in names}
     with threadpool_limits(limits=config.threads):
-        stage(f"{len(variants)} variant(s), {len(text):,} characters; step latency at batch 1 and {config.beam}")
-        for kind, batch in (("step_1", 1), ("step_beam", config.beam)):
-            runners = {v.label: step_runner(v.backend, ids, batch) for v in variants}
-            for name, stats in measure_in_turns(runners, config.step_calls, config.turns).items():
-                latency[name][kind] = stats
-        stage(f"word completion latency over {len(prefixes)} prefixes")
-        runners = {name: completion_runner(c, prefixes, config.k) for name, c in completers.items()}
-        for name, stats in measure_in_turns(runners, config.completions, config.turns).items():
-            latency[name]["complete"] = stats
-        stage("keystroke latency (type a character + top-{} completions)".format(config.k))
-        runners = {name: keystroke_runner(c, text, config.k) for name, c in completers.items()}
-        for name, stats in measure_in_turns(runners, config.keystrokes, config.turns).items():
-            latency[name]["keystroke"] = stats
-        stage(f"start-up in fresh processes ({config.probe_rounds} round(s))")
-        probes: dict[str, list[dict]] = {name: [] for name in names}
-        for _ in range(config.probe_rounds):   # in turns as well
-            for v in variants:
-                probes[v.label].append(run_probe(str(v.path), threads=config.threads, beam=config.beam,
-                                                 prefix=prefixes[0]))
+        stage(f"{len(variants)} file(s) on {len(text):,} characters")
+        latency = measure_latency(variants, completers, ids, text, prefixes, config, stage)
+        stage(f"start-up in fresh processes ({config.probe_rounds} per file)")
+        startup = measure_startup(variants, prefixes[0], config)
         stage(f"quality: bpc on {len(ids):,} characters, typing {len(typed):,}")
-        reports = []
-        for v in variants:
-            completer = completers[v.label]
-            reports.append(VariantReport(
-                label=v.label, path=str(v.path), runtime=v.runtime, precision=v.precision, graph=v.graph,
-                cell=v.cell, hidden_sizes=list(v.hidden_sizes), file_bytes=v.file_bytes,
-                latency_ms=latency[v.label], startup=_median_probe(probes[v.label]),
-                bpc=evaluate_ids(v.backend, ids).bpc, typing=simulate_typing(completer, typed, config.k).to_json()))
+        reports = [VariantReport(label=v.label, path=str(v.path), runtime=v.runtime, precision=v.precision,
+                                 graph=v.graph, cell=v.cell, hidden_sizes=list(v.hidden_sizes),
+                                 file_bytes=v.file_bytes, latency_ms=latency[v.label], startup=startup[v.label],
+                                 bpc=evaluate_ids(v.backend, ids).bpc,
+                                 typing=simulate_typing(completers[v.label], typed, config.k).to_json())
+                   for v in variants]
         baseline = None
         if config.baseline:
             stage("n-gram baseline")

@@ -91,7 +91,7 @@ def _add_demo(sub, positive_int, number) -> None:
                                     "verify, profile; every artifact and table in DIR")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=number, default=None,
-                   help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 6 minutes)")
+                   help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 5 minutes)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="BLAS threads for training (default 1: more threads slow down on a busy machine)")
     p.add_argument("--force", action="store_true", help="replace the demo already in DIR")

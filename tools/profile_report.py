@@ -134,7 +134,7 @@ def plot(report: ProfileReport) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = {"numpy": "tab:blue", "onnxruntime": "tab:orange"}
     markers = {"fp32": "o", "int8": "s"}
@@ -154,9 +154,9 @@ def plot(report: ProfileReport) -> bytes | None:
     for axes, label in ((left, f"bits per character ({report.text_chars:,} characters)"),
                         (right, f"keystroke latency p50, ms (step + top-{report.config.k})")):
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # 100, 200, 500, 1000 KiB
         axes.xaxis.set_major_formatter(ScalarFormatter())
-        axes.xaxis.set_minor_formatter(ScalarFormatter())
-        axes.tick_params(axis="x", which="minor", labelsize=7)
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("file size (KiB, log scale)")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3, which="both")
