@@ -1,0 +1,78 @@
+"""`compact-lm demo` end to end with tiny sizes, and its refusal to overwrite a folder."""
+import functools
+import json
+
+import pytest
+
+import compact_lm.tools.demo as demo
+from compact_lm.model import load
+from compact_lm.quantized import QuantizedModel
+from compact_lm.tools.profile import ProfileConfig
+
+from test_cli import assert_one_line_error, run
+
+TINY_DEMO = dict(steps=20, embed=8, hidden=16, batch=4, seq_len=16, eval_every=10, verify_chars=200, examples=2,
+                 profile=ProfileConfig(step_calls=40, completions=8, keystrokes=20, turns=2, limit=200, probe_rounds=1))
+
+
+@pytest.fixture
+def tiny_demo(monkeypatch):
+    """`compact-lm demo` with the sizes and budgets of TINY_DEMO (the command builds its config from DemoConfig)."""
+    monkeypatch.setattr(demo, "DemoConfig", functools.partial(demo.DemoConfig, **TINY_DEMO))
+
+
+def test_demo_end_to_end_then_refuse_then_force(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "demo", "--out", out, "--quiet")
+    assert code == 0, err
+    for stem in demo.MODELS:
+        for suffix in (".npz", ".onnx", "-seq.onnx"):
+            assert (out / f"{stem}{suffix}").stat().st_size > 0
+    assert isinstance(load(out / "pruned-int8.npz"), QuantizedModel)
+    assert load(out / "pruned.npz").config.hidden_sizes == (8,)
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["status"] == "done" and summary["train_steps"] == 20 and summary["finetune_steps"] == 4
+    assert [c["ok"] for c in summary["verify"]] == [True] * 4
+    assert all(c["max_abs_diff"] <= c["tolerance"] for c in summary["verify"])
+    rows = summary["results"]["rows"]
+    assert [r[0] for r in rows[:8]] == [f"{s}{x}" for x in (".npz", ".onnx") for s in demo.MODELS]
+    assert rows[8][0].startswith("baseline: 7-gram")
+    assert len(summary["examples"]) == 2 and set(summary["examples"][0]["suggestions"]) == {"model.onnx", "pruned-int8.onnx"}
+    assert len(json.loads((out / "profile.json").read_text())["variants"]) == 8
+    for name in ("demo.md", "profile.md", "verify.json", "train/model.npz", "train/history.json"):
+        assert (out / name).exists(), name
+    assert not list(out.glob("compact-lm-finetune-*"))   # the fine-tuning run's temporary folder is gone
+    assert "| variant |" in (out / "demo.md").read_text()
+    # printed: the verification and results tables and the examples; stage lines with elapsed time on stderr
+    assert "verification against NumPy" in stdout and "baseline: 7-gram" in stdout and "example completions" in stdout
+    for stage in ("train a GRU", "evaluate:", "prune to keep 0.5", "export ONNX", "verify each export", "profile the 8"):
+        assert stage in err
+    assert "s] demo: done" in err
+
+    marker = (out / "demo.json").read_text()
+    code, _, err = run(capsys, "demo", "--out", out, "--quiet")
+    assert_one_line_error(code, err, "already holds a demo", "--force")
+    assert (out / "demo.json").read_text() == marker
+
+    (out / "notes.txt").write_text("mine")   # --force replaces the demo's own files only
+    code, _, err = run(capsys, "demo", "--out", out, "--quiet", "--force")
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "demo.json").read_text())["status"] == "done"
+
+
+def test_demo_refuses_a_folder_with_other_files(tiny_demo, tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("precious")
+    for extra in ([], ["--force"]):
+        code, _, err = run(capsys, "demo", "--out", tmp_path, *extra)
+        assert_one_line_error(code, err, "not empty and holds no demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+def test_demo_refuses_bad_settings_before_touching_the_folder(tmp_path, capsys):
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "d", "--minutes", "0")
+    assert_one_line_error(code, err, "--minutes must be a positive number")
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "file")
+    assert_one_line_error(code, err, "is a file, not a folder")
