@@ -85,6 +85,7 @@ def main() -> None:
         torch = None
         torch_line = "torch not installed: compact-lm figures only (pip install '.[bench]')"
     print(blas_description())
+    print("both sides are measured with 1 thread (BLAS limited by threadpoolctl)")
     print(torch_line)
     print(f"config: E={EMBED} H={HIDDEN} L=1 B={BATCH} T={SEQ_LEN} dropout={DROPOUT}, tinyshakespeare, "
           f"{args.rounds} rounds x {args.steps} steps, median chars/s")

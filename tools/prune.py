@@ -12,6 +12,12 @@ Importance of a unit (higher = keep), chosen with `criterion`:
                is folded into their biases (see `compensate`), which the std (not the RMS) reflects.
 With calibration text, a removed unit's mean output mu_j is folded into the biases downstream:
 b += W_out[:, j] * mu_j, so a unit that mostly carried a constant costs nothing to remove.
+
+Measured on the tinyshakespeare GRU-256 (val bpc 2.075), keep 0.5, val bpc right after pruning:
+activation 3.66, magnitude 3.95 (without mean folding 4.58 and 4.47); at keep 0.75: 2.84 vs 2.98.
+After 758 fine-tuning steps the two criteria end level (2.233 vs 2.229), so `activation`, far better
+when there is no fine-tuning, is the default. Four rounds of pruning + fine-tuning with the same
+steps in all ended worse than one (2.378 vs 2.328).
 """
 from __future__ import annotations
 
