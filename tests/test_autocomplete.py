@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
 from compact_lm.backends import NumpyBackend
-from compact_lm.cli import main
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
+from cli_helpers import assert_one_line_error, run as run_cli
 
 TINY_TEXT = "ab ba.\n"          # vocabulary: <unk> \n space . a b  (word characters: a, b)
 
@@ -417,20 +417,6 @@ def test_importing_autocomplete_pulls_in_nothing_heavy(onnx_paths):
 
 
 # ---------------------------------------------------------------------------- command line
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_complete_command_prints_suggestions(tiny_model_path, onnx_paths, capsys):

@@ -6,29 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from compact_lm.cli import main
 from compact_lm.model import load
+from cli_helpers import assert_one_line_error, run
 
 TINY_ARGS = ["--embed", "8", "--hidden", "16", "--batch", "4", "--seq-len", "16", "--eval-every", "10", "--quiet"]
-
-
-def run(capsys, *argv):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_train_eval_sample_info(tmp_path, small_corpus, capsys):

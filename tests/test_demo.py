@@ -9,7 +9,7 @@ from compact_lm.model import load
 from compact_lm.quantized import QuantizedModel
 from compact_lm.tools.profile import ProfileConfig
 
-from test_cli import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, run
 
 TINY_DEMO = dict(steps=20, embed=8, hidden=16, batch=4, seq_len=16, eval_every=10, verify_chars=200, examples=2,
                  profile=ProfileConfig(step_calls=40, completions=8, keystrokes=20, turns=2, limit=200, probe_rounds=1))

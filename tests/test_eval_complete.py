@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from compact_lm.autocomplete import Autocompleter, default_is_boundary
-from compact_lm.cli import main
 from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, word_spans
 from compact_lm.config import ModelConfig
 from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
+from cli_helpers import run
 
 
 class OracleBackend:
@@ -55,15 +55,6 @@ def test_a_model_that_knows_the_text_types_each_word_with_one_keystroke():
     assert report.top1_accuracy == {"1": 1.0, "2": 1.0, "3": None}   # only "the", "cat", "sat" are > 1, 2 long
     assert report.topk_accuracy == {"1": 1.0, "2": 1.0, "3": None}
     assert set(report.latency_ms) == {"p50", "p90", "p99", "mean"}
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def check_report(report):

@@ -10,25 +10,7 @@ from compact_lm.config import ModelConfig
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
-
-
-def run(capsys, *argv):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from cli_helpers import assert_one_line_error, run
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +145,7 @@ def test_export_never_overwrites_the_input_model(tmp_path, capsys):
     from compact_lm.model import Model
     from compact_lm.network import init_params
     from compact_lm.vocab import Vocab
-    from test_cli import assert_one_line_error, run
+    from cli_helpers import assert_one_line_error, run
     vocab = Vocab.build("abc de")
     config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(6,))
     path = tmp_path / "m.npz"

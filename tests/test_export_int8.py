@@ -31,6 +31,7 @@ from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
+from cli_helpers import assert_one_line_error, run
 
 TOL = 1e-5     # float rounding of log-softmax and of the cells' tanh / sigmoid (observed <= 2e-6)
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
@@ -285,22 +286,6 @@ def test_native_rnn_export_of_a_quantized_model_is_refused(alice_text):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def run(capsys, *argv):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

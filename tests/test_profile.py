@@ -17,7 +17,7 @@ from compact_lm.tools.profile_timing import completion_prefixes, latency_stats, 
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 
-from test_cli import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, run
 
 TINY = ProfileConfig(step_calls=40, completions=8, keystrokes=20, turns=2, limit=300, probe_rounds=1)
 TINY_ARGS = ["--step-calls", "40", "--completions", "8", "--keystrokes", "20", "--limit", "300", "--rounds", "1"]

@@ -6,7 +6,7 @@ import pytest
 from compact_lm.model import load
 from compact_lm.quantized import QuantizedModel
 
-from test_cli import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, run
 
 
 @pytest.fixture
