@@ -73,13 +73,8 @@ class Model:
 
     def metadata(self) -> dict:
         """The JSON document stored beside the arrays."""
-        meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, "dtype": str(self.params["head.weight"].dtype),
-                "quantized": False}
-        meta.update(self.config.to_json())
-        meta.update(self.vocab.to_json())
-        meta.update({k: v for k, v in self.info.items() if k not in meta})
-        meta.setdefault("steps", 0)
-        return meta
+        return model_metadata(self.config, self.vocab, self.info, dtype=str(self.params["head.weight"].dtype),
+                              quantized=False)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically."""
@@ -106,6 +101,16 @@ class Model:
     def evaluate(self, text: str) -> Metrics:
         """Nats, bpc and perplexity of `text` (normalized like the training text)."""
         return self.evaluate_ids(self.vocab.encode(text))
+
+
+def model_metadata(config: ModelConfig, vocab: Vocab, info: dict, **fields) -> dict:
+    """A model file's metadata: format, `fields` (dtype, quantized, ...), sizes, vocabulary, then `info`."""
+    meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, **fields}
+    meta.update(config.to_json())
+    meta.update(vocab.to_json())
+    meta.update({k: v for k, v in info.items() if k not in meta})
+    meta.setdefault("steps", 0)
+    return meta
 
 
 def evaluate_ids(backend, ids: np.ndarray) -> Metrics:

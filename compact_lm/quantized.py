@@ -20,7 +20,7 @@ from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import save_npz
 from .int8 import ACT_SCALE, ACT_ZERO_POINT, TABLE_BITS, Int8Products, dequantize_rows
-from .model import FORMAT_VERSION, MODEL_KIND, Metrics, evaluate_ids
+from .model import Metrics, evaluate_ids, model_metadata
 from .vocab import Vocab
 
 QUANTIZED_MATRICES_DOC = "symmetric int8 per output row"
@@ -81,15 +81,10 @@ class QuantizedModel:
 
     def metadata(self) -> dict:
         """The JSON document stored beside the arrays."""
-        meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, "dtype": "int8", "quantized": True,
-                "int8": {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
-                         "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
-                         "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated"}}
-        meta.update(self.config.to_json())
-        meta.update(self.vocab.to_json())
-        meta.update({k: v for k, v in self.info.items() if k not in meta})
-        meta.setdefault("steps", 0)
-        return meta
+        scheme = {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
+                  "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
+                  "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated"}
+        return model_metadata(self.config, self.vocab, self.info, dtype="int8", quantized=True, int8=scheme)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically."""
