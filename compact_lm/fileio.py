@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, BinaryIO
 
@@ -13,6 +14,12 @@ import numpy as np
 from .errors import CompactLMError
 
 METADATA_KEY = "metadata"
+# Refuse before reading any data: a model or training state is a few MB; 2 GiB of arrays is never ours,
+# and a header that declares more than that (a "1 TB array") must not make np.load try to allocate it.
+MAX_TOTAL_BYTES = 2 * 1024 ** 3
+# The only array dtypes save_npz ever writes (float32/float64 weights and optimizer state, int8 weights);
+# the metadata entry alone is a 0-d unicode string. Anything else (object, void, strings elsewhere) is refused.
+ARRAY_DTYPES = frozenset({np.dtype("<f4"), np.dtype("<f8"), np.dtype("|i1")})
 # mkstemp creates files 0600; a written model should get the mode open() would give it (0666 & ~umask)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -60,6 +67,64 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: d
     atomic_write(path, lambda handle: np.savez(handle, **payload))
 
 
+def _member_error(path: Path, what: str, member: str, reason: str) -> CompactLMError:
+    return CompactLMError(f"{path} is not a valid {what} file: entry {member!r} {reason}")
+
+
+def check_npz_headers(path: Path, what: str = "model") -> None:
+    """Check every member's .npy header (dtype, shape, declared size) without reading any array data.
+
+    np.load trusts a header's shape and allocates it before reading; a crafted header could ask for
+    terabytes. Each member must be a `.npy` whose declared size fits the zip member exactly, with a
+    dtype compact-lm writes, and all members together must stay under MAX_TOTAL_BYTES. Raises
+    CompactLMError (one line, naming the file); zip-level damage propagates as zipfile/OSError.
+    """
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise _member_error(path, what, name, "is not an .npy array")
+            # the uncompressed size comes from the central directory; reading checks it (and the CRC)
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                raise CompactLMError(f"{path} is not a valid {what} file: its arrays exceed "
+                                     f"{MAX_TOTAL_BYTES // 1024 ** 3} GiB uncompressed")
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version in ((2, 0), (3, 0)):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                except (ValueError, SyntaxError, TypeError, EOFError) as error:
+                    reason = " ".join(str(error).split())[:120]
+                    raise _member_error(path, what, name, f"has a damaged .npy header: {reason}") from None
+                header_size = member.tell()
+            key = name[:-len(".npy")]
+            if dtype.hasobject:
+                raise CompactLMError(f"{path} contains object arrays, which compact-lm never loads")
+            if key == METADATA_KEY:
+                if dtype.kind != "U" or shape != ():
+                    raise CompactLMError(f"{path} has a malformed metadata entry")
+            elif dtype not in ARRAY_DTYPES:
+                raise _member_error(path, what, name, f"has dtype {dtype}, expected float32, float64 or int8")
+            if not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise _member_error(path, what, name, f"has an invalid shape {shape}")
+            # Python ints: a product of huge dimensions cannot overflow here as it would in int64
+            declared = dtype.itemsize
+            for n in shape:
+                declared *= n
+            if declared > MAX_TOTAL_BYTES:
+                raise _member_error(path, what, name, f"declares {declared} bytes of data "
+                                    f"(shape {shape}), more than {MAX_TOTAL_BYTES // 1024 ** 3} GiB")
+            if header_size + declared != info.file_size:
+                raise _member_error(path, what, name, f"declares shape {shape} of {dtype} ({declared} bytes) "
+                                    f"but holds {info.file_size - header_size} bytes of data")
+
+
 def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np.ndarray], dict]:
     """Load a `.npz` written by `save_npz`: arrays and metadata, with a one-line error for any defect."""
     path = Path(path)
@@ -75,6 +140,7 @@ def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np
     if magic != b"PK\x03\x04":
         raise CompactLMError(f"{path} is not a valid {what} file (truncated or not an .npz)")
     try:
+        check_npz_headers(path, what)
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
             if METADATA_KEY not in names:
@@ -87,9 +153,15 @@ def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np
     except ValueError as error:
         if "pickle" in str(error).lower() or "object" in str(error).lower():
             raise CompactLMError(f"{path} contains object arrays, which compact-lm never loads") from None
-        raise CompactLMError(f"{path} is not a valid {what} file: {error}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
-        raise CompactLMError(f"{path} is not a valid {what} file (truncated or not an .npz): {error}") from None
+        reason = " ".join(str(error).split())[:200]
+        raise CompactLMError(f"{path} is not a valid {what} file: {reason}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CompactLMError(f"{path} is not a valid {what} file (truncated or not an .npz): {reason}") from None
+    except (NotImplementedError, RuntimeError) as error:
+        # zipfile: a damaged header can claim an unknown compression method or encryption
+        reason = " ".join(str(error).split())[:200]
+        raise CompactLMError(f"{path} is not a valid {what} file (damaged zip entry): {reason}") from None
     raw = arrays.pop(METADATA_KEY)
     if raw.dtype.kind != "U" or raw.shape != ():
         raise CompactLMError(f"{path} has a malformed metadata entry")

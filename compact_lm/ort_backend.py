@@ -45,6 +45,158 @@ def decode_metadata(props: dict[str, str]) -> dict:
     return meta
 
 
+# --- A minimal protobuf walk of ModelProto, so OrtBackend can refuse unsafe files without importing onnx.
+# onnxruntime resolves external-data references (paths relative to the model, e.g. "../../etc/passwd")
+# and runs custom-domain operators from registered libraries while it builds the session, and exposes
+# neither through its Python API beforehand; so the file is checked here, before onnxruntime sees it.
+# Field numbers are those of onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto,
+# SparseTensorProto, FunctionProto); any other field is skipped by wire type without being decoded.
+DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+_MAX_NESTING = 64          # subgraphs within subgraphs (Scan bodies); deeper is refused, never a RecursionError
+_EXTERNAL = 1              # TensorProto.DataLocation.EXTERNAL
+_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15
+_NODE_ATTRIBUTE, _NODE_DOMAIN, _NODE_OP_TYPE = 5, 7, 4
+_ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
+_FUNCTION_NODE = 7
+
+
+class _Malformed(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    """Decode a base-128 varint at data[pos]; (value, next position)."""
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise _Malformed("varint runs past the end")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 70:
+            raise _Malformed("varint longer than 10 bytes")
+
+
+def _fields(data: memoryview):
+    """Yield (field number, wire type, value) of one message: int for varints, memoryview for
+    length-delimited fields, None for fixed32/fixed64 (skipped). Raises _Malformed on bad framing."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, wire, value
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if size > end - pos:
+                raise _Malformed("length-delimited field runs past the end")
+            yield number, wire, data[pos:pos + size]
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise _Malformed("fixed-size field runs past the end")
+            yield number, wire, None
+        else:   # 3/4 are deprecated groups, never used by ONNX; 6/7 do not exist
+            raise _Malformed(f"unsupported wire type {wire}")
+
+
+def _sub(fields, wanted: int):
+    """The length-delimited values of field `wanted` among already-decoded fields."""
+    return [value for number, wire, value in fields if number == wanted and wire == 2]
+
+
+def _check_tensor(data: memoryview) -> str | None:
+    fields = list(_fields(data))
+    if any(n == _TENSOR_EXTERNAL_DATA and w == 2 for n, w, _ in fields):
+        return "a tensor with external data"
+    if any(n == _TENSOR_DATA_LOCATION and w == 0 and v == _EXTERNAL for n, w, v in fields):
+        return "a tensor with data_location EXTERNAL"
+    return None
+
+
+def _check_sparse(data: memoryview) -> str | None:
+    fields = list(_fields(data))
+    for tensor in _sub(fields, _SPARSE_VALUES) + _sub(fields, _SPARSE_INDICES):
+        found = _check_tensor(tensor)
+        if found:
+            return found
+    return None
+
+
+def _check_node(data: memoryview, depth: int) -> str | None:
+    fields = list(_fields(data))
+    for domain in _sub(fields, _NODE_DOMAIN):
+        name = bytes(domain).decode("utf-8", "replace")
+        if name not in DEFAULT_DOMAINS:
+            op = next((bytes(v).decode("utf-8", "replace") for v in _sub(fields, _NODE_OP_TYPE)), "?")
+            return f"operator {op!r} from the custom domain {name!r}"
+    for attribute in _sub(fields, _NODE_ATTRIBUTE):
+        attr = list(_fields(attribute))
+        for tensor in _sub(attr, _ATTR_T) + _sub(attr, _ATTR_TENSORS):
+            found = _check_tensor(tensor)
+            if found:
+                return found
+        for sparse in _sub(attr, _ATTR_SPARSE) + _sub(attr, _ATTR_SPARSES):
+            found = _check_sparse(sparse)
+            if found:
+                return found
+        for graph in _sub(attr, _ATTR_G) + _sub(attr, _ATTR_GRAPHS):
+            found = _check_graph(graph, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def _check_graph(data: memoryview, depth: int) -> str | None:
+    if depth > _MAX_NESTING:
+        raise _Malformed(f"subgraphs nested more than {_MAX_NESTING} deep")
+    fields = list(_fields(data))
+    for tensor in _sub(fields, _GRAPH_INITIALIZER):
+        found = _check_tensor(tensor)
+        if found:
+            return found
+    for sparse in _sub(fields, _GRAPH_SPARSE_INITIALIZER):
+        found = _check_sparse(sparse)
+        if found:
+            return found
+    for node in _sub(fields, _GRAPH_NODE):
+        found = _check_node(node, depth)
+        if found:
+            return found
+    return None
+
+
+def unsafe_onnx_feature(data: bytes) -> str | None:
+    """What in a serialized ModelProto compact-lm refuses to run, or None.
+
+    Refused: tensors (initializers, Constant values, in subgraphs and local functions too) whose data
+    lives in external files, and nodes in a domain other than the default ONNX one (custom operators).
+    Raises ValueError if the bytes are not a well-formed protobuf message.
+    """
+    view = memoryview(data)
+    fields = list(_fields(view))
+    for graph in _sub(fields, _MODEL_GRAPH):
+        found = _check_graph(graph, 0)
+        if found:
+            return found
+    for function in _sub(fields, _MODEL_FUNCTIONS):
+        for node in _sub(list(_fields(function)), _FUNCTION_NODE):
+            found = _check_node(node, 0)
+            if found:
+                return found
+    return None
+
+
 def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptions:
     """CPU session options: `threads` intra-op threads, sequential execution, all graph optimizations or none."""
     options = ort.SessionOptions()
@@ -65,11 +217,28 @@ def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = 
     if path.is_dir():
         raise CompactLMError(f"ONNX file {path} is a folder, not a file")
     try:
-        session = ort.InferenceSession(str(path), session_options(threads, optimize), providers=["CPUExecutionProvider"])
+        data = path.read_bytes()
+    except OSError as error:
+        raise CompactLMError(f"cannot read ONNX file {path}: {error.strerror or error}") from None
+    try:
+        unsafe = unsafe_onnx_feature(data)
+    except ValueError as error:
+        raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {error}") from None
+    if unsafe:
+        raise CompactLMError(f"{path} is refused: it uses {unsafe}, which compact-lm never loads")
+    try:
+        # from the bytes already checked, so the file cannot be swapped between the check and the load
+        # enable_fallback=0: on failure onnxruntime would otherwise print a 4-line "EP Error" banner to
+        # stdout and build the session a second time; the error reaches the user once, below, instead
+        session = ort.InferenceSession(data, session_options(threads, optimize), providers=["CPUExecutionProvider"],
+                                       enable_fallback=0)
     except Exception as error:   # onnxruntime raises its own exception types for bad protobuf, graph, file
         reason = " ".join(str(error).split())[:200]
         raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {reason}") from None
-    props = session.get_modelmeta().custom_metadata_map
+    try:
+        props = session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError:   # protobuf does not check UTF-8 in proto2 strings; pybind11 does, here
+        raise CompactLMError(f"{path} has damaged metadata (not valid UTF-8)") from None
     if props.get("kind") != ONNX_KIND:
         raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)")
     try:
@@ -124,6 +293,9 @@ class OrtBackend:
             self._layer_slices.append(slice(start, start + len(layer)))
             start += len(layer)
         self._feed: dict[str, np.ndarray] = {}   # reused by every step call
+        _probe(session, self, meta["graph"], self.path)
+        if sequence_path is not None:
+            _probe(self._sequence, self, "sequence", Path(sequence_path))
 
     @property
     def has_sequence_graph(self) -> bool:
@@ -165,10 +337,50 @@ class OrtBackend:
         return log_probs, state
 
 
+def _probe(session: ort.InferenceSession, backend: OrtBackend, graph: str, path: Path) -> None:
+    """Run the graph for two steps on every token from the zero state (batch = vocabulary size): the
+    outputs must have the shapes the metadata describes and be finite.
+
+    A graph can be well-formed yet not the one its metadata describes (a damaged attribute, e.g. a
+    Gather axis, changes output shapes) or hold damaged weights (NaN/inf); ONNX files carry no checksum.
+    Two steps from every token reach every table row and, through a non-zero state, the recurrent
+    weights, so such a file is refused here instead of failing or returning NaN later. Costs one or two
+    session runs at load. `path` names the file in the error.
+    """
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4   # a failing probe is reported once as CompactLMError, not also logged
+    vocab = backend.vocab_size
+    tokens = np.arange(vocab, dtype=np.int64)
+    steps = 1 if graph == "step" else 2
+    if graph == "sequence":
+        tokens = np.stack([tokens, np.roll(tokens, 1)], axis=1)   # [V, 2]: two steps in one run
+    want_log_probs = (vocab, vocab) if graph == "step" else (vocab, 2, vocab)
+    want_states = [(vocab, hidden) for names, hidden in zip(backend._state_inputs, backend.config.hidden_sizes)
+                   for _ in names]
+    state = backend.initial_state(vocab)
+    for _ in range(2 if steps == 1 else 1):
+        feed = {TOKENS: tokens, **dict(zip(backend._state_names, chain.from_iterable(state)))}
+        try:
+            outputs = session.run(backend._outputs, feed, quiet)
+        except Exception as error:   # onnxruntime's own exception types (shape or type errors in the graph)
+            reason = " ".join(str(error).split())[:200]
+            raise CompactLMError(f"{path}: the graph fails to run (damaged?): {reason}") from None
+        shapes = [tuple(np.shape(o)) for o in outputs]
+        if shapes != [want_log_probs, *want_states]:
+            raise CompactLMError(f"{path}: the graph's outputs have shapes {shapes}, its metadata "
+                                 f"describes {[want_log_probs, *want_states]} (damaged graph?)")
+        if not all(np.isfinite(o).all() for o in outputs):
+            raise CompactLMError(f"{path}: the graph produces NaN or infinite values (damaged weights?)")
+        state = backend._regroup(outputs)
+
+
 def _check_io(session: ort.InferenceSession, backend: OrtBackend) -> None:
     """The session's inputs and outputs are the ones the metadata describes (names, state widths, vocab)."""
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    outputs = {o.name: o.shape for o in session.get_outputs()}
+    try:
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        outputs = {o.name: o.shape for o in session.get_outputs()}
+    except UnicodeDecodeError:
+        raise CompactLMError(f"{backend.path}: graph input/output names are not valid UTF-8 (damaged?)") from None
     expected_in = {TOKENS, *backend._state_names}
     if set(inputs) != expected_in or set(outputs) != set(backend._outputs):
         raise CompactLMError(f"{backend.path}: graph inputs/outputs do not match its compact-lm metadata")

@@ -418,7 +418,8 @@ def _progress_bar(total: int | None, initial: int, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (a log file would get one line per update)
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
