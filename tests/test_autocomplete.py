@@ -301,7 +301,8 @@ def _typing_transcript(completer, text):
 @pytest.mark.parametrize("kind", ["numpy", "onnxruntime"])
 def test_eight_threads_see_what_they_would_see_alone(tiny_model_path, onnx_paths, alice_text, kind):
     completer = Autocompleter(tiny_model_path if kind == "numpy" else onnx_paths[0])
-    texts = [alice_text[1000 + 97 * i: 1000 + 97 * i + 80] for i in range(8)]
+    # 334 keystrokes, each followed by suggestions and next characters: over 1,000 operations per thread
+    texts = [alice_text[1000 + 397 * i: 1000 + 397 * i + 334] for i in range(8)]
     alone = [_typing_transcript(completer, text) for text in texts]
     together = [None] * 8
     barrier = threading.Barrier(8)
@@ -371,7 +372,7 @@ def hypothesis_completer():
     return Autocompleter(tiny_model("lstm", seed=1), max_chars=6)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops)
 def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, ops):
     completer = hypothesis_completer
@@ -396,7 +397,7 @@ def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, o
         check_valid(session.next_chars(3), completer.vocab, 3, boundary_end=False)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prefix=st.text(alphabet=chars, max_size=30))
 def test_any_prefix_gives_valid_suggestions(hypothesis_completer, prefix):
     check_valid(hypothesis_completer.complete(prefix, 4), hypothesis_completer.vocab, 4)

@@ -8,7 +8,8 @@ import numpy as np
 from compact_lm.fileio import load_npz
 from compact_lm.model import load
 
-KILLS = 6
+KILLS_AT_WRITES = 6      # each while a checkpoint write is open
+KILLS_AT_RANDOM = 3      # each at a random moment (start-up, training, evaluation or a write)
 # The child trains through the real CLI, with os.replace slowed by 30 ms: every atomic write then has a
 # wide window between "temporary file complete" and "renamed into place", where a kill must lose nothing.
 DRIVER = ("import os, sys, time; rename = os.replace; "
@@ -47,15 +48,22 @@ def test_kill_9_anywhere_then_resume_ends_bit_identical(tmp_path, small_corpus):
     subprocess.run(_train_command(small_corpus, straight), check=True, timeout=300, capture_output=True)
     killed = tmp_path / "killed"
     rng = np.random.default_rng(0)
-    for kill in range(KILLS):
+    for kill in range(KILLS_AT_RANDOM + KILLS_AT_WRITES):
         process = subprocess.Popen(_train_command(small_corpus, killed, (killed / "state.npz").exists()),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert _kill_at_write(killed, process, writes=int(rng.integers(1, 6))), f"kill {kill} found no write"
+        if kill < KILLS_AT_RANDOM:
+            # early in the run (a resumed run still has most of its 40 steps, over a second, ahead)
+            time.sleep(rng.uniform(0.3, 1.5))
+            assert process.poll() is None, "the run finished before its random kill"
+            process.kill()
+            process.wait()
+        else:
+            assert _kill_at_write(killed, process, writes=int(rng.integers(1, 6))), f"kill {kill} found no write"
+            assert _temporaries(killed)               # the kill did land inside a write
         # whatever was interrupted, every file present loads (never half-written)
         for name, what in (("model.npz", "model"), ("state.npz", "state")):
             if (killed / name).exists():
                 load_npz(killed / name, what)
-        assert _temporaries(killed)                   # the kill did land inside a write
     done = subprocess.run(_train_command(small_corpus, killed, resume=True), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert _temporaries(killed) == set()              # the resumed run cleared what the kills left

@@ -47,7 +47,7 @@ def test_metadata_round_trip():
     assert again == vocab and again.tokens[0] == "<unk>"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(corpus=st.text(min_size=1), text=st.text())
 def test_any_string_encodes_and_known_text_round_trips(corpus, text):
     vocab = Vocab.build(corpus)
