@@ -58,6 +58,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise
 
 
+def png_bytes(figure) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi, tight); the figure is closed."""
+    import io
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict) -> None:
     """Save named arrays plus a JSON metadata document (a 0-d string array) atomically."""
     if METADATA_KEY in arrays:

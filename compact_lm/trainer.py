@@ -26,7 +26,7 @@ import numpy as np
 from .config import TrainConfig
 from .data import StreamBatcher, read_corpus, split_ids
 from .errors import CompactLMError, TrainingDiverged
-from .fileio import atomic_write, load_npz, save_npz
+from .fileio import atomic_write, load_npz, png_bytes, save_npz
 from .model import Model
 from .network import head_log_probs, init_params, loss_and_grads, run_hidden, zero_state
 from .optim import SGD, AdamW, FlatParams, clip_global_norm, lr_at
@@ -441,7 +441,5 @@ def _plot_history(history: list[dict], path: Path) -> None:
     axes.set_ylabel("bits per character")
     axes.legend()
     axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    image = png_bytes(figure)
+    atomic_write(path, lambda f: f.write(image))

@@ -1,13 +1,12 @@
 """The tables of a profile run (plain text and markdown from the same rows), its JSON and its plot."""
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from compact_lm.complete_eval import ACCURACY_AFTER
-from compact_lm.fileio import atomic_write
+from compact_lm.fileio import atomic_write, png_bytes
 
 from .profile import ProfileReport
 
@@ -169,10 +168,7 @@ def plot(report: ProfileReport) -> bytes | None:
     left.set_title("quality vs size (label: keystroke latency p50)", fontsize=9)
     right.set_title("latency vs size", fontsize=9)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_outputs(report: ProfileReport, out_dir: str | Path, stem: str = "profile") -> list[Path]:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from compact_lm.fileio import atomic_write
+from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.model import Model, load
 from compact_lm.trainer import prepare_corpus
 
@@ -86,7 +86,6 @@ def write_report(rows: list[dict], out: Path, model_path: str, base_bpc: float) 
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    import io
     figure, axes = plt.subplots(figsize=(6, 4))
     for precision, marker in (("fp32", "o"), ("int8", "s")):
         chosen = [r for r in rows if r["precision"] == precision]
@@ -99,7 +98,5 @@ def write_report(rows: list[dict], out: Path, model_path: str, base_bpc: float) 
     axes.set_ylabel("validation bits per character")
     axes.legend()
     axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write(out / "sweep.png", lambda f: f.write(buffer.getvalue()))
+    image = png_bytes(figure)
+    atomic_write(out / "sweep.png", lambda f: f.write(image))
