@@ -74,13 +74,16 @@ def _check_text(name: str, text) -> str:
     return text
 
 
-def open_backend(model, *, threads: int = 1):
-    """A Backend for `model`: an .onnx path (onnxruntime), another path (.npz, NumPy), a loaded model, or a Backend."""
+def open_backend(model, *, threads: int = 1, sequence: str | os.PathLike | None = None):
+    """A Backend for `model`: an .onnx path (onnxruntime; `sequence`, the same model's sequence graph, makes
+    a pasted text one call), another path (.npz, NumPy), a loaded model, or a Backend."""
+    if sequence is not None and not (isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ".onnx"):
+        raise CompactLMError("a sequence graph goes with an .onnx step graph")
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.suffix.lower() == ".onnx":
             from .ort_backend import OrtBackend
-            return OrtBackend(path, threads=threads)
+            return OrtBackend(path, threads=threads, sequence_path=sequence)
         from .model import load
         model = load(path)
     if all(callable(getattr(model, name, None)) for name in ("initial_state", "step", "run")):
@@ -99,8 +102,9 @@ class Autocompleter:
     """
 
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
-                 context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1):
-        self.backend = open_backend(model, threads=threads)
+                 context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
+                 sequence: str | os.PathLike | None = None):
+        self.backend = open_backend(model, threads=threads, sequence=sequence)
         self.vocab = vocab if vocab is not None else getattr(self.backend, "vocab", None)
         if not isinstance(self.vocab, Vocab):
             raise CompactLMError("the backend has no .vocab: pass vocab=")

@@ -347,7 +347,8 @@ def _cmd_verify(args) -> int:
 # ------------------------------------------------------------- complete, repl, eval-complete
 def _completer(args):
     from .autocomplete import Autocompleter
-    return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads)
+    return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads,
+                         sequence=getattr(args, "sequence", None))
 
 
 def _cmd_complete(args) -> int:
@@ -400,10 +401,12 @@ def _add_completion_commands(sub) -> None:
     _add_completion_options(p)
     p.add_argument("prefix", metavar="PREFIX", help="the text typed so far")
     p.add_argument("--next", action="store_true", help="also print the most likely next characters")
+    p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: the prefix in one call")
     p.set_defaults(run=_cmd_complete)
 
     p = sub.add_parser("repl", help="type and see completions update per keystroke (per line without a terminal)")
     _add_completion_options(p)
+    p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: pasted text in one call")
     p.set_defaults(run=_cmd_repl)
 
     p = sub.add_parser("eval-complete", help="keystroke savings and accuracy of word completion, vs an n-gram baseline")

@@ -513,3 +513,16 @@ def test_keys_after_an_escape_sequence_in_the_same_read_are_kept():
     assert without_escape_sequences("ab\x1b[Acd") == "abcd"
     assert without_escape_sequences("\x1b[1;5C\x04") == "\x04"
     assert without_escape_sequences("x\x1bOPy\x1bz") == "xy"
+
+
+def test_a_sequence_graph_given_by_path_takes_a_paste_in_one_call(onnx_paths, alice_text, capsys):
+    from cli_helpers import run
+    step_path, sequence_path = onnx_paths[0], onnx_paths[1]
+    with_sequence = Autocompleter(step_path, sequence=sequence_path)
+    assert with_sequence.backend.has_sequence_graph
+    text = alice_text[2000:2300]
+    assert_same_suggestions(with_sequence.complete(text, 3), Autocompleter(step_path).complete(text, 3))
+    code, out, err = run(capsys, "complete", step_path, "Alice was beg", "--sequence", sequence_path)
+    assert code == 0 and out.strip(), err
+    with pytest.raises(CompactLMError, match="sequence graph goes with an .onnx step graph"):
+        Autocompleter(tiny_model(), sequence=sequence_path)
