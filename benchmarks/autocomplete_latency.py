@@ -36,6 +36,7 @@ from compact_lm.errors import CompactLMError
 from compact_lm.export import export_model
 from compact_lm.model import Model, load
 from compact_lm.ort_backend import OrtBackend, session_options
+from compact_lm.tools.profile_timing import keystroke_runner
 from compact_lm.trainer import Trainer, prepare_corpus
 
 BARS = {"A: step + 3 completions": (0.5, 2.0), "B: step + 3 next chars": (0.1, None)}   # p50, p99 in ms
@@ -48,29 +49,6 @@ def train_model(folder: Path, steps: int) -> Model:
                          steps=steps, eval_every=steps)
     print(f"training {steps} steps of a GRU E=64 H=256 on tinyshakespeare ...", file=sys.stderr)
     return Trainer(config, folder / "run", progress=False).run().model
-
-
-def keystroke_runner(completer: Autocompleter, text: str, bar: str):
-    """A callable typing the next `count` characters of `text`, returning each keystroke's seconds."""
-    session = completer.session()
-    position = 0
-    clock = time.perf_counter
-    after = session.suggestions if bar.startswith("A") else session.next_chars
-
-    def run(count: int) -> list[float]:
-        nonlocal session, position
-        times = []
-        for _ in range(count):
-            if position == len(text):
-                session, position = completer.session(), 0
-            char = text[position]
-            position += 1
-            began = clock()
-            session.type(char)
-            after(3)
-            times.append(clock() - began)
-        return times
-    return run
 
 
 def naive_runner(path: Path, completer: Autocompleter, text: str):
@@ -204,7 +182,7 @@ def run(args, folder: Path) -> None:
     print(blas_description())
     completers = {"onnxruntime fp32": Autocompleter(OrtBackend(step_path, sequence_path=sequence_path)),
                   "numpy fp32": Autocompleter(NumpyBackend(model))}
-    runners = {f"{bar} | {name}": keystroke_runner(completer, text, bar)
+    runners = {f"{bar} | {name}": keystroke_runner(completer, text, 3, "suggestions" if bar.startswith("A") else "next_chars")
                for bar in BARS for name, completer in completers.items()}
     torch_path = folder / "torch.onnx"
     from export_latency import torch_export

@@ -19,6 +19,7 @@ from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.vocab import Vocab
+from export_helpers import max_state_diff
 
 TOL = 1e-5
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
@@ -47,10 +48,6 @@ def stepwise(backend, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         log_probs, state = backend.step(np.ascontiguousarray(ids[:, t]), state)
         out.append(log_probs)
     return np.stack(out, axis=1), state
-
-
-def max_state_diff(a: list, b: list) -> float:
-    return max(float(np.abs(x - y).max()) for la, lb in zip(a, b) for x, y in zip(la, lb))
 
 
 @pytest.fixture(scope="module", params=[(c, s) for c in CELLS for s in SIZES.values()], ids=lambda p: f"{p[0]}-{len(p[1])}layer")

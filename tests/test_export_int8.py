@@ -32,6 +32,7 @@ from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
+from export_helpers import max_state_diff
 
 TOL = 1e-5     # float rounding of log-softmax and of the cells' tanh / sigmoid (observed <= 2e-6)
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
@@ -51,10 +52,6 @@ def random_state(backend, batch: int, seed: int = 1) -> list:
     rng = np.random.default_rng(seed)
     return [tuple(np.tanh(2 * rng.standard_normal(s.shape)).astype(np.float32) for s in layer)
             for layer in backend.initial_state(batch)]
-
-
-def max_state_diff(a: list, b: list) -> float:
-    return max(float(np.abs(x - y).max()) for la, lb in zip(a, b) for x, y in zip(la, lb))
 
 
 @pytest.fixture(scope="module", params=[(c, s) for c in CELLS for s in SIZES.values()], ids=lambda p: f"{p[0]}-{len(p[1])}layer")

@@ -14,7 +14,6 @@ from onnx import TensorProto, helper
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import build_model, export_model
-from compact_lm.fileio import MAX_TOTAL_BYTES
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, unsafe_onnx_feature

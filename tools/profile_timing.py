@@ -94,8 +94,11 @@ def completion_runner(completer, prefixes: list[str], k: int) -> Runner:
     return run
 
 
-def keystroke_runner(completer, text: str, k: int) -> Runner:
-    """One keystroke per call: type the text's next character into a session, then ask for k completions."""
+def keystroke_runner(completer, text: str, k: int, ask: str = "suggestions") -> Runner:
+    """One keystroke per call: type the text's next character into a session, then ask for k completions
+    (`ask="next_chars"`: the k most likely next characters instead)."""
+    if ask not in ("suggestions", "next_chars"):
+        raise ValueError(f"ask must be 'suggestions' or 'next_chars', not {ask!r}")
     session = completer.session()
     position = 0
     clock = time.perf_counter
@@ -110,7 +113,7 @@ def keystroke_runner(completer, text: str, k: int) -> Runner:
             position += 1
             began = clock()
             session.type(char)
-            session.suggestions(k)
+            getattr(session, ask)(k)
             times.append(clock() - began)
         return times
     return run
