@@ -35,7 +35,7 @@ from common import blas_description, corpus
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
-from compact_lm.export.verify_int8 import teacher_forced
+from compact_lm.export.verify import TOLERANCE, compare, run_stepwise
 from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
@@ -158,12 +158,11 @@ def check_agreement(model: Model, paths: dict) -> None:
 
 
 def check_int8_agreement(qmodel, path: Path) -> None:
-    """The int8 graph computes the NumPy int8 path: teacher-forced steps agree to float rounding off rounding flips."""
+    """The int8 graph computes the NumPy int8 path: the same log-probabilities up to log-softmax rounding."""
     ids = qmodel.vocab.encode("First Citizen:\nBefore we proceed any further, hear me speak.")[None, :].astype(np.int64)
-    result = teacher_forced(NumpyBackend(qmodel), OrtBackend(path), ids)
-    print(f"  int8: max |delta log-prob| vs NumPy int8 over {ids.shape[1]} teacher-forced steps = "
-          f"{result.max_abs_diff:.1e} ({result.flip_positions} rounding-flip positions set apart)")
-    if not result.ok:
+    result = compare("step", run_stepwise(NumpyBackend(qmodel), ids), run_stepwise(OrtBackend(path), ids), ids)
+    print(f"  int8: max |delta log-prob| vs NumPy int8 over {ids.shape[1]} steps = {result.max_abs_diff:.1e}")
+    if result.max_abs_diff > TOLERANCE:
         raise SystemExit(f"int8 does not compute the NumPy int8 path ({result.to_json()})")
 
 

@@ -2,7 +2,8 @@
 
 Above this line (autocomplete, verification, profiling) code works on any backend and never asks
 which one it has. Below it, a NumPy backend is a cell from the registry plus four products, which
-a float model computes in float32 and a quantized model in the integer scheme of `int8.py`:
+a float model computes in float32 and a quantized model in the integer scheme of `int8.py`
+(whose `activations`, the cells' sigmoid and tanh, are lookup tables):
     embed(ids)        layer 1's x W_ih^T + b_ih, a row of the folded [V, G*H] table
     inputs(k, x)      layer k's x W_ih^T + b_ih (k >= 1)
     recurrent(k, h)   layer k's h W_hh^T + b_hh
@@ -14,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .cells import get_cell
+from .cells import FLOAT_ACTIVATIONS, get_cell
 from .network import log_softmax, run_hidden, zero_state
 
 
@@ -36,6 +37,7 @@ class FloatProducts:
     def __init__(self, params: dict[str, np.ndarray], table: np.ndarray, layers: int):
         self.params, self.table, self.layers = params, table, layers
         self.dtype = params["head.bias"].dtype
+        self.activations = FLOAT_ACTIVATIONS
         # operands laid out once: W^T contiguous so each product is one plain GEMM
         self._w_ih_t = {k: np.ascontiguousarray(params[f"rnn.weight_ih_l{k}"].T) for k in range(1, layers)}
         self.w_hh_t = [np.ascontiguousarray(params[f"rnn.weight_hh_l{k}"].T) for k in range(layers)]
@@ -95,7 +97,7 @@ class NumpyBackend:
         for k in range(self.config.layers):
             if k:
                 xg = products.inputs(k, new_state[-1][0])
-            new_state.append(self._cell.step(xg, products.recurrent(k, state[k][0]), state[k]))
+            new_state.append(self._cell.step(xg, products.recurrent(k, state[k][0]), state[k], products.activations))
         return log_softmax(products.logits(new_state[-1][0])), new_state
 
     def run(self, token_ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:

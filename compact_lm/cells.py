@@ -30,13 +30,43 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
+# A step takes its activation functions from the runtime: float functions by default, the int8
+# scheme's lookup tables for a quantized model (int8.TableActivations), so that the NumPy int8
+# path and an int8 ONNX graph compute the same bits. Every method works in place on a view.
+LSTM_GATE_ACTIVATIONS = ("sigmoid", "sigmoid", "tanh", "sigmoid")   # blocks i, f, g, o
+
+
+class FloatActivations:
+    """sigmoid and tanh in float arithmetic."""
+
+    def sigmoid_(self, x: np.ndarray) -> np.ndarray:
+        """In-place sigmoid."""
+        return sigmoid_(x)
+
+    def tanh_(self, x: np.ndarray) -> np.ndarray:
+        """In-place tanh."""
+        return np.tanh(x, out=x)
+
+    def gates_(self, x: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray:
+        """In place on [B, len(kinds) * H]: block j gets activation kinds[j], all in one pass (see lstm below)."""
+        k, m = _block_coefficients(kinds, x.shape[-1] // len(kinds), np.dtype(x.dtype))[:2]
+        x *= k
+        np.tanh(x, out=x)
+        x *= k
+        x += m
+        return x
+
+
+FLOAT_ACTIVATIONS = FloatActivations()
+
+
 # ----------------------------------------------------------------------------------------- rnn
 # h' = tanh(xg + h W_hh^T + b_hh)
 
-def rnn_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+def rnn_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, H] and gh = h W_hh^T + b_hh [B, H] (gh is overwritten)."""
     gh += xg
-    return (np.tanh(gh, out=gh),)
+    return (act.tanh_(gh),)
 
 
 def rnn_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndarray):
@@ -79,17 +109,17 @@ def rnn_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarr
 #   r = sigma(xg_r + h W_hr^T + b_hr),  z = sigma(xg_z + h W_hz^T + b_hz)
 #   n = tanh(xg_n + r * (h W_hn^T + b_hn)),  h' = (1 - z) * n + z * h = n + z * (h - n)
 
-def gru_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+def gru_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, 3H] and gh = h W_hh^T + b_hh [B, 3H] (gh is overwritten)."""
     h = state[0]
     hidden = h.shape[-1]
     rz = gh[:, :2 * hidden]
     rz += xg[:, :2 * hidden]
-    sigmoid_(rz)
+    act.sigmoid_(rz)
     n = gh[:, 2 * hidden:]
     n *= rz[:, :hidden]
     n += xg[:, 2 * hidden:]
-    np.tanh(n, out=n)
+    act.tanh_(n)
     out = h - n
     out *= rz[:, hidden:]
     out += n
@@ -169,34 +199,31 @@ def gru_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarr
 # act = tanh(x * k) * k + m with k = 1/2, m = 1/2 on the sigmoid blocks and k = 1, m = 0 on g.
 # Their derivatives likewise: s (1 - s) and 1 - g^2 are both act * (d - act) + e with
 # (d, e) = (1, 0) on sigmoid blocks and (0, 1) on g.
+_COEFFICIENTS = {"sigmoid": (.5, .5, 1., 0.), "tanh": (1., 0., 0., 1.)}   # (k, m, d, e)
+
 
 @functools.lru_cache(maxsize=64)
-def _lstm_coefficients(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-column (k, m, d, e) of the comment above, for blocks i, f, g, o."""
-    def blocks(i, f, g, o):
-        return np.repeat(np.array([i, f, g, o], dtype=dtype), hidden)
-    return blocks(.5, .5, 1., .5), blocks(.5, .5, 0., .5), blocks(1., 1., 0., 1.), blocks(0., 0., 1., 0.)
+def _block_coefficients(kinds: tuple[str, ...], hidden: int, dtype) -> tuple[np.ndarray, ...]:
+    """Per-column (k, m, d, e) of the comment above, for blocks of `hidden` columns with activations `kinds`."""
+    table = np.array([_COEFFICIENTS[kind] for kind in kinds], dtype=dtype)    # [blocks, 4]
+    return tuple(np.repeat(table[:, j], hidden) for j in range(4))
 
 
-def _lstm_activate(gates: np.ndarray, k: np.ndarray, m: np.ndarray) -> None:
-    """In place: sigmoid on blocks i, f, o and tanh on block g of pre-activations [B, 4H]."""
-    gates *= k
-    np.tanh(gates, out=gates)
-    gates *= k
-    gates += m
+def _lstm_coefficients(hidden: int, dtype) -> tuple[np.ndarray, ...]:
+    """(k, m, d, e) for blocks i, f, g, o."""
+    return _block_coefficients(LSTM_GATE_ACTIVATIONS, hidden, dtype)
 
 
-def lstm_step(xg: np.ndarray, gh: np.ndarray, state: State) -> State:
+def lstm_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, 4H] and gh = h W_hh^T + b_hh [B, 4H] (gh is overwritten)."""
     h, c = state
     hidden = h.shape[-1]
-    k, m, _, _ = _lstm_coefficients(hidden, np.dtype(xg.dtype))
     g = gh
     g += xg
-    _lstm_activate(g, k, m)
+    act.gates_(g, LSTM_GATE_ACTIVATIONS)
     c_new = c * g[:, hidden:2 * hidden]
     c_new += g[:, :hidden] * g[:, 2 * hidden:3 * hidden]
-    h_new = np.tanh(c_new)
+    h_new = act.tanh_(c_new.copy())
     h_new *= g[:, 3 * hidden:]
     return (h_new, c_new)
 
@@ -205,7 +232,6 @@ def lstm_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndar
     """Run T steps, keeping what backward needs; returns (outputs [T,B,H], final state, cache)."""
     steps, batch, gates_hidden = xg.shape
     hidden = gates_hidden // 4
-    k, m, _, _ = _lstm_coefficients(hidden, np.dtype(xg.dtype))
     hs = np.empty((steps + 1, batch, hidden), dtype=xg.dtype)
     cs = np.empty_like(hs)
     acts = np.empty((steps, batch, gates_hidden), dtype=xg.dtype)
@@ -217,7 +243,7 @@ def lstm_forward(xg: np.ndarray, state: State, w_hh_t: np.ndarray, b_hh: np.ndar
         np.matmul(hs[t], w_hh_t, out=g)
         g += b_hh
         g += xg[t]
-        _lstm_activate(g, k, m)
+        FLOAT_ACTIVATIONS.gates_(g, LSTM_GATE_ACTIVATIONS)
         np.multiply(cs[t], g[:, hidden:2 * hidden], out=cs[t + 1])
         np.multiply(g[:, :hidden], g[:, 2 * hidden:3 * hidden], out=tmp)
         cs[t + 1] += tmp
@@ -277,7 +303,7 @@ class Cell:
     state_names: tuple[str, ...]     # ("h",) or ("h", "c")
     gate_names: tuple[str, ...]      # PyTorch's gate order within the rows
     forget_gate: int | None          # block of the forget gate, whose bias starts at 1 (LSTM)
-    step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state) -> state
+    step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state, activations) -> state
     forward: Callable                # (xg [T,B,GH], state, W_hh^T, b_hh) -> (outputs, state, cache)
     backward: Callable               # (d_out, d_final_state, cache, W_hh) -> (d_xg, dW_hh, db_hh, d_state)
 

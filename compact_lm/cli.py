@@ -268,39 +268,6 @@ def _comparison_lines(results) -> list[str]:
     return lines
 
 
-def _verify_int8(args, model, backend, ids) -> int:
-    """`verify` of an int8 export: teacher-forced steps (exact up to rounding flips), sequence vs step, bpc."""
-    from .backends import NumpyBackend
-    from .export.verify import TOLERANCE
-    from .export.verify_int8 import BPC_TOLERANCE, teacher_forced_lines, verify_int8
-    from .ort_backend import OrtBackend
-    sequence_alone = OrtBackend(args.sequence) if args.sequence is not None else None
-    report = verify_int8(NumpyBackend(model), backend, ids, sequence_alone=sequence_alone)
-    failures = report.failures()
-    if args.json:
-        print(json.dumps({"model": str(args.model), "onnx": str(args.onnx), "chars": int(len(ids)), "int8": True,
-                          "tolerance": TOLERANCE, "bpc_tolerance": BPC_TOLERANCE, "ok": not failures,
-                          "failures": failures, "results": [r.to_json() for r in report.free_running],
-                          **{k: v for k, v in report.to_json().items() if k != "free_running"}}))
-    else:
-        print(f"{args.model} (NumPy int8) vs {args.onnx} (onnxruntime int8) on {len(ids):,} characters:")
-        print("free-running (each side from its own states; int8 rounding flips let them drift apart slowly):")
-        print("\n".join(_comparison_lines(report.free_running)))
-        print("\n".join(teacher_forced_lines(report.teacher_forced)))
-        if report.loop is None:
-            print("(no sequence graph: give --sequence FILE.onnx to check one)")
-        else:
-            print("sequence graph vs step graph (onnxruntime both, free-running): "
-                  f"max |dlogp| {report.loop.max_abs_diff:.2e}")
-    if failures:
-        raise CompactLMError(f"{failures[0]}: {args.onnx} does not match {args.model}")
-    if not args.json:
-        worst = max(r.max_abs_diff for r in report.teacher_forced)
-        print(f"ok: teacher-forced max |delta log-prob| {worst:.2e} <= {TOLERANCE:g} off rounding flips, "
-              f"free-running |delta bpc| <= {BPC_TOLERANCE:g}")
-    return 0
-
-
 def _cmd_verify(args) -> int:
     from .backends import NumpyBackend
     from .data import default_corpus_path, read_text
@@ -324,16 +291,15 @@ def _cmd_verify(args) -> int:
     if len(ids) < 8:
         source = f"--text {args.text}" if args.text is not None else f"--chars {args.chars}"
         raise CompactLMError(f"{source}: needs at least 8 characters (4 streams of 2)")
-    if int8:
-        return _verify_int8(args, model, backend, ids)
     results = verify_backends(NumpyBackend(model), backend, ids, sequence=backend.has_sequence_graph)
     worst = max(r.max_abs_diff for r in results)
     if args.json:
-        print(json.dumps({"model": str(args.model), "onnx": str(args.onnx), "chars": int(len(ids)),
+        print(json.dumps({"model": str(args.model), "onnx": str(args.onnx), "chars": int(len(ids)), "int8": int8,
                           "tolerance": TOLERANCE, "max_abs_diff": worst, "ok": worst <= TOLERANCE,
                           "results": [r.to_json() for r in results]}))
     else:
-        print(f"{args.model} (NumPy) vs {args.onnx} (onnxruntime) on {len(ids):,} characters:")
+        kind = " int8" if int8 else ""
+        print(f"{args.model} (NumPy{kind}) vs {args.onnx} (onnxruntime{kind}) on {len(ids):,} characters:")
         print("\n".join(_comparison_lines(results)))
         if not backend.has_sequence_graph:
             print("(no sequence graph: give --sequence FILE.onnx to check one)")

@@ -1,7 +1,7 @@
 """An int8 model: the same container as a float model, holding int8 arrays and their float32 scales.
 
 Arrays (names end in `.q` for int8 values, `.scale` for their float32 per-row scales):
-    table.q [V, G*H_0], table.scale [V]          layer 1's folded input table, one scale per token
+    table.q [V, G*H_0], table.scale [G*H_0]      layer 1's folded input table, one scale per column
     rnn.weight_ih_l{k}.q [G*H_k, H_{k-1}], .scale [G*H_k], rnn.bias_ih_l{k} [G*H_k]   (k >= 1)
     rnn.weight_hh_l{k}.q [G*H_k, H_k], .scale [G*H_k], rnn.bias_hh_l{k} [G*H_k]
     head.weight.q [V, H_last], head.weight.scale [V], head.bias [V]
@@ -30,7 +30,7 @@ def quantized_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], st
     """Name -> (shape, dtype kind) of every array of a quantized model."""
     gates = get_cell(config.cell).gates
     shapes = {"table.q": ((config.vocab_size, gates * config.hidden_sizes[0]), "i"),
-              "table.scale": ((config.vocab_size,), "f")}
+              "table.scale": ((gates * config.hidden_sizes[0],), "f")}
     inputs = config.embed_size
     for k, hidden in enumerate(config.hidden_sizes):
         if k:
@@ -93,7 +93,7 @@ class QuantizedModel:
     def dequantized_params(self) -> dict[str, np.ndarray]:
         """Float32 weights w_q * scale under the float names (layer 1 as its table, key `table`)."""
         a = self.arrays
-        params = {"table": dequantize_rows(a["table.q"], a["table.scale"]),
+        params = {"table": dequantize_rows(a["table.q"].T, a["table.scale"]).T,
                   "head.weight": dequantize_rows(a["head.weight.q"], a["head.weight.scale"]),
                   "head.bias": a["head.bias"]}
         for k in range(self.config.layers):

@@ -7,6 +7,8 @@ A cell's `step` receives two gate pre-activation tensors already computed by the
 and emits the gate arithmetic. The step does not care where an additive bias sits, so the same step
 serves the fp32 graphs (biases folded), the Scan body of the sequence graph, and an int8 graph (which
 only changes how xg and gh are computed); only GRU's b_hn must be in gh, since it is multiplied by r.
+Its sigmoid and tanh come from `act`, the products' activations: Sigmoid/Tanh operators for fp32
+(`FloatGraphActivations`), lookup tables for int8 (export/products_int8.py), as compact_lm.cells does.
 
 `split_bias(b_hh, H) -> (additive, recurrent)`: b_hh is folded into the input side wherever it is
 simply added to a pre-activation: all of rnn and lstm, the r and z blocks of gru. GRU's n block
@@ -22,13 +24,38 @@ from typing import Callable
 
 import numpy as np
 
+from compact_lm.cells import LSTM_GATE_ACTIVATIONS
+
 from .graph import GraphBuilder
+
+_OPERATORS = {"sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+class FloatGraphActivations:
+    """sigmoid and tanh as ONNX's Sigmoid and Tanh operators."""
+
+    def sigmoid(self, g: GraphBuilder, x: str, width: int, hint: str) -> str:
+        """Sigmoid(x) of x [B, width]."""
+        return g.op("Sigmoid", [x], hint)
+
+    def tanh(self, g: GraphBuilder, x: str, width: int, hint: str) -> str:
+        """Tanh(x) of x [B, width]."""
+        return g.op("Tanh", [x], hint)
+
+    def gates(self, g: GraphBuilder, x: str, kinds: tuple[str, ...], hidden: int, hint: str) -> list[str]:
+        """The blocks of x [.., len(kinds) * hidden], block j through activation kinds[j]."""
+        blocks = g.split(x, [hidden] * len(kinds), f"{hint}/a")
+        return [g.op(_OPERATORS[kind], [block], f"{hint}/{kind}{j}") for j, (kind, block) in enumerate(zip(kinds, blocks))]
+
+
+FLOAT_GRAPH_ACTIVATIONS = FloatGraphActivations()
 
 
 # ----------------------------------------------------------------------------------------- rnn
-def rnn_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+def rnn_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
+             act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """h' = tanh(xg + gh)."""
-    return (g.op("Tanh", [g.op("Add", [xg, gh], f"{hint}/a")], f"{hint}/h"),)
+    return (act.tanh(g, g.op("Add", [xg, gh], f"{hint}/a"), hidden, f"{hint}/h"),)
 
 
 def rnn_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -37,14 +64,15 @@ def rnn_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarra
 
 
 # ----------------------------------------------------------------------------------------- gru
-def gru_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+def gru_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
+             act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """[r, z] = sigma(xg_rz + gh_rz), n = tanh(xg_n + r * gh_n), h' = n + z * (h - n) = (1 - z) n + z h."""
     (h,) = state
     xg_rz, xg_n = g.split(xg, [2 * hidden, hidden], f"{hint}/xg")
     gh_rz, gh_n = g.split(gh, [2 * hidden, hidden], f"{hint}/gh")
-    rz = g.op("Sigmoid", [g.op("Add", [xg_rz, gh_rz], f"{hint}/a_rz")], f"{hint}/rz")
+    rz = act.sigmoid(g, g.op("Add", [xg_rz, gh_rz], f"{hint}/a_rz"), 2 * hidden, f"{hint}/rz")
     r, z = g.split(rz, [hidden, hidden], f"{hint}/rz")
-    n = g.op("Tanh", [g.op("Add", [xg_n, g.op("Mul", [r, gh_n], f"{hint}/r_gh_n")], f"{hint}/a_n")], f"{hint}/n")
+    n = act.tanh(g, g.op("Add", [xg_n, g.op("Mul", [r, gh_n], f"{hint}/r_gh_n")], f"{hint}/a_n"), hidden, f"{hint}/n")
     z_h_minus_n = g.op("Mul", [z, g.op("Sub", [h, n], f"{hint}/h_minus_n")], f"{hint}/z_h_minus_n")
     return (g.op("Add", [n, z_h_minus_n], f"{hint}/h"),)
 
@@ -58,16 +86,13 @@ def gru_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarra
 
 
 # ---------------------------------------------------------------------------------------- lstm
-def lstm_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str) -> tuple[str, ...]:
+def lstm_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
+              act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """i, f, o = sigma(.), g = tanh(.) of xg + gh; c' = f c + i g, h' = o tanh(c')."""
     h, c = state
-    a_i, a_f, a_g, a_o = g.split(g.op("Add", [xg, gh], f"{hint}/a"), [hidden] * 4, f"{hint}/a")
-    i = g.op("Sigmoid", [a_i], f"{hint}/i")
-    f = g.op("Sigmoid", [a_f], f"{hint}/f")
-    cand = g.op("Tanh", [a_g], f"{hint}/g")
-    o = g.op("Sigmoid", [a_o], f"{hint}/o")
+    i, f, cand, o = act.gates(g, g.op("Add", [xg, gh], f"{hint}/a"), LSTM_GATE_ACTIVATIONS, hidden, f"{hint}/gates")
     c_new = g.op("Add", [g.op("Mul", [f, c], f"{hint}/f_c"), g.op("Mul", [i, cand], f"{hint}/i_g")], f"{hint}/c")
-    h_new = g.op("Mul", [o, g.op("Tanh", [c_new], f"{hint}/tanh_c")], f"{hint}/h")
+    h_new = g.op("Mul", [o, act.tanh(g, c_new, hidden, f"{hint}/tanh_c")], f"{hint}/h")
     return (h_new, c_new)
 
 
@@ -80,7 +105,7 @@ def lstm_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarr
 class OnnxCell:
     """How one kind of cell is written as ONNX nodes."""
 
-    step: Callable[[GraphBuilder, str, str, tuple[str, ...], int, str], tuple[str, ...]]
+    step: Callable[..., tuple[str, ...]]   # (g, xg, gh, state, hidden, hint, activations) -> new state
     split_bias: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
     native_op: str                      # ONNX operator of the same cell
     native_blocks: tuple[int, ...]      # PyTorch gate block for each ONNX gate block

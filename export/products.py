@@ -21,6 +21,7 @@ import numpy as np
 from compact_lm.model import Model
 from compact_lm.quantized import QuantizedModel
 
+from .cells import FLOAT_GRAPH_ACTIVATIONS, FloatGraphActivations
 from .graph import OPSET, GraphBuilder
 from .products_int8 import Int8GraphProducts
 from .weights import fold_weights
@@ -41,6 +42,8 @@ class GraphProducts(Protocol):
 
     def logits(self, g: GraphBuilder, h: str) -> str: ...
 
+    activations: FloatGraphActivations   # the cells' sigmoid and tanh
+
 
 def matmul_add(g: GraphBuilder, x: str, w_t: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
     """y = x @ w_t (+ bias) with float32 initializers; x may have leading batch/time axes."""
@@ -56,6 +59,7 @@ class FloatGraphProducts:
     name = "fp32"
     int8 = False
     opset = OPSET
+    activations = FLOAT_GRAPH_ACTIVATIONS
 
     def __init__(self, model: Model):
         self.weights = fold_weights(model)

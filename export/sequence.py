@@ -41,7 +41,8 @@ def build_sequence_graph(model: Model | QuantizedModel, products: GraphProducts 
         body = g.child()   # one step of this layer
         body_state = tuple(body.fresh(f"l{k}/{name}.in") for name in state)
         body_xg = body.fresh(f"l{k}/xg_t")
-        new_state = cell.step(body, body_xg, products.recurrent(body, k, body_state[0]), body_state, hidden, f"l{k}")
+        new_state = cell.step(body, body_xg, products.recurrent(body, k, body_state[0]), body_state, hidden, f"l{k}",
+                              products.activations)
         h_t = body.op("Identity", [new_state[0]], f"l{k}/h_t")
         body_graph = body.graph(
             f"layer{k}_step",

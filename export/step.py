@@ -29,7 +29,7 @@ def build_step_graph(model: Model | QuantizedModel, products: GraphProducts | No
     for k, (hidden, state) in enumerate(zip(config.hidden_sizes, state_names(config))):
         xg = products.embed(g, TOKENS) if k == 0 else products.inputs(g, k, x)
         gh = products.recurrent(g, k, state[0])
-        new_state = cell.step(g, xg, gh, state, hidden, f"l{k}")
+        new_state = cell.step(g, xg, gh, state, hidden, f"l{k}", products.activations)
         for value, name in zip(new_state, state):
             g.rename(value, out_name(name))
         x = out_name(state[0])

@@ -1,10 +1,10 @@
 """Run two backends on the same text and measure how far apart they are (what `compact-lm verify` prints).
 
 Works on any pair of Backends: the reference is normally NumpyBackend(model), the candidate an
-OrtBackend of the exported file. An int8 export needs more than this free-running comparison (its
-quantized states make the two sides drift apart by rounding flips): see verify_int8.py. For each mode (one stream step by step, `batch` streams step by
-step, one stream as a single sequence call) both see the same ids from the zero state, and we compare
-log-probabilities at every position:
+OrtBackend of the exported file, fp32 or int8 (an int8 graph computes the NumPy int8 path's states bit
+for bit, compact_lm/int8.py, so the same check and tolerance hold). For each mode (one stream step by
+step, `batch` streams step by step, one stream as a single sequence call) both see the same ids from the
+zero state, and we compare log-probabilities at every position:
     max |delta| = max over positions and vocabulary of |log p_ref - log p_cand|
     top-1 agreement = fraction of positions where both rank the same character first
     bpc = mean over positions t of -log p(id[t+1] | ids[..t]) / ln 2

@@ -1,11 +1,14 @@
 """int8: weight round trip, the integer path against a plain integer computation, quality, refusals."""
+import math
+
 import numpy as np
 import pytest
 
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.int8 import ACT_SCALE, ACT_ZERO_POINT, Int8Product, quantize_activations, quantize_rows
+from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVATION_TABLES, TABLE_ACTIVATIONS, Int8Product,
+                             quantize_activations, quantize_rows)
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.quantized import QuantizedModel
@@ -52,9 +55,54 @@ def test_integer_product_matches_a_plain_integer_computation():
     np.testing.assert_allclose(product(x), expected, rtol=0, atol=1e-6)
 
 
+class PlainTables:
+    """The scheme's activation tables, element by element in Python: i = clip(round_half_even(a / step)) + 128."""
+
+    steps = {"sigmoid": 1 / 16, "tanh": 1 / 32}
+    functions = {"sigmoid": lambda a: 1 / (1 + math.exp(-a)), "tanh": math.tanh}
+
+    def lookup(self, a: float, kind: str) -> float:
+        index = min(127, max(-128, round(a / self.steps[kind])))    # Python's round is half to even
+        return float(np.float32(self.functions[kind](index * self.steps[kind])))
+
+    def sigmoid_(self, x):
+        x[...] = [[self.lookup(float(v), "sigmoid") for v in row] for row in x]
+        return x
+
+    def tanh_(self, x):
+        x[...] = [[self.lookup(float(v), "tanh") for v in row] for row in x]
+        return x
+
+    def gates_(self, x, kinds):
+        hidden = x.shape[-1] // len(kinds)
+        for j, kind in enumerate(kinds):
+            getattr(self, f"{kind}_")(x[:, j * hidden:(j + 1) * hidden])
+        return x
+
+
+def test_activation_tables_follow_the_functions_within_half_a_step():
+    a = np.linspace(-12, 12, 20001, dtype=np.float32)
+    for kind, exact, slope in [("sigmoid", 1 / (1 + np.exp(-a.astype(np.float64))), 0.25), ("tanh", np.tanh(a.astype(np.float64)), 1.0)]:
+        step = float(ACTIVATION_STEPS[kind])
+        low, high = -128 * step, 127 * step
+        inside = (a >= low) & (a <= high)
+        got = getattr(TABLE_ACTIVATIONS, f"{kind}_")(a.copy())
+        assert np.abs(got - exact)[inside].max() <= slope * step / 2 + 1e-7
+        # beyond the range: the value at its end
+        assert np.all(got[a < low] == ACTIVATION_TABLES[kind][0]) and np.all(got[a > high] == ACTIVATION_TABLES[kind][255])
+
+
+def test_activation_tables_match_a_plain_lookup_at_ties():
+    a = np.array([[-0.5 / 16, 0.5 / 16, 1.5 / 16, 7.97, 8.0, -9.0, 0.0, 2.5 / 16]], dtype=np.float32)
+    assert np.array_equal(TABLE_ACTIVATIONS.sigmoid_(a.copy()), PlainTables().sigmoid_(a.copy()))
+    kinds = ("sigmoid", "tanh")
+    both = np.concatenate([a, a], axis=1)
+    assert np.array_equal(TABLE_ACTIVATIONS.gates_(both.copy(), kinds), PlainTables().gates_(both.copy(), kinds))
+
+
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_int8_step_matches_an_independent_integer_step(cell):
-    """One whole int8 step (table gather, integer products, cell, head) against int32 arithmetic done here."""
+    """One whole int8 step (table gather, integer products, table activations, head) against arithmetic done here."""
     from compact_lm.cells import get_cell
     quantized = quantize_model(_model(cell, (24,)))
     a = quantized.arrays
@@ -68,9 +116,9 @@ def test_int8_step_matches_an_independent_integer_step(cell):
         acc = x_q @ a[name + ".q"].astype(np.int32).T
         return acc.astype(np.float32) * (ACT_SCALE * a[name + ".scale"]).astype(np.float32) + a[bias]
 
-    xg = a["table.q"][ids].astype(np.float32) * a["table.scale"][ids][:, None]
+    xg = a["table.q"][ids].astype(np.float32) * a["table.scale"]
     gh = product("rnn.weight_hh_l0", "rnn.bias_hh_l0", state[0][0])
-    new_state = get_cell(cell).step(xg, gh, state[0])
+    new_state = get_cell(cell).step(xg, gh, state[0], PlainTables())
     logits = product("head.weight", "head.bias", new_state[0])
     expected = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
     log_p, got_state = backend.step(ids, state)
@@ -98,7 +146,7 @@ def test_quantized_model_round_trips_through_a_file(tmp_path):
 
 
 def test_quantized_file_is_about_a_quarter():
-    model = _model("gru", (64,), embed_size=16)
+    model = _model("gru", (128,), embed_size=32)
     quantized = quantize_model(model)
     float_bytes = sum(a.nbytes for a in model.params.values())
     int8_bytes = sum(a.nbytes for a in quantized.arrays.values())

@@ -154,27 +154,18 @@ def verify(stem: str, model, out: Path, ids) -> dict:
     from compact_lm.ort_backend import OrtBackend, metadata_differences
     from compact_lm.quantized import QuantizedModel
     from compact_lm.export.verify import TOLERANCE, verify_backends
-    from compact_lm.export.verify_int8 import verify_int8
     step, sequence = out / f"{stem}.onnx", out / f"{stem}-seq.onnx"
     backend = OrtBackend(step, sequence_path=sequence)
     differences = metadata_differences(model.metadata(), backend.metadata)
     if differences:
         raise CompactLMError(f"{step} does not describe {stem}.npz ({'; '.join(differences)})")
     row = {"model": f"{stem}.npz", "onnx": step.name, "sequence": sequence.name, "chars": int(len(ids))}
-    if isinstance(model, QuantizedModel):
-        report = verify_int8(NumpyBackend(model), backend, ids, sequence_alone=OrtBackend(sequence))
-        failures = report.failures()
-        row.update(precision="int8", ok=not failures, failures=failures,
-                   max_abs_diff=max(r.max_abs_diff for r in report.teacher_forced),
-                   flip_positions=sum(r.flip_positions for r in report.teacher_forced),
-                   check="teacher-forced max |delta log-prob| off rounding flips", details=report.to_json())
-    else:
-        results = verify_backends(NumpyBackend(model), backend, ids, sequence=True)
-        worst = max(r.max_abs_diff for r in results)
-        failures = [] if worst <= TOLERANCE else [f"max |delta log-prob| {worst:.3g} exceeds {TOLERANCE:g}"]
-        row.update(precision="fp32", ok=not failures, failures=failures, max_abs_diff=worst, flip_positions=0,
-                   check="max |delta log-prob| (step at batch 1 and 4, sequence)",
-                   details=[r.to_json() for r in results])
+    results = verify_backends(NumpyBackend(model), backend, ids, sequence=True)
+    worst = max(r.max_abs_diff for r in results)
+    failures = [] if worst <= TOLERANCE else [f"max |delta log-prob| {worst:.3g} exceeds {TOLERANCE:g}"]
+    row.update(precision="int8" if isinstance(model, QuantizedModel) else "fp32", ok=not failures, failures=failures,
+               max_abs_diff=worst, top1_agreement=min(r.top1_agreement for r in results),
+               check="max |delta log-prob| (step at batch 1 and 4, sequence)", details=[r.to_json() for r in results])
     row["tolerance"] = TOLERANCE
     return row
 
