@@ -77,6 +77,51 @@ def quantize_activations(x: np.ndarray) -> np.ndarray:
     return q.astype(np.uint8)
 
 
+def table_index(a: np.ndarray, inverse_step: np.ndarray | np.float32) -> np.ndarray:
+    """QuantizeLinear(a, step, uint8 128) as int64 indices; a * (1 / step) equals a / step since step = 2^-k."""
+    q = np.rint(a * inverse_step)
+    np.clip(q, -TABLE_ZERO_POINT, 255 - TABLE_ZERO_POINT, out=q)
+    return q.astype(np.int64) + TABLE_ZERO_POINT
+
+
+@functools.lru_cache(maxsize=64)
+def gate_tables(kinds: tuple[str, ...], hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For blocks of `hidden` columns with activations `kinds`: per-column (step, index offset) and one joined table.
+
+    Each distinct kind's table sits once in the joined table, at offset 256 * (its position among the kinds).
+    """
+    distinct = list(dict.fromkeys(kinds))
+    steps = np.repeat(np.array([ACTIVATION_STEPS[kind] for kind in kinds], dtype=np.float32), hidden)
+    offsets = np.repeat(np.array([256 * distinct.index(kind) for kind in kinds], dtype=np.int64), hidden)
+    return steps, offsets, np.concatenate([ACTIVATION_TABLES[kind] for kind in distinct])
+
+
+class TableActivations:
+    """The cells' activations (compact_lm.cells.FloatActivations) as the lookup tables above."""
+
+    def sigmoid_(self, x: np.ndarray) -> np.ndarray:
+        """In place: sigmoid table[index(x)]."""
+        return self._lookup_(x, "sigmoid")
+
+    def tanh_(self, x: np.ndarray) -> np.ndarray:
+        """In place: tanh table[index(x)]."""
+        return self._lookup_(x, "tanh")
+
+    def gates_(self, x: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray:
+        """In place on [B, len(kinds) * H]: block j through the table of kinds[j], one joined lookup."""
+        steps, offsets, table = gate_tables(kinds, x.shape[-1] // len(kinds))
+        x[...] = table[table_index(x, 1 / steps) + offsets]
+        return x
+
+    @staticmethod
+    def _lookup_(x: np.ndarray, kind: str) -> np.ndarray:
+        x[...] = ACTIVATION_TABLES[kind][table_index(x, 1 / ACTIVATION_STEPS[kind])]
+        return x
+
+
+TABLE_ACTIVATIONS = TableActivations()
+
+
 class Int8Product:
     """y = x W^T + b in the scheme above, for one weight matrix W [out, in] given as (w_q, s_w)."""
 
@@ -142,48 +187,3 @@ class Int8Products:
     def logits(self, h: np.ndarray) -> np.ndarray:
         """h head^T + head_b, in integers."""
         return self._head(h)
-
-
-def table_index(a: np.ndarray, inverse_step: np.ndarray | np.float32) -> np.ndarray:
-    """QuantizeLinear(a, step, uint8 128) as int64 indices; a * (1 / step) equals a / step since step = 2^-k."""
-    q = np.rint(a * inverse_step)
-    np.clip(q, -TABLE_ZERO_POINT, 255 - TABLE_ZERO_POINT, out=q)
-    return q.astype(np.int64) + TABLE_ZERO_POINT
-
-
-@functools.lru_cache(maxsize=64)
-def gate_tables(kinds: tuple[str, ...], hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For blocks of `hidden` columns with activations `kinds`: per-column (step, index offset) and one joined table.
-
-    Each distinct kind's table sits once in the joined table, at offset 256 * (its position among the kinds).
-    """
-    distinct = list(dict.fromkeys(kinds))
-    steps = np.repeat(np.array([ACTIVATION_STEPS[kind] for kind in kinds], dtype=np.float32), hidden)
-    offsets = np.repeat(np.array([256 * distinct.index(kind) for kind in kinds], dtype=np.int64), hidden)
-    return steps, offsets, np.concatenate([ACTIVATION_TABLES[kind] for kind in distinct])
-
-
-class TableActivations:
-    """The cells' activations (compact_lm.cells.FloatActivations) as the lookup tables above."""
-
-    def sigmoid_(self, x: np.ndarray) -> np.ndarray:
-        """In place: sigmoid table[index(x)]."""
-        return self._lookup_(x, "sigmoid")
-
-    def tanh_(self, x: np.ndarray) -> np.ndarray:
-        """In place: tanh table[index(x)]."""
-        return self._lookup_(x, "tanh")
-
-    def gates_(self, x: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray:
-        """In place on [B, len(kinds) * H]: block j through the table of kinds[j], one joined lookup."""
-        steps, offsets, table = gate_tables(kinds, x.shape[-1] // len(kinds))
-        x[...] = table[table_index(x, 1 / steps) + offsets]
-        return x
-
-    @staticmethod
-    def _lookup_(x: np.ndarray, kind: str) -> np.ndarray:
-        x[...] = ACTIVATION_TABLES[kind][table_index(x, 1 / ACTIVATION_STEPS[kind])]
-        return x
-
-
-TABLE_ACTIVATIONS = TableActivations()

@@ -19,7 +19,7 @@ from .cells import get_cell
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import save_npz
-from .int8 import ACT_SCALE, ACT_ZERO_POINT, TABLE_BITS, Int8Products, dequantize_rows
+from .int8 import ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, TABLE_BITS, Int8Products, dequantize_rows
 from .model import Metrics, evaluate_ids, model_metadata
 from .vocab import Vocab
 
@@ -83,7 +83,10 @@ class QuantizedModel:
         """The JSON document stored beside the arrays."""
         scheme = {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
                   "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
-                  "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated"}
+                  "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated",
+                  "table_scales": "one per column",
+                  "sigmoid_tanh": "256-entry tables over saturate_uint8(round_half_even(a / step) + 128)",
+                  "sigmoid_step": float(ACTIVATION_STEPS["sigmoid"]), "tanh_step": float(ACTIVATION_STEPS["tanh"])}
         return model_metadata(self.config, self.vocab, self.info, dtype="int8", quantized=True, int8=scheme)
 
     def save(self, path: str | os.PathLike) -> None:
