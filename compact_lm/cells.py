@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -34,6 +34,16 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
 # scheme's lookup tables for a quantized model (int8.TableActivations), so that the NumPy int8
 # path and an int8 ONNX graph compute the same bits. Every method works in place on a view.
 LSTM_GATE_ACTIVATIONS = ("sigmoid", "sigmoid", "tanh", "sigmoid")   # blocks i, f, g, o
+
+
+class Activations(Protocol):
+    """The sigmoid and tanh of a step (`act`), each in place on a float array or view; returns it."""
+
+    def sigmoid_(self, x: np.ndarray) -> np.ndarray: ...
+
+    def tanh_(self, x: np.ndarray) -> np.ndarray: ...
+
+    def gates_(self, x: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray: ...
 
 
 class FloatActivations:
@@ -63,7 +73,7 @@ FLOAT_ACTIVATIONS = FloatActivations()
 # ----------------------------------------------------------------------------------------- rnn
 # h' = tanh(xg + h W_hh^T + b_hh)
 
-def rnn_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
+def rnn_step(xg: np.ndarray, gh: np.ndarray, state: State, act: Activations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, H] and gh = h W_hh^T + b_hh [B, H] (gh is overwritten)."""
     gh += xg
     return (act.tanh_(gh),)
@@ -109,7 +119,7 @@ def rnn_backward(d_out: np.ndarray, d_final: State | None, cache, w_hh: np.ndarr
 #   r = sigma(xg_r + h W_hr^T + b_hr),  z = sigma(xg_z + h W_hz^T + b_hz)
 #   n = tanh(xg_n + r * (h W_hn^T + b_hn)),  h' = (1 - z) * n + z * h = n + z * (h - n)
 
-def gru_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
+def gru_step(xg: np.ndarray, gh: np.ndarray, state: State, act: Activations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, 3H] and gh = h W_hh^T + b_hh [B, 3H] (gh is overwritten)."""
     h = state[0]
     hidden = h.shape[-1]
@@ -214,7 +224,7 @@ def _lstm_coefficients(hidden: int, dtype) -> tuple[np.ndarray, ...]:
     return _block_coefficients(LSTM_GATE_ACTIVATIONS, hidden, dtype)
 
 
-def lstm_step(xg: np.ndarray, gh: np.ndarray, state: State, act: FloatActivations = FLOAT_ACTIVATIONS) -> State:
+def lstm_step(xg: np.ndarray, gh: np.ndarray, state: State, act: Activations = FLOAT_ACTIVATIONS) -> State:
     """One step for a batch from xg [B, 4H] and gh = h W_hh^T + b_hh [B, 4H] (gh is overwritten)."""
     h, c = state
     hidden = h.shape[-1]
@@ -303,7 +313,7 @@ class Cell:
     state_names: tuple[str, ...]     # ("h",) or ("h", "c")
     gate_names: tuple[str, ...]      # PyTorch's gate order within the rows
     forget_gate: int | None          # block of the forget gate, whose bias starts at 1 (LSTM)
-    step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state, activations) -> state
+    step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state, act) -> state
     forward: Callable                # (xg [T,B,GH], state, W_hh^T, b_hh) -> (outputs, state, cache)
     backward: Callable               # (d_out, d_final_state, cache, W_hh) -> (d_xg, dW_hh, db_hh, d_state)
 

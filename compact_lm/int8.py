@@ -12,24 +12,26 @@ statically, without calibration, exactly as ONNX QuantizeLinear does:
     x_q = saturate_uint8(round_half_even(x / ACT_SCALE) + ACT_ZERO_POINT),  ACT_SCALE = 1/127, zero point 128
 The product is integer with int32 accumulation, then rescaled per output column:
     y = float32(sum_k (x_q[k] - 128) * w_q[j, k]) * (ACT_SCALE * s_w[j]) + b[j]
-ONNX: QuantizeLinear -> MatMulInteger(a_zero_point=128) -> DequantizeLinear(int32, axis=-1) -> Add.
+ONNX: QuantizeLinear -> MatMulInteger(a_zero_point=128) -> Cast(float) -> Mul -> Add.
 
 Layer 1's folded input table (embedding @ W_ih0^T + b_ih0, [V, G*H]) is gathered, never
 multiplied: int8 with one scale per column, Q = 127 (8 bits), dequantized after the gather:
-    xg = float32(table_q[id, j]) * s_table[j]        ONNX: Gather -> DequantizeLinear(axis=-1)
+    xg = float32(table_q[id, j]) * s_table[j]        ONNX: Gather -> Cast(float) -> Mul
 
 Activations (sigmoid, tanh) are 256-entry lookup tables over the pre-activation quantized to uint8:
     i = saturate_uint8(round_half_even(a / step) + 128),   f(a) ~ table[i] = float32(f((i - 128) * step))
-ONNX: QuantizeLinear(a, step, uint8 128) -> Cast(int32) -> Gather(table). Why tables: onnxruntime's
+ONNX: QuantizeLinear(a, step, uint8 128) -> Cast(int64) -> GatherElements (export/products_int8.py).
+Why tables: onnxruntime's
 vectorized tanh/sigmoid and NumPy's differ in the last bit of about one value in ten; once in ~10^5
 values that moves a hidden value across the rounding boundary of the next QuantizeLinear, and two runs
 that free-run over the same text (each on its own state) drift apart: with float functions the trained
 tinyshakespeare GRU-256 agreed on the top-1 character at 99.70 % of 20,000 validation positions.
 With tables every operation of a step is exact or correctly rounded (the index is exact because the
-steps are powers of two, then Gather, and IEEE +, -, *), so both runtimes compute the same bits.
-Steps by measurement on that model (full validation split, 7-bit weights; exact functions 2.06527 bpc):
-sigmoid 1/16 (a in [-8, 7.94]) and tanh 1/32 (a in [-4, 3.97]): 2.06545; 1/16 for both: 2.06593;
-1/32 for both (sigmoid clipped at +-4): 2.08119. Saturation clips a beyond the table's range to its ends.
+steps are powers of two, then a lookup, and IEEE +, -, *), so both runtimes compute the same bits.
+Steps by measurement on that model (full validation split, 7-bit weights, per-token table scales at the
+time; exact functions 2.06527 bpc): sigmoid 1/16 (a in [-8, 7.94]) and tanh 1/32 (a in [-4, 3.97]):
+2.06545; 1/16 for both: 2.06593; 1/32 for both (sigmoid clipped at +-4): 2.08119. With the per-column
+table scales: 2.06494. Saturation clips a beyond the table's range to its ends.
 """
 from __future__ import annotations
 
@@ -69,14 +71,6 @@ def dequantize_rows(quantized: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return quantized.astype(np.float32) * scale[:, None]
 
 
-def quantize_activations(x: np.ndarray) -> np.ndarray:
-    """ONNX QuantizeLinear(x, ACT_SCALE, uint8 128): round half to even, saturate to [0, 255]."""
-    q = np.rint(np.asarray(x, dtype=np.float32) / ACT_SCALE)
-    q += ACT_ZERO_POINT
-    np.clip(q, 0, 255, out=q)
-    return q.astype(np.uint8)
-
-
 def table_index(a: np.ndarray, inverse_step: np.ndarray | np.float32) -> np.ndarray:
     """QuantizeLinear(a, step, uint8 128) as int64 indices; a * (1 / step) equals a / step since step = 2^-k."""
     q = np.rint(a * inverse_step)
@@ -85,19 +79,17 @@ def table_index(a: np.ndarray, inverse_step: np.ndarray | np.float32) -> np.ndar
 
 
 @functools.lru_cache(maxsize=64)
-def gate_tables(kinds: tuple[str, ...], hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For blocks of `hidden` columns with activations `kinds`: per-column (step, index offset) and one joined table.
-
-    Each distinct kind's table sits once in the joined table, at offset 256 * (its position among the kinds).
-    """
+def gate_tables(kinds: tuple[str, ...], hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For blocks of `hidden` columns with activations `kinds`: per-column step, 1 / step and index offset, and
+    one joined table, in which each distinct kind's table sits once, at 256 * (its position among the kinds)."""
     distinct = list(dict.fromkeys(kinds))
     steps = np.repeat(np.array([ACTIVATION_STEPS[kind] for kind in kinds], dtype=np.float32), hidden)
     offsets = np.repeat(np.array([256 * distinct.index(kind) for kind in kinds], dtype=np.int64), hidden)
-    return steps, offsets, np.concatenate([ACTIVATION_TABLES[kind] for kind in distinct])
+    return steps, 1 / steps, offsets, np.concatenate([ACTIVATION_TABLES[kind] for kind in distinct])
 
 
 class TableActivations:
-    """The cells' activations (compact_lm.cells.FloatActivations) as the lookup tables above."""
+    """The cells' activations (a compact_lm.cells.Activations) as the lookup tables above."""
 
     def sigmoid_(self, x: np.ndarray) -> np.ndarray:
         """In place: sigmoid table[index(x)]."""
@@ -109,16 +101,17 @@ class TableActivations:
 
     def gates_(self, x: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray:
         """In place on [B, len(kinds) * H]: block j through the table of kinds[j], one joined lookup."""
-        steps, offsets, table = gate_tables(kinds, x.shape[-1] // len(kinds))
-        x[...] = table[table_index(x, 1 / steps) + offsets]
+        _, inverse_steps, offsets, table = gate_tables(kinds, x.shape[-1] // len(kinds))
+        x[...] = table[table_index(x, inverse_steps) + offsets]
         return x
 
     @staticmethod
     def _lookup_(x: np.ndarray, kind: str) -> np.ndarray:
-        x[...] = ACTIVATION_TABLES[kind][table_index(x, 1 / ACTIVATION_STEPS[kind])]
+        x[...] = ACTIVATION_TABLES[kind][table_index(x, _INVERSE_STEPS[kind])]
         return x
 
 
+_INVERSE_STEPS = {kind: np.float32(1) / step for kind, step in ACTIVATION_STEPS.items()}
 TABLE_ACTIVATIONS = TableActivations()
 
 

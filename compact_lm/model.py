@@ -146,7 +146,8 @@ def load(path: str | os.PathLike):
     info = {k: v for k, v in meta.items() if k in INFO_KEYS}
     try:
         if quantized:
-            from .quantized import QuantizedModel
+            from .quantized import QuantizedModel, check_scheme
+            check_scheme(meta["int8"])
             return QuantizedModel(config, vocab, arrays, weight_bits, info)
         for name, array in arrays.items():
             if array.dtype.kind != "f":

@@ -1,6 +1,6 @@
 """An int8 model: the same container as a float model, holding int8 arrays and their float32 scales.
 
-Arrays (names end in `.q` for int8 values, `.scale` for their float32 per-row scales):
+Arrays (names end in `.q` for int8 values, `.scale` for their float32 scales, per row but the table's per column):
     table.q [V, G*H_0], table.scale [G*H_0]      layer 1's folded input table, one scale per column
     rnn.weight_ih_l{k}.q [G*H_k, H_{k-1}], .scale [G*H_k], rnn.bias_ih_l{k} [G*H_k]   (k >= 1)
     rnn.weight_hh_l{k}.q [G*H_k, H_k], .scale [G*H_k], rnn.bias_hh_l{k} [G*H_k]
@@ -24,6 +24,20 @@ from .model import Metrics, evaluate_ids, model_metadata
 from .vocab import Vocab
 
 QUANTIZED_MATRICES_DOC = "symmetric int8 per output row"
+# What this version's int8 arithmetic depends on beyond the arrays; a file that says otherwise was
+# quantized by an earlier scheme (per-token table scales, float sigmoid/tanh) and is refused.
+SCHEME = {"table_scales": "one per column", "sigmoid_step": float(ACTIVATION_STEPS["sigmoid"]),
+          "tanh_step": float(ACTIVATION_STEPS["tanh"])}
+
+
+def check_scheme(scheme: dict) -> None:
+    """Refuse an int8 file's `int8` metadata unless it describes this version's scheme."""
+    if not isinstance(scheme, dict):
+        raise CompactLMError("int8 model metadata: `int8` is not an object")
+    differences = [key for key, value in SCHEME.items() if scheme.get(key) != value]
+    if differences:
+        raise CompactLMError(f"int8 model of an earlier int8 scheme ({', '.join(differences)} differ): "
+                             "quantize the float model again with this compact-lm")
 
 
 def quantized_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -73,6 +87,9 @@ class QuantizedModel:
             raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the config says {self.config.vocab_size}")
         if not 2 <= self.weight_bits <= 8:
             raise CompactLMError(f"weight_bits must be between 2 and 8, got {self.weight_bits}")
+        for name, array in self.arrays.items():
+            if array.dtype == np.float32 and not np.isfinite(array).all():
+                raise CompactLMError(f"int8 model array {name} holds NaN or infinite values")
 
     @property
     def num_params(self) -> int:
@@ -84,9 +101,7 @@ class QuantizedModel:
         scheme = {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
                   "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
                   "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated",
-                  "table_scales": "one per column",
-                  "sigmoid_tanh": "256-entry tables over saturate_uint8(round_half_even(a / step) + 128)",
-                  "sigmoid_step": float(ACTIVATION_STEPS["sigmoid"]), "tanh_step": float(ACTIVATION_STEPS["tanh"])}
+                  "sigmoid_tanh": "256-entry tables over saturate_uint8(round_half_even(a / step) + 128)", **SCHEME}
         return model_metadata(self.config, self.vocab, self.info, dtype="int8", quantized=True, int8=scheme)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ PyTorch block that goes to ONNX block j (GRU: r,z,n -> z,r,h; LSTM: i,f,g,o -> i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -29,6 +29,16 @@ from compact_lm.cells import LSTM_GATE_ACTIVATIONS
 from .graph import GraphBuilder
 
 _OPERATORS = {"sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+class GraphActivations(Protocol):
+    """The sigmoid and tanh nodes of a step (`act`) over x [B, width]; each returns the output's name."""
+
+    def sigmoid(self, g: GraphBuilder, x: str, width: int, hint: str) -> str: ...
+
+    def tanh(self, g: GraphBuilder, x: str, width: int, hint: str) -> str: ...
+
+    def gates(self, g: GraphBuilder, x: str, kinds: tuple[str, ...], hidden: int, hint: str) -> list[str]: ...
 
 
 class FloatGraphActivations:
@@ -45,7 +55,8 @@ class FloatGraphActivations:
     def gates(self, g: GraphBuilder, x: str, kinds: tuple[str, ...], hidden: int, hint: str) -> list[str]:
         """The blocks of x [.., len(kinds) * hidden], block j through activation kinds[j]."""
         blocks = g.split(x, [hidden] * len(kinds), f"{hint}/a")
-        return [g.op(_OPERATORS[kind], [block], f"{hint}/{kind}{j}") for j, (kind, block) in enumerate(zip(kinds, blocks))]
+        return [g.op(_OPERATORS[kind], [block], f"{hint}/{kind}{j}")
+                for j, (kind, block) in enumerate(zip(kinds, blocks))]
 
 
 FLOAT_GRAPH_ACTIVATIONS = FloatGraphActivations()
@@ -53,7 +64,7 @@ FLOAT_GRAPH_ACTIVATIONS = FloatGraphActivations()
 
 # ----------------------------------------------------------------------------------------- rnn
 def rnn_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
-             act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
+             act: GraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """h' = tanh(xg + gh)."""
     return (act.tanh(g, g.op("Add", [xg, gh], f"{hint}/a"), hidden, f"{hint}/h"),)
 
@@ -65,7 +76,7 @@ def rnn_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarra
 
 # ----------------------------------------------------------------------------------------- gru
 def gru_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
-             act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
+             act: GraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """[r, z] = sigma(xg_rz + gh_rz), n = tanh(xg_n + r * gh_n), h' = n + z * (h - n) = (1 - z) n + z h."""
     (h,) = state
     xg_rz, xg_n = g.split(xg, [2 * hidden, hidden], f"{hint}/xg")
@@ -87,7 +98,7 @@ def gru_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarra
 
 # ---------------------------------------------------------------------------------------- lstm
 def lstm_step(g: GraphBuilder, xg: str, gh: str, state: tuple[str, ...], hidden: int, hint: str,
-              act: FloatGraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
+              act: GraphActivations = FLOAT_GRAPH_ACTIVATIONS) -> tuple[str, ...]:
     """i, f, o = sigma(.), g = tanh(.) of xg + gh; c' = f c + i g, h' = o tanh(c')."""
     h, c = state
     i, f, cand, o = act.gates(g, g.op("Add", [xg, gh], f"{hint}/a"), LSTM_GATE_ACTIVATIONS, hidden, f"{hint}/gates")
@@ -105,7 +116,7 @@ def lstm_split_bias(b_hh: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarr
 class OnnxCell:
     """How one kind of cell is written as ONNX nodes."""
 
-    step: Callable[..., tuple[str, ...]]   # (g, xg, gh, state, hidden, hint, activations) -> new state
+    step: Callable[..., tuple[str, ...]]   # (g, xg, gh, state, hidden, hint, act) -> new state
     split_bias: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
     native_op: str                      # ONNX operator of the same cell
     native_blocks: tuple[int, ...]      # PyTorch gate block for each ONNX gate block

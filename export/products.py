@@ -21,7 +21,7 @@ import numpy as np
 from compact_lm.model import Model
 from compact_lm.quantized import QuantizedModel
 
-from .cells import FLOAT_GRAPH_ACTIVATIONS, FloatGraphActivations
+from .cells import FLOAT_GRAPH_ACTIVATIONS, GraphActivations
 from .graph import OPSET, GraphBuilder
 from .products_int8 import Int8GraphProducts
 from .weights import fold_weights
@@ -33,6 +33,7 @@ class GraphProducts(Protocol):
     name: str      # shown in the model's doc string ("fp32")
     int8: bool     # recorded in the metadata
     opset: int     # default-domain opset of the model (every operator used needs an onnxruntime kernel at it)
+    activations: GraphActivations   # the cells' sigmoid and tanh
 
     def embed(self, g: GraphBuilder, ids: str) -> str: ...
 
@@ -41,8 +42,6 @@ class GraphProducts(Protocol):
     def recurrent(self, g: GraphBuilder, k: int, h: str) -> str: ...
 
     def logits(self, g: GraphBuilder, h: str) -> str: ...
-
-    activations: FloatGraphActivations   # the cells' sigmoid and tanh
 
 
 def matmul_add(g: GraphBuilder, x: str, w_t: np.ndarray, bias: np.ndarray | None, hint: str) -> str:

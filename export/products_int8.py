@@ -42,20 +42,20 @@ INT64 = TensorProto.INT64
 
 
 class Int8GraphActivations:
-    """sigmoid and tanh as compact_lm.int8's lookup tables (export/cells.py FloatGraphActivations for the interface)."""
+    """sigmoid and tanh as compact_lm.int8's lookup tables (a GraphActivations, export/cells.py)."""
 
     def sigmoid(self, g: GraphBuilder, x: str, width: int, hint: str) -> str:
-        """sigmoid table[QuantizeLinear(x, 1/16, 128)] of x [B, width]."""
+        """sigmoid table[QuantizeLinear(x, sigmoid step, 128)] of x [B, width]."""
         return self._lookup(g, x, "sigmoid", width, hint)
 
     def tanh(self, g: GraphBuilder, x: str, width: int, hint: str) -> str:
-        """tanh table[QuantizeLinear(x, 1/32, 128)] of x [B, width]."""
+        """tanh table[QuantizeLinear(x, tanh step, 128)] of x [B, width]."""
         return self._lookup(g, x, "tanh", width, hint)
 
     def gates(self, g: GraphBuilder, x: str, kinds: tuple[str, ...], hidden: int, hint: str) -> list[str]:
         """All blocks of x [.., len(kinds) * hidden] in one lookup of the joined table, then split."""
-        steps, offsets, table = gate_tables(kinds, hidden)
-        key = f"lut.gates{hidden}"
+        steps, _, offsets, table = gate_tables(kinds, hidden)
+        key = f"lut.{'+'.join(kinds)}.{hidden}"
         zero_points = np.full(steps.shape, TABLE_ZERO_POINT, dtype=np.uint8)
         index_q = g.op("QuantizeLinear", [x, g.shared(f"{key}.steps", steps), g.shared(f"{key}.zp", zero_points)],
                        f"{hint}/index_q", axis=-1)
@@ -67,7 +67,8 @@ class Int8GraphActivations:
     def _lookup(self, g: GraphBuilder, x: str, kind: str, width: int, hint: str) -> str:
         step = g.shared(f"lut.{kind}.step", np.asarray(ACTIVATION_STEPS[kind], dtype=np.float32))
         zero_point = g.shared("lut.zero_point", np.asarray(TABLE_ZERO_POINT, dtype=np.uint8))
-        index = g.op("Cast", [g.op("QuantizeLinear", [x, step, zero_point], f"{hint}.index_q")], f"{hint}.index", to=INT64)
+        index_q = g.op("QuantizeLinear", [x, step, zero_point], f"{hint}.index_q")
+        index = g.op("Cast", [index_q], f"{hint}.index", to=INT64)
         return _gather(g, index, f"lut.{kind}", ACTIVATION_TABLES[kind], width, hint)
 
 

@@ -19,10 +19,14 @@ from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.vocab import Vocab
-from export_helpers import max_state_diff
 
 TOL = 1e-5
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
+
+
+def max_state_diff(a: list, b: list) -> float:
+    """Largest |difference| between two per-layer states (lists of tuples of arrays)."""
+    return max(float(np.abs(x - y).max()) for la, lb in zip(a, b) for x, y in zip(la, lb))
 
 
 def make_model(alice_text: str, cell: str, hidden_sizes: tuple, seed: int = 0) -> Model:

@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.cells import CELLS
+from compact_lm.cells import CELLS, LSTM_GATE_ACTIVATIONS
 from compact_lm.cli import main
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
@@ -25,7 +25,7 @@ from compact_lm.export.graph import FLOAT, GraphBuilder, make_model, tensor
 from compact_lm.export.interface import out_name, state_names
 from compact_lm.export.products_int8 import Int8GraphProducts, int8_matmul
 from compact_lm.export.verify import verify_backends
-from compact_lm.int8 import ACT_SCALE, Int8Product, Int8Products
+from compact_lm.int8 import ACT_SCALE, ACTIVATION_STEPS, TABLE_ACTIVATIONS, Int8Product, Int8Products
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
@@ -111,6 +111,35 @@ def test_one_int8_product_is_bit_identical_to_numpy(optimize):
     assert np.array_equal(got3, product(x).reshape(5, 8, 48))
 
 
+def awkward_pre_activations(width: int, step: float, rows: int = 30, seed: int = 0) -> np.ndarray:
+    """Pre-activations with the hard cases of a table lookup: half-step ties and their neighbours, -0, the
+    range ends and beyond, +-inf, huge and subnormal values."""
+    rng = np.random.default_rng(seed)
+    x = (4 * rng.standard_normal((rows, width))).astype(np.float32)
+    ties = ((rng.integers(-140, 140, size=(6, width)) + 0.5) * step).astype(np.float32)
+    x[:6], x[6:12], x[12:18] = ties, np.nextafter(ties, np.float32(100)), np.nextafter(ties, np.float32(-100))
+    x[18] = -0.0
+    x[19] = rng.choice([-1e30, 1e30, -np.inf, np.inf, 127.5 * step, -128.5 * step, 1e-42], size=width)
+    x[20] = (np.arange(width) % 300 - 150) * step
+    return x
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+@pytest.mark.parametrize("rows", [1, 30])
+def test_table_lookups_are_bit_identical_to_numpy(optimize, rows):
+    activations = Int8GraphProducts.activations
+    for kind in ("sigmoid", "tanh"):
+        x = awkward_pre_activations(37, float(ACTIVATION_STEPS[kind]))[-rows:]
+        got = run_graph(lambda g, name: getattr(activations, kind)(g, name, 37, "a"), {"x": x}, 2, optimize)
+        assert np.array_equal(got, getattr(TABLE_ACTIVATIONS, f"{kind}_")(x.copy()))
+    hidden = 11     # the LSTM's four blocks in one joined lookup
+    x = np.concatenate([awkward_pre_activations(hidden, float(ACTIVATION_STEPS[kind]), seed=j)
+                        for j, kind in enumerate(LSTM_GATE_ACTIVATIONS)], axis=1)[-rows:]
+    got = run_graph(lambda g, name: g.op("Concat", activations.gates(g, name, LSTM_GATE_ACTIVATIONS, hidden, "a"),
+                                         "joined", axis=-1), {"x": x}, 2, optimize)
+    assert np.array_equal(got, TABLE_ACTIVATIONS.gates_(x.copy(), LSTM_GATE_ACTIVATIONS))
+
+
 def test_the_int8_table_gather_is_bit_identical_to_numpy(alice_text):
     model = quantized(alice_text, "gru", (16,))
     products = Int8GraphProducts(model)
@@ -151,13 +180,17 @@ def test_free_running_states_are_bit_identical_to_numpy(exported, graph, batch):
 def test_sequence_graph_equals_step_graph_run_one_character_at_a_time(exported):
     step, sequence = OrtBackend(exported.paths["step"]), OrtBackend(exported.paths["sequence"])
     ids = exported.ids[:240].reshape(3, 80)
-    (one_by_one, state_a), (at_once, state_b) = run_both(step, sequence, ids, "step", random_state(step, 3))
+    state = random_state(step, 3)
+    (one_by_one, state_a), _ = run_both(step, step, ids, "step", state)
+    at_once, state_b = sequence.run(ids, state)
     assert at_once.shape == (3, 80, exported.model.config.vocab_size)
     assert same_states(state_a, state_b) and np.abs(at_once - one_by_one).max() <= 1e-6
 
 
 class GatherElements(OpRun):
-    """GatherElements by its spec; onnx 1.23's reference version (np.choose) handles at most 64 table entries."""
+    """GatherElements by its spec (out[i][j] = data[i][index[i][j]] for axis 1), replacing onnx 1.23's reference
+    version, whose np.choose handles at most 64 table entries: this one operator is checked against this
+    definition and against onnxruntime (test_table_lookups_are_bit_identical_to_numpy), not the evaluator's."""
 
     def _run(self, data, indices, axis=None):
         return (np.take_along_axis(data, indices, axis=axis),)
@@ -224,6 +257,16 @@ def test_a_wrong_scale_fails_verification(alice_text, tmp_path):
     assert all(r.max_abs_diff > 1e-3 for r in results)
 
 
+def test_a_wrong_recurrent_weight_fails_verification(alice_text, tmp_path):
+    model = quantized(alice_text, "gru", (20,))
+    wrong = quantized(alice_text, "gru", (20,))
+    wrong.arrays["rnn.weight_hh_l0.q"][:, 3] = -wrong.arrays["rnn.weight_hh_l0.q"][:, 3]
+    export_model(wrong, tmp_path / "wrong.onnx")
+    ids = model.vocab.encode(alice_text[500:600])
+    results = verify_backends(NumpyBackend(model), OrtBackend(tmp_path / "wrong.onnx"), ids, sequence=False)
+    assert all(r.max_abs_diff > 1e-3 for r in results)
+
+
 # ------------------------------------------------------------------------------ file and metadata
 def all_op_types(graph: onnx.GraphProto) -> set[str]:
     """Operator types of a graph and of every subgraph inside it."""
@@ -254,7 +297,7 @@ def test_every_matrix_is_stored_as_int8(exported):
     config = exported.model.config
     # the table, W_hh of every layer, W_ih of layers 2.., the head
     assert len(matrices) == 2 * config.layers + 1 and all(a.dtype == np.int8 for a in matrices.values())
-    assert all(a.dtype in (np.float32, np.uint8, np.int32, np.int64) for a in arrays.values() if a.dtype != np.int8)
+    assert all(a.dtype in (np.float32, np.uint8, np.int64) for a in arrays.values() if a.dtype != np.int8)
 
 
 def test_metadata_round_trips_and_says_int8(exported):

@@ -7,8 +7,9 @@ import pytest
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVATION_TABLES, TABLE_ACTIVATIONS, Int8Product,
-                             quantize_activations, quantize_rows)
+from compact_lm.fileio import save_npz
+from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVATION_TABLES, TABLE_ACTIVATIONS,
+                             Int8Product, quantize_rows)
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.quantized import QuantizedModel
@@ -29,14 +30,6 @@ def test_dequantized_weights_are_within_half_a_step(bits):
     assert q.dtype == np.int8 and np.abs(q).max() <= 2 ** (bits - 1) - 1
     error = np.abs(q.astype(np.float32) * scale[:, None] - w)
     assert (error <= scale[:, None] / 2 * (1 + 1e-6)).all()
-
-
-def test_activation_quantization_matches_quantize_linear():
-    x = np.array([-1.5, -1.0, -0.5 / 127, 0.0, 0.5 / 127, 1.5 / 127, 0.3, 1.0, 2.0], dtype=np.float32)
-    q = quantize_activations(x)
-    # saturation at both ends; ties round to even (0.5 -> 0, 1.5 -> 2), then + 128
-    assert q.dtype == np.uint8
-    assert q.tolist() == [0, 1, 128, 128, 128, 130, 128 + int(np.rint(0.3 * 127)), 255, 255]
 
 
 def test_integer_product_matches_a_plain_integer_computation():
@@ -82,22 +75,29 @@ class PlainTables:
 
 def test_activation_tables_follow_the_functions_within_half_a_step():
     a = np.linspace(-12, 12, 20001, dtype=np.float32)
-    for kind, exact, slope in [("sigmoid", 1 / (1 + np.exp(-a.astype(np.float64))), 0.25), ("tanh", np.tanh(a.astype(np.float64)), 1.0)]:
+    wide = a.astype(np.float64)
+    for kind, exact, slope in [("sigmoid", 1 / (1 + np.exp(-wide)), 0.25), ("tanh", np.tanh(wide), 1.0)]:
         step = float(ACTIVATION_STEPS[kind])
         low, high = -128 * step, 127 * step
         inside = (a >= low) & (a <= high)
         got = getattr(TABLE_ACTIVATIONS, f"{kind}_")(a.copy())
         assert np.abs(got - exact)[inside].max() <= slope * step / 2 + 1e-7
         # beyond the range: the value at its end
-        assert np.all(got[a < low] == ACTIVATION_TABLES[kind][0]) and np.all(got[a > high] == ACTIVATION_TABLES[kind][255])
+        table = ACTIVATION_TABLES[kind]
+        assert np.all(got[a < low] == table[0]) and np.all(got[a > high] == table[255])
 
 
-def test_activation_tables_match_a_plain_lookup_at_ties():
-    a = np.array([[-0.5 / 16, 0.5 / 16, 1.5 / 16, 7.97, 8.0, -9.0, 0.0, 2.5 / 16]], dtype=np.float32)
-    assert np.array_equal(TABLE_ACTIVATIONS.sigmoid_(a.copy()), PlainTables().sigmoid_(a.copy()))
-    kinds = ("sigmoid", "tanh")
-    both = np.concatenate([a, a], axis=1)
-    assert np.array_equal(TABLE_ACTIVATIONS.gates_(both.copy(), kinds), PlainTables().gates_(both.copy(), kinds))
+@pytest.mark.parametrize("step", [1 / 16, 1 / 32])
+def test_activation_tables_match_a_plain_lookup_at_ties(step):
+    """Half-step ties (round half to even), the range ends and beyond, for both tables' steps."""
+    a = np.array([[-0.5 * step, 0.5 * step, 1.5 * step, 2.5 * step, -127.5 * step, 126.5 * step, 127.5 * step,
+                   -128.5 * step, 7.97, 8.0, -9.0, 0.0]], dtype=np.float32)
+    for kind in ("sigmoid", "tanh"):
+        want = getattr(PlainTables(), f"{kind}_")(a.copy())
+        assert np.array_equal(getattr(TABLE_ACTIVATIONS, f"{kind}_")(a.copy()), want)
+    kinds = ("sigmoid", "tanh", "sigmoid")
+    blocks = np.concatenate([a, a, a], axis=1)
+    assert np.array_equal(TABLE_ACTIVATIONS.gates_(blocks.copy(), kinds), PlainTables().gates_(blocks.copy(), kinds))
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -120,10 +120,12 @@ def test_int8_step_matches_an_independent_integer_step(cell):
     gh = product("rnn.weight_hh_l0", "rnn.bias_hh_l0", state[0][0])
     new_state = get_cell(cell).step(xg, gh, state[0], PlainTables())
     logits = product("head.weight", "head.bias", new_state[0])
-    expected = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    shifted = logits - logits.max(1, keepdims=True)
+    expected = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
     log_p, got_state = backend.step(ids, state)
     np.testing.assert_allclose(log_p, expected, atol=1e-5)
-    np.testing.assert_allclose(got_state[0][0], new_state[0], atol=1e-6)
+    # the state is exact: integer sums, then the same float operations in the same order
+    assert all(np.array_equal(got, want) for got, want in zip(got_state[0], new_state))
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -163,3 +165,22 @@ def test_dequantized_float_path_separates_weight_error():
 def test_quantizing_twice_is_refused():
     with pytest.raises(CompactLMError, match="already quantized"):
         quantize_model(quantize_model(_model()))
+
+
+def test_an_int8_file_of_the_earlier_scheme_is_refused(tmp_path):
+    """Files from before the activation tables and per-column table scales would load with another meaning."""
+    quantized = quantize_model(_model("gru"))
+    meta = quantized.metadata()
+    for key in ("table_scales", "sigmoid_step", "tanh_step"):
+        del meta["int8"][key]
+    save_npz(tmp_path / "old.npz", quantized.arrays, meta)
+    with pytest.raises(CompactLMError, match="old.npz: int8 model of an earlier int8 scheme .*quantize the float model again"):
+        load(tmp_path / "old.npz")
+
+
+def test_an_int8_file_with_a_nan_scale_is_refused(tmp_path):
+    quantized = quantize_model(_model("gru"))
+    quantized.arrays["head.weight.scale"][2] = np.nan
+    save_npz(tmp_path / "nan.npz", quantized.arrays, quantized.metadata())
+    with pytest.raises(CompactLMError, match="head.weight.scale holds NaN or infinite values"):
+        load(tmp_path / "nan.npz")

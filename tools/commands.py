@@ -111,7 +111,8 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_prune)
 
-    p = sub.add_parser("quantize", help="int8 weights with per-row scales (the scheme the int8 ONNX graph runs)")
+    p = sub.add_parser("quantize", help="int8 weights with per-row scales, the input table's per column "
+                                        "(the scheme the int8 ONNX graph runs)")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--weight-bits", type=int, default=7, choices=[7, 8],
                    help="7 (default: exact in onnxruntime on every CPU) or 8")
