@@ -12,6 +12,7 @@ import pytest
 
 from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
+from compact_lm.fileio import load_npz, save_npz
 from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.tools.quantize import quantize_model
@@ -106,6 +107,14 @@ def _truncated(files: Path, tmp: Path) -> Path:
     return tmp / "cut.npz"
 
 
+def _earlier_int8_scheme(files: Path, tmp: Path) -> Path:
+    """int8.npz as the scheme before activation tables wrote it: no table_scales / sigmoid_step / tanh_step."""
+    arrays, meta = load_npz(files / "int8.npz")
+    meta["int8"] = {k: v for k, v in meta["int8"].items() if k not in ("table_scales", "sigmoid_step", "tanh_step")}
+    save_npz(tmp / "old-int8.npz", arrays, meta)
+    return tmp / "old-int8.npz"
+
+
 def _write(tmp: Path, name: str, data: bytes) -> Path:
     (tmp / name).write_bytes(data)
     return tmp / name
@@ -128,6 +137,7 @@ BUILDERS = {
     "pickled object array": lambda f, t: ["eval", _object_array(f, t), "--text", f / "text.txt"],
     "quantize twice": lambda f, t: ["quantize", f / "int8.npz", "--out", t / "qq.npz"],
     "prune a quantized model": lambda f, t: ["prune", f / "int8.npz", "--keep", "0.5", "--out", t / "p.npz"],
+    "int8 model of an earlier scheme": lambda f, t: ["eval", _earlier_int8_scheme(f, t), "--text", f / "text.txt"],
     "export over its input": lambda f, t: ["export", _copy(f, t, "same.npz"), "--out", t / "same.npz"],
     ".onnx without metadata": lambda f, t: ["verify", f / "model.npz", _onnx_variant(
         f, t, "bare.onnx", lambda p: p.ClearField("metadata_props"))],
