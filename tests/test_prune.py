@@ -7,7 +7,9 @@ from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
-from compact_lm.tools.prune import prune_once, remove_units, target_sizes, unit_scores
+from compact_lm.cells import get_cell
+from compact_lm.tools.prune import (prune_once, refit_readers, remove_units, target_sizes, unit_scores,
+                                    unit_statistics)
 from compact_lm.trainer import Trainer
 from compact_lm.vocab import Vocab
 
@@ -112,3 +114,36 @@ def test_bad_target_sizes_are_refused(kwargs, message):
 def test_unknown_criterion_is_refused():
     with pytest.raises(CompactLMError, match="unknown criterion 'random'"):
         unit_scores(_model("gru"), "random", None)
+
+
+def _duplicate_unit(model, layer, source, copy):
+    """Make unit `copy` of `layer` compute exactly what unit `source` computes (same rows in every gate)."""
+    rows = get_cell(model.config.cell).unit_rows
+    hidden = model.config.hidden_sizes[layer]
+    for name in (f"rnn.weight_ih_l{layer}", f"rnn.weight_hh_l{layer}", f"rnn.bias_ih_l{layer}", f"rnn.bias_hh_l{layer}"):
+        model.params[name][rows(hidden, [copy])] = model.params[name][rows(hidden, [source])]
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_refitting_the_readers_replaces_a_duplicate_unit_exactly(cell, layer):
+    """A removed unit whose output the kept units reproduce costs nothing: its readers move to the copy it had."""
+    model = _model(cell)
+    _duplicate_unit(model, layer, source=2, copy=5)
+    sizes = list(model.config.hidden_sizes)
+    stats = unit_statistics(model, model.vocab.encode(TEXT))
+    keep = [np.arange(h) for h in sizes]
+    keep[layer] = np.delete(keep[layer], 5)
+    refit = refit_readers(model, remove_units(model, keep, stats.mean), keep, stats.outputs)
+    np.testing.assert_allclose(_log_probs(refit), _log_probs(model), atol=1e-4)
+    assert np.abs(_log_probs(remove_units(model, keep, stats.mean)) - _log_probs(model)).max() > 1e-2
+
+
+def test_refitting_the_readers_brings_a_pruned_model_closer_to_the_original():
+    model = _model("gru", (16,))
+    stats = unit_statistics(model, model.vocab.encode(TEXT))
+    keep = [np.arange(0, 16, 2)]
+    folded = remove_units(model, keep, stats.mean)
+    refit = refit_readers(model, folded, keep, stats.outputs)
+    error = {name: np.abs(_log_probs(m) - _log_probs(model)).mean() for name, m in (("folded", folded), ("refit", refit))}
+    assert error["refit"] < 0.75 * error["folded"]      # measured: 0.15 vs 0.28

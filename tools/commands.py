@@ -100,7 +100,7 @@ def add_commands(sub, positive_int, number) -> None:
                    f"(default {DEFAULT_CRITERION})")
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
-    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default 6e-3)")
+    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default 4e-2)")
     p.add_argument("--finetune-dropout", type=number, help="dropout while fine-tuning (default 0)")
     p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
                    "fine-tuning target (default 0.5; 0 = plain cross-entropy)")
