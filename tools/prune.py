@@ -44,7 +44,9 @@ CRITERIA = ("activation", "magnitude")
 #   2.166 / 2.138 / 2.189; dropout 0.1 2.172; beta1 0.8 2.133, beta2 0.95 2.147; gradient clip 5: no change.
 # A pruned model is far from where its optimizer settings were tuned: it wants a large step right away,
 # and one that decays fully in the short run. (Fading the removed units out during fine-tuning of the
-# whole model instead of removing them first: 2.204.)
+# whole model instead of removing them first: 2.204; 2 rounds: 2.162; a softer teacher, softmax(z / T):
+# T 1.5 2.184, T 2 2.284. For scale: a 128-unit GRU distilled from scratch reached 2.235 at 1,000 steps,
+# 2.126 at 5,000 and 2.094 at 11,145.)
 FINETUNE_DROPOUT = 0.0
 FINETUNE_LR = 4e-2
 FINETUNE_DISTILL = 0.5
