@@ -147,3 +147,45 @@ def test_refitting_the_readers_brings_a_pruned_model_closer_to_the_original():
     refit = refit_readers(model, folded, keep, stats.outputs)
     error = {name: np.abs(_log_probs(m) - _log_probs(model)).mean() for name, m in (("folded", folded), ("refit", refit))}
     assert error["refit"] < 0.75 * error["folded"]      # measured: 0.15 vs 0.28
+
+
+def test_prune_once_refits_the_readers_from_its_calibration_text():
+    model = _model("gru", (16,))
+    ids = model.vocab.encode(TEXT * 2)
+    stats = unit_statistics(model, ids)
+    pruned = prune_once(model, (8,), criterion="activation", calibration_ids=ids)
+    keep = [np.sort(np.argsort(-unit_scores(model, "activation", stats)[0], kind="stable")[:8])]
+    want = refit_readers(model, remove_units(model, keep, stats.mean), keep, stats.outputs)
+    assert all(np.array_equal(pruned.params[n], want.params[n]) for n in want.params)
+    assert not np.array_equal(want.params["head.weight"], remove_units(model, keep, stats.mean).params["head.weight"])
+
+
+def test_short_calibration_text_keeps_the_mean_folding_only():
+    """Fewer than 10 positions per fitted weight: a fit would follow the text, not the model."""
+    model = _model("gru", (16,))
+    ids = model.vocab.encode(TEXT)[:40]          # 40 < 10 * (8 + 1)
+    stats = unit_statistics(model, ids)
+    keep = [np.arange(0, 16, 2)]
+    folded = remove_units(model, keep, stats.mean)
+    refit = refit_readers(model, folded, keep, stats.outputs)
+    assert all(np.array_equal(refit.params[n], folded.params[n]) for n in folded.params)
+
+
+def test_a_layer_that_keeps_every_unit_is_not_refit():
+    model = _model("lstm", (10, 8))
+    stats = unit_statistics(model, model.vocab.encode(TEXT * 3))
+    keep = [np.arange(10), np.arange(0, 8, 2)]     # layer 0 whole: its W_hh and layer 1's W_ih columns stay
+    folded = remove_units(model, keep, stats.mean)
+    refit = refit_readers(model, folded, keep, stats.outputs)
+    for name in ("rnn.weight_hh_l0", "rnn.bias_hh_l0", "rnn.weight_ih_l1", "rnn.bias_ih_l1"):
+        assert np.array_equal(refit.params[name], folded.params[name])
+    assert not np.array_equal(refit.params["head.weight"], folded.params["head.weight"])
+
+
+def test_fine_tuning_uses_the_measured_settings():
+    from compact_lm.tools.prune import FINETUNE_LR, finetune_config
+    model = _model("gru")
+    model.info["train_config"] = {"corpus": ["text.txt"], "lr": 5e-3, "dropout": 0.2, "min_lr_ratio": 0.05}
+    config = finetune_config(model, 560)
+    assert (config.steps, config.lr, config.dropout, config.distill) == (560, FINETUNE_LR, 0.0, 0.5)
+    assert config.min_lr_ratio == 0.0 and config.warmup_steps == 11

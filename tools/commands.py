@@ -90,7 +90,7 @@ def _cmd_sweep(args) -> int:
 
 def add_commands(sub, positive_int, number) -> None:
     """Register prune, quantize and sweep on the `compact-lm` sub-parser."""
-    from .prune import CRITERIA, DEFAULT_CRITERION
+    from .prune import CRITERIA, DEFAULT_CRITERION, FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
     p = sub.add_parser("prune", help="remove whole hidden units (optionally fine-tuning), keeping the format")
     p.add_argument("model", metavar="MODEL")
     size = p.add_mutually_exclusive_group(required=True)
@@ -100,10 +100,10 @@ def add_commands(sub, positive_int, number) -> None:
                    f"(default {DEFAULT_CRITERION})")
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
-    p.add_argument("--finetune-lr", type=number, help="peak learning rate (default 4e-2)")
-    p.add_argument("--finetune-dropout", type=number, help="dropout while fine-tuning (default 0)")
+    p.add_argument("--finetune-lr", type=number, help=f"peak learning rate (default {FINETUNE_LR:g})")
+    p.add_argument("--finetune-dropout", type=number, help=f"dropout while fine-tuning (default {FINETUNE_DROPOUT:g})")
     p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
-                   "fine-tuning target (default 0.5; 0 = plain cross-entropy)")
+                   f"fine-tuning target (default {FINETUNE_DISTILL:g}; 0 = plain cross-entropy)")
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
                    "(default: the end of the training split)")
