@@ -19,6 +19,7 @@ from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.vocab import Vocab
+from onnx_helpers import all_op_types, random_state
 
 TOL = 1e-5
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
@@ -36,13 +37,6 @@ def make_model(alice_text: str, cell: str, hidden_sizes: tuple, seed: int = 0) -
     info = {"steps": 7, "train_config": {"cell": cell, "lr": 0.003, "corpus": ["alice.txt"]},
             "metrics": {"val": {"bpc": 2.5, "chars": 100}}}
     return Model(config, vocab, init_params(config, np.random.default_rng(seed), scale=1.5), info)
-
-
-def random_state(backend, batch: int, seed: int = 1) -> list:
-    """A non-zero state, so that the state inputs are really used."""
-    rng = np.random.default_rng(seed)
-    return [tuple(np.tanh(rng.standard_normal(s.shape)).astype(np.float32) for s in layer)
-            for layer in backend.initial_state(batch)]
 
 
 def stepwise(backend, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
@@ -163,17 +157,6 @@ def test_saved_graphs_pass_the_full_checker_at_the_chosen_opset(exported, graph)
     proto = onnx.load(exported.paths[graph])
     onnx.checker.check_model(proto, full_check=True)
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
-
-
-def all_op_types(graph: onnx.GraphProto) -> set[str]:
-    """Operator types of a graph and of every subgraph inside it."""
-    ops = set()
-    for node in graph.node:
-        ops.add(node.op_type)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                ops |= all_op_types(attribute.g)
-    return ops
 
 
 def test_plain_graphs_use_only_portable_operators(exported):

@@ -32,6 +32,7 @@ from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
+from onnx_helpers import all_op_types, random_state
 
 TOL = 1e-5     # float rounding of log-softmax (observed <= 2e-6)
 SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
@@ -44,13 +45,6 @@ def quantized(alice_text: str, cell: str, hidden_sizes: tuple, seed: int = 0, em
     info = {"steps": 3, "train_config": {"cell": cell}, "metrics": {"val": {"bpc": 2.5}}}
     params = init_params(config, np.random.default_rng(seed), scale=1.5)
     return quantize_model(Model(config, vocab, params, info), **options)
-
-
-def random_state(backend, batch: int, seed: int = 1) -> list:
-    """A non-zero state in (-1, 1), so that the state inputs and their quantization are really used."""
-    rng = np.random.default_rng(seed)
-    return [tuple(np.tanh(2 * rng.standard_normal(s.shape)).astype(np.float32) for s in layer)
-            for layer in backend.initial_state(batch)]
 
 
 @pytest.fixture(scope="module", params=[(c, s) for c in CELLS for s in SIZES.values()], ids=lambda p: f"{p[0]}-{len(p[1])}layer")
@@ -172,7 +166,8 @@ def same_states(a: list, b: list) -> bool:
 def test_free_running_states_are_bit_identical_to_numpy(exported, graph, batch):
     ort = OrtBackend(exported.paths[graph])
     ids = exported.ids[:240 // batch * batch].reshape(batch, -1)
-    (want, want_state), (got, got_state) = run_both(exported.reference, ort, ids, graph, random_state(ort, batch))
+    state = random_state(ort, batch, spread=2.0)
+    (want, want_state), (got, got_state) = run_both(exported.reference, ort, ids, graph, state)
     assert same_states(want_state, got_state)
     assert np.abs(want - got).max() <= TOL
 
@@ -180,7 +175,7 @@ def test_free_running_states_are_bit_identical_to_numpy(exported, graph, batch):
 def test_sequence_graph_equals_step_graph_run_one_character_at_a_time(exported):
     step, sequence = OrtBackend(exported.paths["step"]), OrtBackend(exported.paths["sequence"])
     ids = exported.ids[:240].reshape(3, 80)
-    state = random_state(step, 3)
+    state = random_state(step, 3, spread=2.0)
     (one_by_one, state_a), _ = run_both(step, step, ids, "step", state)
     at_once, state_b = sequence.run(ids, state)
     assert at_once.shape == (3, 80, exported.model.config.vocab_size)
@@ -224,7 +219,7 @@ def test_onnx_reference_evaluator_agrees_with_numpy_bit_for_bit(exported, graph)
     reference = ReferenceBackend(exported.paths[graph], exported.model)
     ids = exported.ids[:40].reshape(2, 20)
     (want, want_state), (got, got_state) = run_both(exported.reference, reference, ids, graph,
-                                                    random_state(exported.reference, 2))
+                                                    random_state(exported.reference, 2, spread=2.0))
     assert same_states(want_state, got_state) and np.abs(want - got).max() <= TOL
 
 
@@ -232,7 +227,7 @@ def test_onnx_reference_evaluator_agrees_with_numpy_bit_for_bit(exported, graph)
 def test_unoptimized_session_matches_optimized(exported, graph):
     ids = exported.ids[:150].reshape(3, 50)
     optimized, plain = OrtBackend(exported.paths[graph]), OrtBackend(exported.paths[graph], optimize=False)
-    state = random_state(plain, 3)
+    state = random_state(plain, 3, spread=2.0)
     a, state_a = optimized.run(ids, state)
     b, state_b = plain.run(ids, state)
     assert same_states(state_a, state_b) and np.abs(a - b).max() <= 1e-6
@@ -268,17 +263,6 @@ def test_a_wrong_recurrent_weight_fails_verification(alice_text, tmp_path):
 
 
 # ------------------------------------------------------------------------------ file and metadata
-def all_op_types(graph: onnx.GraphProto) -> set[str]:
-    """Operator types of a graph and of every subgraph inside it."""
-    ops = set()
-    for node in graph.node:
-        ops.add(node.op_type)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                ops |= all_op_types(attribute.g)
-    return ops
-
-
 @pytest.mark.parametrize("graph", ["step", "sequence"])
 def test_saved_graphs_pass_the_full_checker_with_standard_operators_only(exported, graph):
     proto = onnx.load(exported.paths[graph])
@@ -339,8 +323,6 @@ def test_native_rnn_export_of_a_quantized_model_is_refused(alice_text):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-
-
 @pytest.fixture(scope="module")
 def cli_files(tiny_model_path, tmp_path_factory):
     """The tiny trained GRU quantized, exported through the CLI as int8 step + sequence graphs and as fp32."""
