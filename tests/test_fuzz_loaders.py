@@ -101,19 +101,12 @@ def _check_npz(path) -> None:
     assert math.isfinite(nats)
 
 
+@pytest.mark.parametrize("name", ["float.npz", "int8.npz"])
 @FUZZ
 @given(draw=st.data())
-def test_damaged_float_npz_loads_or_gives_a_one_line_error(originals, tmp_path, draw):
-    path = tmp_path / "float.npz"
-    path.write_bytes(draw.draw(damage(originals["float.npz"]), label="file"))
-    _check_npz(path)
-
-
-@FUZZ
-@given(draw=st.data())
-def test_damaged_int8_npz_loads_or_gives_a_one_line_error(originals, tmp_path, draw):
-    path = tmp_path / "int8.npz"
-    path.write_bytes(draw.draw(damage(originals["int8.npz"]), label="file"))
+def test_damaged_npz_loads_or_gives_a_one_line_error(originals, tmp_path, draw, name):
+    path = tmp_path / name
+    path.write_bytes(draw.draw(damage(originals[name]), label="file"))
     _check_npz(path)
 
 
