@@ -20,7 +20,7 @@ from compact_lm.fileio import atomic_write
 from compact_lm.model import Model
 from compact_lm.quantized import QuantizedModel
 
-from .graph import INT8_OPSET, OPSET, make_model
+from .graph import OPSET, make_model
 from .metadata import onnx_metadata
 from .native import build_native_graph
 from .products import FloatGraphProducts, GraphProducts, default_products
@@ -67,5 +67,5 @@ def export_model(model: Model | QuantizedModel, path: str | os.PathLike, *, sequ
     save_model(build_model(model, sequence=sequence, native_rnn=native_rnn), path)
 
 
-__all__ = ["INT8_OPSET", "OPSET", "FloatGraphProducts", "GraphProducts", "Int8GraphProducts", "build_model",
+__all__ = ["OPSET", "FloatGraphProducts", "GraphProducts", "Int8GraphProducts", "build_model",
            "default_products", "export_model", "save_model"]

@@ -11,17 +11,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# The newest default-domain opset onnxruntime 1.32 accepts without "under development" warnings
-# ("Current official support for domain ai.onnx is till opset 28"), which is also
-# onnx.defs.onnx_opset_version() of onnx 1.23. Every operator the fp32 graphs use has a CPU kernel at it.
-OPSET = 28
-# The int8 graphs need QuantizeLinear, whose opset-28 version (QuantizeLinear-28) has no onnxruntime 1.32
-# kernel ("Could not find an implementation for QuantizeLinear(28)"). At opset 27 it resolves to
-# QuantizeLinear-25, which onnxruntime implements; every other operator resolves to the same version as
-# at 28 except Cast (25 instead of 28, identical for int32 -> float). Writing the quantizer as
-# Div -> Round -> Clip -> Add -> Cast instead would keep opset 28 and the same numbers, at about 2.5 us
-# more per step for a GRU with H=256 (measured), so the int8 graphs use 27.
-INT8_OPSET = 27
+# One opset for every graph, fp32 and int8: the oldest at which every operator used here has its current
+# meaning (QuantizeLinear's axis, Split's and Squeeze's inputs, LogSoftmax's axis all date from 13 or
+# earlier), raised to 17, what torch.onnx.export writes by default and what every onnxruntime since 1.13
+# (2022) runs. A newer opset adds nothing these graphs use and shuts out the older runtimes apps ship:
+# onnxruntime 1.15.1 refuses opset 28 / IR 14 files but runs these bit for bit like 1.32 (every graph
+# kind; benchmarks/onnxruntime_compat.py), and 1.32 runs them as fast as at opset 28 (fp32 step 18.5 vs
+# 18.4 us) and 27 (int8 16.2 vs 16.2 us).
+OPSET = 17
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 
@@ -114,7 +111,10 @@ def tensor(name: str, elem_type: int, shape: list) -> onnx.ValueInfoProto:
 def make_model(graph: onnx.GraphProto, metadata: dict[str, str], doc: str, opset: int = OPSET) -> onnx.ModelProto:
     """Wrap a graph as a model at `opset`, with string metadata_props, then run the full checker."""
     from compact_lm import __version__
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+    opsets = [helper.make_opsetid("", opset)]
+    # the oldest IR version that can carry this opset (8 for opset 17), not the newest onnx knows:
+    # a runtime refuses a file whose IR version is newer than its own, whatever the operators
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                               producer_name="compact-lm", producer_version=__version__, doc_string=doc)
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)

@@ -35,7 +35,7 @@ from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVA
                              Int8Product, gate_tables)
 from compact_lm.quantized import QuantizedModel
 
-from .graph import INT8_OPSET, GraphBuilder
+from .graph import OPSET, GraphBuilder
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
@@ -96,7 +96,7 @@ class Int8GraphProducts:
 
     name = "int8"
     int8 = True
-    opset = INT8_OPSET
+    opset = OPSET
     activations = Int8GraphActivations()
 
     def __init__(self, model: QuantizedModel):

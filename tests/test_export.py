@@ -159,6 +159,13 @@ def test_saved_graphs_pass_the_full_checker_at_the_chosen_opset(exported, graph)
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
 
 
+@pytest.mark.parametrize("graph", ["step", "sequence"])
+def test_saved_graphs_carry_the_oldest_ir_version_for_their_opset(exported, graph):
+    """A runtime refuses a newer IR version than its own (onnxruntime 1.15 reads up to 9), whatever the operators."""
+    proto = onnx.load(exported.paths[graph])
+    assert proto.ir_version == onnx.helper.find_min_ir_version_for(list(proto.opset_import)) == 8
+
+
 def test_plain_graphs_use_only_portable_operators(exported):
     portable = {"Gather", "MatMul", "Gemm", "Add", "Sub", "Mul", "Sigmoid", "Tanh", "LogSoftmax", "Split",
                 "Slice", "Scan", "Loop", "Transpose", "Identity"}

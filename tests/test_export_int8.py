@@ -20,7 +20,7 @@ from compact_lm.cells import CELLS, LSTM_GATE_ACTIVATIONS
 from compact_lm.cli import main
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.export import INT8_OPSET, OPSET, build_model, export_model
+from compact_lm.export import OPSET, build_model, export_model
 from compact_lm.export.graph import FLOAT, GraphBuilder, make_model, tensor
 from compact_lm.export.interface import out_name, state_names
 from compact_lm.export.products_int8 import Int8GraphProducts, int8_matmul
@@ -62,14 +62,14 @@ def exported(request, tmp_path_factory, alice_text):
 
 # ------------------------------------------------------------------------------ single products
 def run_graph(nodes_of, inputs: dict[str, np.ndarray], rank: int, optimize: bool = True) -> np.ndarray:
-    """Build a graph with one float output of `rank` axes, `nodes_of(g, input names...)`, at INT8_OPSET; run it."""
+    """Build a graph with one float output of `rank` axes, `nodes_of(g, input names...)`, at OPSET; run it."""
     g = GraphBuilder()
     g.reserve(*inputs, "y")
     g.rename(nodes_of(g, *inputs), "y")
     types = {np.dtype(np.float32): FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64}
     graph = g.graph("probe", [tensor(n, types[a.dtype], list(a.shape)) for n, a in inputs.items()],
                     [tensor("y", FLOAT, [f"d{i}" for i in range(rank)])])
-    proto = make_model(graph, {}, "probe", INT8_OPSET)
+    proto = make_model(graph, {}, "probe", OPSET)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), session_options(1, optimize),
                                            providers=["CPUExecutionProvider"])
     return session.run(["y"], inputs)[0]
@@ -267,7 +267,7 @@ def test_a_wrong_recurrent_weight_fails_verification(alice_text, tmp_path):
 def test_saved_graphs_pass_the_full_checker_with_standard_operators_only(exported, graph):
     proto = onnx.load(exported.paths[graph])
     onnx.checker.check_model(proto, full_check=True)
-    assert [(o.domain, o.version) for o in proto.opset_import] == [("", INT8_OPSET)]
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
     # no float function but the final LogSoftmax: sigmoid and tanh are table lookups (GatherElements)
     portable = {"Gather", "GatherElements", "Reshape", "Add", "Sub", "Mul", "LogSoftmax", "Split", "Scan", "Transpose",
                 "Identity", "QuantizeLinear", "MatMulInteger", "Cast"}
@@ -291,7 +291,7 @@ def test_metadata_round_trips_and_says_int8(exported):
         assert ort.vocab == model.vocab and ort.config == model.config
         assert ort.metadata["graph"] == graph and ort.metadata["int8"] is True and ort.metadata["quantized"] is True
         assert ort.metadata["int8_scheme"] == model.metadata()["int8"]
-        assert ort.metadata["int8_scheme"]["weight_bits"] == 7 and ort.metadata["opset"] == INT8_OPSET
+        assert ort.metadata["int8_scheme"]["weight_bits"] == 7 and ort.metadata["opset"] == OPSET
         assert ort.metadata["train_config"] == model.info["train_config"]
     raw = {p.key: p.value for p in onnx.load(exported.paths["step"]).metadata_props}
     assert raw["int8"] == "true" and raw["dtype"] == "float32" and raw["native_rnn"] == "false"
@@ -336,7 +336,7 @@ def cli_files(tiny_model_path, tmp_path_factory):
 
 def test_cli_export_writes_int8_graphs(cli_files, tiny_model_path, tmp_path, capsys):
     code, out, err = run(capsys, "export", cli_files / "int8.npz", "--out", tmp_path / "m.onnx")
-    assert code == 0 and err == "" and f"int8, opset {INT8_OPSET}" in out
+    assert code == 0 and err == "" and f"int8, opset {OPSET}" in out
     assert OrtBackend(tmp_path / "m.onnx").metadata["int8"] is True
 
 
