@@ -11,13 +11,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# One opset for every graph, fp32 and int8: the oldest at which every operator used here has its current
-# meaning (QuantizeLinear's axis, Split's and Squeeze's inputs, LogSoftmax's axis all date from 13 or
-# earlier), raised to 17, what torch.onnx.export writes by default and what every onnxruntime since 1.13
-# (2022) runs. A newer opset adds nothing these graphs use and shuts out the older runtimes apps ship:
-# onnxruntime 1.15.1 refuses opset 28 / IR 14 files but runs these bit for bit like 1.32 (every graph
-# kind; benchmarks/onnxruntime_compat.py), and 1.32 runs them as fast as at opset 28 (fp32 step 18.5 vs
-# 18.4 us) and 27 (int8 16.2 vs 16.2 us).
+# One opset for every graph, fp32 and int8. Every operator used here has had its current meaning since
+# opset 13 or earlier (QuantizeLinear's per-axis scales, Split's and Squeeze's inputs, LogSoftmax's
+# axis); later versions only add types and attributes these graphs do not use. 17 is the default of
+# PyTorch's TorchScript exporter (benchmarks/export_latency.py exports with it) and what every
+# onnxruntime since 1.13 (2022) runs. A newer opset would shut out the older runtimes apps ship:
+# onnxruntime 1.15.1 refuses an opset-28 / IR-14 file but runs these (benchmarks/onnxruntime_compat.py)
+# with 1.32's outputs, bit for bit except its native RNN kernel (9.5e-7); and 1.32 runs them as fast as
+# at opset 28 (fp32 step 18.5 vs 18.4 us) and 27 (int8 16.2 vs 16.2 us).
 OPSET = 17
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64

@@ -274,6 +274,13 @@ def test_saved_graphs_pass_the_full_checker_with_standard_operators_only(exporte
     assert all_op_types(proto.graph) <= portable and "MatMul" not in all_op_types(proto.graph)
 
 
+@pytest.mark.parametrize("graph", ["step", "sequence"])
+def test_saved_graphs_carry_an_ir_version_older_runtimes_read(exported, graph):
+    """As the fp32 graphs: the oldest IR version for the opset, which onnxruntime 1.15 reads."""
+    proto = onnx.load(exported.paths[graph])
+    assert proto.ir_version == onnx.helper.find_min_ir_version_for(list(proto.opset_import)) <= 9
+
+
 def test_every_matrix_is_stored_as_int8(exported):
     proto = onnx.load(exported.paths["step"])
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
