@@ -56,6 +56,14 @@ def test_sweep_writes_table_and_json(tmp_path, tiny_model_path, capsys):
     assert rows[3]["file_bytes"] < rows[0]["file_bytes"] and "| keep |" in out
 
 
+def test_sweep_reports_the_held_out_test_split(tmp_path, tiny_model_path, capsys):
+    """Fine-tuning picks checkpoints by val bpc, so the table also scores the test split, as training did."""
+    code, _, err = run(capsys, "sweep", tiny_model_path, "--keeps", "1.0", "--quiet", "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    assert rows[0]["test_bpc"] == pytest.approx(load(tiny_model_path).info["metrics"]["test"]["bpc"], rel=1e-9)
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--keep", "0"], "--keep must be in (0, 1]"),
     (["--keep", "1.5"], "--keep must be in (0, 1]"),

@@ -53,9 +53,12 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
             path = out / f"keep{keep}-{precision}.npz"
             variant.save(path)
             bpc = variant.evaluate_ids(data.val).bpc
+            # fine-tuning keeps the checkpoint with the best val bpc: the test split is the held-out check
+            test_bpc = variant.evaluate_ids(data.test).bpc if len(data.test) >= 2 else None
             row = {"keep": keep, "precision": precision, "hidden_sizes": list(variant.config.hidden_sizes),
                    "params": variant.num_params, "file_bytes": os.path.getsize(path), "val_bpc": bpc,
-                   "bpc_change": bpc / base_bpc - 1.0, "size_ratio": os.path.getsize(path) / base_bytes,
+                   "bpc_change": bpc / base_bpc - 1.0, "test_bpc": test_bpc,
+                   "size_ratio": os.path.getsize(path) / base_bytes,
                    "finetune_steps": 0 if keep == 1.0 else finetune_steps, "file": path.name}
             rows.append(row)
             log(f"keep {keep:<5} {precision}: val {bpc:.4f} bpc ({row['bpc_change']:+.2%}), "
@@ -66,11 +69,12 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
 
 def markdown_table(rows: list[dict]) -> str:
     """The sweep as a markdown table."""
-    lines = ["| keep | precision | hidden | params | file bytes | size vs fp32 | val bpc | change |",
-             "|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| keep | precision | hidden | params | file bytes | size vs fp32 | val bpc | change | test bpc |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        test = "" if r.get("test_bpc") is None else f"{r['test_bpc']:.4f}"
         lines.append(f"| {r['keep']} | {r['precision']} | {r['hidden_sizes']} | {r['params']:,} | "
-                     f"{r['file_bytes']:,} | {r['size_ratio']:.3f} | {r['val_bpc']:.4f} | {r['bpc_change']:+.2%} |")
+                     f"{r['file_bytes']:,} | {r['size_ratio']:.3f} | {r['val_bpc']:.4f} | {r['bpc_change']:+.2%} | {test} |")
     return "\n".join(lines) + "\n"
 
 
