@@ -196,10 +196,45 @@ def model_summary(path: str) -> dict:
             "train_config": model.info.get("train_config", {}), "pruning": model.info.get("pruning", [])}
 
 
+def onnx_summary(path: str) -> dict:
+    """Graph kind, opset, the model metadata it carries and per-initializer shape/dtype/bytes of a compact-lm .onnx file."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+    from .ort_backend import open_session
+    _, meta = open_session(path)             # the safety checks and one-line errors of every .onnx load
+    proto = onnx.load_model_from_string(Path(path).read_bytes())
+    tensors = {}
+    for tensor in proto.graph.initializer:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        size = int(np.prod(tensor.dims, dtype=np.int64))
+        tensors[tensor.name] = {"shape": list(tensor.dims), "dtype": str(dtype), "params": size,
+                                "bytes": size * dtype.itemsize}
+    return {"file": str(path), "file_bytes": os.path.getsize(path), "graph": meta["graph"],
+            "opset": proto.opset_import[0].version, "ir_version": proto.ir_version, "int8": bool(meta.get("int8")),
+            "native_rnn": bool(meta.get("native_rnn")),
+            **{k: meta[k] for k in ("cell", "layers", "embed_size", "hidden_sizes", "vocab_size") if k in meta},
+            "tensors": tensors, "param_bytes": int(sum(t["bytes"] for t in tensors.values())),
+            "steps": meta.get("steps", 0), "metrics": meta.get("metrics", {})}
+
+
+def _is_onnx(path: str) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
 def _cmd_info(args) -> int:
-    summary = model_summary(args.model)
+    summary = onnx_summary(args.model) if _is_onnx(args.model) else model_summary(args.model)
     if args.json:
         print(json.dumps(summary))
+        return 0
+    if "graph" in summary:
+        print(f"{summary['file']}: {summary['graph']} graph, {'int8' if summary['int8'] else 'fp32'}, "
+              f"{'native recurrent' if summary['native_rnn'] else 'plain'} operators, opset {summary['opset']}, "
+              f"IR version {summary['ir_version']}, {summary['file_bytes']:,} bytes")
+        print(f"  of a {summary['cell']} model, {summary['layers']} layer(s), embed {summary['embed_size']}, "
+              f"hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}; "
+              f"{summary['param_bytes']:,} bytes of initializers")
+        _print_tensors(summary)
         return 0
     print(f"{summary['file']}: {summary['cell']} model, {summary['layers']} layer(s), "
           f"embed {summary['embed_size']}, hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}")
@@ -207,13 +242,17 @@ def _cmd_info(args) -> int:
           f"({summary['param_bytes'] / summary['fp32_bytes']:.3f} of the fp32 original's {summary['fp32_bytes']:,}), "
           f"{summary['file_bytes']:,} bytes on disk, {summary['steps']:,} training steps"
           + (", int8" if summary["quantized"] else ""))
+    _print_tensors(summary)
+    return 0
+
+
+def _print_tensors(summary: dict) -> None:
     width = max(len(n) for n in summary["tensors"])
     for name, t in summary["tensors"].items():
         print(f"  {name:<{width}}  {str(tuple(t['shape'])):>12}  {t['dtype']:>8}  {t['params']:>9,} params  {t['bytes']:>10,} B")
     for split in ("val", "test"):
         if split in summary["metrics"]:
             print(f"{split}: {summary['metrics'][split]['bpc']:.4f} bpc")
-    return 0
 
 
 # ----------------------------------------------------------------------------- export, verify
@@ -244,6 +283,9 @@ def _cmd_export(args) -> int:
         if same_file(args.sequence, args.out):
             raise CompactLMError("--sequence must name a different file than --out")
         targets.append((args.sequence, True))
+    for path, _ in targets:   # both folders before either file: a failed export writes nothing
+        if not Path(path).resolve().parent.is_dir():
+            raise CompactLMError(f"cannot write {path}: {Path(path).resolve().parent} is not an existing folder")
     operators = "native recurrent operators" if args.native_rnn else "plain operators"
     for path, sequence in targets:
         proto = build_model(model, sequence=sequence, native_rnn=args.native_rnn)
@@ -416,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(run=_cmd_sample)
 
-    p = sub.add_parser("info", help="config, vocabulary and per-tensor sizes of a model")
+    p = sub.add_parser("info", help="config, vocabulary and per-tensor sizes of a model (.npz or .onnx)")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_info)

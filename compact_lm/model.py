@@ -130,6 +130,9 @@ def evaluate_ids(backend, ids: np.ndarray) -> Metrics:
 
 def load(path: str | os.PathLike):
     """Load a model file (float `Model` or int8 `QuantizedModel`), checking version, arrays and vocabulary."""
+    if str(path).lower().endswith(".onnx"):
+        raise CompactLMError(f"{path} is an exported ONNX graph: give the .npz model file it was exported from "
+                             "(complete, repl, eval-complete, profile, verify and info also take .onnx files)")
     arrays, meta = load_npz(path, "model")
     if meta.get("kind") != MODEL_KIND:
         raise CompactLMError(f"{path} is not a compact-lm model (kind {meta.get('kind')!r})")

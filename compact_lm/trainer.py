@@ -140,7 +140,6 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        _check_writable(self.out_dir)
         state_path = self.out_dir / STATE_FILE
         saved = None
         if resume:
@@ -179,6 +178,8 @@ class Trainer:
         if teacher is not None and teacher.vocab != self.corpus.vocab:
             raise CompactLMError("--teacher: the teacher's vocabulary differs from the model's")
         self.teacher = teacher if config.distill > 0 else None
+        # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
+        _check_writable(self.out_dir)
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         if len(self.corpus.val) < 2:
             self.log("note: the validation split is empty; model.npz will hold the latest weights")

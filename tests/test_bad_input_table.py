@@ -139,6 +139,9 @@ BUILDERS = {
     "prune a quantized model": lambda f, t: ["prune", f / "int8.npz", "--keep", "0.5", "--out", t / "p.npz"],
     "int8 model of an earlier scheme": lambda f, t: ["eval", _earlier_int8_scheme(f, t), "--text", f / "text.txt"],
     "export over its input": lambda f, t: ["export", _copy(f, t, "same.npz"), "--out", t / "same.npz"],
+    "export into a missing folder (writes neither file)": lambda f, t: ["export", f / "model.npz", "--out", t / "m.onnx",
+                                                  "--sequence", t / "missing" / "seq.onnx"],
+    "an .onnx where the .npz is needed": lambda f, t: ["eval", f / "model.onnx", "--text", f / "text.txt"],
     ".onnx without metadata": lambda f, t: ["verify", f / "model.npz", _onnx_variant(
         f, t, "bare.onnx", lambda p: p.ClearField("metadata_props"))],
     "truncated .onnx": lambda f, t: ["verify", f / "model.npz", _write(

@@ -72,6 +72,7 @@ def test_bad_input_from_a_subprocess_has_no_traceback(tmp_path):
 def test_missing_corpus(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "run")
     assert_one_line_error(code, err, "nope.txt does not exist")
+    assert not (tmp_path / "run").exists()          # a refused run leaves no empty folder behind
 
 
 def test_empty_corpus(tmp_path, capsys):

@@ -94,6 +94,25 @@ def test_export_to_a_path_that_cannot_be_written(tiny_model_path, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+def test_export_with_a_sequence_path_in_a_missing_folder_writes_nothing(tiny_model_path, tmp_path, capsys):
+    code, _, err = run(capsys, "export", tiny_model_path, "--out", tmp_path / "step.onnx",
+                       "--sequence", tmp_path / "missing" / "sequence.onnx")
+    assert_one_line_error(code, err, "cannot write", "sequence.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_reads_an_exported_graph(exported_tiny, capsys):
+    code, out, err = run(capsys, "info", exported_tiny / "step.onnx", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["graph"] == "step" and summary["opset"] == 17
+    assert summary["param_bytes"] == sum(t["bytes"] for t in summary["tensors"].values()) > 0
+
+
+def test_commands_that_need_the_npz_name_it_for_an_onnx_file(exported_tiny, capsys):
+    code, _, err = run(capsys, "sample", exported_tiny / "step.onnx", "--length", "5")
+    assert_one_line_error(code, err, "step.onnx is an exported ONNX graph", ".npz model file")
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda data: data[: len(data) // 3], "not a valid ONNX model"),
     (lambda data: data[:-2], "truncated"),
