@@ -23,6 +23,7 @@ def _cmd_prune(args) -> int:
     if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
     model = _load_float(args.model, "prune")
+    source_params = model.num_params
     sizes = target_sizes(model.config.hidden_sizes, keep=args.keep, hidden=args.hidden)
     corpus = tuple(args.corpus) if args.corpus else None
     config = None
@@ -30,23 +31,42 @@ def _cmd_prune(args) -> int:
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
         config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
-    if args.calibration is not None:
-        text = read_text(args.calibration, what="--calibration")
-        calibration = model.vocab.encode(text)
+    calibration_text = read_text(args.calibration, what="--calibration") if args.calibration is not None else None
+    if calibration_text is not None and not calibration_text:
+        raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
+    out_folder = Path(args.out).resolve().parent
+    if not out_folder.is_dir():
+        raise CompactLMError(f"--out {args.out}: the folder {out_folder} does not exist")
+    if args.min_char_count:
+        model = _drop_characters(model, args.min_char_count, config or finetune_config(model, 1, corpus=corpus),
+                                 calibration_text)
+    if calibration_text is not None:
+        calibration = model.vocab.encode(calibration_text)
         if len(calibration) < 2:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     else:
         calibration = calibration_ids_from_corpus(model, config)
-    out_folder = Path(args.out).resolve().parent
-    if not out_folder.is_dir():
-        raise CompactLMError(f"--out {args.out}: the folder {out_folder} does not exist")
     pruned = prune_model(model, sizes, criterion=args.criterion, rounds=args.rounds,
                          finetune_steps=args.finetune_steps, train_config=config, calibration_ids=calibration,
                          work_dir=out_folder, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     pruned.save(args.out)
     print(f"{args.out}: hidden {list(model.config.hidden_sizes)} -> {list(pruned.config.hidden_sizes)}, "
-          f"{model.num_params:,} -> {pruned.num_params:,} parameters, {os.path.getsize(args.out):,} bytes")
+          f"{source_params:,} -> {pruned.num_params:,} parameters, {os.path.getsize(args.out):,} bytes")
     return 0
+
+
+def _drop_characters(model, min_count: int, config, calibration_text: str | None):
+    """The model without the characters its training split has fewer than `min_count` of (see prune_vocab.py)."""
+    from compact_lm.trainer import prepare_corpus
+    from .prune import calibration_ids_from_corpus
+    from .prune_vocab import character_counts, drop_rare_characters
+    counts = character_counts(model, prepare_corpus(config, model.vocab).train)
+    calibration = (model.vocab.encode(calibration_text) if calibration_text is not None
+                   else calibration_ids_from_corpus(model, config))
+    smaller, dropped = drop_rare_characters(model, counts, min_count, calibration)
+    print(f"dropped {len(dropped)} characters seen fewer than {min_count} times: {''.join(dropped)!r}", file=sys.stderr)
+    smaller.info["pruning"] = [*model.info.get("pruning", []), {"min_char_count": min_count, "dropped_characters": dropped}]
+    return smaller
 
 
 def _cmd_quantize(args) -> int:
@@ -107,6 +127,9 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
                    "(default: the end of the training split)")
+    p.add_argument("--min-char-count", type=int, default=0, metavar="N",
+                   help="also drop the characters seen fewer than N times in the training split: they read "
+                        "as <unk> (default 0: keep the vocabulary)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_prune)

@@ -1,0 +1,67 @@
+"""Dropping rare characters: exact where the fold is exact, and wired through `compact-lm prune`."""
+import numpy as np
+
+from compact_lm.backends import NumpyBackend
+from compact_lm.config import ModelConfig
+from compact_lm.model import Model, load
+from compact_lm.network import init_params
+from compact_lm.tools.prune_vocab import drop_rare_characters
+from compact_lm.vocab import Vocab
+
+from cli_helpers import assert_one_line_error, run
+
+TEXT = "the cat sat on the mat; a rat ran at the cat!"
+RARE = ";!"
+
+
+def _model() -> Model:
+    vocab = Vocab.build(TEXT)
+    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=6, hidden_sizes=(10,))
+    params = init_params(config, np.random.default_rng(3), dtype=np.float64, scale=2.0)
+    merged = [0, *(vocab.tokens.index(c) for c in RARE)]
+    # the rare characters read like <unk> and share its output row (not its bias): the fold is then exact
+    params["embedding.weight"][merged] = params["embedding.weight"][0]
+    params["head.weight"][merged] = params["head.weight"][0]
+    params["head.bias"][merged] = [0.3, -1.0, 0.7]
+    return Model(config, vocab, params)
+
+
+def _counts(model: Model) -> np.ndarray:
+    """Every character 10 times but the rare ones, once; <unk> never."""
+    counts = np.full(model.vocab.size, 10)
+    counts[0] = 0
+    counts[[model.vocab.tokens.index(c) for c in RARE]] = 1
+    return counts
+
+
+def _log_probs(model: Model, text: str) -> np.ndarray:
+    backend = NumpyBackend(model)
+    return backend.run(model.vocab.encode(text)[None].astype(np.int64), backend.initial_state(1))[0][0]
+
+
+def test_dropped_characters_read_as_unk_and_give_it_their_probability():
+    model = _model()
+    smaller, dropped = drop_rare_characters(model, _counts(model), 5, model.vocab.encode(TEXT * 3))
+    assert sorted(dropped) == sorted(RARE) and smaller.vocab.size == model.vocab.size - len(RARE)
+    old, new = _log_probs(model, TEXT), _log_probs(smaller, TEXT)
+    for token in smaller.vocab.chars:
+        assert np.allclose(new[:, smaller.vocab.tokens.index(token)], old[:, model.vocab.tokens.index(token)], atol=1e-9)
+    merged = [0, *(model.vocab.tokens.index(c) for c in RARE)]
+    assert np.allclose(np.exp(new[:, 0]), np.exp(old[:, merged]).sum(axis=1), atol=1e-9)
+
+
+def test_prune_drops_rare_characters_and_fine_tunes(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--min-char-count", "20",
+                       "--finetune-steps", "2", "--quiet", "--out", tmp_path / "small.npz")
+    assert code == 0, err
+    before, after = load(tiny_model_path), load(tmp_path / "small.npz")
+    dropped = after.info["pruning"][0]["dropped_characters"]
+    assert dropped and set(after.vocab.chars) == set(before.vocab.chars) - set(dropped)
+    assert after.params["head.weight"].shape[0] == after.vocab.size
+
+
+def test_a_negative_character_count_is_refused(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--min-char-count", "-1",
+                       "--out", tmp_path / "small.npz")
+    assert_one_line_error(code, err, "--min-char-count must be >= 0")
+    assert not (tmp_path / "small.npz").exists()
