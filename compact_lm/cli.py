@@ -200,20 +200,26 @@ def onnx_summary(path: str) -> dict:
     """Graph kind, opset, the model metadata it carries and per-initializer shape/dtype/bytes of a compact-lm .onnx file."""
     import numpy as np
     import onnx
+    from google.protobuf.message import DecodeError
     from onnx import helper
-    from .ort_backend import open_session
-    _, meta = open_session(path)             # the safety checks and one-line errors of every .onnx load
-    proto = onnx.load_model_from_string(Path(path).read_bytes())
+    from .ort_backend import checked_metadata, read_onnx
+    data = read_onnx(path)                   # the safety checks of every .onnx load; parsed once, from these bytes
+    try:
+        proto = onnx.load_model_from_string(data)
+        props = {entry.key: entry.value for entry in proto.metadata_props}
+    except (DecodeError, ValueError, UnicodeDecodeError) as error:
+        raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {error}") from None
+    meta = checked_metadata(path, props)
     tensors = {}
     for tensor in proto.graph.initializer:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
         size = int(np.prod(tensor.dims, dtype=np.int64))
         tensors[tensor.name] = {"shape": list(tensor.dims), "dtype": str(dtype), "params": size,
                                 "bytes": size * dtype.itemsize}
-    return {"file": str(path), "file_bytes": os.path.getsize(path), "graph": meta["graph"],
-            "opset": proto.opset_import[0].version, "ir_version": proto.ir_version, "int8": bool(meta.get("int8")),
-            "native_rnn": bool(meta.get("native_rnn")),
-            **{k: meta[k] for k in ("cell", "layers", "embed_size", "hidden_sizes", "vocab_size") if k in meta},
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"file": str(path), "file_bytes": len(data), "graph": meta["graph"], "opset": opset,
+            "ir_version": proto.ir_version, "int8": bool(meta.get("int8")), "native_rnn": bool(meta.get("native_rnn")),
+            **{k: meta.get(k) for k in ("cell", "layers", "embed_size", "hidden_sizes", "vocab_size")},
             "tensors": tensors, "param_bytes": int(sum(t["bytes"] for t in tensors.values())),
             "steps": meta.get("steps", 0), "metrics": meta.get("metrics", {})}
 
@@ -283,7 +289,7 @@ def _cmd_export(args) -> int:
         if same_file(args.sequence, args.out):
             raise CompactLMError("--sequence must name a different file than --out")
         targets.append((args.sequence, True))
-    for path, _ in targets:   # both folders before either file: a failed export writes nothing
+    for path, _ in targets:   # both folders exist before either file is written
         if not Path(path).resolve().parent.is_dir():
             raise CompactLMError(f"cannot write {path}: {Path(path).resolve().parent} is not an existing folder")
     operators = "native recurrent operators" if args.native_rnn else "plain operators"

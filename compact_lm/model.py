@@ -132,7 +132,7 @@ def load(path: str | os.PathLike):
     """Load a model file (float `Model` or int8 `QuantizedModel`), checking version, arrays and vocabulary."""
     if str(path).lower().endswith(".onnx"):
         raise CompactLMError(f"{path} is an exported ONNX graph: give the .npz model file it was exported from "
-                             "(complete, repl, eval-complete, profile, verify and info also take .onnx files)")
+                             "(complete, repl, eval-complete, profile and info take .onnx files)")
     arrays, meta = load_npz(path, "model")
     if meta.get("kind") != MODEL_KIND:
         raise CompactLMError(f"{path} is not a compact-lm model (kind {meta.get('kind')!r})")

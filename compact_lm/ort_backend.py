@@ -209,8 +209,8 @@ def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptio
     return options
 
 
-def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True) -> tuple[ort.InferenceSession, dict]:
-    """An onnxruntime CPU session of a compact-lm .onnx file and its decoded metadata (one-line errors)."""
+def read_onnx(path: str | os.PathLike) -> bytes:
+    """The bytes of an .onnx file, refused with a one-line error if missing or if it uses what compact-lm never loads."""
     path = Path(path)
     if not path.exists():
         raise CompactLMError(f"ONNX file {path} does not exist")
@@ -226,6 +226,28 @@ def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = 
         raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {error}") from None
     if unsafe:
         raise CompactLMError(f"{path} is refused: it uses {unsafe}, which compact-lm never loads")
+    return data
+
+
+def checked_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict:
+    """The decoded compact-lm metadata of an .onnx file's metadata_props (one-line errors)."""
+    if props.get("kind") != ONNX_KIND:
+        raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)")
+    try:
+        meta = decode_metadata(props)
+    except ValueError as error:
+        raise CompactLMError(f"{path} has damaged compact-lm metadata (truncated file?): {error}") from None
+    if meta.get("format_version") != ONNX_FORMAT_VERSION:
+        raise CompactLMError(f"{path} has ONNX format version {meta.get('format_version')!r}; "
+                             f"this compact-lm reads version {ONNX_FORMAT_VERSION}")
+    if meta.get("graph") not in GRAPH_KINDS:
+        raise CompactLMError(f"{path} has an unknown graph kind {meta.get('graph')!r}")
+    return meta
+
+
+def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True) -> tuple[ort.InferenceSession, dict]:
+    """An onnxruntime CPU session of a compact-lm .onnx file and its decoded metadata (one-line errors)."""
+    data = read_onnx(path)
     try:
         # from the bytes already checked, so the file cannot be swapped between the check and the load
         # enable_fallback=0: on failure onnxruntime would otherwise print a 4-line "EP Error" banner to
@@ -239,18 +261,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = 
         props = session.get_modelmeta().custom_metadata_map
     except UnicodeDecodeError:   # protobuf does not check UTF-8 in proto2 strings; pybind11 does, here
         raise CompactLMError(f"{path} has damaged metadata (not valid UTF-8)") from None
-    if props.get("kind") != ONNX_KIND:
-        raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)")
-    try:
-        meta = decode_metadata(props)
-    except ValueError as error:
-        raise CompactLMError(f"{path} has damaged compact-lm metadata (truncated file?): {error}") from None
-    if meta.get("format_version") != ONNX_FORMAT_VERSION:
-        raise CompactLMError(f"{path} has ONNX format version {meta.get('format_version')!r}; "
-                             f"this compact-lm reads version {ONNX_FORMAT_VERSION}")
-    if meta.get("graph") not in GRAPH_KINDS:
-        raise CompactLMError(f"{path} has an unknown graph kind {meta.get('graph')!r}")
-    return session, meta
+    return session, checked_metadata(path, props)
 
 
 class OrtBackend:

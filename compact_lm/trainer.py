@@ -178,9 +178,9 @@ class Trainer:
         if teacher is not None and teacher.vocab != self.corpus.vocab:
             raise CompactLMError("--teacher: the teacher's vocabulary differs from the model's")
         self.teacher = teacher if config.distill > 0 else None
+        self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
         _check_writable(self.out_dir)
-        self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         if len(self.corpus.val) < 2:
             self.log("note: the validation split is empty; model.npz will hold the latest weights")
         self.dtype = np.dtype(config.dtype)

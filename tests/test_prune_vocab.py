@@ -1,8 +1,10 @@
 """Dropping rare characters: exact where the fold is exact, and wired through `compact-lm prune`."""
 import numpy as np
+import pytest
 
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
+from compact_lm.errors import CompactLMError
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.tools.prune_vocab import drop_rare_characters
@@ -14,10 +16,14 @@ TEXT = "the cat sat on the mat; a rat ran at the cat!"
 RARE = ";!"
 
 
-def _model() -> Model:
+def _random_parts():
     vocab = Vocab.build(TEXT)
     config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=6, hidden_sizes=(10,))
-    params = init_params(config, np.random.default_rng(3), dtype=np.float64, scale=2.0)
+    return config, vocab, init_params(config, np.random.default_rng(3), dtype=np.float64, scale=2.0)
+
+
+def _model() -> Model:
+    config, vocab, params = _random_parts()
     merged = [0, *(vocab.tokens.index(c) for c in RARE)]
     # the rare characters read like <unk> and share its output row (not its bias): the fold is then exact
     params["embedding.weight"][merged] = params["embedding.weight"][0]
@@ -50,6 +56,34 @@ def test_dropped_characters_read_as_unk_and_give_it_their_probability():
     assert np.allclose(np.exp(new[:, 0]), np.exp(old[:, merged]).sum(axis=1), atol=1e-9)
 
 
+def test_unk_reads_as_the_count_weighted_mean_of_what_it_stands_for():
+    model = Model(*_random_parts())
+    counts = _counts(model)
+    counts[0] = 2
+    smaller, _ = drop_rare_characters(model, counts, 5, model.vocab.encode(TEXT))
+    merged = [0, *(model.vocab.tokens.index(c) for c in RARE)]
+    expected = counts[merged] @ model.params["embedding.weight"][merged] / counts[merged].sum()
+    assert np.allclose(smaller.params["embedding.weight"][0], expected, atol=1e-12)
+
+
+def test_unk_output_row_fits_the_merged_probability_on_calibration_text():
+    """Distinct output rows: the fold is a least-squares fit, close on the text it was fit on."""
+    model = Model(*_random_parts())
+    calibration = (TEXT * 40)[:1500]
+    smaller, _ = drop_rare_characters(model, _counts(model), 5, model.vocab.encode(calibration))
+    old, new = _log_probs(model, calibration), _log_probs(smaller, calibration)
+    merged = [0, *(model.vocab.tokens.index(c) for c in RARE)]
+    merged_old = np.log(np.exp(old[:, merged]).sum(axis=1))
+    assert np.abs(new[:, 0] - merged_old).mean() < 0.05 < np.abs(old[:, 0] - merged_old).mean()
+
+
+def test_nothing_to_drop_returns_the_model_and_dropping_everything_is_refused():
+    model = _model()
+    assert drop_rare_characters(model, _counts(model), 1, model.vocab.encode(TEXT)) == (model, [])
+    with pytest.raises(CompactLMError, match="would drop every character"):
+        drop_rare_characters(model, _counts(model), 1000, model.vocab.encode(TEXT))
+
+
 def test_prune_drops_rare_characters_and_fine_tunes(tmp_path, tiny_model_path, capsys):
     code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--min-char-count", "20",
                        "--finetune-steps", "2", "--quiet", "--out", tmp_path / "small.npz")
@@ -63,5 +97,5 @@ def test_prune_drops_rare_characters_and_fine_tunes(tmp_path, tiny_model_path, c
 def test_a_negative_character_count_is_refused(tmp_path, tiny_model_path, capsys):
     code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--min-char-count", "-1",
                        "--out", tmp_path / "small.npz")
-    assert_one_line_error(code, err, "--min-char-count must be >= 0")
+    assert_one_line_error(code, err, "--min-char-count: must be >= 0, got -1")
     assert not (tmp_path / "small.npz").exists()
