@@ -108,20 +108,9 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_commands(sub, positive_int, number) -> None:
     """Register prune, quantize and sweep on the `compact-lm` sub-parser."""
+    from compact_lm.cli import whole_number
     from .prune import CRITERIA, DEFAULT_CRITERION, FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
     p = sub.add_parser("prune", help="remove whole hidden units (optionally fine-tuning), keeping the format")
     p.add_argument("model", metavar="MODEL")
@@ -139,7 +128,7 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
                    "(default: the end of the training split)")
-    p.add_argument("--min-char-count", type=non_negative_int, default=0, metavar="N",
+    p.add_argument("--min-char-count", type=whole_number(0), default=0, metavar="N",
                    help="also drop the characters seen fewer than N times in the training split: they read "
                         "as <unk> (default 0: keep the vocabulary)")
     p.add_argument("--out", required=True, metavar="FILE")
