@@ -50,7 +50,8 @@ DEFAULT_STEPS = 1000   # the budget when none of steps / epochs / minutes is giv
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run; same config + same seed = bit-identical weights."""
+    """Everything that decides a training run; same config + same seed = bit-identical weights
+    (with the same BLAS library and thread count: they decide the order of floating-point sums)."""
 
     corpus: tuple[str, ...] = ()          # empty: the bundled corpus
     encoding_errors: str = "strict"
