@@ -8,8 +8,8 @@ from compact_lm.errors import CompactLMError
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.cells import get_cell
-from compact_lm.tools.prune import (prune_once, refit_readers, remove_units, target_sizes, unit_scores,
-                                    unit_statistics)
+from compact_lm.tools.prune import (prune_once, reconstruction_order, refit_readers, remove_units, target_sizes,
+                                    unit_scores, unit_statistics)
 from compact_lm.trainer import Trainer
 from compact_lm.vocab import Vocab
 
@@ -60,7 +60,7 @@ def test_unit_rows_take_the_same_offset_in_every_gate_block():
     assert get_cell("lstm").unit_rows(5, [1, 3]).tolist() == [1, 3, 6, 8, 11, 13, 16, 18]
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "activation"])
+@pytest.mark.parametrize("criterion", ["magnitude", "activation", "reconstruction"])
 def test_pruned_model_has_the_target_sizes_and_reloads(tmp_path, criterion):
     model = _model("lstm")
     pruned = prune_once(model, (5, 3), criterion=criterion, calibration_ids=model.vocab.encode(TEXT))
@@ -91,6 +91,36 @@ def test_pruned_model_fine_tunes_with_unequal_layers(tmp_path, small_corpus):
     result = trainer.run()
     assert result.model.config.hidden_sizes == (12, 7)
     assert trainer.history[-1]["val_bpc"] < pruned.evaluate_ids(trainer.corpus.val).bpc
+
+
+def _explicit_greedy(outputs, reader, count):
+    """The reconstruction criterion done the slow way: refit by np.linalg.lstsq for every candidate."""
+    targets = outputs @ reader.T
+    chosen = []
+    for _ in range(count):
+        def error(units):
+            design = np.hstack([outputs[:, units], np.ones((len(outputs), 1))])
+            return ((design @ np.linalg.lstsq(design, targets, rcond=None)[0] - targets) ** 2).sum()
+        candidates = [j for j in range(outputs.shape[1]) if j not in chosen]
+        chosen.append(min(candidates, key=lambda j: error(chosen + [j])))
+    return chosen
+
+
+def test_reconstruction_order_is_the_greedy_least_squares_choice():
+    rng = np.random.default_rng(3)
+    outputs = np.tanh(rng.normal(size=(300, 4)) @ rng.normal(size=(4, 7)) + 0.3 * rng.normal(size=(300, 7)))
+    reader = rng.normal(size=(5, 7))
+    assert reconstruction_order(outputs, reader)[:6].tolist() == _explicit_greedy(outputs, reader, 6)
+
+
+def test_reconstruction_removes_a_duplicated_unit_for_free():
+    """Unit 5 computes exactly what unit 2 does; the readers' refit gives its weights to unit 2."""
+    model = _model("gru", (8,))
+    rows = get_cell("gru").unit_rows(8, [2]), get_cell("gru").unit_rows(8, [5])
+    for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"):
+        model.params[name][rows[1]] = model.params[name][rows[0]]
+    pruned = prune_once(model, (7,), criterion="reconstruction", calibration_ids=model.vocab.encode(TEXT * 2))
+    np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-5)
 
 
 def test_target_sizes():

@@ -126,7 +126,7 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
                    f"fine-tuning target (default {FINETUNE_DISTILL:g}; 0 = plain cross-entropy)")
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
-    p.add_argument("--calibration", metavar="FILE", help="text for the activation statistics "
+    p.add_argument("--calibration", metavar="FILE", help="text for the unit statistics and the refit "
                    "(default: the end of the training split)")
     p.add_argument("--min-char-count", type=whole_number(0), default=0, metavar="N",
                    help="also drop the characters seen fewer than N times in the training split: they read "
