@@ -106,11 +106,27 @@ def _explicit_greedy(outputs, reader, count):
     return chosen
 
 
-def test_reconstruction_order_is_the_greedy_least_squares_choice():
-    rng = np.random.default_rng(3)
-    outputs = np.tanh(rng.normal(size=(300, 4)) @ rng.normal(size=(4, 7)) + 0.3 * rng.normal(size=(300, 7)))
-    reader = rng.normal(size=(5, 7))
-    assert reconstruction_order(outputs, reader)[:6].tolist() == _explicit_greedy(outputs, reader, 6)
+@pytest.mark.parametrize("seed", range(5))
+def test_reconstruction_order_is_the_greedy_least_squares_choice(seed):
+    rng = np.random.default_rng(seed)
+    outputs = np.tanh(rng.normal(size=(300, 5)) @ rng.normal(size=(5, 9)) + 0.3 * rng.normal(size=(300, 9)))
+    reader = rng.normal(size=(6, 9))
+    assert reconstruction_order(outputs, reader)[:7].tolist() == _explicit_greedy(outputs, reader, 7)
+
+
+def test_reconstruction_puts_constant_and_duplicate_units_last():
+    rng = np.random.default_rng(0)
+    outputs = np.tanh(rng.normal(size=(200, 5)))
+    outputs[:, 1] = 0.4                     # constant: the fit's own constant term covers it
+    outputs[:, 3] = outputs[:, 0]           # a copy of unit 0
+    order = reconstruction_order(outputs, rng.normal(size=(4, 5)))
+    assert sorted(order[:3].tolist()) == [0, 2, 4] and order[3:].tolist() == [1, 3]
+
+
+def test_data_driven_criteria_need_calibration_text():
+    for criterion in ("reconstruction", "activation"):
+        with pytest.raises(CompactLMError, match="needs calibration text"):
+            unit_scores(_model("gru"), criterion, None)
 
 
 def test_reconstruction_removes_a_duplicated_unit_for_free():

@@ -29,8 +29,8 @@ below (one BLAS thread; test bpc of the fine-tuned model in brackets):
 So `reconstruction` is the default. Its fit targets matter: rebuilding the layer's own recurrent input
 W_hh h as well (all rows weighted alike) starts better, 2.598, but ends at 2.128 (2.307), seed 1 2.131;
 weighting the head's part x2, x4, x8 against W_hh: 2.123 (2.283), 2.117 (2.290), 2.121 (2.266), and
-seed 1 / 2 of x2 2.119, of x8 2.124 / 2.131; the head alone is as good on validation text, better on test text and has nothing to tune. How well the
-pruned model scores before fine-tuning says little about where fine-tuning takes it.
+seed 1 / 2 of x2 2.119, of x8 2.124 / 2.131; the head alone is about as good on validation text (within
+the seeds' spread), better on test text, and has nothing to tune. How well the pruned model scores before fine-tuning says little about where fine-tuning takes it.
 (Before the refit existed, on an earlier GRU-256: magnitude 3.95 vs activation 3.66 after pruning,
 level after 758 steps of the fine-tuning then; four rounds of pruning + fine-tuning with the same
 steps in all ended worse than one, 2.378 vs 2.328.)
@@ -114,14 +114,17 @@ def _outgoing(model: Model, k: int) -> list[np.ndarray]:
 
 
 def reconstruction_order(outputs: np.ndarray, reader: np.ndarray) -> np.ndarray:
-    """Units in greedy order: each next one is the unit that most reduces the least-squares error of
-    rebuilding what `reader` reads (y = W h over the calibration positions) from the units chosen so far.
+    """Units in greedy order, each the one that best improves the least-squares rebuild of y = W h.
+
+    W is `reader`, h the calibration outputs [N, H]; the rebuild is from the units chosen so far.
 
     With the centred covariance A = h_c^T h_c and B = A W^T, the residual after projecting onto the
     chosen set S is kept as A_r = A - A[:, S] A_SS^-1 A[S, :] and B_r = B - A[:, S] A_SS^-1 B[S, :];
     adding unit j lowers the error by ||B_r[j]||^2 / A_r[j, j], and then A_r -= a a^T / a_j and
-    B_r -= a B_r[j] / a_j with a = A_r[:, j] (a rank-one Schur update). Units whose output is (close
-    to) a linear function of the chosen ones add nothing and come last, in index order.
+    B_r -= a B_r[j] / a_j with a = A_r[:, j] (a rank-one Schur update). Units whose residual variance
+    is below 1e-9 of the largest unit variance (constants, which the fit's constant term covers, and
+    units that are a linear function of the chosen ones) add nothing that can be trusted over rounding
+    and come last, in index order.
     """
     centred = outputs - outputs.mean(axis=0)
     residual = centred.T @ centred
@@ -148,11 +151,11 @@ def unit_scores(model: Model, criterion: str, stats: UnitStatistics | None) -> l
     """Importance of every hidden unit of every layer (higher = keep)."""
     if criterion not in CRITERIA:
         raise CompactLMError(f"--criterion: unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if criterion != "magnitude" and stats is None:
+        raise CompactLMError(f"the {criterion} criterion needs calibration text (--corpus or --calibration)")
     cell = get_cell(model.config.cell)
     scores = []
     for k, hidden in enumerate(model.config.hidden_sizes):
-        if criterion != "magnitude" and stats is None:
-            raise CompactLMError(f"the {criterion} criterion needs calibration text (--corpus or --calibration)")
         if criterion == "reconstruction":
             order = reconstruction_order(stats.outputs[k], _forward_reader(model, k))
             score = np.empty(hidden)
@@ -219,8 +222,8 @@ def refit_readers(model: Model, pruned: Model, keep: list[np.ndarray], outputs: 
     and likewise the next layer's W_ih (its kept rows) or the head from h itself. The kept units then give
     the readers what all units gave them, as far as a linear map of theirs can; the mean folding of
     `remove_units` is the special case of a map from nothing but the constant. Measured on the
-    quality model (tinyshakespeare GRU-256, val 2.0641), keep 0.5: val bpc right after pruning
-    3.60 -> 2.68, and after the fine-tuning defaults above 2.150 -> 2.136.
+    quality model (tinyshakespeare GRU-256, val 2.0641), keep 0.5 with the units `activation` keeps:
+    val bpc right after pruning 3.60 -> 2.68, and after the fine-tuning defaults above 2.150 -> 2.136.
 
     Only layers that lost units are refit, and only from at least MIN_POSITIONS_PER_WEIGHT calibration
     positions per fitted weight of a row (|U| + 1): from fewer, the fit follows that text rather than
