@@ -316,6 +316,7 @@ class Cell:
     step: Callable                   # (xg [B,GH], gh = h W_hh^T + b_hh [B,GH], state, act) -> state
     forward: Callable                # (xg [T,B,GH], state, W_hh^T, b_hh) -> (outputs, state, cache)
     backward: Callable               # (d_out, d_final_state, cache, W_hh) -> (d_xg, dW_hh, db_hh, d_state)
+    prune_criterion: str             # unit importance pruning uses unless told (measured in tools/prune.py)
 
     def unit_rows(self, hidden: int, units: np.ndarray) -> np.ndarray:
         """Rows of W_ih / W_hh / biases that belong to hidden units `units`: the same offset in every gate block."""
@@ -328,9 +329,10 @@ class Cell:
 
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell("rnn", 1, ("h",), ("h",), None, rnn_step, rnn_forward, rnn_backward),
-    "gru": Cell("gru", 3, ("h",), ("r", "z", "n"), None, gru_step, gru_forward, gru_backward),
-    "lstm": Cell("lstm", 4, ("h", "c"), ("i", "f", "g", "o"), 1, lstm_step, lstm_forward, lstm_backward),
+    "rnn": Cell("rnn", 1, ("h",), ("h",), None, rnn_step, rnn_forward, rnn_backward, "activation"),
+    "gru": Cell("gru", 3, ("h",), ("r", "z", "n"), None, gru_step, gru_forward, gru_backward, "reconstruction"),
+    "lstm": Cell("lstm", 4, ("h", "c"), ("i", "f", "g", "o"), 1, lstm_step, lstm_forward, lstm_backward,
+                 "activation"),
 }
 
 

@@ -123,6 +123,16 @@ def test_reconstruction_puts_constant_and_duplicate_units_last():
     assert sorted(order[:3].tolist()) == [0, 2, 4] and order[3:].tolist() == [1, 3]
 
 
+@pytest.mark.parametrize("cell, criterion", [("gru", "reconstruction"), ("lstm", "activation"), ("rnn", "activation")])
+def test_the_default_criterion_is_the_cells_own(cell, criterion):
+    model = _model(cell, (12,))
+    ids = model.vocab.encode(TEXT * 2)
+    chosen = prune_once(model, (6,), calibration_ids=ids)
+    same = {c: all(np.array_equal(chosen.params[n], prune_once(model, (6,), criterion=c, calibration_ids=ids).params[n])
+                   for n in chosen.params) for c in ("activation", "reconstruction")}
+    assert same == {c: c == criterion for c in same}      # the other criterion keeps other units here
+
+
 def test_data_driven_criteria_need_calibration_text():
     for criterion in ("reconstruction", "activation"):
         with pytest.raises(CompactLMError, match="needs calibration text"):
@@ -132,9 +142,7 @@ def test_data_driven_criteria_need_calibration_text():
 def test_reconstruction_removes_a_duplicated_unit_for_free():
     """Unit 5 computes exactly what unit 2 does; the readers' refit gives its weights to unit 2."""
     model = _model("gru", (8,))
-    rows = get_cell("gru").unit_rows(8, [2]), get_cell("gru").unit_rows(8, [5])
-    for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"):
-        model.params[name][rows[1]] = model.params[name][rows[0]]
+    _duplicate_unit(model, 0, source=2, copy=5)
     pruned = prune_once(model, (7,), criterion="reconstruction", calibration_ids=model.vocab.encode(TEXT * 2))
     np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-5)
 

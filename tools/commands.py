@@ -111,14 +111,15 @@ def _cmd_sweep(args) -> int:
 def add_commands(sub, positive_int, number) -> None:
     """Register prune, quantize and sweep on the `compact-lm` sub-parser."""
     from compact_lm.cli import whole_number
-    from .prune import CRITERIA, DEFAULT_CRITERION, FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
+    from .prune import CRITERIA, FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
     p = sub.add_parser("prune", help="remove whole hidden units (optionally fine-tuning), keeping the format")
     p.add_argument("model", metavar="MODEL")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--keep", type=number, help="fraction of hidden units to keep, in (0, 1]")
     size.add_argument("--hidden", type=int, nargs="+", help="hidden size to keep: one for all layers or one per layer")
-    p.add_argument("--criterion", default=DEFAULT_CRITERION, help=f"unit importance: {', '.join(CRITERIA)} "
-                   f"(default {DEFAULT_CRITERION})")
+    criterion_help = (f"unit importance: {', '.join(CRITERIA)} (default: the cell's own, measured best: "
+                      "reconstruction for gru, activation for rnn and lstm)")
+    p.add_argument("--criterion", help=criterion_help)
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
     p.add_argument("--finetune-lr", type=number, help=f"peak learning rate (default {FINETUNE_LR:g})")
@@ -149,7 +150,7 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
-    p.add_argument("--criterion", default=DEFAULT_CRITERION)
+    p.add_argument("--criterion", help=criterion_help)
     p.add_argument("--rounds", type=positive_int, default=1)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")

@@ -12,14 +12,14 @@ from compact_lm.trainer import prepare_corpus
 
 from compact_lm.errors import CompactLMError
 
-from .prune import CALIBRATION_CHARS, DEFAULT_CRITERION, finetune_config, prune_model, target_sizes
+from .prune import CALIBRATION_CHARS, finetune_config, prune_model, target_sizes
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
 
 
 def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = None, keeps=DEFAULT_KEEPS,
-          finetune_steps: int | None = None, criterion: str = DEFAULT_CRITERION, rounds: int = 1,
+          finetune_steps: int | None = None, criterion: str | None = None, rounds: int = 1,
           progress: bool = False, log=print) -> list[dict]:
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
