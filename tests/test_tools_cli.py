@@ -111,3 +111,22 @@ def test_output_equal_to_input_is_refused(tiny_model_path, capsys, command):
     code, _, err = run(capsys, command[0], tiny_model_path, *command[1:], "--out", tiny_model_path)
     assert_one_line_error(code, err, "--out must differ from the input")
     assert tiny_model_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad, message", [(["--criterion", "bogus"], "unknown criterion"),
+                                          (["--keeps", "1.0", "0"], "--keep must be in (0, 1]"),
+                                          (["--rounds", "0"], "--rounds")])
+def test_a_refused_sweep_touches_no_file(tmp_path, tiny_model_path, capsys, bad, message):
+    earlier = tmp_path / "sweep" / "keep1.0-fp32.npz"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"an earlier sweep's model")
+    code, _, err = run(capsys, "sweep", tiny_model_path, *bad, "--quiet", "--out", tmp_path / "sweep")
+    assert code != 0 and message in err and "Traceback" not in err
+    assert earlier.read_bytes() == b"an earlier sweep's model"
+    assert [p.name for p in earlier.parent.iterdir()] == ["keep1.0-fp32.npz"]
+
+
+def test_a_refused_sweep_creates_no_folder(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "sweep", tiny_model_path, "--criterion", "bogus", "--quiet", "--out", tmp_path / "new")
+    assert_one_line_error(code, err, "unknown criterion")
+    assert not (tmp_path / "new").exists()

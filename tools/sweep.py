@@ -12,7 +12,7 @@ from compact_lm.trainer import prepare_corpus
 
 from compact_lm.errors import CompactLMError
 
-from .prune import CALIBRATION_CHARS, finetune_config, prune_model, target_sizes
+from .prune import CALIBRATION_CHARS, finetune_config, prune_model, resolve_criterion, target_sizes
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -23,10 +23,6 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
           progress: bool = False, log=print) -> list[dict]:
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
     original = load(model_path)
     if not isinstance(original, Model):
         raise CompactLMError(f"{model_path} is quantized; sweep starts from the float model")
@@ -34,8 +30,17 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
     if finetune_steps < 0:
         raise CompactLMError(f"--finetune-steps must be >= 0, got {finetune_steps}")
+    if rounds < 1:
+        raise CompactLMError(f"--rounds must be >= 1, got {rounds}")
+    criterion = resolve_criterion(original, criterion)
+    sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
     data = prepare_corpus(config, original.vocab)
+    # every argument is checked above, before the folder or any file in it is touched
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
     calibration = data.train[-CALIBRATION_CHARS:]
     base_bytes = os.path.getsize(model_path)
     base_bpc = original.evaluate_ids(data.val).bpc
@@ -44,8 +49,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         if keep == 1.0:
             model = original
         else:
-            sizes = target_sizes(original.config.hidden_sizes, keep=keep)
-            model = prune_model(original, sizes, criterion=criterion, rounds=rounds, finetune_steps=finetune_steps,
+            model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds, finetune_steps=finetune_steps,
                                 train_config=config, calibration_ids=calibration, work_dir=out,
                                 progress=progress, log=log)
         variants = [("fp32", model), ("int8", quantize_model(model))]
