@@ -8,9 +8,9 @@ from compact_lm.errors import CompactLMError
 from compact_lm.model import Model, load
 from compact_lm.network import init_params
 from compact_lm.cells import get_cell
-from compact_lm.tools.prune import (prune_once, reconstruction_order, refit_readers, remove_units, target_sizes,
-                                    unit_scores, unit_statistics)
-from compact_lm.trainer import Trainer
+from compact_lm.tools.prune import (calibration_ids_from_corpus, prune_model, prune_once, reconstruction_order,
+                                    refit_readers, remove_units, target_sizes, unit_scores, unit_statistics)
+from compact_lm.trainer import Trainer, prepare_corpus
 from compact_lm.vocab import Vocab
 
 from conftest import tiny_config
@@ -145,6 +145,21 @@ def test_reconstruction_removes_a_duplicated_unit_for_free():
     _duplicate_unit(model, 0, source=2, copy=5)
     pruned = prune_once(model, (7,), criterion="reconstruction", calibration_ids=model.vocab.encode(TEXT * 2))
     np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-5)
+
+
+def test_fine_tuning_reports_val_bpc_before_and_after(tmp_path, small_corpus):
+    trained = Trainer(tiny_config(small_corpus, steps=10), tmp_path / "a", progress=False).run().model
+    config = tiny_config(small_corpus, steps=10)
+    ids = calibration_ids_from_corpus(trained, config)
+    lines = []
+    pruned = prune_model(trained, (8,), criterion="activation", finetune_steps=6, train_config=config,
+                         calibration_ids=ids, work_dir=tmp_path, log=lines.append)
+    entry = pruned.info["pruning"][-1]
+    val = prepare_corpus(config, trained.vocab).val
+    before = prune_once(trained, (8,), criterion="activation", calibration_ids=ids).evaluate_ids(val).bpc
+    assert entry["val_bpc_before_finetune"] == pytest.approx(before)
+    assert entry["val_bpc_after_finetune"] == pytest.approx(pruned.evaluate_ids(val).bpc, abs=1e-4)
+    assert f"{trained.evaluate_ids(val).bpc:.4f}" in lines[0] and f"{before:.4f}" in lines[1]
 
 
 def test_target_sizes():
