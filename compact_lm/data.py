@@ -20,8 +20,14 @@ def default_corpus_path() -> Path:
     return Path(str(resources.files("compact_lm") / "data" / DEFAULT_CORPUS))
 
 
-def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what: str = "corpus file") -> str:
-    """Read one UTF-8 text file (gzip if it ends in .gz); errors name the file and the byte offset."""
+REPLACE_HINT = "pass --encoding-errors replace to substitute U+FFFD"
+
+
+def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what: str = "corpus file",
+              utf8_hint: str = REPLACE_HINT) -> str:
+    """Read one UTF-8 text file (gzip if it ends in .gz); errors name the file and the byte offset.
+
+    `utf8_hint` ends the invalid-UTF-8 message: commands without --encoding-errors give their own."""
     path = Path(path)
     if not path.exists():
         raise CompactLMError(f"{what} {path} does not exist")
@@ -38,8 +44,7 @@ def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what:
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise CompactLMError(
-            f"{what} {path} is not valid UTF-8 at byte {error.start} (line {line}); "
-            "pass --encoding-errors replace to substitute U+FFFD") from None
+            f"{what} {path} is not valid UTF-8 at byte {error.start} (line {line}); {utf8_hint}") from None
 
 
 def read_corpus(paths: list[str | os.PathLike] | None, *, encoding_errors: str = "strict") -> str:

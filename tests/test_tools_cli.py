@@ -130,3 +130,11 @@ def test_a_refused_sweep_creates_no_folder(tmp_path, tiny_model_path, capsys):
     code, _, err = run(capsys, "sweep", tiny_model_path, "--criterion", "bogus", "--quiet", "--out", tmp_path / "new")
     assert_one_line_error(code, err, "unknown criterion")
     assert not (tmp_path / "new").exists()
+
+
+def test_invalid_utf8_calibration_names_a_fix_that_quantize_has(tmp_path, tiny_model_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc\xffdef\n")
+    code, _, err = run(capsys, "quantize", tiny_model_path, "--calibration", bad, "--out", tmp_path / "q.npz")
+    assert_one_line_error(code, err, "bad.txt is not valid UTF-8 at byte 3", "save it as UTF-8")
+    assert "--encoding-errors" not in err

@@ -8,6 +8,8 @@ from pathlib import Path
 from compact_lm.errors import CompactLMError
 from compact_lm.fileio import same_file
 
+SAVE_AS_UTF8 = "save it as UTF-8"   # prune and quantize have no --encoding-errors
+
 
 def _load_float(path: str, action: str):
     from compact_lm.model import Model, load
@@ -31,7 +33,8 @@ def _cmd_prune(args) -> int:
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
         config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
-    calibration_text = read_text(args.calibration, what="--calibration") if args.calibration is not None else None
+    calibration_text = (read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
+                        if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:
         raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     out_folder = Path(args.out).resolve().parent
@@ -81,7 +84,7 @@ def _cmd_quantize(args) -> int:
         raise CompactLMError(f"{args.model} is already quantized (quantizing twice would only add error)")
     text = None
     if args.calibration is not None:
-        text = read_text(args.calibration, what="--calibration")
+        text = read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
         if len(model.vocab.encode(text)) < 2:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     quantized = quantize_model(model, weight_bits=args.weight_bits)
