@@ -84,7 +84,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(rows: list[dict], out: Path, model_path: str, base_bpc: float) -> None:
     """sweep.md, sweep.json and sweep.png (bpc against file bytes) in `out`."""
-    header = f"Sweep of {model_path} (val bpc {base_bpc:.4f}); pruned models fine-tuned.\n\n"
+    header = (f"Sweep of {model_path} (val bpc {base_bpc:.4f}); pruned models fine-tuned. params counts the "
+              "numbers stored: an int8 model stores layer 1's input as one folded table [V, G*H] instead of the "
+              "embedding [V, E] and W_ih [G*H, E].\n\n")
     atomic_write(out / "sweep.md", lambda f: f.write((header + markdown_table(rows)).encode()))
     atomic_write(out / "sweep.json", lambda f: f.write(json.dumps({"model": str(model_path), "val_bpc": base_bpc,
                                                                     "rows": rows}, indent=1).encode()))
