@@ -324,7 +324,7 @@ def _comparison_lines(results) -> list[str]:
 
 def _cmd_verify(args) -> int:
     from .backends import NumpyBackend
-    from .data import default_corpus_path, read_text
+    from .data import SAVE_AS_UTF8, default_corpus_path, read_text
     from .export.verify import TOLERANCE, verify_backends
     from .ort_backend import OrtBackend, metadata_differences
     from .quantized import QuantizedModel
@@ -341,7 +341,7 @@ def _cmd_verify(args) -> int:
     if args.text is None:   # the end of the bundled corpus (its test split)
         ids = model.vocab.encode(default_corpus_path().read_text(encoding="utf-8"))[-args.chars:]
     else:
-        ids = model.vocab.encode(read_text(args.text, what="--text", utf8_hint="save it as UTF-8"))[:args.chars]
+        ids = model.vocab.encode(read_text(args.text, what="--text", utf8_hint=SAVE_AS_UTF8))[:args.chars]
     if len(ids) < 8:
         source = f"--text {args.text}" if args.text is not None else f"--chars {args.chars}"
         raise CompactLMError(f"{source}: needs at least 8 characters (4 streams of 2)")

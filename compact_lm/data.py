@@ -21,6 +21,7 @@ def default_corpus_path() -> Path:
 
 
 REPLACE_HINT = "pass --encoding-errors replace to substitute U+FFFD"
+SAVE_AS_UTF8 = "save it as UTF-8"          # for commands without --encoding-errors
 
 
 def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what: str = "corpus file",
@@ -47,10 +48,11 @@ def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what:
             f"{what} {path} is not valid UTF-8 at byte {error.start} (line {line}); {utf8_hint}") from None
 
 
-def read_corpus(paths: list[str | os.PathLike] | None, *, encoding_errors: str = "strict") -> str:
+def read_corpus(paths: list[str | os.PathLike] | None, *, encoding_errors: str = "strict",
+                utf8_hint: str = REPLACE_HINT) -> str:
     """Read and join corpus files with a newline between them; no paths means the bundled corpus."""
     paths = list(paths) if paths else [default_corpus_path()]
-    texts = [read_text(p, encoding_errors=encoding_errors) for p in paths]
+    texts = [read_text(p, encoding_errors=encoding_errors, utf8_hint=utf8_hint) for p in paths]
     for path, text in zip(paths, texts):
         if not text:
             raise CompactLMError(f"corpus file {path} is empty")

@@ -114,8 +114,7 @@ def test_output_equal_to_input_is_refused(tiny_model_path, capsys, command):
 
 
 @pytest.mark.parametrize("bad, message", [(["--criterion", "bogus"], "unknown criterion"),
-                                          (["--keeps", "1.0", "0"], "--keep must be in (0, 1]"),
-                                          (["--rounds", "0"], "--rounds")])
+                                          (["--keeps", "1.0", "0"], "--keeps: every fraction must be in (0, 1]")])
 def test_a_refused_sweep_touches_no_file(tmp_path, tiny_model_path, capsys, bad, message):
     earlier = tmp_path / "sweep" / "keep1.0-fp32.npz"
     earlier.parent.mkdir()
@@ -138,3 +137,27 @@ def test_invalid_utf8_calibration_names_a_fix_that_quantize_has(tmp_path, tiny_m
     code, _, err = run(capsys, "quantize", tiny_model_path, "--calibration", bad, "--out", tmp_path / "q.npz")
     assert_one_line_error(code, err, "bad.txt is not valid UTF-8 at byte 3", "save it as UTF-8")
     assert "--encoding-errors" not in err
+
+
+def test_sweep_with_zero_rounds_touches_no_file(tmp_path, tiny_model_path):
+    from compact_lm.errors import CompactLMError
+    from compact_lm.tools.sweep import sweep
+    with pytest.raises(CompactLMError, match="--rounds must be >= 1"):
+        sweep(tiny_model_path, tmp_path / "sweep", rounds=0, log=lambda message: None)
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("command", [["prune", "--keep", "0.5", "--finetune-steps", "2"], ["sweep", "--keeps", "1.0"]])
+def test_invalid_utf8_corpus_for_fine_tuning_names_a_real_fix(tmp_path, tiny_model_path, capsys, command):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc\xffdef\n" * 100)
+    code, _, err = run(capsys, command[0], tiny_model_path, *command[1:], "--corpus", bad, "--quiet",
+                       "--out", tmp_path / ("p.npz" if command[0] == "prune" else "sweep"))
+    assert_one_line_error(code, err, "bad.txt is not valid UTF-8 at byte 3", "save it as UTF-8")
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_prune_refuses_an_unknown_criterion_before_any_work(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--criterion", "bogus",
+                       "--min-char-count", "2", "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, "unknown criterion 'bogus'")

@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 from compact_lm.errors import CompactLMError
+from compact_lm.data import SAVE_AS_UTF8
 from compact_lm.fileio import same_file
-
-SAVE_AS_UTF8 = "save it as UTF-8"   # prune and quantize have no --encoding-errors
 
 
 def _load_float(path: str, action: str):
@@ -21,18 +20,21 @@ def _load_float(path: str, action: str):
 
 def _cmd_prune(args) -> int:
     from compact_lm.data import read_text
-    from .prune import calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
+    from .prune import (calibration_ids_from_corpus, check_corpus_files, finetune_config, prune_model,
+                        resolve_criterion, target_sizes)
     if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
     model = _load_float(args.model, "prune")
     source_params = model.num_params
     sizes = target_sizes(model.config.hidden_sizes, keep=args.keep, hidden=args.hidden)
+    criterion = resolve_criterion(model, args.criterion)
     corpus = tuple(args.corpus) if args.corpus else None
     config = None
     if args.finetune_steps or args.calibration is None:
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
         config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
+        check_corpus_files(config)
     calibration_text = (read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
                         if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:
@@ -49,7 +51,7 @@ def _cmd_prune(args) -> int:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     else:
         calibration = calibration_ids_from_corpus(model, config)
-    pruned = prune_model(model, sizes, criterion=args.criterion, rounds=args.rounds,
+    pruned = prune_model(model, sizes, criterion=criterion, rounds=args.rounds,
                          finetune_steps=args.finetune_steps, train_config=config, calibration_ids=calibration,
                          work_dir=out_folder, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     pruned.save(args.out)
@@ -120,8 +122,9 @@ def add_commands(sub, positive_int, number) -> None:
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--keep", type=number, help="fraction of hidden units to keep, in (0, 1]")
     size.add_argument("--hidden", type=int, nargs="+", help="hidden size to keep: one for all layers or one per layer")
-    criterion_help = (f"unit importance: {', '.join(CRITERIA)} (default: the cell's own, measured best: "
-                      "reconstruction for gru, activation for rnn and lstm)")
+    from compact_lm.cells import CELLS
+    criterion_help = (f"unit importance: {', '.join(CRITERIA)} (default: the cell's own, "
+                      + ", ".join(f"{cell.prune_criterion} for {name}" for name, cell in CELLS.items()) + ")")
     p.add_argument("--criterion", help=criterion_help)
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")

@@ -351,6 +351,13 @@ def finetune(model: Model, config, out_dir, *, teacher: Model | None = None, pro
     return Trainer(config, out_dir, init_model=model, teacher=teacher, progress=progress).run().model
 
 
+def check_corpus_files(config) -> None:
+    """Read the fine-tuning corpus once up front, so that a bad file is refused before any work or write."""
+    from compact_lm.data import SAVE_AS_UTF8, read_corpus
+    if config.corpus:
+        read_corpus(list(config.corpus), encoding_errors=config.encoding_errors, utf8_hint=SAVE_AS_UTF8)
+
+
 def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
     """The last CALIBRATION_CHARS characters of the training split (never validation text)."""
     from compact_lm.trainer import prepare_corpus
@@ -359,12 +366,12 @@ def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
 
 def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None = None, rounds: int = 1,
                 finetune_steps: int = 0, train_config=None, calibration_ids: np.ndarray | None = None,
-                work_dir=None, progress: bool = False, log=None) -> Model:
+                work_dir=None, progress: bool = False, log=None, unpruned_val_bpc: float | None = None) -> Model:
     """Prune to `sizes` in `rounds` equal geometric steps, fine-tuning after each (finetune_steps in all).
 
     Each fine-tuning run works in a temporary folder (inside `work_dir` if given), removed afterwards.
-    With fine-tuning, val bpc is reported (to `log` and in info["pruning"]) for the unpruned model and,
-    each round, before and after fine-tuning.
+    With fine-tuning, `log` gets the unpruned model's val bpc (`unpruned_val_bpc` if the caller has it)
+    and each round's right after pruning and after fine-tuning, which info["pruning"] keeps too.
     """
     import tempfile
     from pathlib import Path
@@ -381,7 +388,8 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
         from compact_lm.trainer import prepare_corpus
         val_ids = prepare_corpus(train_config, model.vocab).val
         if log:
-            log(f"unpruned: hidden {list(model.config.hidden_sizes)}, val {model.evaluate_ids(val_ids).bpc:.4f} bpc")
+            unpruned = unpruned_val_bpc if unpruned_val_bpc is not None else model.evaluate_ids(val_ids).bpc
+            log(f"unpruned: hidden {list(model.config.hidden_sizes)}, val {unpruned:.4f} bpc")
     current = model
     for r in range(1, rounds + 1):
         # geometric schedule: after round r, H_k * (goal / H_k)^(r / rounds)

@@ -23,9 +23,11 @@ def quantize_model(model, *, weight_bits: int = DEFAULT_WEIGHT_BITS) -> Quantize
     arrays: dict[str, np.ndarray] = {}
     # one scale per column (gate unit) of the folded [V, G*H] table, so that a gathered row is dequantized by one
     # Mul with a constant; measured on the tinyshakespeare GRU-256 int8 model: val 2.06494 bpc vs 2.06545 per token row
-    # The table is folded in float64 (each float32 product exact, the sum rounded once to float32): in float32 the
-    # BLAS thread count decides the order of the sums, and the last-bit differences moved int8 roundings, so the same
-    # model quantized with 1 or 2 threads gave different files (val bpc 2.06505 vs 2.06494 on the quality model).
+    # The table is folded in float64: in float32 the BLAS thread count decides the order of the sums, and the
+    # last-bit differences moved int8 roundings, so the same model quantized with 1 or 2 threads gave different
+    # files (val bpc 2.06505 vs 2.06494 on the quality model; 2.06495 now). In float64 every product of two float32
+    # values is exact and a different order of the sums moves the result by ~1e-16 relative, far below float32's
+    # rounding step, so the rounded table (and the file) is the same except in astronomically rare ties.
     table = input_table({name: p[name].astype(np.float64) for name in ("embedding.weight", "rnn.weight_ih_l0",
                                                                       "rnn.bias_ih_l0")}).astype(np.float32)
     table_q, arrays["table.scale"] = quantize_rows(table.T, TABLE_BITS)

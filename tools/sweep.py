@@ -12,7 +12,8 @@ from compact_lm.trainer import prepare_corpus
 
 from compact_lm.errors import CompactLMError
 
-from .prune import CALIBRATION_CHARS, finetune_config, prune_model, resolve_criterion, target_sizes
+from .prune import (CALIBRATION_CHARS, check_corpus_files, finetune_config, prune_model, resolve_criterion,
+                    target_sizes)
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -33,8 +34,12 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     if rounds < 1:
         raise CompactLMError(f"--rounds must be >= 1, got {rounds}")
     criterion = resolve_criterion(original, criterion)
+    outside = [keep for keep in keeps if not 0 < keep <= 1]
+    if outside:
+        raise CompactLMError(f"--keeps: every fraction must be in (0, 1], got {outside[0]}")
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
+    check_corpus_files(config)
     data = prepare_corpus(config, original.vocab)
     # every argument is checked above, before the folder or any file in it is touched
     try:
@@ -49,9 +54,9 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         if keep == 1.0:
             model = original
         else:
-            model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds, finetune_steps=finetune_steps,
-                                train_config=config, calibration_ids=calibration, work_dir=out,
-                                progress=progress, log=log)
+            model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds,
+                                finetune_steps=finetune_steps, train_config=config, calibration_ids=calibration,
+                                work_dir=out, progress=progress, log=log, unpruned_val_bpc=base_bpc)
         variants = [("fp32", model), ("int8", quantize_model(model))]
         for precision, variant in variants:
             path = out / f"keep{keep}-{precision}.npz"
@@ -85,8 +90,8 @@ def markdown_table(rows: list[dict]) -> str:
 def write_report(rows: list[dict], out: Path, model_path: str, base_bpc: float) -> None:
     """sweep.md, sweep.json and sweep.png (bpc against file bytes) in `out`."""
     header = (f"Sweep of {model_path} (val bpc {base_bpc:.4f}); pruned models fine-tuned. params counts the "
-              "numbers stored: an int8 model stores layer 1's input as one folded table [V, G*H] instead of the "
-              "embedding [V, E] and W_ih [G*H, E].\n\n")
+              "numbers stored: an int8 model stores layer 1's input as one folded table [V, G*H] instead of "
+              "the embedding [V, E] and W_ih [G*H, E].\n\n")
     atomic_write(out / "sweep.md", lambda f: f.write((header + markdown_table(rows)).encode()))
     atomic_write(out / "sweep.json", lambda f: f.write(json.dumps({"model": str(model_path), "val_bpc": base_bpc,
                                                                     "rows": rows}, indent=1).encode()))
