@@ -386,6 +386,8 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
     val_ids = None
     if finetune_steps:
         from compact_lm.trainer import prepare_corpus
+        if train_config is None:
+            raise CompactLMError("fine-tuning needs a training config (see finetune_config)")
         val_ids = prepare_corpus(train_config, model.vocab).val
         if log:
             unpruned = unpruned_val_bpc if unpruned_val_bpc is not None else model.evaluate_ids(val_ids).bpc
