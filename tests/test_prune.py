@@ -162,6 +162,18 @@ def test_fine_tuning_reports_val_bpc_before_and_after(tmp_path, small_corpus):
     assert f"{trained.evaluate_ids(val).bpc:.4f}" in lines[0] and f"{before:.4f}" in lines[1]
 
 
+def test_fine_tuning_that_makes_things_worse_keeps_the_pruned_model(tmp_path, small_corpus):
+    trained = Trainer(tiny_config(small_corpus, steps=30), tmp_path / "a", progress=False).run().model
+    config = tiny_config(small_corpus, steps=30, lr=5.0, warmup_steps=0)    # a step size that wrecks the model
+    ids = calibration_ids_from_corpus(trained, config)
+    pruned = prune_model(trained, (8,), criterion="activation", finetune_steps=2, train_config=config,
+                         calibration_ids=ids, work_dir=tmp_path)
+    entry = pruned.info["pruning"][-1]
+    assert entry["kept_the_pruned_model"] and entry["val_bpc_after_finetune"] > entry["val_bpc_before_finetune"]
+    expected = prune_once(trained, (8,), criterion="activation", calibration_ids=ids)
+    assert all(np.array_equal(pruned.params[n], expected.params[n]) for n in expected.params)
+
+
 def test_target_sizes():
     assert target_sizes((256, 128), keep=0.5) == (128, 64)
     assert target_sizes((256, 128), hidden=[100]) == (100, 100)

@@ -161,3 +161,8 @@ def test_prune_refuses_an_unknown_criterion_before_any_work(tmp_path, tiny_model
     code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--criterion", "bogus",
                        "--min-char-count", "2", "--out", tmp_path / "p.npz")
     assert_one_line_error(code, err, "unknown criterion 'bogus'")
+
+
+def test_sweep_refuses_a_repeated_keep(tmp_path, tiny_model_path, capsys):
+    code, _, err = run(capsys, "sweep", tiny_model_path, "--keeps", "0.5", "0.5", "--quiet", "--out", tmp_path / "s")
+    assert_one_line_error(code, err, "--keeps: 0.5 is given twice")

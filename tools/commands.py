@@ -109,7 +109,8 @@ def _cmd_sweep(args) -> int:
                  progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     from .sweep import markdown_table
     print(markdown_table(rows), end="")
-    print(f"written: {Path(args.out) / 'sweep.md'}, sweep.json" + (", sweep.png" if (Path(args.out) / "sweep.png").exists() else ""))
+    plot = ", sweep.png" if (Path(args.out) / "sweep.png").exists() else ""
+    print(f"written: {Path(args.out) / 'sweep.md'}, sweep.json{plot}, keep*-fp32.npz, keep*-int8.npz")
     return 0
 
 
@@ -154,10 +155,11 @@ def add_commands(sub, positive_int, number) -> None:
     p = sub.add_parser("sweep", help="size / quality table: keep fractions x {fp32, int8}")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
-    p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25],
+                   help="fractions of hidden units to keep, each in (0, 1] (default 1.0 0.75 0.5 0.25)")
     p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
     p.add_argument("--criterion", help=criterion_help)
-    p.add_argument("--rounds", type=positive_int, default=1)
+    p.add_argument("--rounds", type=positive_int, default=1, help="prune each in this many rounds (default 1)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_sweep)

@@ -406,13 +406,21 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
             if work_dir is not None:
                 Path(work_dir).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="compact-lm-finetune-", dir=work_dir) as folder:
-                current = finetune(current, config, Path(folder) / "run", teacher=model, progress=progress)
+                tuned = finetune(current, config, Path(folder) / "run", teacher=model, progress=progress)
             entry["finetune_steps"] = steps
-            entry["val_bpc_after_finetune"] = current.info.get("metrics", {}).get("val", {}).get("bpc")
+            entry["val_bpc_after_finetune"] = tuned.info.get("metrics", {}).get("val", {}).get("bpc")
+            # the trainer keeps its best checkpoint, but never the model it started from: keep that one if
+            # no checkpoint beats it (a very short run at a large learning rate can end worse)
+            after = entry["val_bpc_after_finetune"]
+            if after is None or after <= entry["val_bpc_before_finetune"]:
+                current = tuned
+            else:
+                entry["kept_the_pruned_model"] = True
         if log:
             log(f"round {r}/{rounds}: hidden {list(step_sizes)}" +
                 (f", val {entry['val_bpc_before_finetune']:.4f} bpc after pruning, "
-                 f"{entry['val_bpc_after_finetune']:.4f} after {steps} fine-tuning steps" if steps else ""))
+                 f"{entry['val_bpc_after_finetune']:.4f} after {steps} fine-tuning steps" if steps else "") +
+                ("; kept the model before fine-tuning" if entry.get("kept_the_pruned_model") else ""))
         history.append(entry)
     current.info["pruning"] = history
     return current

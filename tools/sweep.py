@@ -37,6 +37,9 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     outside = [keep for keep in keeps if not 0 < keep <= 1]
     if outside:
         raise CompactLMError(f"--keeps: every fraction must be in (0, 1], got {outside[0]}")
+    repeated = sorted({keep for keep in keeps if list(keeps).count(keep) > 1})
+    if repeated:
+        raise CompactLMError(f"--keeps: {repeated[0]} is given twice (its files would replace each other)")
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
     check_corpus_files(config)
