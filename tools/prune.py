@@ -366,12 +366,14 @@ def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
 
 def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None = None, rounds: int = 1,
                 finetune_steps: int = 0, train_config=None, calibration_ids: np.ndarray | None = None,
-                work_dir=None, progress: bool = False, log=None, unpruned_val_bpc: float | None = None) -> Model:
+                work_dir=None, progress: bool = False, log=None, val_ids: np.ndarray | None = None,
+                unpruned_val_bpc: float | None = None) -> Model:
     """Prune to `sizes` in `rounds` equal geometric steps, fine-tuning after each (finetune_steps in all).
 
     Each fine-tuning run works in a temporary folder (inside `work_dir` if given), removed afterwards.
     With fine-tuning, `log` gets the unpruned model's val bpc (`unpruned_val_bpc` if the caller has it)
-    and each round's right after pruning and after fine-tuning, which info["pruning"] keeps too.
+    and each round's right after pruning and after fine-tuning, which info["pruning"] keeps too; the
+    validation split comes from `train_config` unless the caller passes it as `val_ids`.
     """
     import tempfile
     from pathlib import Path
@@ -383,12 +385,12 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
     start = np.array(model.config.hidden_sizes, dtype=np.float64)
     goal = np.array(sizes, dtype=np.float64)
     history = list(model.info.get("pruning", []))
-    val_ids = None
     if finetune_steps:
         from compact_lm.trainer import prepare_corpus
         if train_config is None:
             raise CompactLMError("fine-tuning needs a training config (see finetune_config)")
-        val_ids = prepare_corpus(train_config, model.vocab).val
+        if val_ids is None:
+            val_ids = prepare_corpus(train_config, model.vocab).val
         if log:
             unpruned = unpruned_val_bpc if unpruned_val_bpc is not None else model.evaluate_ids(val_ids).bpc
             log(f"unpruned: hidden {list(model.config.hidden_sizes)}, val {unpruned:.4f} bpc")

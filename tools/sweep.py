@@ -59,7 +59,8 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         else:
             model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds,
                                 finetune_steps=finetune_steps, train_config=config, calibration_ids=calibration,
-                                work_dir=out, progress=progress, log=log, unpruned_val_bpc=base_bpc)
+                                work_dir=out, progress=progress, log=log, val_ids=data.val,
+                                unpruned_val_bpc=base_bpc)
         variants = [("fp32", model), ("int8", quantize_model(model))]
         for precision, variant in variants:
             path = out / f"keep{keep}-{precision}.npz"
