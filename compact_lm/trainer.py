@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .data import StreamBatcher, read_corpus, split_ids
+from .data import REPLACE_HINT, StreamBatcher, read_corpus, split_ids
 from .errors import CompactLMError, TrainingDiverged
 from .fileio import atomic_write, load_npz, png_bytes, save_npz
 from .model import Model
@@ -52,10 +52,10 @@ class Corpus:
     digest: str          # sha256 of the encoded ids: a resumed run must see the same data
 
 
-def prepare_corpus(config: TrainConfig, vocab: Vocab | None = None) -> Corpus:
+def prepare_corpus(config: TrainConfig, vocab: Vocab | None = None, *, utf8_hint: str = REPLACE_HINT) -> Corpus:
     """Read, normalize, split by fraction, build the vocabulary from the training split, encode."""
-    text = normalize(read_corpus(list(config.corpus), encoding_errors=config.encoding_errors),
-                     nfc=config.nfc, lowercase=config.lowercase)
+    raw = read_corpus(list(config.corpus), encoding_errors=config.encoding_errors, utf8_hint=utf8_hint)
+    text = normalize(raw, nfc=config.nfc, lowercase=config.lowercase)
     n_train = int(round(len(text) * config.split[0]))
     if vocab is None:
         vocab = Vocab.build(text[:n_train], min_count=config.min_count, nfc=config.nfc, lowercase=config.lowercase)

@@ -6,14 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from compact_lm.data import SAVE_AS_UTF8
+from compact_lm.errors import CompactLMError
 from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.model import Model, load
 from compact_lm.trainer import prepare_corpus
 
-from compact_lm.errors import CompactLMError
-
-from .prune import (CALIBRATION_CHARS, check_corpus_files, finetune_config, prune_model, resolve_criterion,
-                    target_sizes)
+from .prune import CALIBRATION_CHARS, finetune_config, prune_model, resolve_criterion, target_sizes
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -42,8 +41,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         raise CompactLMError(f"--keeps: {repeated[0]} is given twice (its files would replace each other)")
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
-    check_corpus_files(config)
-    data = prepare_corpus(config, original.vocab)
+    data = prepare_corpus(config, original.vocab, utf8_hint=SAVE_AS_UTF8)
     # every argument is checked above, before the folder or any file in it is touched
     try:
         out.mkdir(parents=True, exist_ok=True)
