@@ -34,7 +34,8 @@ from compact_lm.backends import NumpyBackend
 from compact_lm.config import TrainConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import export_model
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.profile_timing import keystroke_runner
 from compact_lm.trainer import Trainer, prepare_corpus

@@ -35,7 +35,7 @@ from common import blas_description, corpus
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
-from compact_lm.export.verify import TOLERANCE, compare, run_stepwise
+from compact_lm.verify import TOLERANCE, compare, run_stepwise
 from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from compact_lm import int8
 from compact_lm.cells import FLOAT_ACTIVATIONS, get_cell
-from compact_lm.model import load
+from compact_lm import load
 from compact_lm.network import log_softmax
 from compact_lm.ort_backend import session_options
 

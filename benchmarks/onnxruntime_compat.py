@@ -81,7 +81,8 @@ KINDS = (("fp32-step", False, {}), ("fp32-sequence", False, {"sequence": True}),
 
 def _models(model_path: str | None):
     from compact_lm.config import ModelConfig
-    from compact_lm.model import Model, load
+    from compact_lm import load
+    from compact_lm.model import Model
     from compact_lm.network import init_params
     from compact_lm.vocab import Vocab
     vocab = Vocab.build("the quick brown fox jumps over the lazy dog")

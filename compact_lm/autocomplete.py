@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -75,30 +73,27 @@ def _check_text(name: str, text) -> str:
 
 
 def open_backend(model, *, threads: int = 1, sequence: str | os.PathLike | None = None):
-    """A Backend for `model`: an .onnx path (onnxruntime; `sequence`, the same model's sequence graph, makes
-    a pasted text one call), another path (.npz, NumPy), a loaded model, or a Backend."""
-    if sequence is not None and not (isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ".onnx"):
-        raise CompactLMError("a sequence graph goes with an .onnx step graph")
+    """A Backend for `model`: a model file path (`compact_lm.open_model`: .npz run by NumPy, .onnx by
+    onnxruntime with `sequence`, the same model's sequence graph, for pasted text), a loaded model, or a Backend."""
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if path.suffix.lower() == ".onnx":
-            from .ort_backend import OrtBackend
-            return OrtBackend(path, threads=threads, sequence_path=sequence)
-        from .model import load
-        model = load(path)
+        from .opener import open_model
+        return open_model(model, threads=threads, sequence=sequence).backend()
+    if sequence is not None:
+        raise CompactLMError("a sequence graph goes with an .onnx step graph")
     if all(callable(getattr(model, name, None)) for name in ("initial_state", "step", "run")):
         return model
-    if hasattr(model, "products") and hasattr(model, "config"):
-        from .backends import NumpyBackend
-        return NumpyBackend(model)
+    if callable(getattr(model, "backend", None)):
+        return model.backend()
     raise CompactLMError(f"expected a model path, a loaded model or a Backend, got {type(model).__name__}")
 
 
 class Autocompleter:
     """Next characters and word completions from any Backend; `session()` for keystroke-by-keystroke use.
 
-    Thread-safe: model calls go through one lock (a Backend may reuse buffers between calls, as
-    OrtBackend does), everything else works on per-call or per-session arrays.
+    Thread-safe without a lock: after construction nothing here is written but two character caches (single
+    dict operations), every call works on its own arrays, and the Backend must accept concurrent calls
+    (NumpyBackend and OrtBackend do: no buffers are kept between calls). One instance serves every thread
+    of a server; each thread uses its own sessions.
     """
 
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
@@ -131,11 +126,10 @@ class Autocompleter:
         self._word_mask[UNK_ID] = -np.inf
         self._next_mask = np.zeros(self.vocab_size)
         self._next_mask[UNK_ID] = -np.inf
-        self._lock = threading.Lock()
         self._normalized: dict[str, str] = {}
         self._char_ids: dict[str, np.ndarray] = {}
         state = self.backend.initial_state(1)
-        log_probs, state = self._call(self.backend.step, self.encode(START_TEXT)[-1:], state)
+        log_probs, state = self.backend.step(self.encode(START_TEXT)[-1:], state)
         # a checkpoint: (characters typed, state after them, log-probabilities of the next character)
         self._root = (0, state, log_probs[0])
 
@@ -167,10 +161,6 @@ class Autocompleter:
         return ids
 
     # ----------------------------------------------------------------------------- model calls
-    def _call(self, method, ids: np.ndarray, state: list):
-        with self._lock:
-            return method(ids, state)
-
     def _advance(self, state: list, text: str) -> tuple[list, np.ndarray]:
         """(state, next-character log-probabilities) after `text` from `state`: one step for one id, else one run."""
         if len(text) > self.context_chars:   # only the last context_chars characters matter
@@ -178,9 +168,9 @@ class Autocompleter:
             text = text[-self.context_chars:]
         ids = self._ids_of_char(text) if len(text) == 1 else self.encode(text)
         if ids.shape[0] == 1:
-            log_probs, state = self._call(self.backend.step, ids, state)
+            log_probs, state = self.backend.step(ids, state)
             return state, log_probs[0]
-        log_probs, state = self._call(self.backend.run, ids[None, :], state)
+        log_probs, state = self.backend.run(ids[None, :], state)
         return state, log_probs[0, -1]
 
     def _start(self, prefix: str) -> tuple[list, np.ndarray]:
@@ -216,7 +206,7 @@ class Autocompleter:
         """Beam search from (state, log_probs) to the k most likely words ended by a boundary character."""
         vocab_size, beam, boundary_ids, width = self.vocab_size, self.beam, self._boundary_ids, self._boundary_ids.size
         char_of, boundary_chars, word_mask = self._char_of, self._boundary_chars, self._word_mask
-        step, lock = self.backend.step, self._lock
+        step = self.backend.step
         finished: list[tuple[float, str]] = []   # (-log p, text) of the best k so far: sorts best first, ties by text
         threshold = -math.inf                    # log p of the k-th finished word: nothing below it can enter
         texts = [""]
@@ -250,8 +240,7 @@ class Autocompleter:
             parents, chars = np.divmod(top, vocab_size)
             texts = [texts[p] + char_of[c] for p, c in zip(parents.tolist(), chars.tolist())]
             state = [tuple([a[parents] for a in layer]) for layer in state]
-            with lock:
-                log_probs, state = step(chars, state)
+            log_probs, state = step(chars, state)
             scores = log_probs + flat_scores[top][:, None]
         return [Suggestion(text, math.exp(-score)) for score, text in finished]
 

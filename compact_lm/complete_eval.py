@@ -110,18 +110,6 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
                         top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency)
 
 
-def open_model(path: str) -> tuple[object, dict | None]:
-    """A backend for the model file (.onnx: onnxruntime, else NumPy) and its training config (or None)."""
-    if Path(path).suffix.lower() == ".onnx":
-        from .ort_backend import OrtBackend
-        backend = OrtBackend(path)
-        return backend, backend.metadata.get("train_config")
-    from .backends import NumpyBackend
-    from .model import load
-    model = load(path)
-    return NumpyBackend(model), model.info.get("train_config")
-
-
 def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:
     """The ids of the model's training split (from `corpus` files if given, else the paths the model was trained on)."""
     from .config import TrainConfig
@@ -147,7 +135,9 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
                   order: int | None = None, beam: int = 4, max_chars: int = 16) -> dict:
     """Keystroke savings, accuracy and latency of the model and of the n-gram baseline on `text`."""
     from .ngram import DEFAULT_ORDER, NgramBackend
-    backend, train_config = open_model(model_path)
+    from .opener import open_model
+    model = open_model(model_path)
+    backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars)
     report = simulate_typing(completer, text, k)
     order = DEFAULT_ORDER if order is None else order

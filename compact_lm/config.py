@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .cells import CELLS
-from .errors import CompactLMError
+from .errors import CompactLMError, SettingError
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,38 @@ class ModelConfig:
 
 
 DEFAULT_STEPS = 1000   # the budget when none of steps / epochs / minutes is given
+
+# What each TrainConfig setting means: the one source of `compact-lm train`'s flags (help + default) and of
+# docs/cli.md's table (tests/test_cli_docs.py checks it). Settings missing here are not command-line flags.
+TRAIN_HELP = {
+    "cell": "recurrent cell: rnn, gru or lstm",
+    "layers": "recurrent layers",
+    "embed": "embedding size E",
+    "hidden": "hidden size H",
+    "seq_len": "BPTT window T in characters",
+    "batch": "parallel streams B",
+    "optimizer": "adamw or sgd",
+    "lr": "peak learning rate",
+    "min_lr_ratio": "final / peak learning rate of the cosine decay",
+    "warmup_steps": "linear warm-up steps",
+    "momentum": "SGD momentum",
+    "dropout": "dropout between layers and before the head",
+    "weight_drop": "DropConnect on recurrent weights W_hh, one mask per window",
+    "weight_decay": "decoupled weight decay on matrices",
+    "label_smoothing": "label smoothing epsilon",
+    "clip": "global gradient-norm clip",
+    "steps": f"budget in optimizer steps ({DEFAULT_STEPS} if no budget is given)",
+    "epochs": "budget in passes over the training split",
+    "minutes": "budget in wall-clock minutes of training (the final evaluation comes after it)",
+    "eval_every": "steps between evaluations + checkpoints",
+    "seed": "random seed",
+    "min_count": "characters seen fewer times become <unk>",
+    "encoding_errors": "strict, replace or ignore invalid UTF-8",
+    "dtype": "float32 or float64",
+    "init": "start from this float model's weights (its sizes and vocabulary win)",
+    "teacher": "distil from this float model (same vocabulary)",
+    "distill": "weight of the teacher's distribution in the target",
+}
 
 
 @dataclass(frozen=True)
@@ -100,8 +132,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """One-line error naming the first nonsensical setting."""
-        def bad(name: str, why: str) -> CompactLMError:
-            return CompactLMError(f"--{name.replace('_', '-')}: {why} (got {getattr(self, name)!r})")
+        def bad(name: str, why: str) -> SettingError:
+            return SettingError(name, f"{why} (got {getattr(self, name)!r})")
 
         if self.cell not in CELLS:
             raise bad("cell", f"unknown cell; choose one of {', '.join(CELLS)}")
@@ -123,7 +155,7 @@ class TrainConfig:
             if not (math.isfinite(value) and low <= value <= high):
                 raise bad(name, f"must be between {low} and {high}")
         if self.distill + self.label_smoothing > 1.0:
-            raise bad("distill", "plus --label-smoothing must be at most 1")
+            raise bad("distill", "plus {label_smoothing} must be at most 1")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "must be >= 0")
         if self.optimizer not in ("adamw", "sgd"):

@@ -7,3 +7,25 @@ class CompactLMError(Exception):
 
 class TrainingDiverged(CompactLMError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(CompactLMError):
+    """Ctrl-C during training: the state was saved and the run can be resumed."""
+
+
+class SettingError(CompactLMError):
+    """A bad value of one named setting (a TrainConfig field, a function argument).
+
+    The message names settings as the library spells them (`lr`, `out_dir`); the command line words them
+    as its flags (`--lr`, `--out`). `reason` may name other settings as {name}.
+    """
+
+    def __init__(self, setting: str, reason: str):
+        self.setting, self.reason = setting, reason
+        super().__init__(self.worded(lambda name: name))
+
+    def worded(self, word) -> str:
+        """The message with every setting spelled by word(name)."""
+        import re
+        reason = re.sub(r"\{([a-z_]+)\}", lambda match: word(match.group(1)), self.reason)
+        return f"{word(self.setting)}: {reason}"

@@ -13,14 +13,9 @@ statically, without calibration, exactly as ONNX QuantizeLinear does:
 The product is integer with int32 accumulation, then rescaled per output column:
     y = float32(sum_k (x_q[k] - 128) * w_q[j, k]) * (ACT_SCALE * s_w[j]) + b[j]
 ONNX: QuantizeLinear -> MatMulInteger(a_zero_point=128) -> Cast(float) -> Mul -> Add.
-Static against dynamic (ONNX DynamicQuantizeLinear, scale and zero point from each step's min and max;
-`cd benchmarks && python int8_scheme.py --model M --text val.txt --chars 100000` on the quality
-model's whole validation text, fp32 2.06409 bpc):
-static 2.06495, dynamic 2.06467 bpc, a difference of 0.01 %; one product [1, H] -> [1, 3H] in
-onnxruntime, one thread: static 4.98 / 6.35 us, dynamic 4.86 / 6.66 us at H = 128 / 256 (float 4.83 /
-9.65). A tie on quality and speed; static needs no per-call min/max, and its constant scale makes
-NumPy and onnxruntime agree by construction, where dynamic agrees only as long as both compute the
-per-call float scale in the same order of operations (they do today; the ONNX spec does not say so).
+A static scale needs no per-call min/max, and as a constant it makes NumPy and onnxruntime agree by
+construction (dynamic quantization, ONNX DynamicQuantizeLinear, measured level on quality and speed:
+docs/experiments.md, "int8 scheme").
 
 Layer 1's folded input table (embedding @ W_ih0^T + b_ih0, [V, G*H]) is gathered, never
 multiplied: int8 with one scale per column, Q = 127 (8 bits), dequantized after the gather:
@@ -29,17 +24,12 @@ multiplied: int8 with one scale per column, Q = 127 (8 bits), dequantized after 
 Activations (sigmoid, tanh) are 256-entry lookup tables over the pre-activation quantized to uint8:
     i = saturate_uint8(round_half_even(a / step) + 128),   f(a) ~ table[i] = float32(f((i - 128) * step))
 ONNX: QuantizeLinear(a, step, uint8 128) -> Cast(int64) -> GatherElements (export/products_int8.py).
-Why tables: onnxruntime's
-vectorized tanh/sigmoid and NumPy's differ in the last bit of about one value in ten; once in ~10^5
-values that moves a hidden value across the rounding boundary of the next QuantizeLinear, and two runs
-that free-run over the same text (each on its own state) drift apart: with float functions the trained
-tinyshakespeare GRU-256 agreed on the top-1 character at 99.70 % of 20,000 validation positions.
-With tables every operation of a step is exact or correctly rounded (the index is exact because the
-steps are powers of two, then a lookup, and IEEE +, -, *), so both runtimes compute the same bits.
-Steps by measurement on that model (full validation split, 7-bit weights, per-token table scales at the
-time; exact functions 2.06527 bpc): sigmoid 1/16 (a in [-8, 7.94]) and tanh 1/32 (a in [-4, 3.97]):
-2.06545; 1/16 for both: 2.06593; 1/32 for both (sigmoid clipped at +-4): 2.08119. With the per-column
-table scales: 2.06494 (2.06495 once the table was folded in float64).
+Why tables: onnxruntime's vectorized tanh/sigmoid and NumPy's differ in the last bit now and then, and
+such a difference can move a hidden value across the rounding boundary of the next QuantizeLinear, after
+which two free runs over the same text drift apart. With tables every operation of a step is exact or
+correctly rounded (the index is exact because the steps are powers of two, then a lookup, and IEEE +, -,
+*), so both runtimes compute the same bits. The steps, sigmoid 1/16 (a in [-8, 7.94]) and tanh 1/32
+(a in [-4, 3.97]), were chosen by measurement (docs/experiments.md).
 Saturation clips a beyond the table's range to its ends.
 """
 from __future__ import annotations

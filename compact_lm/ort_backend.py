@@ -1,16 +1,14 @@
 """The onnxruntime backend: an exported `.onnx` behind the Backend protocol (imports numpy and onnxruntime only).
 
 Everything needed to turn text into ids and back comes from the file's metadata_props (read through
-`session.get_modelmeta().custom_metadata_map`). Values are strings: `kind`, `cell`, `dtype` and
-`graph` verbatim, every other key a JSON document (numbers, booleans, lists, objects).
+`session.get_modelmeta().custom_metadata_map`, decoded and checked by compact_lm.onnx_format).
 
 onnxruntime keeps no state between calls, so the recurrent state is an explicit input and output;
 each call has a fixed cost of a few microseconds in Python, which dominates small models, so the
-per-call work here is one dict update and one `session.run`.
+per-call work here is building one small feed dict and one `session.run`.
 """
 from __future__ import annotations
 
-import json
 import os
 from itertools import chain
 from pathlib import Path
@@ -20,181 +18,10 @@ import onnxruntime as ort
 
 from .config import ModelConfig
 from .errors import CompactLMError
+from .onnx_format import LOG_PROBS, TOKENS, checked_metadata, metadata_differences, read_onnx
 from .vocab import Vocab
 
-ONNX_KIND = "compact-lm-onnx"
-ONNX_FORMAT_VERSION = 1
-STRING_KEYS = frozenset({"kind", "cell", "dtype", "graph"})   # stored verbatim; all other values are JSON
-KEYS_KEY = "metadata_keys"   # the list of every key written, so an entry lost from a cut-off file is noticed
-TOKENS, LOG_PROBS = "tokens", "log_probs"
-GRAPH_KINDS = ("step", "sequence")
 _INT64 = np.dtype(np.int64)
-
-
-def decode_metadata(props: dict[str, str]) -> dict:
-    """metadata_props strings -> values (JSON-decoded except STRING_KEYS); raises ValueError if damaged."""
-    meta = {}
-    for key, text in props.items():
-        meta[key] = text if key in STRING_KEYS else json.loads(text)
-    listed = meta.get(KEYS_KEY)
-    if not isinstance(listed, list):
-        raise ValueError(f"no {KEYS_KEY!r} entry")
-    missing = [key for key in listed if key not in meta]
-    if missing:
-        raise ValueError(f"missing keys {missing}")
-    return meta
-
-
-# --- A minimal protobuf walk of ModelProto, so OrtBackend can refuse unsafe files without importing onnx.
-# onnxruntime resolves external-data references (paths relative to the model, e.g. "../../etc/passwd")
-# and runs custom-domain operators from registered libraries while it builds the session, and exposes
-# neither through its Python API beforehand; so the file is checked here, before onnxruntime sees it.
-# Field numbers are those of onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto,
-# SparseTensorProto, FunctionProto); any other field is skipped by wire type without being decoded.
-DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
-_MAX_NESTING = 64          # subgraphs within subgraphs (Scan bodies); deeper is refused, never a RecursionError
-_EXTERNAL = 1              # TensorProto.DataLocation.EXTERNAL
-_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
-_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15
-_NODE_ATTRIBUTE, _NODE_DOMAIN, _NODE_OP_TYPE = 5, 7, 4
-_ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
-_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
-_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
-_FUNCTION_NODE = 7
-
-
-class _Malformed(ValueError):
-    """The bytes are not a well-formed protobuf message."""
-
-
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at data[pos]; (value, next position)."""
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise _Malformed("varint runs past the end")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift >= 70:
-            raise _Malformed("varint longer than 10 bytes")
-
-
-def _fields(data: memoryview):
-    """Yield (field number, wire type, value) of one message: int for varints, memoryview for
-    length-delimited fields, None for fixed32/fixed64 (skipped). Raises _Malformed on bad framing."""
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _Malformed("field number 0")
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            yield number, wire, value
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            if size > end - pos:
-                raise _Malformed("length-delimited field runs past the end")
-            yield number, wire, data[pos:pos + size]
-            pos += size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            if pos > end:
-                raise _Malformed("fixed-size field runs past the end")
-            yield number, wire, None
-        else:   # 3/4 are deprecated groups, never used by ONNX; 6/7 do not exist
-            raise _Malformed(f"unsupported wire type {wire}")
-
-
-def _sub(fields, wanted: int):
-    """The length-delimited values of field `wanted` among already-decoded fields."""
-    return [value for number, wire, value in fields if number == wanted and wire == 2]
-
-
-def _check_tensor(data: memoryview) -> str | None:
-    fields = list(_fields(data))
-    if any(n == _TENSOR_EXTERNAL_DATA and w == 2 for n, w, _ in fields):
-        return "a tensor with external data"
-    if any(n == _TENSOR_DATA_LOCATION and w == 0 and v == _EXTERNAL for n, w, v in fields):
-        return "a tensor with data_location EXTERNAL"
-    return None
-
-
-def _check_sparse(data: memoryview) -> str | None:
-    fields = list(_fields(data))
-    for tensor in _sub(fields, _SPARSE_VALUES) + _sub(fields, _SPARSE_INDICES):
-        found = _check_tensor(tensor)
-        if found:
-            return found
-    return None
-
-
-def _check_node(data: memoryview, depth: int) -> str | None:
-    fields = list(_fields(data))
-    for domain in _sub(fields, _NODE_DOMAIN):
-        name = bytes(domain).decode("utf-8", "replace")
-        if name not in DEFAULT_DOMAINS:
-            op = next((bytes(v).decode("utf-8", "replace") for v in _sub(fields, _NODE_OP_TYPE)), "?")
-            return f"operator {op!r} from the custom domain {name!r}"
-    for attribute in _sub(fields, _NODE_ATTRIBUTE):
-        attr = list(_fields(attribute))
-        for tensor in _sub(attr, _ATTR_T) + _sub(attr, _ATTR_TENSORS):
-            found = _check_tensor(tensor)
-            if found:
-                return found
-        for sparse in _sub(attr, _ATTR_SPARSE) + _sub(attr, _ATTR_SPARSES):
-            found = _check_sparse(sparse)
-            if found:
-                return found
-        for graph in _sub(attr, _ATTR_G) + _sub(attr, _ATTR_GRAPHS):
-            found = _check_graph(graph, depth + 1)
-            if found:
-                return found
-    return None
-
-
-def _check_graph(data: memoryview, depth: int) -> str | None:
-    if depth > _MAX_NESTING:
-        raise _Malformed(f"subgraphs nested more than {_MAX_NESTING} deep")
-    fields = list(_fields(data))
-    for tensor in _sub(fields, _GRAPH_INITIALIZER):
-        found = _check_tensor(tensor)
-        if found:
-            return found
-    for sparse in _sub(fields, _GRAPH_SPARSE_INITIALIZER):
-        found = _check_sparse(sparse)
-        if found:
-            return found
-    for node in _sub(fields, _GRAPH_NODE):
-        found = _check_node(node, depth)
-        if found:
-            return found
-    return None
-
-
-def unsafe_onnx_feature(data: bytes) -> str | None:
-    """What in a serialized ModelProto compact-lm refuses to run, or None.
-
-    Refused: tensors (initializers, Constant values, in subgraphs and local functions too) whose data
-    lives in external files, and nodes in a domain other than the default ONNX one (custom operators).
-    Raises ValueError if the bytes are not a well-formed protobuf message.
-    """
-    view = memoryview(data)
-    fields = list(_fields(view))
-    for graph in _sub(fields, _MODEL_GRAPH):
-        found = _check_graph(graph, 0)
-        if found:
-            return found
-    for function in _sub(fields, _MODEL_FUNCTIONS):
-        for node in _sub(list(_fields(function)), _FUNCTION_NODE):
-            found = _check_node(node, 0)
-            if found:
-                return found
-    return None
 
 
 def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptions:
@@ -207,42 +34,6 @@ def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptio
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3   # errors only: they reach the user as CompactLMError instead
     return options
-
-
-def read_onnx(path: str | os.PathLike) -> bytes:
-    """The bytes of an .onnx file, refused with a one-line error if missing or if it uses what compact-lm never loads."""
-    path = Path(path)
-    if not path.exists():
-        raise CompactLMError(f"ONNX file {path} does not exist")
-    if path.is_dir():
-        raise CompactLMError(f"ONNX file {path} is a folder, not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CompactLMError(f"cannot read ONNX file {path}: {error.strerror or error}") from None
-    try:
-        unsafe = unsafe_onnx_feature(data)
-    except ValueError as error:
-        raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {error}") from None
-    if unsafe:
-        raise CompactLMError(f"{path} is refused: it uses {unsafe}, which compact-lm never loads")
-    return data
-
-
-def checked_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict:
-    """The decoded compact-lm metadata of an .onnx file's metadata_props (one-line errors)."""
-    if props.get("kind") != ONNX_KIND:
-        raise CompactLMError(f"{path} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)")
-    try:
-        meta = decode_metadata(props)
-    except ValueError as error:
-        raise CompactLMError(f"{path} has damaged compact-lm metadata (truncated file?): {error}") from None
-    if meta.get("format_version") != ONNX_FORMAT_VERSION:
-        raise CompactLMError(f"{path} has ONNX format version {meta.get('format_version')!r}; "
-                             f"this compact-lm reads version {ONNX_FORMAT_VERSION}")
-    if meta.get("graph") not in GRAPH_KINDS:
-        raise CompactLMError(f"{path} has an unknown graph kind {meta.get('graph')!r}")
-    return meta
 
 
 def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True) -> tuple[ort.InferenceSession, dict]:
@@ -269,7 +60,8 @@ class OrtBackend:
 
     A state is a list with one tuple per layer, (h,) or (h, c), each float32 [batch, hidden_k], as in
     NumpyBackend. `path` may be a step or a sequence graph; `sequence_path` adds a sequence graph for `run`.
-    `step` reuses one feed dict, so a backend object serves one thread at a time.
+    Thread-safe: every call builds its own feed and onnxruntime's `InferenceSession.run` takes concurrent
+    calls, so one backend serves any number of threads at once.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, optimize: bool = True,
@@ -303,7 +95,6 @@ class OrtBackend:
         for layer in self._state_inputs:
             self._layer_slices.append(slice(start, start + len(layer)))
             start += len(layer)
-        self._feed: dict[str, np.ndarray] = {}   # reused by every step call
         _probe(session, self, meta["graph"], self.path)
         if sequence_path is not None:
             _probe(self._sequence, self, "sequence", Path(sequence_path))
@@ -326,10 +117,10 @@ class OrtBackend:
         if self._step is None:
             log_probs, state = self.run(np.asarray(token_ids, dtype=np.int64)[:, None], state)
             return log_probs[:, 0], state
-        feed = self._feed
+        # a fresh dict per call (not one reused buffer) lets threads share the backend; it costs ~20 ns
+        feed = dict(zip(self._state_names, chain.from_iterable(state)))
         feed[TOKENS] = (token_ids if type(token_ids) is np.ndarray and token_ids.dtype is _INT64
                         else np.asarray(token_ids, dtype=np.int64))
-        feed.update(zip(self._state_names, chain.from_iterable(state)))
         outputs = self._step.run(self._outputs, feed)
         return outputs[0], self._regroup(outputs)
 
@@ -412,12 +203,3 @@ def _check_io(session: ort.InferenceSession, backend: OrtBackend) -> None:
     if outputs[LOG_PROBS][-1] != backend.vocab_size:
         raise CompactLMError(f"{backend.path}: log_probs has width {outputs[LOG_PROBS][-1]}, metadata says {backend.vocab_size}")
 
-
-def metadata_differences(a: dict, b: dict) -> list[str]:
-    """What differs in the model-defining metadata of two files: cell, sizes, vocabulary, normalization, int8 or not."""
-    differences = []
-    for key in ("cell", "embed_size", "hidden_sizes", "vocab_size", "vocab", "nfc", "lowercase", "quantized"):
-        if a.get(key) != b.get(key):
-            shown = "entries differ" if key == "vocab" else f"{a.get(key)!r} vs {b.get(key)!r}"
-            differences.append(f"{key}: {shown}")
-    return differences

@@ -9,18 +9,16 @@ The arithmetic is in int8.py.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import FloatProducts, NumpyBackend
+from .backends import FloatProducts
 from .cells import get_cell
 from .config import ModelConfig
 from .errors import CompactLMError
-from .fileio import save_npz
 from .int8 import ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, TABLE_BITS, Int8Products, dequantize_rows
-from .model import Metrics, evaluate_ids, model_metadata
+from .model_file import ModelFile, check_arrays
 from .vocab import Vocab
 
 QUANTIZED_MATRICES_DOC = "symmetric int8 per output row"
@@ -62,7 +60,7 @@ def quantized_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], st
 
 
 @dataclass
-class QuantizedModel:
+class QuantizedModel(ModelFile):
     """Config, vocabulary, int8 arrays + scales; runs the integer scheme or its dequantized floats."""
 
     config: ModelConfig
@@ -71,42 +69,41 @@ class QuantizedModel:
     weight_bits: int
     info: dict = field(default_factory=dict)
 
+    precision = "int8"
+
     def __post_init__(self) -> None:
-        expected = quantized_shapes(self.config)
-        if set(self.arrays) != set(expected):
-            missing = sorted(set(expected) - set(self.arrays))
-            extra = sorted(set(self.arrays) - set(expected))
-            raise CompactLMError(f"int8 model arrays do not match the config (missing {missing}, unexpected {extra})")
-        for name, (shape, kind) in expected.items():
-            array = self.arrays[name]
-            want = np.int8 if kind == "i" else np.float32
-            if tuple(array.shape) != shape or array.dtype != want:
-                raise CompactLMError(f"int8 model array {name} is {array.dtype}{list(array.shape)}, "
-                                     f"expected {np.dtype(want)}{list(shape)}")
-        if self.vocab.size != self.config.vocab_size:
-            raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the config says {self.config.vocab_size}")
+        check_arrays(self.arrays, {name: (shape, np.dtype(np.int8 if kind == "i" else np.float32))
+                                        for name, (shape, kind) in quantized_shapes(self.config).items()}, "int8 model")
+        self._check_vocab()
         if not 2 <= self.weight_bits <= 8:
             raise CompactLMError(f"weight_bits must be between 2 and 8, got {self.weight_bits}")
         for name, array in self.arrays.items():
             if array.dtype == np.float32 and not np.isfinite(array).all():
                 raise CompactLMError(f"int8 model array {name} holds NaN or infinite values")
 
-    @property
-    def num_params(self) -> int:
-        """Weights and biases (scales not counted)."""
-        return int(sum(a.size for n, a in self.arrays.items() if not n.endswith(".scale")))
+    @classmethod
+    def from_file(cls, config: ModelConfig, vocab: Vocab, arrays: dict[str, np.ndarray], meta: dict,
+                  info: dict) -> "QuantizedModel":
+        """The model of a loaded file's arrays, refused unless its metadata describes this version's scheme."""
+        weight_bits = int(meta["int8"]["weight_bits"])   # KeyError / TypeError / ValueError: invalid metadata
+        check_scheme(meta["int8"])
+        return cls(config, vocab, arrays, weight_bits, info)
 
-    def metadata(self) -> dict:
-        """The JSON document stored beside the arrays."""
+    def metadata_fields(self) -> dict:
+        """dtype int8, quantized, and the scheme's parameters."""
         scheme = {"weight_bits": self.weight_bits, "table_bits": TABLE_BITS, "weights": QUANTIZED_MATRICES_DOC,
                   "activation_scale": float(ACT_SCALE), "activation_zero_point": ACT_ZERO_POINT,
                   "activations": "static uint8: round_half_even(x / scale) + zero_point, saturated",
                   "sigmoid_tanh": "256-entry tables over saturate_uint8(round_half_even(a / step) + 128)", **SCHEME}
-        return model_metadata(self.config, self.vocab, self.info, dtype="int8", quantized=True, int8=scheme)
+        return {"dtype": "int8", "quantized": True, "int8": scheme}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically."""
-        save_npz(path, self.arrays, self.metadata())
+    def warnings(self) -> list[str]:
+        """8-bit weights can saturate onnxruntime's AVX2 pair sums; 7-bit ones cannot."""
+        if self.weight_bits <= 7:
+            return []
+        return [f"the model has {self.weight_bits}-bit weights; onnxruntime's AVX2 kernels without VNNI can "
+                "saturate their uint8 x int8 pair sums, so there the graph may not match the NumPy int8 path "
+                "(7-bit weights are exact on every CPU)"]
 
     def dequantized_params(self) -> dict[str, np.ndarray]:
         """Float32 weights w_q * scale under the float names (layer 1 as its table, key `table`)."""
@@ -130,11 +127,3 @@ class QuantizedModel:
             params = self.dequantized_params()
             return FloatProducts(params, params["table"], self.config.layers)
         raise CompactLMError(f"unknown arithmetic {arithmetic!r}; use 'int8' or 'float'")
-
-    def evaluate_ids(self, ids: np.ndarray, *, arithmetic: str | None = None) -> Metrics:
-        """Metrics of pre-encoded ids."""
-        return evaluate_ids(NumpyBackend(self, arithmetic=arithmetic), ids)
-
-    def evaluate(self, text: str, *, arithmetic: str | None = None) -> Metrics:
-        """Nats, bpc and perplexity of `text` (normalized like the training text)."""
-        return self.evaluate_ids(self.vocab.encode(text), arithmetic=arithmetic)

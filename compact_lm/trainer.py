@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import REPLACE_HINT, StreamBatcher, read_corpus, split_ids
-from .errors import CompactLMError, TrainingDiverged
+from .errors import CompactLMError, Interrupted, SettingError, TrainingDiverged
 from .fileio import atomic_write, load_npz, png_bytes, save_npz
 from .model import Model
 from .network import head_log_probs, init_params, loss_and_grads, run_hidden, zero_state
@@ -35,10 +35,6 @@ from .vocab import Vocab, normalize
 STATE_KIND = "compact-lm-train-state"
 STATE_FORMAT_VERSION = 1
 MODEL_FILE, STATE_FILE = "model.npz", "state.npz"
-
-
-class Interrupted(CompactLMError):
-    """Ctrl-C during training: the state was saved and the run can be resumed."""
 
 
 @dataclass
@@ -108,9 +104,9 @@ def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CompactLMError(f"--out {out_dir}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", f"{out_dir}: cannot create the folder ({error.strerror or error})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise CompactLMError(f"--out {out_dir}: the folder is not writable")
+        raise SettingError("out_dir", f"{out_dir}: the folder is not writable")
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -121,6 +117,17 @@ def remove_stale_temporaries(folder: Path) -> None:
                 leftover.unlink()
             except OSError:
                 pass
+
+
+def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig of the run saved in out_dir (what resuming it continues)."""
+    state_path = Path(out_dir) / STATE_FILE
+    if not state_path.exists():
+        raise SettingError("resume", f"{state_path} does not exist (nothing to resume)")
+    try:
+        return TrainConfig.from_json(load_npz(state_path, "training state")[1]["train_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise SettingError("resume", f"{state_path} is not a compact-lm training state ({error})") from None
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
@@ -144,39 +151,40 @@ class Trainer:
         saved = None
         if resume:
             if not state_path.exists():
-                raise CompactLMError(f"--resume: {state_path} does not exist (nothing to resume)")
+                raise SettingError("resume", f"{state_path} does not exist (nothing to resume)")
             saved = load_npz(state_path, "training state")
             saved_meta = saved[1]
             if saved_meta.get("kind") != STATE_KIND or saved_meta.get("format_version") != STATE_FORMAT_VERSION:
-                raise CompactLMError(f"--resume: {state_path} is not a compact-lm training state of this version")
+                raise SettingError("resume", f"{state_path} is not a compact-lm training state of this version")
             saved_config = TrainConfig.from_json(saved_meta["train_config"])
             differs = config_differences(saved_config, config)
             if differs:
                 details = ", ".join(f"{k}: saved {saved_config.to_json()[k]!r} vs given {config.to_json()[k]!r}"
                                     for k in differs)
-                raise CompactLMError(f"--resume: the config does not match the saved run ({details})")
+                raise SettingError("resume", f"the config does not match the saved run ({details})")
         elif state_path.exists():
-            raise CompactLMError(f"--out {self.out_dir} already holds a run; pass --resume to continue it "
-                                 "or choose another folder")
+            raise SettingError("out_dir", f"{self.out_dir} already holds a run; pass {{resume}} to continue it "
+                                          "or choose another folder")
 
         if init_model is None and config.init:
-            from .model import load
-            init_model = load(config.init)
-            if not isinstance(init_model, Model):
-                raise CompactLMError(f"--init {config.init}: an int8 model cannot be trained; start from the float model")
+            from .opener import open_model
+            init_model = open_model(config.init)
+        if init_model is not None:
+            init_model = init_model.as_float(SettingError(
+                "init", f"{config.init}: an int8 model cannot be trained; start from the float model"))
         if teacher is None and config.teacher:
-            from .model import load
-            teacher = load(config.teacher)
-        if teacher is not None and not isinstance(teacher, Model):
-            raise CompactLMError("--teacher: an int8 model cannot teach; use the float model")
+            from .opener import open_model
+            teacher = open_model(config.teacher)
+        if teacher is not None:
+            teacher = teacher.as_float(SettingError("teacher", "an int8 model cannot teach; use the float model"))
         if config.distill > 0 and teacher is None:
-            raise CompactLMError("--distill needs --teacher MODEL")
+            raise SettingError("distill", "needs {teacher} MODEL")
         vocab = Vocab.from_json(saved[1]) if saved else init_model.vocab if init_model else None
         self.corpus = prepare_corpus(config, vocab)
         if saved and saved[1].get("data_sha256") != self.corpus.digest:
-            raise CompactLMError("--resume: the corpus differs from the one the run started on")
+            raise SettingError("resume", "the corpus differs from the one the run started on")
         if teacher is not None and teacher.vocab != self.corpus.vocab:
-            raise CompactLMError("--teacher: the teacher's vocabulary differs from the model's")
+            raise SettingError("teacher", "the teacher's vocabulary differs from the model's")
         self.teacher = teacher if config.distill > 0 else None
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
@@ -352,7 +360,7 @@ class Trainer:
                 best = {name: arrays[f"best.{name}"] for name in self.flat.names}
                 self.best = Model(self.model_config, self.corpus.vocab, best, meta["best_info"])
         except (KeyError, ValueError, TypeError) as error:
-            raise CompactLMError(f"--resume: {self.out_dir / STATE_FILE} is damaged ({error})") from None
+            raise SettingError("resume", f"{self.out_dir / STATE_FILE} is damaged ({error})") from None
 
     def write_history(self) -> None:
         """history.json, history.csv and (with matplotlib) curves.png."""

@@ -17,8 +17,7 @@ import onnx
 
 from compact_lm.errors import CompactLMError
 from compact_lm.fileio import atomic_write
-from compact_lm.model import Model
-from compact_lm.quantized import QuantizedModel
+from compact_lm.model_file import ModelFile
 
 from .graph import OPSET, make_model
 from .metadata import onnx_metadata
@@ -29,17 +28,17 @@ from .sequence import build_sequence_graph
 from .step import build_step_graph
 
 
-def build_model(model: Model | QuantizedModel, *, sequence: bool = False, native_rnn: bool = False,
+def build_model(model: ModelFile, *, sequence: bool = False, native_rnn: bool = False,
                 products: GraphProducts | None = None) -> onnx.ModelProto:
     """The checked ONNX model of `model`: step or sequence graph, plain or native recurrent operators.
 
     `products` (plain graphs only) decides how weights are stored and multiplied: int8 for a
     QuantizedModel, fp32 for a float Model, unless given.
     """
+    model = model.require_arrays("export")
     if native_rnn:
-        if isinstance(model, QuantizedModel):
-            raise CompactLMError("a quantized model exports only as plain-operator graphs: ONNX's RNN/GRU/LSTM "
-                                 "operators have no integer variant")
+        model = model.as_float("a quantized model exports only as plain-operator graphs: ONNX's RNN/GRU/LSTM "
+                               "operators have no integer variant")
         if products is not None:
             raise ValueError("native recurrent operators hold their own fp32 weights; give products only for plain graphs")
         graph = build_native_graph(model, sequence)
@@ -61,7 +60,7 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
 
-def export_model(model: Model | QuantizedModel, path: str | os.PathLike, *, sequence: bool = False,
+def export_model(model: ModelFile, path: str | os.PathLike, *, sequence: bool = False,
                  native_rnn: bool = False) -> None:
     """Export `model` as an .onnx file (step graph unless `sequence`; int8 if the model is quantized)."""
     save_model(build_model(model, sequence=sequence, native_rnn=native_rnn), path)

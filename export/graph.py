@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 # PyTorch's TorchScript exporter (benchmarks/export_latency.py exports with it) and what every
 # onnxruntime since 1.13 (2022) runs. A newer opset would shut out the older runtimes apps ship:
 # onnxruntime 1.15.1 refuses an opset-28 / IR-14 file but runs these (benchmarks/onnxruntime_compat.py)
-# with 1.32's outputs, bit for bit except its native RNN kernel (9.5e-7); and 1.32 runs them as fast as
-# at opset 28 (fp32 step 18.5 vs 18.4 us) and 27 (int8 16.2 vs 16.2 us).
+# with 1.32's outputs, bit for bit except its native RNN kernel; and 1.32 runs them as fast as at a newer
+# opset (the figures: docs/experiments.md, "ONNX graphs").
 OPSET = 17
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64

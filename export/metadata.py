@@ -4,23 +4,25 @@ Every value is a string: `kind`, `cell`, `dtype`, `graph` verbatim, everything e
 "false", `hidden_sizes` is "[256, 128]", `vocab` a JSON list). `dtype` is that of the graph's inputs and
 outputs (float32). An int8 graph has `int8` "true", `quantized` "true" and `int8_scheme`, the scheme's
 parameters from the quantized model (weight_bits, table_bits, activation_scale, activation_zero_point, ...).
-An app needs nothing but the .onnx: normalize the text (`nfc`, `lowercase`), map each character to its index
-in `vocab`, anything absent to `unk_id`; feed `state_inputs`, read `log_probs` and `state_outputs`.
+An app needs nothing but the .onnx (docs/embed_loop.py does this in numpy + onnxruntime): start from zero
+states, take `start_text` followed by the typed text, normalize it as `normalization` says (each code point
+on its own: `{"unit": "code_point", "steps": ["NFC", "lowercase"]}`, the steps the `nfc` / `lowercase` flags
+switch on, in that order; a code point may become several), map each resulting character to its index in
+`vocab`, anything absent to `unk_id`; feed `tokens` and `state_inputs`, read `log_probs` and `state_outputs`.
 `metadata_keys`, written last, lists every key so a cut-off file is recognised.
 """
 from __future__ import annotations
 
 import json
 
-from compact_lm.model import Model
-from compact_lm.quantized import QuantizedModel
-from compact_lm.ort_backend import GRAPH_KINDS, KEYS_KEY, ONNX_FORMAT_VERSION, ONNX_KIND, STRING_KEYS
+from compact_lm.model_file import ModelFile
+from compact_lm.onnx_format import GRAPH_KINDS, KEYS_KEY, ONNX_FORMAT_VERSION, ONNX_KIND, STRING_KEYS, feeding_metadata
 
 from .graph import OPSET
 from .interface import out_name, state_names
 
 
-def onnx_metadata(model: Model | QuantizedModel, *, graph: str, native_rnn: bool, int8: bool,
+def onnx_metadata(model: ModelFile, *, graph: str, native_rnn: bool, int8: bool,
                   opset: int = OPSET) -> dict[str, str]:
     """The metadata_props of `model` exported as a `graph` ("step" or "sequence") graph."""
     if graph not in GRAPH_KINDS:
@@ -37,6 +39,7 @@ def onnx_metadata(model: Model | QuantizedModel, *, graph: str, native_rnn: bool
         "dtype": "float32", "int8": int8, "native_rnn": native_rnn,
         "state_inputs": [list(layer) for layer in names],
         "state_outputs": [[out_name(n) for n in layer] for layer in names],
+        **feeding_metadata(model.vocab.nfc, model.vocab.lowercase),
     })
     props = {key: value if key in STRING_KEYS else json.dumps(value, ensure_ascii=False, allow_nan=False)
              for key, value in meta.items()}

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from compact_lm.model import Model
-from compact_lm.quantized import QuantizedModel
+from compact_lm.model_file import ModelFile
 
 from .cells import FLOAT_GRAPH_ACTIVATIONS, GraphActivations
 from .graph import OPSET, GraphBuilder
@@ -82,6 +82,10 @@ class FloatGraphProducts:
         return matmul_add(g, h, self.weights.head_t, self.weights.head_b, "head")
 
 
-def default_products(model: Model | QuantizedModel) -> GraphProducts:
-    """int8 products for a quantized model, fp32 products for a float one."""
-    return Int8GraphProducts(model) if isinstance(model, QuantizedModel) else FloatGraphProducts(model)
+# a model's precision -> the products that store and multiply its weights in a graph
+GRAPH_PRODUCTS = {"fp32": FloatGraphProducts, "int8": Int8GraphProducts}
+
+
+def default_products(model: ModelFile) -> GraphProducts:
+    """The products of the model's precision: int8 for a quantized model, fp32 for a float one."""
+    return GRAPH_PRODUCTS[model.precision](model)

@@ -9,8 +9,8 @@ Layer 1's input side is its int8 table, gathered and dequantized per column: Cas
 The cells' sigmoid and tanh are the scheme's lookup tables (`Int8GraphActivations`):
     i = Cast(QuantizeLinear(a, step, uint8 128), int64);  f(a) = GatherElements(table [1, 256], i, axis=1)
 with i reshaped to one row [1, B*W] and the result back to [B, W]: GatherElements wants the indices no
-larger than the table in the other axes. Measured per lookup of 768 values on one thread (onnxruntime
-1.32): Gather from a [256] table 2.7 us, GatherElements with the reshapes 1.5 us, Tanh 0.3 us.
+larger than the table in the other axes (GatherElements, reshapes included, measured faster than Gather
+from a [256] table: docs/experiments.md).
 An LSTM's four gate blocks go through one joined table: a per-column (axis -1) step, plus a per-column
 index offset that selects each block's part of the table. Only the final LogSoftmax is a float function,
 so an int8 graph and the NumPy int8 path carry the same state bit for bit, step after step.
@@ -22,9 +22,8 @@ round differently.
 Weights are int8 initializers stored transposed ([in, out], MatMulInteger's B), scales and biases float32,
 so the file is about a quarter of the fp32 file. Why the table is gathered before it is dequantized rather
 than dequantized whole and then gathered: onnxruntime would fold the latter into a float32 table at
-session start (one Gather per step, ~0.5 us faster for a GRU with H=256), but its offline ORT-format
-conversion would then store that float table too, and without graph optimizations every step would
-dequantize the whole table.
+session start (one Gather per step, a little faster), but its offline ORT-format conversion would then
+store that float table too, and without graph optimizations every step would dequantize the whole table.
 """
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import onnx
 
 from compact_lm.cells import get_cell
-from compact_lm.model import Model
-from compact_lm.quantized import QuantizedModel
+from compact_lm.model_file import ModelFile
 
 from .cells import ONNX_CELLS
 from .graph import FLOAT, GraphBuilder, tensor
@@ -25,7 +24,7 @@ from .interface import BATCH, LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io
 from .products import GraphProducts, default_products
 
 
-def build_sequence_graph(model: Model | QuantizedModel, products: GraphProducts | None = None) -> onnx.GraphProto:
+def build_sequence_graph(model: ModelFile, products: GraphProducts | None = None) -> onnx.GraphProto:
     """The plain-operator sequence graph of `model` (Scan over time; dynamic batch and time; products as in step)."""
     config, cell = model.config, ONNX_CELLS[model.config.cell]
     products = default_products(model) if products is None else products

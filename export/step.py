@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from compact_lm.model import Model
-from compact_lm.quantized import QuantizedModel
+from compact_lm.model_file import ModelFile
 
 from .cells import ONNX_CELLS
 from .graph import GraphBuilder
@@ -19,7 +18,7 @@ from .interface import LOG_PROBS, TOKENS, graph_inputs, graph_outputs, io_names,
 from .products import GraphProducts, default_products
 
 
-def build_step_graph(model: Model | QuantizedModel, products: GraphProducts | None = None) -> onnx.GraphProto:
+def build_step_graph(model: ModelFile, products: GraphProducts | None = None) -> onnx.GraphProto:
     """The plain-operator step graph of `model` (products: int8 for a quantized model, else fp32, unless given)."""
     config, cell = model.config, ONNX_CELLS[model.config.cell]
     products = default_products(model) if products is None else products

@@ -19,7 +19,8 @@ from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_bounda
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run as run_cli

@@ -141,7 +141,7 @@ BUILDERS = {
     "export over its input": lambda f, t: ["export", _copy(f, t, "same.npz"), "--out", t / "same.npz"],
     "export into a missing folder (writes neither file)": lambda f, t: ["export", f / "model.npz", "--out", t / "m.onnx",
                                                   "--sequence", t / "missing" / "seq.onnx"],
-    "an .onnx where the .npz is needed": lambda f, t: ["eval", f / "model.onnx", "--text", f / "text.txt"],
+    "an .onnx where the .npz is needed": lambda f, t: ["quantize", f / "model.onnx", "--out", t / "q.npz"],
     ".onnx without metadata": lambda f, t: ["verify", f / "model.npz", _onnx_variant(
         f, t, "bare.onnx", lambda p: p.ClearField("metadata_props"))],
     "truncated .onnx": lambda f, t: ["verify", f / "model.npz", _write(

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from compact_lm.model import load
+from compact_lm import load
 from cli_helpers import assert_one_line_error, run
 
 TINY_ARGS = ["--embed", "8", "--hidden", "16", "--batch", "4", "--seq-len", "16", "--eval-every", "10", "--quiet"]

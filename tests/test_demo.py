@@ -5,7 +5,7 @@ import json
 import pytest
 
 import compact_lm.tools.demo as demo
-from compact_lm.model import load
+from compact_lm import load
 from compact_lm.quantized import QuantizedModel
 from compact_lm.tools.profile import ProfileConfig
 

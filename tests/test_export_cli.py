@@ -7,7 +7,8 @@ import pytest
 
 from compact_lm.cli import main
 from compact_lm.config import ModelConfig
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
@@ -108,9 +109,28 @@ def test_info_reads_an_exported_graph(exported_tiny, capsys):
     assert summary["tensors"]["l0/xg.table"]["shape"] == [summary["vocab_size"], 3 * summary["hidden_sizes"][0]]
 
 
-def test_commands_that_need_the_npz_name_it_for_an_onnx_file(exported_tiny, capsys):
-    code, _, err = run(capsys, "sample", exported_tiny / "step.onnx", "--length", "5")
+@pytest.mark.parametrize("command", [["export", "--out", "again.onnx"], ["prune", "--keep", "0.5", "--out", "p.npz"],
+                                     ["quantize", "--out", "q.npz"], ["sweep", "--out", "sweep"]])
+def test_commands_that_need_the_npz_name_it_for_an_onnx_file(exported_tiny, tmp_path, capsys, command):
+    name, *options = command
+    options = [str(tmp_path / o) if o.startswith(("again", "p.", "q.", "sweep")) else o for o in options]
+    code, _, err = run(capsys, name, exported_tiny / "step.onnx", *options)
     assert_one_line_error(code, err, "step.onnx is an exported ONNX graph", ".npz model file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_and_sample_run_an_exported_graph_as_its_npz(exported_tiny, tiny_model_path, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("Alice was beginning to get very tired\n", encoding="utf-8")
+    scores = []
+    for model in (tiny_model_path, exported_tiny / "step.onnx"):
+        code, out, err = run(capsys, "eval", model, "--text", text, "--json")
+        assert code == 0, err
+        scores.append(json.loads(out)["nats"])
+    assert scores[1] == pytest.approx(scores[0], abs=1e-5)
+    samples = [run(capsys, "sample", model, "--length", "20", "--seed", "3", "--temperature", "0.5")[1]
+               for model in (tiny_model_path, exported_tiny / "step.onnx")]
+    assert samples[0] == samples[1] and len(samples[0]) == 21
 
 
 @pytest.mark.parametrize("damage, fragment", [

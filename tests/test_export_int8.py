@@ -24,9 +24,10 @@ from compact_lm.export import OPSET, build_model, export_model
 from compact_lm.export.graph import FLOAT, GraphBuilder, make_model, tensor
 from compact_lm.export.interface import out_name, state_names
 from compact_lm.export.products_int8 import Int8GraphProducts, int8_matmul
-from compact_lm.export.verify import verify_backends
+from compact_lm.verify import verify_backends
 from compact_lm.int8 import ACT_SCALE, ACTIVATION_STEPS, TABLE_ACTIVATIONS, Int8Product, Int8Products
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.quantize import quantize_model

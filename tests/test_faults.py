@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from compact_lm.fileio import load_npz
-from compact_lm.model import load
+from compact_lm import load
 
 KILLS_AT_WRITES = 6      # each while a checkpoint write is open
 KILLS_AT_RANDOM = 3      # each at a random moment (start-up, training, evaluation or a write)

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import export_model
-from compact_lm.model import Model, evaluate_ids, load
+from compact_lm import load
+from compact_lm.metrics import evaluate_ids
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.tools.quantize import quantize_model

@@ -8,7 +8,9 @@ import compact_lm
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.model import FORMAT_VERSION, Model, load
+from compact_lm import load
+from compact_lm.model import Model
+from compact_lm.model_file import FORMAT_VERSION
 from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 
@@ -113,5 +115,5 @@ def test_long_text_scoring_carries_state_across_chunks(monkeypatch):
     model = _model()
     text = "the quick brown fox jumps over the lazy dog\n" * 8
     whole = model.evaluate(text).nats
-    monkeypatch.setattr(compact_lm.model, "EVAL_CHUNK", 7)
+    monkeypatch.setattr(compact_lm.metrics, "EVAL_CHUNK", 7)
     assert model.evaluate(text).nats == pytest.approx(whole, rel=1e-6)

@@ -9,7 +9,8 @@ import pytest
 from compact_lm.autocomplete import default_is_boundary
 from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.tools.profile import LATENCY_KINDS, ProfileConfig, profile_files
 from compact_lm.tools.profile_probe import run_probe

@@ -5,7 +5,8 @@ import pytest
 from compact_lm.backends import NumpyBackend
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.tools.prune_vocab import drop_rare_characters
 from compact_lm.vocab import Vocab

@@ -10,7 +10,8 @@ from compact_lm.errors import CompactLMError
 from compact_lm.fileio import save_npz
 from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVATION_TABLES, TABLE_ACTIVATIONS,
                              Int8Product, quantize_rows)
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
 from compact_lm.quantized import QuantizedModel
 from compact_lm.tools.quantize import quantize_model

@@ -14,9 +14,11 @@ from onnx import TensorProto, helper
 from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import build_model, export_model
-from compact_lm.model import Model, load
+from compact_lm import load
+from compact_lm.model import Model
 from compact_lm.network import init_params
-from compact_lm.ort_backend import OrtBackend, unsafe_onnx_feature
+from compact_lm.onnx_scan import unsafe_onnx_feature
+from compact_lm.ort_backend import OrtBackend
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
 

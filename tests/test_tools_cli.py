@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from compact_lm.model import load
+from compact_lm import load
 from compact_lm.quantized import QuantizedModel
 
 from cli_helpers import assert_one_line_error, run

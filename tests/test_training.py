@@ -7,7 +7,7 @@ import pytest
 import compact_lm.trainer as trainer_module
 from compact_lm.errors import CompactLMError, TrainingDiverged
 from compact_lm.fileio import load_npz
-from compact_lm.model import load
+from compact_lm import load
 from compact_lm.trainer import STATE_FILE, Interrupted, Trainer
 
 from conftest import tiny_config

@@ -1,21 +1,20 @@
 """The compression sub-commands of `compact-lm`: prune, quantize, sweep."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
+from compact_lm.cli import number, positive_int, whole_number
 from compact_lm.errors import CompactLMError
 from compact_lm.data import SAVE_AS_UTF8
 from compact_lm.fileio import same_file
 
 
 def _load_float(path: str, action: str):
-    from compact_lm.model import Model, load
-    model = load(path)
-    if not isinstance(model, Model):
-        raise CompactLMError(f"{path} is already quantized: {action} the float model, then quantize")
-    return model
+    from compact_lm.opener import open_model
+    return open_model(path).as_float(f"{path} is already quantized: {action} the float model, then quantize")
 
 
 def _cmd_prune(args) -> int:
@@ -76,28 +75,28 @@ def _drop_characters(model, min_count: int, config, calibration_text: str | None
 
 def _cmd_quantize(args) -> int:
     from compact_lm.data import read_text
-    from compact_lm.model import load
-    from compact_lm.quantized import QuantizedModel
+    from compact_lm.opener import open_model
     from .quantize import quantize_model
     if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
-    model = load(args.model)
-    if isinstance(model, QuantizedModel):
-        raise CompactLMError(f"{args.model} is already quantized (quantizing twice would only add error)")
+    model = open_model(args.model).as_float(f"{args.model} is already quantized (quantizing twice would only add error)")
     text = None
     if args.calibration is not None:
         text = read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
         if len(model.vocab.encode(text)) < 2:
             raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
     quantized = quantize_model(model, weight_bits=args.weight_bits)
+    if text is not None:   # measured before saving, so the int8 file carries its own figures
+        ids = model.vocab.encode(text)
+        before, after = model.evaluate_ids(ids), quantized.evaluate_ids(ids)
+        weights_only = quantized.evaluate_ids(ids, arithmetic="float").bpc
+        quantized.info["metrics"] = {"calibration": {**after.to_json(), "text": str(args.calibration),
+                                                     "fp32_bpc": before.bpc, "int8_weights_float_bpc": weights_only}}
     quantized.save(args.out)
     print(f"{args.out}: int8 ({args.weight_bits}-bit weights), {os.path.getsize(args.out):,} bytes "
           f"({os.path.getsize(args.out) / os.path.getsize(args.model):.3f} of {args.model})")
     if text is not None:
-        ids = model.vocab.encode(text)
-        before, after = model.evaluate_ids(ids).bpc, quantized.evaluate_ids(ids).bpc
-        weights_only = quantized.evaluate_ids(ids, arithmetic="float").bpc
-        print(f"{args.calibration}: fp32 {before:.4f} bpc, int8 {after:.4f} bpc (x{after / before:.4f}); "
+        print(f"{args.calibration}: fp32 {before.bpc:.4f} bpc, int8 {after.bpc:.4f} bpc (x{after.bpc / before.bpc:.4f}); "
               f"int8 weights with float arithmetic {weights_only:.4f} bpc")
     return 0
 
@@ -114,19 +113,21 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def add_commands(sub, positive_int, number) -> None:
-    """Register prune, quantize and sweep on the `compact-lm` sub-parser."""
-    from compact_lm.cli import whole_number
-    from .prune import CRITERIA, FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
-    p = sub.add_parser("prune", help="remove whole hidden units (optionally fine-tuning), keeping the format")
+def _criterion_help() -> str:
+    from compact_lm.cells import CELLS
+    from .prune import CRITERIA
+    return (f"unit importance: {', '.join(CRITERIA)} (default: the cell's own, "
+            + ", ".join(f"{cell.prune_criterion} for {name}" for name, cell in CELLS.items()) + ")")
+
+
+def configure_prune(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm prune`."""
+    from .prune import FINETUNE_DISTILL, FINETUNE_DROPOUT, FINETUNE_LR
     p.add_argument("model", metavar="MODEL")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--keep", type=number, help="fraction of hidden units to keep, in (0, 1]")
     size.add_argument("--hidden", type=int, nargs="+", help="hidden size to keep: one for all layers or one per layer")
-    from compact_lm.cells import CELLS
-    criterion_help = (f"unit importance: {', '.join(CRITERIA)} (default: the cell's own, "
-                      + ", ".join(f"{cell.prune_criterion} for {name}" for name, cell in CELLS.items()) + ")")
-    p.add_argument("--criterion", help=criterion_help)
+    p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
     p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
     p.add_argument("--finetune-lr", type=number, help=f"peak learning rate (default {FINETUNE_LR:g})")
@@ -143,8 +144,9 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_prune)
 
-    p = sub.add_parser("quantize", help="int8 weights with per-row scales, the input table's per column "
-                                        "(the scheme the int8 ONNX graph runs)")
+
+def configure_quantize(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm quantize`."""
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--weight-bits", type=int, default=7, choices=[7, 8],
                    help="7 (default: exact in onnxruntime on every CPU) or 8")
@@ -152,13 +154,15 @@ def add_commands(sub, positive_int, number) -> None:
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(run=_cmd_quantize)
 
-    p = sub.add_parser("sweep", help="size / quality table: keep fractions x {fp32, int8}")
+
+def configure_sweep(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm sweep`."""
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25],
                    help="fractions of hidden units to keep, each in (0, 1] (default 1.0 0.75 0.5 0.25)")
     p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
-    p.add_argument("--criterion", help=criterion_help)
+    p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune each in this many rounds (default 1)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")

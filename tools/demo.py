@@ -10,10 +10,11 @@ folder that holds a demo, finished or not, is recognised and never overwritten w
 from __future__ import annotations
 
 import json
+import sys
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from compact_lm.errors import CompactLMError
@@ -26,10 +27,8 @@ TRAIN_DIR = "train"
 FINETUNE_TEMPORARIES = "compact-lm-finetune-*"   # tools.prune fine-tunes in such a folder and removes it
 MODELS = ("model", "model-int8", "pruned", "pruned-int8")   # file stems: .npz, .onnx (step), -seq.onnx
 REPORT_FILES = (MARKER, "demo.md", "verify.json", "profile.json", "profile.md", "profile.png")
-# Measured on this project's 2-core machine (shared with other jobs), H=256: after M minutes of
-# training the other stages take about 9 s per training minute (fine-tuning a fifth of the steps of
-# the smaller model) + 15-35 s (export, verification, profiling), so 4 minutes of training puts the
-# whole demo at 4.8-5.0 minutes (three runs), with a margin under 6 minutes for a busier machine.
+# 4 minutes of training puts the whole demo at about 5 minutes on a 2-core machine, with a margin under
+# 6 minutes for a busier one (the timings: docs/experiments.md, "The demo's settings").
 DEFAULT_MINUTES = 4.0
 DEMO_PROFILE = ProfileConfig(step_calls=1000, completions=100, keystrokes=500, turns=10, limit=2000, probe_rounds=1)
 
@@ -45,18 +44,15 @@ class DemoConfig:
     batch: int = 64
     seq_len: int = 128
     eval_every: int = 100
-    # Alice's training split is 133k characters: H=256 memorizes it. Best validation bpc of 4-minute
-    # runs (1 thread, eval every 100 steps): dropout 0.2 at lr 3e-3: 1.998 (at step 400 of 1431, then
-    # rising to 2.23); at lr 5e-3 (the trainer's default, used here): dropout 0.5 2.031 (step 400, then
-    # rising), dropout 0.3 + weight drop 0.3 on W_hh 1.862 (still falling at step 1482; test 2.029);
-    # the same at lr 3e-3: 1.911 (test 2.048). The 7-gram Kneser-Ney baseline: val 1.935, test 2.111.
+    # Alice's training split is 133k characters: H=256 memorizes it, so the demo regularizes more than
+    # the trainer's defaults (the 4-minute runs that chose this: docs/experiments.md).
     dropout: float = 0.3
     weight_drop: float = 0.3
     keep: float = 0.5                  # fraction of hidden units the pruned model keeps
     finetune_fraction: float = 0.2     # fine-tuning steps, as a fraction of the training steps
-    # BLAS threads for training. One: measured on the 2-core machine while other jobs ran, OpenBLAS
-    # with 2 threads took 15.2 s for 6 steps of H=256, with 1 thread 1.4 s (its threads wait on each
-    # other when a core is busy elsewhere); on an idle machine 2 threads could gain at most 2x.
+    # BLAS threads for training. One: OpenBLAS threads wait on each other when a core is busy elsewhere,
+    # which slows a shared machine down several times over (measured: docs/experiments.md); on an idle
+    # 2-core machine 2 threads could gain at most 2x.
     threads: int = 1
     verify_chars: int = 2000           # characters of the test text each export is verified on
     examples: int = 4                  # example prefixes shown
@@ -149,32 +145,25 @@ def export_all(models: dict, out: Path) -> None:
 
 
 def verify(stem: str, model, out: Path, ids) -> dict:
-    """Check STEM.onnx + STEM-seq.onnx against the NumPy model with `compact-lm verify`'s functions."""
-    from compact_lm.backends import NumpyBackend
-    from compact_lm.ort_backend import OrtBackend, metadata_differences
-    from compact_lm.quantized import QuantizedModel
-    from compact_lm.export.verify import TOLERANCE, verify_backends
+    """Check STEM.onnx + STEM-seq.onnx against the NumPy model with `compact-lm verify`'s routine."""
+    from compact_lm.opener import open_model
+    from compact_lm.verify import TOLERANCE, verify_export
     step, sequence = out / f"{stem}.onnx", out / f"{stem}-seq.onnx"
-    backend = OrtBackend(step, sequence_path=sequence)
-    differences = metadata_differences(model.metadata(), backend.metadata)
-    if differences:
-        raise CompactLMError(f"{step} does not describe {stem}.npz ({'; '.join(differences)})")
-    row = {"model": f"{stem}.npz", "onnx": step.name, "sequence": sequence.name, "chars": int(len(ids))}
-    results = verify_backends(NumpyBackend(model), backend, ids, sequence=True)
-    worst = max(r.max_abs_diff for r in results)
-    failures = [] if worst <= TOLERANCE else [f"max |delta log-prob| {worst:.3g} exceeds {TOLERANCE:g}"]
-    row.update(precision="int8" if isinstance(model, QuantizedModel) else "fp32", ok=not failures, failures=failures,
-               max_abs_diff=worst, top1_agreement=min(r.top1_agreement for r in results),
-               check="max |delta log-prob| (step at batch 1 and 4, sequence)", details=[r.to_json() for r in results])
-    row["tolerance"] = TOLERANCE
-    return row
+    check = verify_export(model, open_model(step, sequence=sequence), ids, model_name=f"{stem}.npz",
+                          exported_name=str(step))
+    failures = [] if check.ok else [f"max |delta log-prob| {check.max_abs_diff:.3g} exceeds {TOLERANCE:g}"]
+    return {"model": f"{stem}.npz", "onnx": step.name, "sequence": sequence.name, "chars": check.chars,
+            "precision": model.precision, "ok": check.ok, "failures": failures, "max_abs_diff": check.max_abs_diff,
+            "top1_agreement": min(r.top1_agreement for r in check.results),
+            "check": "max |delta log-prob| (step at batch 1 and 4, sequence)",
+            "details": [r.to_json() for r in check.results], "tolerance": TOLERANCE}
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: bool = False,
              progress: bool = True, log=print) -> dict:
     """Run every stage into `out_dir`; returns the summary that demo.json holds."""
     from threadpoolctl import threadpool_limits
-    from compact_lm.model import evaluate_ids
+    from compact_lm.metrics import evaluate_ids
     from .demo_report import demo_markdown, example_completions, results_table
     from .profile import open_variant, profile_files
     from .profile_report import write_outputs
@@ -233,3 +222,28 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     write_json(out / MARKER, summary)
     stage(f"done in {stage.elapsed() / 60:.1f} minutes: everything is in {out}")
     return summary
+
+
+# ------------------------------------------------------------------------------- compact-lm demo
+def configure_demo(p) -> None:
+    """Options of `compact-lm demo`."""
+    from compact_lm.cli import number, positive_int
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    p.add_argument("--minutes", type=number, default=None,
+                   help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 5 minutes)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="BLAS threads for training (default 1: more threads slow down on a busy machine)")
+    p.add_argument("--force", action="store_true", help="replace the demo already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines stay)")
+    p.set_defaults(run=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .demo_report import format_summary
+    config = DemoConfig() if args.minutes is None else DemoConfig(minutes=args.minutes)
+    if args.threads is not None:
+        config = replace(config, threads=args.threads)
+    summary = run_demo(args.out, config, force=args.force, progress=not args.quiet,
+                       log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_summary(summary), end="")
+    return 0

@@ -28,7 +28,7 @@ import numpy as np
 from compact_lm.autocomplete import Autocompleter
 from compact_lm.complete_eval import simulate_typing, training_ids
 from compact_lm.errors import CompactLMError
-from compact_lm.model import evaluate_ids
+from compact_lm.metrics import evaluate_ids
 
 from .profile_probe import run_probe
 from .profile_timing import (LatencyStats, completion_runner, completion_prefixes, keystroke_runner,
@@ -139,21 +139,12 @@ def _check_readable(path: Path) -> None:
 
 def open_variant(path: str | os.PathLike, *, threads: int = 1) -> Variant:
     """Open a model file for profiling: .onnx with onnxruntime (fp32 or int8 by its metadata), else NumPy."""
+    from compact_lm.opener import open_model
     path = Path(path)
     _check_readable(path)
-    if path.suffix.lower() == ".onnx":
-        from compact_lm.ort_backend import OrtBackend
-        backend = OrtBackend(path, threads=threads)
-        meta = backend.metadata
-        return Variant(path, path.name, "onnxruntime", "int8" if meta.get("int8") is True else "fp32",
-                       str(meta["graph"]), backend, backend.vocab, backend.config.hidden_sizes, backend.config.cell,
-                       meta.get("train_config"), path.stat().st_size)
-    from compact_lm.backends import NumpyBackend
-    from compact_lm.model import Model, load
-    model = load(path)
-    return Variant(path, path.name, "numpy", "fp32" if isinstance(model, Model) else "int8", "npz",
-                   NumpyBackend(model), model.vocab, model.config.hidden_sizes, model.config.cell,
-                   model.info.get("train_config"), path.stat().st_size)
+    model = open_model(path, threads=threads)
+    return Variant(path, path.name, model.runtime, model.precision, model.graph, model.backend(), model.vocab,
+                   model.config.hidden_sizes, model.config.cell, model.info.get("train_config"), path.stat().st_size)
 
 
 def vocabulary_difference(a, b) -> str | None:

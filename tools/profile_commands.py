@@ -1,10 +1,11 @@
-"""The `compact-lm profile` and `compact-lm demo` sub-commands (argument parsing and printing only)."""
+"""The `compact-lm profile` sub-command (argument parsing and printing only)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from dataclasses import replace
 
+from compact_lm.cli import positive_int
 from compact_lm.errors import CompactLMError
 
 
@@ -39,11 +40,10 @@ def _cmd_profile(args) -> int:
     return 0
 
 
-def _add_profile(sub, positive_int) -> None:
+def configure_profile(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm profile`."""
     from .profile import ProfileConfig
     defaults = ProfileConfig()
-    p = sub.add_parser("profile", help="latency, start-up, size and quality of model files side by side "
-                                       "(NumPy / onnxruntime, fp32 / int8, pruned or not)")
     p.add_argument("models", nargs="+", metavar="MODEL_OR_ONNX",
                    help=".npz (NumPy, fp32 or int8) or .onnx (onnxruntime, fp32 or int8) files of one model")
     p.add_argument("--text", metavar="FILE", help="text to measure on (default: the last 5%% of the bundled corpus)")
@@ -72,34 +72,3 @@ def _add_profile(sub, positive_int) -> None:
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_cmd_profile)
-
-
-def _cmd_demo(args) -> int:
-    from .demo import DemoConfig, run_demo
-    from .demo_report import format_summary
-    config = DemoConfig() if args.minutes is None else DemoConfig(minutes=args.minutes)
-    if args.threads is not None:
-        config = replace(config, threads=args.threads)
-    summary = run_demo(args.out, config, force=args.force, progress=not args.quiet, log=_log(False))
-    print(format_summary(summary), end="")
-    return 0
-
-
-def _add_demo(sub, positive_int, number) -> None:
-    from .demo import DEFAULT_MINUTES
-    p = sub.add_parser("demo", help="the whole pipeline on the bundled corpus: train, prune, quantize, export, "
-                                    "verify, profile; every artifact and table in DIR")
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=number, default=None,
-                   help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 5 minutes)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="BLAS threads for training (default 1: more threads slow down on a busy machine)")
-    p.add_argument("--force", action="store_true", help="replace the demo already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines stay)")
-    p.set_defaults(run=_cmd_demo)
-
-
-def add_commands(sub, positive_int, number) -> None:
-    """Register profile and demo on the `compact-lm` sub-parser."""
-    _add_profile(sub, positive_int)
-    _add_demo(sub, positive_int, number)

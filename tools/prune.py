@@ -20,48 +20,10 @@ b += W_out[:, j] * mu_j, so a unit that mostly carried a constant costs nothing 
 every matrix that reads a pruned layer is refit by least squares so that the kept units give its
 readers what all units gave them (`refit_readers`; mean folding is its constant-only special case).
 
-Measured with the mean folding and the refit below, keep 0.5, then fine-tuning with the defaults
-below for 20 % of each model's training steps; val bpc right after pruning / after fine-tuning (test
-bpc after fine-tuning), one BLAS thread, fine-tuning seed 0 unless given:
-  model (val bpc)                             activation      reconstruction  magnitude
-  quality model, GRU-256, 560 steps (2.0641)  2.677 / 2.138   2.828 / 2.124   2.825 / 2.168
-                                                    (2.296)         (2.262)
-    seed 1; seed 2                            2.138           2.124, 2.120
-  LSTM-256, 6 min, 361 steps (2.1223)         2.411 / 2.141   2.597 / 2.172   2.461 / 2.158
-                                                    (2.301)         (2.332)         (2.320)
-    seed 1                                    2.144 (2.294)   2.171 (2.327)
-  GRU 2 x 160, 6 min, 370 steps (2.0954)      2.936 / 2.167   2.808 / 2.172   2.884 / 2.183
-                                                    (2.315)         (2.311)         (2.320)
-  LSTM 2 x 128 on Alice, 800 steps, 160 steps 2.441 / 2.171   2.421 / 2.190   2.425 / 2.161
-  (2.2248; still improving when it stopped)
-    seed 1; seed 2                            2.183, 2.172    2.184, 2.187    2.163, 2.156
-The LSTM-256 and the GRU 2 x 160 are `compact-lm train --corpus tinyshakespeare.txt --minutes 6
---threads 1` with `--cell lstm` or `--layers 2 --hidden 160`, the GRU-192 and the RNN-256 the same
-with 5 minutes and `--hidden 192` or `--cell rnn`:
-  GRU-192, 5 min, 557 steps (2.1111)          2.797 / 2.212   3.025 / 2.208
-                                                    (2.352)         (2.358)
-    seed 1                                    2.211 (2.360)   2.207 (2.361)
-  GRU 2 x 160 seed 1                          2.170 (2.298)   2.167 (2.306)
-  RNN-256, 5 min, 924 steps (2.2571)          2.795 / 2.331   2.865 / 2.336   2.794 / 2.336
-                                                    (2.459)         (2.427)         (2.447)
 No criterion wins everywhere, so the default is the cell's own (`prune_criterion` in the cell
-registry), each chosen on validation bpc: for a GRU `reconstruction`, clearly better on the quality
-model (every seed, both splits, and at keep 0.75 and 0.25 too, see the README) and level or a little
-better on validation on the other two; for an LSTM `activation`, clearly better, since a unit's cell
-state carries memory that its output h, all `reconstruction` looks at, need not show; for a vanilla
-RNN `activation`, level on validation (one model).
-What `reconstruction` rebuilds matters (quality model, val (test)): the layer's own recurrent input
-W_hh h as well, all rows weighted alike, starts better, 2.598, but ends at 2.128 (2.307), seed 1 2.131;
-weighting the head's part x2, x4, x8 against W_hh: 2.123 (2.283), 2.117 (2.290), 2.121 (2.266), and
-seed 1 / 2 of x2 2.119, of x8 2.124 / 2.131; the head alone is about as good on validation text (within
-the seeds' spread), better on test text, and has nothing to tune. On the LSTM-256 and the GRU 2 x 160,
-W_hh and the forward reader alike: 2.152 (2.312) and 2.156 (2.305); each scaled to equal signal
-variance: 2.164 (2.314), 2.165 (2.314). For the GRU 2 x 160, rebuilding only the rows of the next layer's
-W_ih that its pruning keeps: 2.158 (2.319). How well the pruned model scores before fine-tuning says
-little about where fine-tuning takes it.
-(Before the refit existed, on an earlier GRU-256: magnitude 3.95 vs activation 3.66 after pruning,
-level after 758 steps of the fine-tuning then; four rounds of pruning + fine-tuning with the same
-steps in all ended worse than one, 2.378 vs 2.328.)
+registry): `reconstruction` for a GRU; `activation` for an LSTM, whose units' cell state carries memory
+that their output h, all `reconstruction` looks at, need not show; `activation` for a vanilla RNN.
+The runs behind these choices, and the variants of what `reconstruction` rebuilds: docs/experiments.md.
 """
 from __future__ import annotations
 
@@ -75,38 +37,16 @@ from compact_lm.model import Model
 from compact_lm.network import input_table, run_layers, zero_state
 
 CRITERIA = ("activation", "reconstruction", "magnitude")
-# Fine-tuning a pruned model: its own optimizer settings and data pipeline, except these. Measured on
-# the tinyshakespeare GRU-256 (trained with lr 3e-3, dropout 0.2) at keep 0.5 with 758 steps (val bpc;
-# original 2.0754): as trained 2.328; dropout 0 2.281; lr 6e-3 2.284; both 2.233; both + distillation
-# 0.5 from the unpruned model 2.223. Then on the quality model (lr 5e-3; val 2.0641) at keep 0.5 with
-# 560 steps (20 % of its training), least-squares readers (refit_readers), dropout 0, distillation 0.5:
-#   lr 6e-3 2.223, 1e-2 2.183, 2e-2 2.154, 4e-2 2.147, 8e-2 2.159 (warm-up 56 steps, cosine to 5 %);
-#   at 4e-2: warm-up 10 steps 2.141, 0 steps 2.172; + cosine to 0: 2.136 (seed 1: 2.138), lr 3e-2 / 5e-2
-#   2.139 / 2.135; distillation 0.25 / 0.8: 2.151 / 2.154 (at warm-up 56); weight decay 0 / 0.05 / 0.3:
-#   2.166 / 2.138 / 2.189; dropout 0.1 2.172; beta1 0.8 2.133, beta2 0.95 2.147; gradient clip 5: no change.
-# A pruned model is far from where its optimizer settings were tuned: it wants a large step right away,
-# and one that decays fully in the short run. (Fading the removed units out during fine-tuning of the
-# whole model instead of removing them first: 2.204; 2 rounds: 2.162; a softer teacher, softmax(z / T):
-# T 1.5 2.184, T 2 2.284. For scale: a 128-unit GRU distilled from scratch reached 2.235 at 1,000 steps,
-# 2.126 at 5,000 and 2.094 at 11,145.)
-# Also tried at keep 0.5, 560 steps, and not adopted (val bpc; test bpc where it decided):
-# - the fine-tuning data per step: batch 128 (2x the characters per step) 2.112; batch 128 x seq_len 64
-#   and 256 x 32 (the same characters per step) 2.137 / 2.138. The budget is characters, not steps; a
-#   larger batch would read more characters than "20 % of the original's steps" means, so it stays.
-#   At batch 64: 700 steps (25 % of training) 2.123, 840 steps 2.119, 1,120 steps 2.107.
-# - a sharper teacher, softmax(z / 0.8): 2.150; a hint loss pulling the kept units' outputs towards the
-#   unpruned model's (weight 1): 2.387.
-# - the distillation weight falling from 1 to 0 over the run: 2.139; beta1 0.8 with lr 5e-2: 2.140.
-# - nested ("Matryoshka") training of the unpruned model, loss L_full + 0.5 L_(first 128 units), then
-#   slicing the first 128 units: the sliced half is 2.314 before fine-tuning and 2.129 after, against
-#   2.138 here; but on the test split it is 2.2995 against 2.2968, and the nested full model's test bpc
-#   is 2.266-2.268 in three runs against 2.219-2.223 for the plain recipe (val equal, 2.064). The whole
-#   gain was in the validation text; not worth a worse full model.
+# Fine-tuning a pruned model: its own optimizer settings and data pipeline, except these. A pruned model
+# is far from where its optimizer settings were tuned: it wants a large step right away, and one that
+# decays fully in the short run; distillation from the unpruned model helps. The runs that chose these
+# values (learning rate, warm-up, decay, distillation weight, dropout, and the variants not adopted):
+# docs/experiments.md, "Fine-tuning a pruned model".
 FINETUNE_DROPOUT = 0.0
 FINETUNE_LR = 4e-2
 FINETUNE_DISTILL = 0.5
 FINETUNE_MIN_LR_RATIO = 0.0
-FINETUNE_WARMUP_FRACTION = 0.02     # of the fine-tuning steps (11 of 560; 10 was measured)
+FINETUNE_WARMUP_FRACTION = 0.02     # of the fine-tuning steps
 CALIBRATION_CHARS = 20_000
 
 
@@ -256,14 +196,12 @@ def refit_readers(model: Model, pruned: Model, keep: list[np.ndarray], outputs: 
         W_hh'[kept rows], b_hh'[kept rows] = argmin || h_prev[:, U] W'^T + b' - (h_prev W_hh[kept rows]^T + b_hh[kept rows]) ||
     and likewise the next layer's W_ih (its kept rows) or the head from h itself. The kept units then give
     the readers what all units gave them, as far as a linear map of theirs can; the mean folding of
-    `remove_units` is the special case of a map from nothing but the constant. Measured on the
-    quality model (tinyshakespeare GRU-256, val 2.0641), keep 0.5 with the units `activation` keeps:
-    val bpc right after pruning 3.60 -> 2.68, and after the fine-tuning defaults above 2.150 -> 2.136.
+    `remove_units` is the special case of a map from nothing but the constant (what the refit gains:
+    docs/experiments.md).
 
     Only layers that lost units are refit, and only from at least MIN_POSITIONS_PER_WEIGHT calibration
     positions per fitted weight of a row (|U| + 1): from fewer, the fit follows that text rather than
-    the model (with 20 characters, a GRU with 64 units went from 3.15 to 4.38 bpc instead of improving),
-    and mean folding stays.
+    the model, and mean folding stays.
     """
     cell = get_cell(model.config.cell)
     params = {n: np.array(v, copy=True) for n, v in pruned.params.items()}

@@ -6,28 +6,24 @@ import numpy as np
 
 from compact_lm.errors import CompactLMError
 from compact_lm.int8 import DEFAULT_WEIGHT_BITS, TABLE_BITS, quantize_rows
-from compact_lm.model import Model
 from compact_lm.network import input_table
 from compact_lm.quantized import QuantizedModel
 
 
 def quantize_model(model, *, weight_bits: int = DEFAULT_WEIGHT_BITS) -> QuantizedModel:
     """Quantize every matrix of a float model to int8 (per-row scales, the input table's per column)."""
-    if isinstance(model, QuantizedModel):
-        raise CompactLMError("the model is already quantized (quantizing twice would only add error)")
-    if not isinstance(model, Model):
+    if not callable(getattr(model, "as_float", None)):
         raise CompactLMError(f"expected a compact-lm model, got {type(model).__name__}")
+    model = model.as_float("the model is already quantized (quantizing twice would only add error)")
     if not 2 <= weight_bits <= 8:
         raise CompactLMError(f"--weight-bits must be between 2 and 8 (got {weight_bits})")
     p = {name: np.asarray(value, dtype=np.float32) for name, value in model.params.items()}
     arrays: dict[str, np.ndarray] = {}
     # one scale per column (gate unit) of the folded [V, G*H] table, so that a gathered row is dequantized by one
-    # Mul with a constant; measured on the tinyshakespeare GRU-256 int8 model: val 2.06494 bpc vs 2.06545 per token row
-    # The table is folded in float64: in float32 the BLAS thread count decides the order of the sums, and the
-    # last-bit differences moved int8 roundings, so the same model quantized with 1 or 2 threads gave different
-    # files (val bpc 2.06505 vs 2.06494 on the quality model; 2.06495 now). In float64 every product of two float32
-    # values is exact and a different order of the sums moves the result by ~1e-16 relative, far below float32's
-    # rounding step, so the rounded table (and the file) is the same except in astronomically rare ties.
+    # Mul with a constant. The table is folded in float64: in float32 the BLAS thread count decides the order of the
+    # sums, and last-bit differences would move int8 roundings, so the file would depend on the thread count; in
+    # float64 every product of two float32 values is exact and the order of the sums moves the result far below
+    # float32's rounding step. (Measurements of both choices: docs/experiments.md, "int8 scheme".)
     table = input_table({name: p[name].astype(np.float64) for name in ("embedding.weight", "rnn.weight_ih_l0",
                                                                       "rnn.bias_ih_l0")}).astype(np.float32)
     table_q, arrays["table.scale"] = quantize_rows(table.T, TABLE_BITS)

@@ -9,7 +9,7 @@ from pathlib import Path
 from compact_lm.data import SAVE_AS_UTF8
 from compact_lm.errors import CompactLMError
 from compact_lm.fileio import atomic_write, png_bytes
-from compact_lm.model import Model, load
+from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
 
 from .prune import CALIBRATION_CHARS, finetune_config, prune_model, resolve_criterion, target_sizes
@@ -23,9 +23,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
           progress: bool = False, log=print) -> list[dict]:
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
-    original = load(model_path)
-    if not isinstance(original, Model):
-        raise CompactLMError(f"{model_path} is quantized; sweep starts from the float model")
+    original = open_model(model_path).as_float(f"{model_path} is quantized; sweep starts from the float model")
     if finetune_steps is None:   # 20 % of the original run's steps
         finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
     if finetune_steps < 0:

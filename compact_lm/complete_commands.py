@@ -1,0 +1,106 @@
+"""The `complete`, `repl` and `eval-complete` sub-commands (argument parsing and printing only)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .cli import blas_threads, positive_int
+from .errors import CompactLMError
+
+
+def _add_completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a model file: .npz (NumPy) or .onnx (onnxruntime)")
+    p.add_argument("-k", "--k", dest="k", type=positive_int, default=3, help="suggestions shown (default 3)")
+    p.add_argument("--beam", type=positive_int, default=4, help="beam width of the word search (default 4)")
+    p.add_argument("--max-chars", type=positive_int, default=16,
+                   help="longest completion in characters, boundary included (default 16)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="BLAS threads (default 1: one keystroke is too little work to split)")
+
+
+def _completer(args):
+    from .autocomplete import Autocompleter
+    return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads,
+                         sequence=getattr(args, "sequence", None))
+
+
+def configure_complete(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm complete`."""
+    _add_completion_options(p)
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", help="the text typed so far")
+    p.add_argument("--prefix-file", metavar="FILE",
+                   help="read the text typed so far from FILE (- for standard input) instead of PREFIX: "
+                        "for prefixes too long for a command line")
+    p.add_argument("--next", action="store_true", help="also print the most likely next characters")
+    p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: the prefix in one call")
+    p.set_defaults(run=_cmd_complete)
+
+
+def _prefix(args) -> str:
+    """PREFIX, or the whole of --prefix-file (exactly one of them)."""
+    if (args.prefix is None) == (args.prefix_file is None):
+        raise CompactLMError("give the text typed so far as PREFIX or with --prefix-file FILE (one of them)")
+    if args.prefix is not None:
+        return args.prefix
+    if args.prefix_file == "-":
+        return sys.stdin.read()
+    from .data import SAVE_AS_UTF8, read_text
+    return read_text(args.prefix_file, what="--prefix-file", utf8_hint=SAVE_AS_UTF8)
+
+
+def _cmd_complete(args) -> int:
+    from .repl import format_suggestions, quoted
+    prefix = _prefix(args)
+    with blas_threads(args):
+        completer = _completer(args)
+        suggestions = completer.complete(prefix, args.k)
+        next_chars = completer.next_chars(prefix, args.k) if args.next else []
+    for s in suggestions:
+        print(f"{s.prob:8.2%}  {quoted(s.text)}")
+    if not suggestions:
+        print("(no completion within --max-chars)")
+    if args.next:
+        print("next characters: " + format_suggestions(next_chars))
+    return 0
+
+
+def configure_repl(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm repl`."""
+    _add_completion_options(p)
+    p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: pasted text in one call")
+    p.set_defaults(run=_cmd_repl)
+
+
+def _cmd_repl(args) -> int:
+    from .repl import repl
+    with blas_threads(args):
+        repl(_completer(args), args.k)
+    return 0
+
+
+def configure_eval_complete(p: argparse.ArgumentParser) -> None:
+    """Options of `compact-lm eval-complete`."""
+    _add_completion_options(p)
+    p.add_argument("--text", required=True, metavar="FILE", help="the text a person types")
+    p.add_argument("--limit", type=positive_int, default=10000,
+                   help="type only the first N characters of the text (default 10000)")
+    p.add_argument("--corpus", nargs="+", metavar="FILE", default=None,
+                   help="the model's training text, if not at the paths in its metadata (its training split is used)")
+    p.add_argument("--order", type=positive_int, default=None, help="n-gram baseline order (default 7)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.set_defaults(run=_cmd_eval_complete)
+
+
+def _cmd_eval_complete(args) -> int:
+    from .complete_eval import eval_complete, format_report
+    from .data import read_text
+    text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
+    if not text:
+        raise CompactLMError(f"--text {args.text}: the file is empty")
+    with blas_threads(args):
+        result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
+                               beam=args.beam, max_chars=args.max_chars)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0

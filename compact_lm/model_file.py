@@ -1,0 +1,124 @@
+"""What every model kind shares: the `.npz` container, its metadata, and the surface callers use.
+
+A model kind (float `Model`, int8 `QuantizedModel`, exported `OnnxModel`) presents the same surface:
+    config, vocab, info, precision ("fp32" or "int8"), arrays (named arrays, as saved)
+    metadata(), save(path), backend(), evaluate(text), evaluate_ids(ids), summary(path)
+    format ("npz" or "onnx"), runtime ("numpy" or "onnxruntime"), graph, warnings()
+    as_float(refusal)     the float Model itself, or a CompactLMError with `refusal` as its text
+    require_arrays(purpose)   the model, if its arrays can be read (not an exported graph's)
+so that no caller asks which kind it holds. `compact_lm.opener.open_model` picks the kind of a file.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import CompactLMError
+from .fileio import save_npz
+from .metrics import Metrics, evaluate_ids
+from .vocab import Vocab
+
+FORMAT_VERSION = 1
+MODEL_KIND = "compact-lm-model"
+# metadata carried from file to file (a pruned or quantized model keeps its history)
+INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization")
+
+
+def model_metadata(config: ModelConfig, vocab: Vocab, info: dict, **fields) -> dict:
+    """A model file's metadata: format, `fields` (dtype, quantized, ...), sizes, vocabulary, then `info`."""
+    meta = {"format_version": FORMAT_VERSION, "kind": MODEL_KIND, **fields}
+    meta.update(config.to_json())
+    meta.update(vocab.to_json())
+    meta.update({k: v for k, v in info.items() if k not in meta})
+    meta.setdefault("steps", 0)
+    return meta
+
+
+def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], np.dtype | None]],
+                 what: str) -> None:
+    """The arrays are exactly `expected`'s names, each of its shape (and dtype, unless None): one-line errors."""
+    if set(arrays) != set(expected):
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        raise CompactLMError(f"{what} arrays do not match the config (missing {missing}, unexpected {extra})")
+    for name, (shape, dtype) in expected.items():
+        array = arrays[name]
+        if tuple(array.shape) != shape or (dtype is not None and array.dtype != dtype):
+            want = f"{np.dtype(dtype)}{list(shape)}" if dtype is not None else str(shape)
+            have = f"{array.dtype}{list(array.shape)}" if dtype is not None else str(array.shape)
+            raise CompactLMError(f"{what} array {name} has shape {have}, expected {want}" if dtype is None
+                                 else f"{what} array {name} is {have}, expected {want}")
+
+
+class ModelFile:
+    """The methods float and int8 models share; a kind supplies `arrays`, `precision`, `metadata_fields()`."""
+
+    config: ModelConfig
+    vocab: Vocab
+    info: dict
+    precision: str
+    arrays: dict[str, np.ndarray]   # the named arrays the file holds
+    format = "npz"
+    runtime = "numpy"   # what backend() runs on
+    graph = "npz"       # an exported file's graph kind (step or sequence); the container for the others
+
+    def _check_vocab(self) -> None:
+        if self.vocab.size != self.config.vocab_size:
+            raise CompactLMError(f"vocabulary has {self.vocab.size} entries, the config says {self.config.vocab_size}")
+
+    @property
+    def num_params(self) -> int:
+        """Weights and biases (an int8 model's scales not counted)."""
+        return int(sum(a.size for n, a in self.arrays.items() if not n.endswith(".scale")))
+
+    def metadata_fields(self) -> dict:
+        """The kind's own metadata entries (dtype, quantized, scheme)."""
+        raise NotImplementedError
+
+    def metadata(self) -> dict:
+        """The JSON document stored beside the arrays."""
+        return model_metadata(self.config, self.vocab, self.info, **self.metadata_fields())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically."""
+        save_npz(path, self.arrays, self.metadata())
+
+    def backend(self, **options):
+        """The NumPy reference Backend of this model (`options`: the kind's arithmetic choices)."""
+        from .backends import NumpyBackend
+        return NumpyBackend(self, **options)
+
+    def evaluate_ids(self, ids: np.ndarray, **options) -> Metrics:
+        """Metrics of pre-encoded ids."""
+        return evaluate_ids(self.backend(**options), ids)
+
+    def evaluate(self, text: str, **options) -> Metrics:
+        """Nats, bpc and perplexity of `text` (normalized like the training text)."""
+        return self.evaluate_ids(self.vocab.encode(text), **options)
+
+    def as_float(self, refusal: str | CompactLMError):
+        """The float model itself; other kinds raise `refusal` (a CompactLMError, or its message)."""
+        raise refusal if isinstance(refusal, CompactLMError) else CompactLMError(refusal)
+
+    def require_arrays(self, purpose: str) -> "ModelFile":
+        """This model, whose arrays `purpose` (export, pruning) reads; an exported graph refuses."""
+        return self
+
+    def warnings(self) -> list[str]:
+        """What a user should know before running this model elsewhere (none by default)."""
+        return []
+
+    def summary(self, path: str | os.PathLike) -> dict:
+        """Config, vocabulary size, per-tensor shape/dtype/bytes and totals, as `compact-lm info` prints them."""
+        tensors = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "params": int(a.size), "bytes": int(a.nbytes)}
+                   for name, a in self.arrays.items()}
+        quantization = self.info.get("quantization", {})
+        # what the same weights take as float32 (for an int8 model: its float source, table unfolded)
+        fp32_bytes = 4 * int(quantization.get("source_params", self.num_params))
+        return {"file": str(path), "file_bytes": os.path.getsize(path), **self.config.to_json(),
+                "vocab_size": self.vocab.size, "params": self.num_params, "quantized": self.precision == "int8",
+                "param_bytes": int(sum(t["bytes"] for t in tensors.values())), "fp32_bytes": fp32_bytes,
+                "tensors": tensors, "steps": self.info.get("steps", 0), "metrics": self.info.get("metrics", {}),
+                "train_config": self.info.get("train_config", {}), "pruning": self.info.get("pruning", [])}

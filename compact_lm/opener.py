@@ -1,0 +1,64 @@
+"""One function that opens any model file: float `.npz`, int8 `.npz` or exported `.onnx`.
+
+The kind is read from the file, not guessed by its caller: a zip archive is an `.npz` container whose
+metadata says float or int8 (`MODEL_KINDS`); anything else named `.onnx` is an ONNX graph.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import ModelConfig
+from .errors import CompactLMError
+from .fileio import load_npz
+from .model import Model
+from .model_file import FORMAT_VERSION, INFO_KEYS, MODEL_KIND, ModelFile
+from .quantized import QuantizedModel
+from .vocab import Vocab
+
+# `quantized` in a .npz file's metadata -> the kind that reads it
+MODEL_KINDS = {False: Model, True: QuantizedModel}
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == ZIP_MAGIC
+    except OSError:   # missing or unreadable: the loader below words the error
+        return False
+
+
+def open_model(path: str | os.PathLike, *, threads: int = 1,
+               sequence: str | os.PathLike | None = None) -> ModelFile:
+    """The model in `path` (float or int8 `.npz`, or `.onnx` run by onnxruntime with `threads` threads and
+    `sequence`, the same model's sequence graph, for pasted text); one-line CompactLMError if it is not one."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx" and not _is_zip(path):
+        from .onnx_model import OnnxModel
+        return OnnxModel(path, threads=threads, sequence=sequence)
+    if sequence is not None:
+        raise CompactLMError("a sequence graph goes with an .onnx step graph")
+    return _load_npz_model(path)
+
+
+def _load_npz_model(path: Path) -> ModelFile:
+    arrays, meta = load_npz(path, "model")
+    if meta.get("kind") != MODEL_KIND:
+        raise CompactLMError(f"{path} is not a compact-lm model (kind {meta.get('kind')!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CompactLMError(f"{path} has format version {version!r}; this compact-lm reads version {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_json(meta)
+        vocab = Vocab.from_json(meta)
+        kind = MODEL_KINDS[bool(meta.get("quantized", False))]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CompactLMError(f"{path} has invalid metadata: {error}") from None
+    info = {k: v for k, v in meta.items() if k in INFO_KEYS}
+    try:
+        return kind.from_file(config, vocab, arrays, meta, info)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CompactLMError(f"{path} has invalid metadata: {error}") from None
+    except CompactLMError as error:
+        raise CompactLMError(f"{path}: {error}") from None
