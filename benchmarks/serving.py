@@ -1,6 +1,6 @@
 """Serving throughput: threads sharing one Autocompleter against threads with one instance each, in one run.
 
-    cd benchmarks && python serving.py [--model PATH.npz] [--threads 8] [--seconds 3] [--rounds 3]
+    cd benchmarks && python serving.py [--model PATH.npz] [--threads 8] [--seconds 1] [--rounds 9]
 
 Without --model, trains a GRU E=64 H=256 on the bundled corpus for --steps optimizer steps (default 150,
 one BLAS thread) with compact_lm.train. The model is exported to an ONNX step graph and a sequence graph.
@@ -12,8 +12,8 @@ completions finished before the deadline are counted. Per graph setup, the runne
     instances   --threads threads, one Autocompleter (own onnxruntime sessions) each
     1 thread    one thread, one Autocompleter
     shared+lock as `shared`, with every model call behind one lock (what the Autocompleter did before)
-take turns, round after round, so that other work on the machine hits all of them alike; the figure is
-the median over rounds. Bar: shared >= 0.9 x instances. onnxruntime runs one intra-op thread per session.
+take turns, round after round (each round starting with the next runner), so that other work on the
+machine hits all of them alike; the figure is the median over rounds. Bar: shared >= 0.9 x instances. onnxruntime runs one intra-op thread per session.
 """
 from __future__ import annotations
 
@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a float .npz model (default: train one)")
     parser.add_argument("--steps", type=int, default=150, help="training steps without --model")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per runner per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per runner per round")
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
 
     print(blas_description())
@@ -140,8 +140,10 @@ def main() -> None:
             for completers, todo in runners.values():   # warm-up: first runs plan onnxruntime's memory
                 throughput(completers, todo, 0.3)
             figures: dict[str, list[float]] = {name: [] for name in runners}
-            for _ in range(args.rounds):
-                for name, (completers, todo) in runners.items():
+            names = list(runners)
+            for round_ in range(args.rounds):
+                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                    completers, todo = runners[name]
                     figures[name].append(throughput(completers, todo, args.seconds))
             median = {name: statistics.median(values) for name, values in figures.items()}
             ratio = median["shared"] / median["instances"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .autocomplete import Autocompleter
-from .errors import CompactLMError
+from .errors import CompactLMError, SettingError
 
 ACCEPT_KEYSTROKES = 1
 ACCURACY_AFTER = (1, 2, 3)
@@ -115,14 +115,14 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
     from .config import TrainConfig
     from .trainer import prepare_corpus
     if train_config is None and not corpus:
-        raise CompactLMError("the model's metadata has no train_config (its training text is unknown): give --corpus FILE")
+        raise SettingError("corpus", "the model's metadata has no train_config (its training text is unknown): give {corpus} FILE")
     settings = dict(train_config or {})
     if corpus:
         settings["corpus"] = [str(c) for c in corpus]
     else:
         missing = [c for c in settings.get("corpus", []) if not Path(c).exists()]
         if missing:
-            raise CompactLMError(f"the model was trained on {missing[0]}, which is not found here: give --corpus FILE")
+            raise SettingError("corpus", f"the model was trained on {missing[0]}, which is not found here: give {{corpus}} FILE")
     settings.update(init=None, teacher=None, distill=0.0)   # irrelevant to the text and checked against files
     try:
         config = TrainConfig.from_json(settings)

@@ -16,16 +16,17 @@ class Interrupted(CompactLMError):
 class SettingError(CompactLMError):
     """A bad value of one named setting (a TrainConfig field, a function argument).
 
-    The message names settings as the library spells them (`lr`, `out_dir`); the command line words them
-    as its flags (`--lr`, `--out`). `reason` may name other settings as {name}.
+    `message` names settings as {name}: the library spells them as Python does (`lr`, `out_dir`), the
+    command line as its flags (`--lr`, `--out`). A message that does not name `setting` is prefixed
+    with it: SettingError("lr", "must be positive") reads "lr: must be positive".
     """
 
-    def __init__(self, setting: str, reason: str):
-        self.setting, self.reason = setting, reason
+    def __init__(self, setting: str, message: str):
+        self.setting = setting
+        self.message = message if "{" + setting + "}" in message else "{" + setting + "}: " + message
         super().__init__(self.worded(lambda name: name))
 
     def worded(self, word) -> str:
         """The message with every setting spelled by word(name)."""
         import re
-        reason = re.sub(r"\{([a-z_]+)\}", lambda match: word(match.group(1)), self.reason)
-        return f"{word(self.setting)}: {reason}"
+        return re.sub(r"\{([a-z_]+)\}", lambda match: word(match.group(1)), self.message)

@@ -178,6 +178,6 @@ def _print_tensors(summary: dict) -> None:
     for name, t in summary["tensors"].items():
         print(f"  {name:<{width}}  {str(tuple(t['shape'])):>12}  {t['dtype']:>8}  {t['params']:>9,} params  "
               f"{t['bytes']:>10,} B")
-    for split in ("val", "test"):
-        if split in summary["metrics"]:
-            print(f"{split}: {summary['metrics'][split]['bpc']:.4f} bpc")
+    for split, figures in summary["metrics"].items():   # val and test; an int8 file's calibration text
+        if isinstance(figures, dict) and "bpc" in figures:
+            print(f"{split}: {figures['bpc']:.4f} bpc")

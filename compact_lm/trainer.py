@@ -104,9 +104,9 @@ def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SettingError("out_dir", f"{out_dir}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", f"{{out_dir}} {out_dir}: cannot create the folder ({error.strerror or error})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise SettingError("out_dir", f"{out_dir}: the folder is not writable")
+        raise SettingError("out_dir", f"{{out_dir}} {out_dir}: the folder is not writable")
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -163,7 +163,7 @@ class Trainer:
                                     for k in differs)
                 raise SettingError("resume", f"the config does not match the saved run ({details})")
         elif state_path.exists():
-            raise SettingError("out_dir", f"{self.out_dir} already holds a run; pass {{resume}} to continue it "
+            raise SettingError("out_dir", f"{{out_dir}} {self.out_dir} already holds a run; pass {{resume}} to continue it "
                                           "or choose another folder")
 
         if init_model is None and config.init:
@@ -171,14 +171,14 @@ class Trainer:
             init_model = open_model(config.init)
         if init_model is not None:
             init_model = init_model.as_float(SettingError(
-                "init", f"{config.init}: an int8 model cannot be trained; start from the float model"))
+                "init", f"{{init}} {config.init}: an int8 model cannot be trained; start from the float model"))
         if teacher is None and config.teacher:
             from .opener import open_model
             teacher = open_model(config.teacher)
         if teacher is not None:
             teacher = teacher.as_float(SettingError("teacher", "an int8 model cannot teach; use the float model"))
         if config.distill > 0 and teacher is None:
-            raise SettingError("distill", "needs {teacher} MODEL")
+            raise SettingError("distill", "{distill} needs {teacher} MODEL")
         vocab = Vocab.from_json(saved[1]) if saved else init_model.vocab if init_model else None
         self.corpus = prepare_corpus(config, vocab)
         if saved and saved[1].get("data_sha256") != self.corpus.digest:
@@ -380,6 +380,8 @@ class Trainer:
         """Train until the budget is spent; evaluate on test with the best weights; return them."""
         c = self.config
         bar = _progress_bar(self.total_steps(), self.step, self.progress)
+        # without a terminal there is no bar (a log file would get a line per update): a line per evaluation
+        lines = self.progress and (bar is None or bar.disable)
         last_row = self.history[-1] if self.history else {}
         try:
             with _StopFlag() as stop:
@@ -392,6 +394,8 @@ class Trainer:
                         started = time.perf_counter()
                         last_row = self.evaluate()
                         self.elapsed += time.perf_counter() - started
+                        if lines:
+                            self.log(_progress_line(last_row, self.total_steps(), self.chars_seen / max(self.elapsed, 1e-9)))
                     if bar is not None:
                         bar.update(1)
                         val_bpc = last_row.get("val_bpc")
@@ -418,6 +422,14 @@ class Trainer:
         best.info["metrics"] = metrics
         best.save(self.out_dir / MODEL_FILE)
         return TrainResult(best, self.history, self.out_dir)
+
+
+def _progress_line(row: dict, total: int | None, chars_per_second: float) -> str:
+    """One evaluation's figures, as a line for logs: step, train and val bpc, speed."""
+    val = row.get("val_bpc")
+    return (f"step {row['step']}{'' if total is None else f'/{total}'}: train {row['train_bpc']:.4f} bpc, "
+            f"val {'-' if val is None else f'{val:.4f}'} bpc, {chars_per_second:,.0f} chars/s, "
+            f"{row['elapsed_s']:.1f} s")
 
 
 def _progress_bar(total: int | None, initial: int, enabled: bool):

@@ -35,3 +35,13 @@ def tiny_model_path(tmp_path_factory, alice_text):
     corpus.write_text(alice_text[:20000], encoding="utf-8")
     Trainer(tiny_config(corpus, steps=30), folder / "run", progress=False).run()
     return folder / "run" / "model.npz"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_path(tiny_model_path, tmp_path_factory):
+    """The tiny trained GRU exported as a step graph."""
+    from compact_lm import load
+    from compact_lm.export import export_model
+    path = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
+    export_model(load(tiny_model_path), path)
+    return path

@@ -187,3 +187,36 @@ def test_eval_text_missing(tiny_model_path, tmp_path, capsys):
 def test_unknown_command_line_option(capsys):
     code, _, err = run(capsys, "train", "--hiden", "5", "--out", "x")
     assert_one_line_error(code, err, "unrecognized arguments: --hiden")
+
+
+def test_training_without_a_terminal_logs_a_line_per_evaluation(tmp_path, small_corpus):
+    done = subprocess.run([sys.executable, "-m", "compact_lm", "train", "--corpus", str(small_corpus),
+                           *[a for a in TINY_ARGS if a != "--quiet"], "--steps", "20", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 10/20", "step 20/20"]
+    assert "val " in lines[-1] and "chars/s" in lines[-1]
+
+
+def test_complete_reads_a_long_prefix_from_a_file_or_stdin(tiny_model_path, tmp_path, capsys, monkeypatch):
+    import io
+    prefix = "Alice was beginning to get very tired of sitting by her sister on the bank, " * 3000 + "and of hav"
+    (tmp_path / "prefix.txt").write_text(prefix, encoding="utf-8")
+    expected = run(capsys, "complete", tiny_model_path, prefix[-2000:])[1]
+    assert run(capsys, "complete", tiny_model_path, "--prefix-file", tmp_path / "prefix.txt")[1] == expected
+    monkeypatch.setattr(sys, "stdin", io.StringIO(prefix))
+    assert run(capsys, "complete", tiny_model_path, "--prefix-file", "-")[1] == expected
+
+
+def test_complete_needs_exactly_one_prefix(tiny_model_path, tmp_path, capsys):
+    code, _, err = run(capsys, "complete", tiny_model_path)
+    assert_one_line_error(code, err, "PREFIX", "--prefix-file")
+
+
+def test_library_errors_name_the_setting_and_the_cli_names_the_flag(tmp_path, small_corpus, capsys):
+    from compact_lm import CompactLMError, TrainConfig
+    with pytest.raises(CompactLMError, match=r"^warmup_steps: must be >= 0"):
+        TrainConfig(warmup_steps=-1)
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--warmup-steps", "-1", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "--warmup-steps: must be >= 0")

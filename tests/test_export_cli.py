@@ -202,3 +202,20 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     from compact_lm.fileio import _UMASK, atomic_write
     atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~_UMASK
+
+
+def test_open_model_opens_every_kind_with_one_surface(tiny_model_path, exported_tiny, tmp_path):
+    from compact_lm import open_model
+    from compact_lm.tools.quantize import quantize_model
+    quantize_model(open_model(tiny_model_path)).save(tmp_path / "q.npz")
+    text = "Alice was beginning to get very tired"
+    kinds = {path.name: open_model(path) for path in (tiny_model_path, tmp_path / "q.npz", exported_tiny / "step.onnx")}
+    assert [(m.format, m.precision) for m in kinds.values()] == [("npz", "fp32"), ("npz", "int8"), ("onnx", "fp32")]
+    assert len({m.vocab.size for m in kinds.values()}) == 1
+    float_bpc, int8_bpc, onnx_bpc = (m.evaluate(text).bpc for m in kinds.values())
+    assert onnx_bpc == pytest.approx(float_bpc, abs=1e-4) and int8_bpc == pytest.approx(float_bpc, abs=0.05)
+
+
+def test_verify_names_an_npz_given_as_the_export(tiny_model_path, capsys):
+    code, _, err = run(capsys, "verify", tiny_model_path, tiny_model_path)
+    assert_one_line_error(code, err, "is an .npz model file, not an exported .onnx graph", "compact-lm export")

@@ -182,10 +182,10 @@ def test_target_sizes():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(keep=0.0), "--keep must be in"),
-    (dict(keep=1.5), "--keep must be in"),
-    (dict(hidden=[300]), "--hidden 300 for layer 0"),
-    (dict(hidden=[0]), "--hidden 0 for layer 0"),
+    (dict(keep=0.0), "keep must be in"),
+    (dict(keep=1.5), "keep must be in"),
+    (dict(hidden=[300]), "hidden 300 for layer 0"),
+    (dict(hidden=[0]), "hidden 0 for layer 0"),
     (dict(hidden=[1, 2, 3]), "one per layer"),
 ])
 def test_bad_target_sizes_are_refused(kwargs, message):

@@ -142,7 +142,7 @@ def test_invalid_utf8_calibration_names_a_fix_that_quantize_has(tmp_path, tiny_m
 def test_sweep_with_zero_rounds_touches_no_file(tmp_path, tiny_model_path):
     from compact_lm.errors import CompactLMError
     from compact_lm.tools.sweep import sweep
-    with pytest.raises(CompactLMError, match="--rounds must be >= 1"):
+    with pytest.raises(CompactLMError, match="rounds must be >= 1"):
         sweep(tiny_model_path, tmp_path / "sweep", rounds=0, log=lambda message: None)
     assert not (tmp_path / "sweep").exists()
 
@@ -166,3 +166,14 @@ def test_prune_refuses_an_unknown_criterion_before_any_work(tmp_path, tiny_model
 def test_sweep_refuses_a_repeated_keep(tmp_path, tiny_model_path, capsys):
     code, _, err = run(capsys, "sweep", tiny_model_path, "--keeps", "0.5", "0.5", "--quiet", "--out", tmp_path / "s")
     assert_one_line_error(code, err, "--keeps: 0.5 is given twice")
+
+
+def test_an_int8_file_keeps_the_figures_quantize_measured(tmp_path, tiny_model_path, small_corpus, capsys):
+    out = tmp_path / "q.npz"
+    code, printed, _ = run(capsys, "quantize", tiny_model_path, "--calibration", small_corpus, "--out", out)
+    assert code == 0
+    info = json.loads(run(capsys, "info", out, "--json")[1])
+    calibration = info["metrics"]["calibration"]
+    assert f"int8 {calibration['bpc']:.4f} bpc" in printed and f"fp32 {calibration['fp32_bpc']:.4f} bpc" in printed
+    assert calibration["text"] == str(small_corpus)
+    assert f"calibration: {calibration['bpc']:.4f} bpc" in run(capsys, "info", out)[1]

@@ -103,13 +103,13 @@ def _cmd_quantize(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from .sweep import sweep
-    rows = sweep(args.model, args.out, corpus=tuple(args.corpus) if args.corpus else None, keeps=tuple(args.keeps),
+    rows = sweep(args.model, args.out_dir, corpus=tuple(args.corpus) if args.corpus else None, keeps=tuple(args.keeps),
                  finetune_steps=args.finetune_steps, criterion=args.criterion, rounds=args.rounds,
                  progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     from .sweep import markdown_table
     print(markdown_table(rows), end="")
-    plot = ", sweep.png" if (Path(args.out) / "sweep.png").exists() else ""
-    print(f"written: {Path(args.out) / 'sweep.md'}, sweep.json{plot}, keep*-fp32.npz, keep*-int8.npz")
+    plot = ", sweep.png" if (Path(args.out_dir) / "sweep.png").exists() else ""
+    print(f"written: {Path(args.out_dir) / 'sweep.md'}, sweep.json{plot}, keep*-fp32.npz, keep*-int8.npz")
     return 0
 
 
@@ -164,6 +164,6 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
     p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune each in this many rounds (default 1)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", dest="out_dir", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_sweep)

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from compact_lm.errors import CompactLMError
+from compact_lm.errors import CompactLMError, SettingError
 from compact_lm.fileio import atomic_write
 
 from .profile import ProfileConfig
@@ -60,7 +60,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise CompactLMError(f"--minutes must be a positive number, got {self.minutes}")
+            raise SettingError("minutes", f"{{minutes}} must be a positive number, got {self.minutes}")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
             raise CompactLMError(f"demo steps must be a whole number >= 1, got {self.steps!r}")
         if not 0 < self.keep < 1:
@@ -77,12 +77,12 @@ def file_names() -> list[str]:
 def prepare_folder(out: Path, force: bool) -> None:
     """Refuse a folder with a demo in it (unless `force`, which removes the demo's own files only) or with other files."""
     if out.exists() and not out.is_dir():
-        raise CompactLMError(f"--out {out} is a file, not a folder")
+        raise SettingError("out_dir", f"{{out_dir}} {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
-            raise CompactLMError(f"--out {out} is not empty and holds no demo: choose a new or empty folder")
+            raise SettingError("out_dir", f"{{out_dir}} {out} is not empty and holds no demo: choose a new or empty folder")
         if not force:
-            raise CompactLMError(f"--out {out} already holds a demo: pass --force to replace it, or choose another folder")
+            raise SettingError("out_dir", f"{{out_dir}} {out} already holds a demo: pass {{force}} to replace it, or choose another folder")
         for name in (*file_names(), *REPORT_FILES, "curves.png"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / TRAIN_DIR, ignore_errors=True)
@@ -91,7 +91,7 @@ def prepare_folder(out: Path, force: bool) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", f"{{out_dir}} {out}: cannot create the folder ({error.strerror or error})") from None
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -228,7 +228,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
 def configure_demo(p) -> None:
     """Options of `compact-lm demo`."""
     from compact_lm.cli import number, positive_int
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    p.add_argument("--out", dest="out_dir", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=number, default=None,
                    help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 5 minutes)")
     p.add_argument("--threads", type=positive_int, default=None,
@@ -243,7 +243,7 @@ def _cmd_demo(args) -> int:
     config = DemoConfig() if args.minutes is None else DemoConfig(minutes=args.minutes)
     if args.threads is not None:
         config = replace(config, threads=args.threads)
-    summary = run_demo(args.out, config, force=args.force, progress=not args.quiet,
+    summary = run_demo(args.out_dir, config, force=args.force, progress=not args.quiet,
                        log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_summary(summary), end="")
     return 0

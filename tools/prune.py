@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compact_lm.cells import get_cell
-from compact_lm.errors import CompactLMError
+from compact_lm.errors import CompactLMError, SettingError
 from compact_lm.model import Model
 from compact_lm.network import input_table, run_layers, zero_state
 
@@ -119,7 +119,7 @@ def resolve_criterion(model: Model, criterion: str | None) -> str:
     if criterion is None:
         return get_cell(model.config.cell).prune_criterion
     if criterion not in CRITERIA:
-        raise CompactLMError(f"--criterion: unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+        raise SettingError("criterion", f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     return criterion
 
 
@@ -127,7 +127,7 @@ def unit_scores(model: Model, criterion: str | None, stats: UnitStatistics | Non
     """Importance of every hidden unit of every layer (higher = keep); criterion None: the cell's own."""
     criterion = resolve_criterion(model, criterion)
     if criterion != "magnitude" and stats is None:
-        raise CompactLMError(f"the {criterion} criterion needs calibration text (--corpus or --calibration)")
+        raise SettingError("calibration", f"the {criterion} criterion needs calibration text ({{corpus}} or {{calibration}})")
     cell = get_cell(model.config.cell)
     scores = []
     for k, hidden in enumerate(model.config.hidden_sizes):
@@ -233,17 +233,17 @@ def target_sizes(hidden_sizes: tuple[int, ...], *, keep: float | None = None,
                  hidden: list[int] | None = None) -> tuple[int, ...]:
     """Per-layer sizes after pruning, from a keep fraction or explicit sizes (one, or one per layer)."""
     if (keep is None) == (hidden is None):
-        raise CompactLMError("give exactly one of --keep and --hidden")
+        raise SettingError("keep", "give exactly one of {keep} and {hidden}")
     if keep is not None:
         if not 0 < keep <= 1:
-            raise CompactLMError(f"--keep must be in (0, 1], got {keep}")
+            raise SettingError("keep", f"{{keep}} must be in (0, 1], got {keep}")
         return tuple(max(1, int(round(h * keep))) for h in hidden_sizes)
     sizes = list(hidden) * len(hidden_sizes) if len(hidden) == 1 else list(hidden)
     if len(sizes) != len(hidden_sizes):
-        raise CompactLMError(f"--hidden needs one size or one per layer ({len(hidden_sizes)}), got {len(hidden)}")
+        raise SettingError("hidden", f"{{hidden}} needs one size or one per layer ({len(hidden_sizes)}), got {len(hidden)}")
     for k, (want, have) in enumerate(zip(sizes, hidden_sizes)):
         if not 1 <= want <= have:
-            raise CompactLMError(f"--hidden {want} for layer {k}: must be between 1 and the model's {have}")
+            raise SettingError("hidden", f"{{hidden}} {want} for layer {k}: must be between 1 and the model's {have}")
     return tuple(sizes)
 
 
@@ -265,7 +265,7 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
     from compact_lm.config import TrainConfig
     saved = dict(model.info.get("train_config") or {})
     if not saved and not corpus:
-        raise CompactLMError("the model carries no training config: give --corpus for fine-tuning")
+        raise SettingError("corpus", "the model carries no training config: give {corpus} for fine-tuning")
     saved.update(dropout=FINETUNE_DROPOUT, lr=FINETUNE_LR, distill=FINETUNE_DISTILL, min_lr_ratio=FINETUNE_MIN_LR_RATIO,
                  teacher=None, init=None)
     saved.update(_budget(saved, steps))
@@ -316,10 +316,10 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
     import tempfile
     from pathlib import Path
     if rounds < 1:
-        raise CompactLMError(f"--rounds must be >= 1, got {rounds}")
+        raise SettingError("rounds", f"{{rounds}} must be >= 1, got {rounds}")
     criterion = resolve_criterion(model, criterion)
     if finetune_steps < 0:
-        raise CompactLMError(f"--finetune-steps must be >= 0, got {finetune_steps}")
+        raise SettingError("finetune_steps", f"{{finetune_steps}} must be >= 0, got {finetune_steps}")
     start = np.array(model.config.hidden_sizes, dtype=np.float64)
     goal = np.array(sizes, dtype=np.float64)
     history = list(model.info.get("pruning", []))

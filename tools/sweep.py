@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from compact_lm.data import SAVE_AS_UTF8
-from compact_lm.errors import CompactLMError
+from compact_lm.errors import CompactLMError, SettingError
 from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
@@ -27,16 +27,16 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     if finetune_steps is None:   # 20 % of the original run's steps
         finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
     if finetune_steps < 0:
-        raise CompactLMError(f"--finetune-steps must be >= 0, got {finetune_steps}")
+        raise SettingError("finetune_steps", f"{{finetune_steps}} must be >= 0, got {finetune_steps}")
     if rounds < 1:
-        raise CompactLMError(f"--rounds must be >= 1, got {rounds}")
+        raise SettingError("rounds", f"{{rounds}} must be >= 1, got {rounds}")
     criterion = resolve_criterion(original, criterion)
     outside = [keep for keep in keeps if not 0 < keep <= 1]
     if outside:
-        raise CompactLMError(f"--keeps: every fraction must be in (0, 1], got {outside[0]}")
+        raise SettingError("keeps", f"every fraction must be in (0, 1], got {outside[0]}")
     repeated = sorted({keep for keep in keeps if list(keeps).count(keep) > 1})
     if repeated:
-        raise CompactLMError(f"--keeps: {repeated[0]} is given twice (its files would replace each other)")
+        raise SettingError("keeps", f"{repeated[0]} is given twice (its files would replace each other)")
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
     data = prepare_corpus(config, original.vocab, utf8_hint=SAVE_AS_UTF8)
@@ -44,7 +44,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", f"{{out_dir}} {out}: cannot create the folder ({error.strerror or error})") from None
     calibration = data.train[-CALIBRATION_CHARS:]
     base_bytes = os.path.getsize(model_path)
     base_bpc = original.evaluate_ids(data.val).bpc
