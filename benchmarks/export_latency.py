@@ -83,7 +83,7 @@ def torch_export(model: Model, path: Path) -> bool:
     config = model.config
 
     class TorchStep(torch.nn.Module):
-        """Embedding -> GRU (one step, explicit state) -> Linear -> log_softmax, as the README describes."""
+        """Embedding -> GRU (one step, explicit state) -> Linear -> log_softmax, as docs/format.md describes."""
 
         def __init__(self):
             super().__init__()

@@ -34,6 +34,13 @@ def train_flags() -> list[tuple[str, str, str]]:
     return rows
 
 
+def train_flags_markdown() -> str:
+    """docs/cli.md's table of training flags (between its train-options markers), made from TrainConfig."""
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{flag}` | {default} | {meaning.replace('<unk>', '`<unk>`')} |" for flag, default, meaning in train_flags()]
+    return "\n".join(rows) + "\n"
+
+
 def configure_train(p: argparse.ArgumentParser) -> None:
     """Options of `compact-lm train`."""
     p.add_argument("--corpus", nargs="+", metavar="FILE", default=argparse.SUPPRESS,

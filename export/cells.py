@@ -1,7 +1,7 @@
 """One recurrent step of each cell as ONNX nodes: the registry ONNX_CELLS, keyed like compact_lm.cells.CELLS.
 
 A cell's `step` receives two gate pre-activation tensors already computed by the caller's products
-(export/products.py), gate blocks in PyTorch's order (README "File format"):
+(export/products.py), gate blocks in PyTorch's order (docs/format.md):
     xg = x W_ih^T + b_ih (+ any part of b_hh folded in)     [B, G*H]  (layer 0: a table row)
     gh = h W_hh^T (+ the rest of b_hh)                      [B, G*H]
 and emits the gate arithmetic. The step does not care where an additive bias sits, so the same step

@@ -1,10 +1,20 @@
-"""Shared fixtures: small corpora and a tiny trained model, all made on the fly."""
+"""Shared fixtures and builders: small corpora, a tiny trained model, random-weight models and their exports,
+all made on the fly. Tests import the plain functions with `from conftest import ...`."""
+import copy
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
-from compact_lm.config import TrainConfig
+from compact_lm.cells import CELLS
+from compact_lm.config import ModelConfig, TrainConfig
 from compact_lm.data import default_corpus_path
+from compact_lm.model import Model
+from compact_lm.network import init_params
+from compact_lm.vocab import Vocab
 
 TINY = dict(embed=8, hidden=16, batch=4, seq_len=16, eval_every=10, warmup_steps=2, lr=1e-2)
+PANGRAM = "the quick brown fox jumps over the lazy dog\n"
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +55,73 @@ def tiny_onnx_path(tiny_model_path, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
     export_model(load(tiny_model_path), path)
     return path
+
+
+# ------------------------------------------------------------------------------ random-weight models
+def random_model(cell: str = "gru", hidden: tuple = (8,), embed: int = 6, text: str = PANGRAM, seed=0,
+                 scale: float = 1.0, info: dict | None = None, vocab: Vocab | None = None,
+                 dtype=np.float32) -> Model:
+    """A model with init_params' PyTorch-style random weights (bounds times `scale`), untrained.
+
+    The vocabulary is `text`'s characters, or `vocab` if given. `seed` is an int or a numpy Generator
+    (a test that goes on drawing from it after the weights passes its own). `info` is copied.
+    """
+    vocab = Vocab.build(text) if vocab is None else vocab
+    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=embed, hidden_sizes=tuple(hidden))
+    params = init_params(config, np.random.default_rng(seed), dtype=dtype, scale=scale)
+    return Model(config, vocab, params, copy.deepcopy(info) if info else {})
+
+
+def export_float_model(alice_text: str, cell: str, hidden: tuple, seed: int = 0) -> Model:
+    """The export tests' float model: alice's characters, E=12, random weights scaled up (1.5) so that the
+    gates leave their linear range, and training info for the metadata to carry."""
+    info = {"steps": 7, "train_config": {"cell": cell, "lr": 0.003, "corpus": ["alice.txt"]},
+            "metrics": {"val": {"bpc": 2.5, "chars": 100}}}
+    return random_model(cell, hidden, embed=12, text=alice_text, seed=seed, scale=1.5, info=info)
+
+
+def export_int8_model(alice_text: str, cell: str, hidden: tuple, seed: int = 0, embed: int = 12, **options):
+    """The export tests' quantized model: as export_float_model (other training info), then quantize_model."""
+    from compact_lm.tools.quantize import quantize_model
+    info = {"steps": 3, "train_config": {"cell": cell}, "metrics": {"val": {"bpc": 2.5}}}
+    return quantize_model(random_model(cell, hidden, embed=embed, text=alice_text, seed=seed, scale=1.5, info=info),
+                          **options)
+
+
+# (cell, hidden sizes) of the `exported` fixture: unequal layer sizes, as pruning makes them
+EXPORT_CASES = [(cell, sizes) for cell in CELLS for sizes in ((20,), (20, 13))]
+EXPORT_FORMS = {
+    "fp32": {"step": {}, "native_step": {"native_rnn": True},
+             "sequence": {"sequence": True}, "native_sequence": {"sequence": True, "native_rnn": True}},
+    "int8": {"step": {}, "sequence": {"sequence": True}},
+}
+
+
+@pytest.fixture(scope="module")
+def export_precision() -> str:
+    """What `exported` exports: "fp32"; a test module that wants int8 graphs overrides this fixture."""
+    return "fp32"
+
+
+@pytest.fixture(scope="module", params=EXPORT_CASES, ids=lambda p: f"{p[0]}-{len(p[1])}layer")
+def exported(request, export_precision, tmp_path_factory, alice_text):
+    """One model per (cell, layers), exported in every graph form of its precision, plus real text as ids.
+
+    fp32: export_float_model as step, sequence, native_step and native_sequence graphs, ids from
+    alice_text[20000:20240]; int8: export_int8_model as step and sequence graphs, ids from alice_text[30000:30240].
+    Returns model, paths (form -> .onnx), ids and reference (the model's NumpyBackend).
+    """
+    from compact_lm.backends import NumpyBackend
+    from compact_lm.export import export_model
+    cell, sizes = request.param
+    if export_precision == "int8":
+        model, prefix, start = export_int8_model(alice_text, cell, sizes), "int8_", 30000
+    else:
+        model, prefix, start = export_float_model(alice_text, cell, sizes), "", 20000
+    folder = tmp_path_factory.mktemp(f"{prefix}{cell}{len(sizes)}")
+    paths = {}
+    for form, options in EXPORT_FORMS[export_precision].items():
+        paths[form] = folder / f"{form}.onnx"
+        export_model(model, paths[form], **options)
+    ids = model.vocab.encode(alice_text[start:start + 240]).astype(np.int64)
+    return SimpleNamespace(model=model, paths=paths, ids=ids, reference=NumpyBackend(model))

@@ -17,25 +17,22 @@ from hypothesis import strategies as st
 
 from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm import load
 from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run as run_cli
+from conftest import random_model
 
 TINY_TEXT = "ab ba.\n"          # vocabulary: <unk> \n space . a b  (word characters: a, b)
 
 
 def tiny_model(cell: str = "gru", seed: int = 0) -> Model:
     """Random weights, scaled up so that the distributions are far from uniform (no near-ties)."""
-    vocab = Vocab.build(TINY_TEXT)
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=4, hidden_sizes=(6,))
     rng = np.random.default_rng(seed)
-    params = init_params(config, rng, scale=2.5)
-    params["head.bias"] = rng.normal(0, 1, vocab.size).astype(np.float32)
-    return Model(config, vocab, params)
+    model = random_model(cell, (6,), embed=4, text=TINY_TEXT, seed=rng, scale=2.5)
+    model.params["head.bias"] = rng.normal(0, 1, model.vocab.size).astype(np.float32)   # drawn after the weights
+    return model
 
 
 class CountingBackend:
@@ -493,8 +490,7 @@ def test_complete_and_repl_refuse_bad_onnx_files_in_one_line(tmp_path, capsys, s
         assert_one_line_error(code, err, "model.onnx", fragment)
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["-k", "0"], "-k/--k: must be >= 1"),
+@pytest.mark.parametrize("argv, fragment", [    # -k 0: test_bad_input_table's "k <= 0" row
     (["-k", "many"], "expected a whole number"),
     (["--beam", "0"], "--beam: must be >= 1"),
 ])

@@ -1,25 +1,21 @@
-"""README's "Bad input" table is true: every row runs through the CLI with the exit code and message it shows.
+"""docs/cli.md's "Bad input" table is true: every row runs through the CLI with the exit code and message it shows.
 
-The README is the source of the expected values (exit code, message excerpt); this file only knows how
+docs/cli.md is the source of the expected values (exit code, message excerpt); this file only knows how
 to build each row's input, keyed by the row's first column, and fails if a row and a builder disagree.
 """
 import re
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
-from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
 from compact_lm.fileio import load_npz, save_npz
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.tools.quantize import quantize_model
-from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
+from conftest import random_model
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 TEXT = "the quick brown fox jumps over the lazy dog\n" * 4
 
 
@@ -33,7 +29,7 @@ def readme_rows() -> list[tuple[str, int, str]]:
         if len(cells) != 4 or cells[0] in ("bad input", "") or set(cells[0]) <= set("-"):
             continue
         message = re.fullmatch(r"`(.*)`", cells[3])
-        assert message, f"README row {cells[0]!r}: the message column must be one `code` span"
+        assert message, f"docs/cli.md row {cells[0]!r}: the message column must be one `code` span"
         rows.append((cells[0], int(cells[2]), message.group(1)))
     return rows
 
@@ -58,9 +54,7 @@ def _replace_member(path: Path, name: str, data: bytes) -> None:
 def files(tmp_path_factory) -> Path:
     """A small float model, its int8 version, its step graph and a text, in one folder."""
     folder = tmp_path_factory.mktemp("bad_input")
-    vocab = Vocab.build(TEXT)
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(8,))
-    model = Model(config, vocab, init_params(config, np.random.default_rng(0)))
+    model = random_model("gru", (8,), embed=4, text=TEXT)
     model.save(folder / "model.npz")
     quantize_model(model).save(folder / "int8.npz")
     export_model(model, folder / "model.onnx")

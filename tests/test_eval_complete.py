@@ -6,11 +6,9 @@ import pytest
 
 from compact_lm.autocomplete import Autocompleter, default_is_boundary
 from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, word_spans
-from compact_lm.config import ModelConfig
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 from cli_helpers import run
+from conftest import random_model
 
 
 class OracleBackend:
@@ -79,9 +77,7 @@ def test_eval_complete_json(tiny_model_path, alice_text, tmp_path, capsys):
 
 
 def test_eval_complete_needs_the_training_text_or_corpus(tmp_path, alice_text, capsys):
-    vocab = Vocab.build(alice_text[:5000])
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(8,))
-    Model(config, vocab, init_params(config, np.random.default_rng(0))).save(tmp_path / "m.npz")
+    random_model("gru", (8,), embed=4, text=alice_text[:5000]).save(tmp_path / "m.npz")
     (tmp_path / "typed.txt").write_text(alice_text[:300], encoding="utf-8")
     code, _, err = run(capsys, "eval-complete", tmp_path / "m.npz", "--text", tmp_path / "typed.txt")
     assert code == 1 and err.count("\n") == 1 and "give --corpus" in err

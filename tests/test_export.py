@@ -1,42 +1,27 @@
-"""ONNX export: every graph reproduces the NumPy reference, on onnxruntime and on onnx's reference evaluator."""
-import subprocess
-import sys
-from types import SimpleNamespace
+"""ONNX export: every graph reproduces the NumPy reference, on onnxruntime and on onnx's reference evaluator.
 
+`exported` (conftest) gives one random-weight float model per cell and layer count in all four graph forms.
+"""
 import numpy as np
 import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from compact_lm.backends import NumpyBackend
 from compact_lm.cells import CELLS
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import OPSET, FloatGraphProducts, build_model, export_model
 from compact_lm.export.cells import ONNX_CELLS
 from compact_lm.export.interface import out_name, state_names
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
-from compact_lm.vocab import Vocab
+from conftest import export_float_model
 from onnx_helpers import all_op_types, random_state
 
 TOL = 1e-5
-SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
 
 
 def max_state_diff(a: list, b: list) -> float:
     """Largest |difference| between two per-layer states (lists of tuples of arrays)."""
     return max(float(np.abs(x - y).max()) for la, lb in zip(a, b) for x, y in zip(la, lb))
-
-
-def make_model(alice_text: str, cell: str, hidden_sizes: tuple, seed: int = 0) -> Model:
-    """A model with PyTorch-style random weights (scaled up so the gates leave their linear range)."""
-    vocab = Vocab.build(alice_text)
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=12, hidden_sizes=hidden_sizes)
-    info = {"steps": 7, "train_config": {"cell": cell, "lr": 0.003, "corpus": ["alice.txt"]},
-            "metrics": {"val": {"bpc": 2.5, "chars": 100}}}
-    return Model(config, vocab, init_params(config, np.random.default_rng(seed), scale=1.5), info)
 
 
 def stepwise(backend, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
@@ -46,22 +31,6 @@ def stepwise(backend, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         log_probs, state = backend.step(np.ascontiguousarray(ids[:, t]), state)
         out.append(log_probs)
     return np.stack(out, axis=1), state
-
-
-@pytest.fixture(scope="module", params=[(c, s) for c in CELLS for s in SIZES.values()], ids=lambda p: f"{p[0]}-{len(p[1])}layer")
-def exported(request, tmp_path_factory, alice_text):
-    """One model per (cell, layers), exported in all four graph forms, plus real text as ids."""
-    cell, sizes = request.param
-    model = make_model(alice_text, cell, sizes)
-    folder = tmp_path_factory.mktemp(f"{cell}{len(sizes)}")
-    paths = {}
-    for sequence in (False, True):
-        for native in (False, True):
-            key = ("native_" if native else "") + ("sequence" if sequence else "step")
-            paths[key] = folder / f"{key}.onnx"
-            export_model(model, paths[key], sequence=sequence, native_rnn=native)
-    ids = model.vocab.encode(alice_text[20000:20240]).astype(np.int64)
-    return SimpleNamespace(model=model, paths=paths, ids=ids, reference=NumpyBackend(model))
 
 
 def test_onnx_cell_registry_covers_every_cell():
@@ -216,16 +185,8 @@ def test_step_and_sequence_files_combine_in_one_backend(exported):
     assert np.abs(ort.run(ids, ort.initial_state(1))[0] - stepwise(ort, ids, ort.initial_state(1))[0]).max() <= TOL
 
 
-def test_importing_the_ort_backend_does_not_import_onnx():
-    code = ("import sys, compact_lm.ort_backend; "
-            "bad = sorted(m for m in sys.modules if m == 'onnx' or m.startswith('onnx.')); print(bad); "
-            "sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def test_a_failed_write_leaves_no_file(tmp_path, alice_text):
-    model = make_model(alice_text, "gru", (8,))
+    model = export_float_model(alice_text, "gru", (8,))
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(CompactLMError, match="cannot write"):
         export_model(model, tmp_path / "a_file" / "model.onnx")
@@ -234,14 +195,14 @@ def test_a_failed_write_leaves_no_file(tmp_path, alice_text):
 
 def test_a_failed_export_keeps_the_previous_file(tmp_path, alice_text, monkeypatch):
     path = tmp_path / "model.onnx"
-    export_model(make_model(alice_text, "gru", (8,)), path)
+    export_model(export_float_model(alice_text, "gru", (8,)), path)
     before = path.read_bytes()
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr("compact_lm.fileio.os.fsync", disk_full)
     with pytest.raises(CompactLMError, match="No space left"):
-        export_model(make_model(alice_text, "lstm", (8,)), path)
+        export_model(export_float_model(alice_text, "lstm", (8,)), path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
@@ -254,7 +215,7 @@ def test_a_failed_export_keeps_the_previous_file(tmp_path, alice_text, monkeypat
 ])
 def test_damaged_onnx_files_give_one_line_errors(tmp_path, alice_text, damage, message):
     path = tmp_path / "model.onnx"
-    export_model(make_model(alice_text, "gru", (8,)), path)
+    export_model(export_float_model(alice_text, "gru", (8,)), path)
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(CompactLMError, match=message) as error:
         OrtBackend(path)
@@ -263,7 +224,7 @@ def test_damaged_onnx_files_give_one_line_errors(tmp_path, alice_text, damage, m
 
 def test_every_truncation_of_the_metadata_is_refused(tmp_path, alice_text):
     path = tmp_path / "model.onnx"
-    export_model(make_model(alice_text, "gru", (8,)), path)
+    export_model(export_float_model(alice_text, "gru", (8,)), path)
     data = path.read_bytes()
     for cut in range(len(data) - 400, len(data), 7):   # the metadata_props are serialized last
         path.write_bytes(data[:cut])
@@ -322,7 +283,7 @@ class RecordingProducts(FloatGraphProducts):
 @pytest.mark.parametrize("sequence", [False, True])
 def test_every_float_weight_of_a_plain_graph_comes_from_the_products(alice_text, sequence):
     """What lets an int8 GraphProducts replace all of them: the builders add no float weight of their own."""
-    model = make_model(alice_text, "lstm", (10, 7))
+    model = export_float_model(alice_text, "lstm", (10, 7))
     products = RecordingProducts(model)
     proto = build_model(model, sequence=sequence, products=products)
     floats = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}

@@ -1,17 +1,14 @@
 """`compact-lm export` and `compact-lm verify`: they work, and each bad input gets one line and a non-zero exit."""
 import json
 
-import numpy as np
 import onnx
 import pytest
 
 from compact_lm.cli import main
-from compact_lm.config import ModelConfig
 from compact_lm import load
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
+from conftest import random_model
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +25,9 @@ def variant(tiny_model_path, tmp_path, **changes):
     """A model file like the tiny model but with other weights, sizes or vocabulary."""
     model = load(tiny_model_path)
     vocab = Vocab(changes.pop("chars")) if "chars" in changes else model.vocab
-    sizes = dict(cell=model.config.cell, vocab_size=vocab.size, embed_size=model.config.embed_size,
-                 hidden_sizes=model.config.hidden_sizes)
-    sizes.update(changes)
-    config = ModelConfig(**sizes)
-    other = Model(config, vocab, init_params(config, np.random.default_rng(9)))
+    sizes = {"cell": model.config.cell, "embed_size": model.config.embed_size,
+             "hidden_sizes": model.config.hidden_sizes, **changes}
+    other = random_model(sizes["cell"], sizes["hidden_sizes"], embed=sizes["embed_size"], vocab=vocab, seed=9)
     path = tmp_path / "other.npz"
     other.save(path)
     return path
@@ -146,14 +141,6 @@ def test_verify_with_a_damaged_onnx(tiny_model_path, exported_tiny, tmp_path, ca
     assert_one_line_error(code, err, "damaged.onnx", fragment)
 
 
-def test_verify_with_an_onnx_without_compact_lm_metadata(tiny_model_path, exported_tiny, tmp_path, capsys):
-    proto = onnx.load(exported_tiny / "step.onnx")
-    del proto.metadata_props[:]
-    onnx.save(proto, tmp_path / "bare.onnx")
-    code, _, err = run(capsys, "verify", tiny_model_path, tmp_path / "bare.onnx")
-    assert_one_line_error(code, err, "bare.onnx", "without compact-lm metadata")
-
-
 def test_verify_with_a_missing_onnx(tiny_model_path, tmp_path, capsys):
     code, _, err = run(capsys, "verify", tiny_model_path, tmp_path / "nope.onnx")
     assert_one_line_error(code, err, "nope.onnx does not exist")
@@ -180,15 +167,8 @@ def test_native_rnn_export_of_a_quantized_model_is_refused(tiny_model_path, tmp_
 
 
 def test_export_never_overwrites_the_input_model(tmp_path, capsys):
-    from compact_lm.config import ModelConfig
-    from compact_lm.model import Model
-    from compact_lm.network import init_params
-    from compact_lm.vocab import Vocab
-    from cli_helpers import assert_one_line_error, run
-    vocab = Vocab.build("abc de")
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(6,))
     path = tmp_path / "m.npz"
-    Model(config, vocab, init_params(config, np.random.default_rng(0))).save(path)
+    random_model("gru", (6,), embed=4, text="abc de").save(path)
     before = path.read_bytes()
     for flags in (["--out", path], ["--out", tmp_path / "a.onnx", "--sequence", path]):
         code, _, err = run(capsys, "export", path, *flags)

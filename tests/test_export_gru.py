@@ -9,20 +9,15 @@ import onnx
 import onnxruntime
 import pytest
 
-from compact_lm.config import ModelConfig
 from compact_lm.export import build_model
-from compact_lm.model import Model
-from compact_lm.network import init_params
-from compact_lm.vocab import Vocab
+from conftest import random_model
 
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def gru_model(alice_text):
-    vocab = Vocab.build(alice_text)
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=10, hidden_sizes=(16,))
-    return Model(config, vocab, init_params(config, np.random.default_rng(5), scale=2.0))
+    return random_model("gru", (16,), embed=10, text=alice_text, seed=5, scale=2.0)
 
 
 def session(proto: onnx.ModelProto) -> onnxruntime.InferenceSession:

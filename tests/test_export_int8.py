@@ -6,7 +6,6 @@ rounds differently (TOL). Single products and whole runs are checked, in onnxrun
 and in onnx's ReferenceEvaluator.
 """
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -16,9 +15,8 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.cells import CELLS, LSTM_GATE_ACTIVATIONS
+from compact_lm.cells import LSTM_GATE_ACTIVATIONS
 from compact_lm.cli import main
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import OPSET, build_model, export_model
 from compact_lm.export.graph import FLOAT, GraphBuilder, make_model, tensor
@@ -27,38 +25,20 @@ from compact_lm.export.products_int8 import Int8GraphProducts, int8_matmul
 from compact_lm.verify import verify_backends
 from compact_lm.int8 import ACT_SCALE, ACTIVATION_STEPS, TABLE_ACTIVATIONS, Int8Product, Int8Products
 from compact_lm import load
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend, session_options
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
+from conftest import export_int8_model, random_model
 from onnx_helpers import all_op_types, random_state
 
 TOL = 1e-5     # float rounding of log-softmax (observed <= 2e-6)
-SIZES = {"1 layer": (20,), "2 layers": (20, 13)}    # unequal layer sizes, as pruning makes them
 
 
-def quantized(alice_text: str, cell: str, hidden_sizes: tuple, seed: int = 0, embed: int = 12, **options):
-    """A quantized model of PyTorch-style random weights (scaled up so the gates leave their linear range)."""
-    vocab = Vocab.build(alice_text)
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=embed, hidden_sizes=hidden_sizes)
-    info = {"steps": 3, "train_config": {"cell": cell}, "metrics": {"val": {"bpc": 2.5}}}
-    params = init_params(config, np.random.default_rng(seed), scale=1.5)
-    return quantize_model(Model(config, vocab, params, info), **options)
-
-
-@pytest.fixture(scope="module", params=[(c, s) for c in CELLS for s in SIZES.values()], ids=lambda p: f"{p[0]}-{len(p[1])}layer")
-def exported(request, tmp_path_factory, alice_text):
-    """One quantized model per (cell, layers), exported as int8 step and sequence graphs, plus real text as ids."""
-    cell, sizes = request.param
-    model = quantized(alice_text, cell, sizes)
-    folder = tmp_path_factory.mktemp(f"int8_{cell}{len(sizes)}")
-    paths = {"step": folder / "step.onnx", "sequence": folder / "sequence.onnx"}
-    export_model(model, paths["step"])
-    export_model(model, paths["sequence"], sequence=True)
-    ids = model.vocab.encode(alice_text[30000:30240]).astype(np.int64)
-    return SimpleNamespace(model=model, paths=paths, ids=ids, reference=NumpyBackend(model))
+@pytest.fixture(scope="module")
+def export_precision() -> str:
+    """conftest's `exported` gives this file quantized models, exported as int8 step and sequence graphs."""
+    return "int8"
 
 
 # ------------------------------------------------------------------------------ single products
@@ -136,7 +116,7 @@ def test_table_lookups_are_bit_identical_to_numpy(optimize, rows):
 
 
 def test_the_int8_table_gather_is_bit_identical_to_numpy(alice_text):
-    model = quantized(alice_text, "gru", (16,))
+    model = export_int8_model(alice_text, "gru", (16,))
     products = Int8GraphProducts(model)
     ids = np.arange(model.config.vocab_size, dtype=np.int64)[::-1].copy()
     got = run_graph(lambda g, name: products.embed(g, name), {"ids": ids}, 2)
@@ -244,8 +224,8 @@ def test_verification_passes(exported):
 
 def test_a_wrong_scale_fails_verification(alice_text, tmp_path):
     """The check can fail: one head row's scale 1% off changes that logit at every position."""
-    model = quantized(alice_text, "lstm", (20, 13))
-    wrong = quantized(alice_text, "lstm", (20, 13))
+    model = export_int8_model(alice_text, "lstm", (20, 13))
+    wrong = export_int8_model(alice_text, "lstm", (20, 13))
     wrong.arrays["head.weight.scale"][5] *= np.float32(1.01)
     export_model(wrong, tmp_path / "wrong.onnx")
     ids = model.vocab.encode(alice_text[500:600])
@@ -254,8 +234,8 @@ def test_a_wrong_scale_fails_verification(alice_text, tmp_path):
 
 
 def test_a_wrong_recurrent_weight_fails_verification(alice_text, tmp_path):
-    model = quantized(alice_text, "gru", (20,))
-    wrong = quantized(alice_text, "gru", (20,))
+    model = export_int8_model(alice_text, "gru", (20,))
+    wrong = export_int8_model(alice_text, "gru", (20,))
     wrong.arrays["rnn.weight_hh_l0.q"][:, 3] = -wrong.arrays["rnn.weight_hh_l0.q"][:, 3]
     export_model(wrong, tmp_path / "wrong.onnx")
     ids = model.vocab.encode(alice_text[500:600])
@@ -309,17 +289,15 @@ def test_metadata_round_trips_and_says_int8(exported):
 def test_int8_file_is_under_a_third_of_the_fp32_file(alice_text):
     """GRU E=64, H=256 over a 66-character vocabulary, as in benchmarks/export_latency.py."""
     vocab = Vocab(tuple(sorted(set(alice_text)))[:65])
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=64, hidden_sizes=(256,))
     assert vocab.size == 66
-    model = Model(config, vocab, init_params(config, np.random.default_rng(0)))
+    model = random_model("gru", (256,), embed=64, vocab=vocab)
     fp32 = len(build_model(model).SerializeToString())
     int8 = len(build_model(quantize_model(model)).SerializeToString())
     assert int8 <= 0.3 * fp32, (int8, fp32)
 
 
 def test_fp32_export_is_unchanged_by_the_int8_path(alice_text):
-    model = Model(*(lambda q: (q.config, q.vocab))(quantized(alice_text, "gru", (8,))),
-                  init_params(ModelConfig("gru", Vocab.build(alice_text).size, 12, (8,)), np.random.default_rng(0)))
+    model = random_model("gru", (8,), embed=12, text=alice_text)
     proto = build_model(model)
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
     assert {p.key: p.value for p in proto.metadata_props}["int8"] == "false"
@@ -327,7 +305,7 @@ def test_fp32_export_is_unchanged_by_the_int8_path(alice_text):
 
 def test_native_rnn_export_of_a_quantized_model_is_refused(alice_text):
     with pytest.raises(CompactLMError, match="no integer variant"):
-        build_model(quantized(alice_text, "lstm", (8,)), native_rnn=True)
+        build_model(export_int8_model(alice_text, "lstm", (8,)), native_rnn=True)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -367,7 +345,8 @@ def test_cli_verify_text_output(cli_files, capsys):
 
 def test_cli_verify_fails_for_another_quantized_model(cli_files, tiny_model_path, tmp_path, capsys):
     model = load(tiny_model_path)
-    other = Model(model.config, model.vocab, init_params(model.config, np.random.default_rng(9)))
+    other = random_model(model.config.cell, model.config.hidden_sizes, embed=model.config.embed_size,
+                         vocab=model.vocab, seed=9)
     quantize_model(other).save(tmp_path / "other.npz")
     assert run(capsys, "export", tmp_path / "other.npz", "--out", tmp_path / "other.onnx")[0] == 0
     code, out, err = run(capsys, "verify", cli_files / "int8.npz", tmp_path / "other.onnx")

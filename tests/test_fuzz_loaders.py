@@ -9,37 +9,27 @@ import math
 import signal
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import export_model
 from compact_lm import load
 from compact_lm.metrics import evaluate_ids
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.tools.quantize import quantize_model
-from compact_lm.vocab import Vocab
+from conftest import random_model
 
 TEXT = "the lazy dog jumps"
 SECONDS_PER_EXAMPLE = 10   # a load that takes longer than this is a hang
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _model() -> Model:
-    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
-    config = ModelConfig(cell="lstm", vocab_size=vocab.size, embed_size=4, hidden_sizes=(6, 5))
-    return Model(config, vocab, init_params(config, np.random.default_rng(1)))
-
-
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory) -> dict[str, bytes]:
     """The bytes of a valid float .npz, int8 .npz and step-graph .onnx of one small model."""
     folder = tmp_path_factory.mktemp("fuzz_originals")
-    model = _model()
+    model = random_model("lstm", (6, 5), embed=4, seed=1)
     model.save(folder / "float.npz")
     quantize_model(model).save(folder / "int8.npz")
     export_model(model, folder / "step.onnx")

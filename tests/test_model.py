@@ -6,23 +6,16 @@ import pytest
 
 import compact_lm
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm import load
-from compact_lm.model import Model
 from compact_lm.model_file import FORMAT_VERSION
-from compact_lm.network import init_params
-from compact_lm.vocab import Vocab
+from conftest import random_model
 
-
-def _model(cell="gru", hidden_sizes=(12, 8)) -> Model:
-    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=6, hidden_sizes=hidden_sizes)
-    return Model(config, vocab, init_params(config, np.random.default_rng(0)), {"steps": 3})
+MODEL = dict(hidden=(12, 8), embed=6, info={"steps": 3})     # this file's random_model settings (pangram, seed 0)
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
-    model = _model("lstm")
+    model = random_model("lstm", **MODEL)
     model.save(tmp_path / "m.npz")
     again = load(tmp_path / "m.npz")
     assert again.config == model.config and again.vocab == model.vocab
@@ -30,7 +23,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_metadata_is_a_json_string_array_without_pickle(tmp_path):
-    _model().save(tmp_path / "m.npz")
+    random_model(**MODEL).save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         meta = json.loads(str(archive["metadata"]))
         assert archive["metadata"].shape == () and archive["metadata"].dtype.kind == "U"
@@ -46,7 +39,7 @@ def test_metadata_is_a_json_string_array_without_pickle(tmp_path):
 ])
 def test_damaged_files_give_one_line_errors(tmp_path, damage, message):
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model(**MODEL).save(path)
     damage(path)
     with pytest.raises(CompactLMError, match=message):
         load(path)
@@ -54,7 +47,7 @@ def test_damaged_files_give_one_line_errors(tmp_path, damage, message):
 
 def test_wrong_format_version_is_refused(tmp_path):
     path = tmp_path / "m.npz"
-    model = _model()
+    model = random_model(**MODEL)
     meta = model.metadata()
     meta["format_version"] = 99
     np.savez(path, metadata=np.array(json.dumps(meta)), **model.params)
@@ -64,7 +57,7 @@ def test_wrong_format_version_is_refused(tmp_path):
 
 def test_object_arrays_are_never_unpickled(tmp_path):
     path = tmp_path / "m.npz"
-    model = _model()
+    model = random_model(**MODEL)
     np.savez(path, metadata=np.array(json.dumps(model.metadata())), evil=np.array([{"a": 1}], dtype=object),
              **model.params)
     with pytest.raises(CompactLMError, match="object arrays"):
@@ -73,7 +66,7 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 
 def test_wrong_array_shape_is_refused(tmp_path):
     path = tmp_path / "m.npz"
-    model = _model()
+    model = random_model(**MODEL)
     params = dict(model.params)
     params["head.bias"] = np.zeros(3, np.float32)
     np.savez(path, metadata=np.array(json.dumps(model.metadata())), **params)
@@ -83,7 +76,7 @@ def test_wrong_array_shape_is_refused(tmp_path):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_step_by_step_equals_whole_sequence(cell):
-    model = _model(cell)
+    model = random_model(cell, **MODEL)
     backend = NumpyBackend(model)
     ids = model.vocab.encode("the lazy dog jumps")
     batch = np.stack([ids, ids[::-1]])
@@ -99,7 +92,7 @@ def test_step_by_step_equals_whole_sequence(cell):
 
 
 def test_evaluate_scores_every_character_after_the_first():
-    model = _model()
+    model = random_model(**MODEL)
     text = "the quick brown fox"
     backend = NumpyBackend(model)
     ids = model.vocab.encode(text)
@@ -112,7 +105,7 @@ def test_evaluate_scores_every_character_after_the_first():
 
 
 def test_long_text_scoring_carries_state_across_chunks(monkeypatch):
-    model = _model()
+    model = random_model(**MODEL)
     text = "the quick brown fox jumps over the lazy dog\n" * 8
     whole = model.evaluate(text).nats
     monkeypatch.setattr(compact_lm.metrics, "EVAL_CHUNK", 7)

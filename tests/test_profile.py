@@ -7,11 +7,8 @@ import onnx
 import pytest
 
 from compact_lm.autocomplete import default_is_boundary
-from compact_lm.config import ModelConfig
 from compact_lm.export import export_model
 from compact_lm import load
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.tools.profile import LATENCY_KINDS, ProfileConfig, profile_files
 from compact_lm.tools.profile_probe import run_probe
 from compact_lm.tools.profile_timing import completion_prefixes, latency_stats, measure_in_turns
@@ -19,6 +16,7 @@ from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
 
 from cli_helpers import assert_one_line_error, run
+from conftest import random_model
 
 TINY = ProfileConfig(step_calls=40, completions=8, keystrokes=20, turns=2, limit=300, probe_rounds=1)
 TINY_ARGS = ["--step-calls", "40", "--completions", "8", "--keystrokes", "20", "--limit", "300", "--rounds", "1"]
@@ -165,8 +163,7 @@ def test_onnx_without_compact_lm_metadata(variants, tmp_path, capsys):
 
 def test_mixed_vocabularies_name_both_files(variants, tmp_path, capsys):
     vocab = Vocab(tuple(" .abcdefghijklmnopqrstuvwxyz"))
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=4, hidden_sizes=(8,))
-    Model(config, vocab, init_params(config, np.random.default_rng(0))).save(tmp_path / "other.npz")
+    random_model("gru", (8,), embed=4, vocab=vocab).save(tmp_path / "other.npz")
     code, _, err = run(capsys, "profile", variants[0], variants[2], tmp_path / "other.npz", *TINY_ARGS)
     assert_one_line_error(code, err, "other.npz has another vocabulary than", "model.npz", "entries")
 

@@ -3,26 +3,17 @@ import numpy as np
 import pytest
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm import load
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.cells import get_cell
 from compact_lm.tools.prune import (calibration_ids_from_corpus, prune_model, prune_once, reconstruction_order,
                                     refit_readers, remove_units, target_sizes, unit_scores, unit_statistics)
 from compact_lm.trainer import Trainer, prepare_corpus
-from compact_lm.vocab import Vocab
 
-from conftest import tiny_config
+from conftest import random_model, tiny_config
 
 TEXT = "the quick brown fox jumps over the lazy dog\n" * 4
-
-
-def _model(cell, hidden_sizes=(10, 8)) -> Model:
-    vocab = Vocab.build(TEXT)
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=6, hidden_sizes=hidden_sizes)
-    return Model(config, vocab, init_params(config, np.random.default_rng(0), scale=2.0))
+RANDOM = dict(text=TEXT, embed=6, scale=2.0)    # this file's random_model settings (seed 0)
 
 
 def _log_probs(model):
@@ -41,7 +32,7 @@ def _silence(model, layer, unit):
 @pytest.mark.parametrize("layer", [0, 1])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_removing_a_silent_unit_changes_no_output(cell, layer):
-    model = _model(cell)
+    model = random_model(cell, (10, 8), **RANDOM)
     _silence(model, layer, 3)
     keep = [np.arange(h) for h in model.config.hidden_sizes]
     keep[layer] = np.delete(keep[layer], 3)
@@ -51,7 +42,7 @@ def test_removing_a_silent_unit_changes_no_output(cell, layer):
 
 
 def test_removing_a_unit_that_matters_changes_outputs():
-    model = _model("gru")
+    model = random_model("gru", (10, 8), **RANDOM)
     keep = [np.arange(1, 10), np.arange(8)]
     assert np.abs(_log_probs(remove_units(model, keep)) - _log_probs(model)).max() > 1e-3
 
@@ -63,7 +54,7 @@ def test_unit_rows_take_the_same_offset_in_every_gate_block():
 
 @pytest.mark.parametrize("criterion", ["magnitude", "activation", "reconstruction"])
 def test_pruned_model_has_the_target_sizes_and_reloads(tmp_path, criterion):
-    model = _model("lstm")
+    model = random_model("lstm", (10, 8), **RANDOM)
     pruned = prune_once(model, (5, 3), criterion=criterion, calibration_ids=model.vocab.encode(TEXT))
     pruned.save(tmp_path / "p.npz")
     again = load(tmp_path / "p.npz")
@@ -73,7 +64,7 @@ def test_pruned_model_has_the_target_sizes_and_reloads(tmp_path, criterion):
 
 def test_mean_folding_keeps_a_constant_unit_for_free():
     """A unit whose output never changes is replaced exactly by the head's bias."""
-    model = _model("rnn", (6,))
+    model = random_model("rnn", (6,), **RANDOM)
     # unit 2: no weights in, none recurrent out, bias 0.7: h_2 = tanh(0.7) at every step, read by the head
     for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l0"):
         model.params[name][2, :] = 0.0
@@ -126,7 +117,7 @@ def test_reconstruction_puts_constant_and_duplicate_units_last():
 
 @pytest.mark.parametrize("cell, criterion", [("gru", "reconstruction"), ("lstm", "activation"), ("rnn", "activation")])
 def test_the_default_criterion_is_the_cells_own(cell, criterion):
-    model = _model(cell, (12,))
+    model = random_model(cell, (12,), **RANDOM)
     ids = model.vocab.encode(TEXT * 2)
     chosen = prune_once(model, (6,), calibration_ids=ids)
     same = {c: all(np.array_equal(chosen.params[n], prune_once(model, (6,), criterion=c, calibration_ids=ids).params[n])
@@ -137,12 +128,12 @@ def test_the_default_criterion_is_the_cells_own(cell, criterion):
 def test_data_driven_criteria_need_calibration_text():
     for criterion in ("reconstruction", "activation"):
         with pytest.raises(CompactLMError, match="needs calibration text"):
-            unit_scores(_model("gru"), criterion, None)
+            unit_scores(random_model("gru", (10, 8), **RANDOM), criterion, None)
 
 
 def test_reconstruction_removes_a_duplicated_unit_for_free():
     """Unit 5 computes exactly what unit 2 does; the readers' refit gives its weights to unit 2."""
-    model = _model("gru", (8,))
+    model = random_model("gru", (8,), **RANDOM)
     _duplicate_unit(model, 0, source=2, copy=5)
     pruned = prune_once(model, (7,), criterion="reconstruction", calibration_ids=model.vocab.encode(TEXT * 2))
     np.testing.assert_allclose(_log_probs(pruned), _log_probs(model), atol=1e-5)
@@ -195,7 +186,7 @@ def test_bad_target_sizes_are_refused(kwargs, message):
 
 def test_unknown_criterion_is_refused():
     with pytest.raises(CompactLMError, match="unknown criterion 'random'"):
-        unit_scores(_model("gru"), "random", None)
+        unit_scores(random_model("gru", (10, 8), **RANDOM), "random", None)
 
 
 def _duplicate_unit(model, layer, source, copy):
@@ -210,7 +201,7 @@ def _duplicate_unit(model, layer, source, copy):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_refitting_the_readers_replaces_a_duplicate_unit_exactly(cell, layer):
     """A removed unit whose output the kept units reproduce costs nothing: its readers move to the copy it had."""
-    model = _model(cell)
+    model = random_model(cell, (10, 8), **RANDOM)
     _duplicate_unit(model, layer, source=2, copy=5)
     sizes = list(model.config.hidden_sizes)
     stats = unit_statistics(model, model.vocab.encode(TEXT))
@@ -222,7 +213,7 @@ def test_refitting_the_readers_replaces_a_duplicate_unit_exactly(cell, layer):
 
 
 def test_refitting_the_readers_brings_a_pruned_model_closer_to_the_original():
-    model = _model("gru", (16,))
+    model = random_model("gru", (16,), **RANDOM)
     stats = unit_statistics(model, model.vocab.encode(TEXT))
     keep = [np.arange(0, 16, 2)]
     folded = remove_units(model, keep, stats.mean)
@@ -232,7 +223,7 @@ def test_refitting_the_readers_brings_a_pruned_model_closer_to_the_original():
 
 
 def test_prune_once_refits_the_readers_from_its_calibration_text():
-    model = _model("gru", (16,))
+    model = random_model("gru", (16,), **RANDOM)
     ids = model.vocab.encode(TEXT * 2)
     stats = unit_statistics(model, ids)
     pruned = prune_once(model, (8,), criterion="activation", calibration_ids=ids)
@@ -244,7 +235,7 @@ def test_prune_once_refits_the_readers_from_its_calibration_text():
 
 def test_short_calibration_text_keeps_the_mean_folding_only():
     """Fewer than 10 positions per fitted weight: a fit would follow the text, not the model."""
-    model = _model("gru", (16,))
+    model = random_model("gru", (16,), **RANDOM)
     ids = model.vocab.encode(TEXT)[:40]          # 40 < 10 * (8 + 1)
     stats = unit_statistics(model, ids)
     keep = [np.arange(0, 16, 2)]
@@ -254,7 +245,7 @@ def test_short_calibration_text_keeps_the_mean_folding_only():
 
 
 def test_a_layer_that_keeps_every_unit_is_not_refit():
-    model = _model("lstm", (10, 8))
+    model = random_model("lstm", (10, 8), **RANDOM)
     stats = unit_statistics(model, model.vocab.encode(TEXT * 3))
     keep = [np.arange(10), np.arange(0, 8, 2)]     # layer 0 whole: its W_hh and layer 1's W_ih columns stay
     folded = remove_units(model, keep, stats.mean)
@@ -266,7 +257,7 @@ def test_a_layer_that_keeps_every_unit_is_not_refit():
 
 def test_fine_tuning_uses_the_measured_settings():
     from compact_lm.tools.prune import FINETUNE_LR, finetune_config
-    model = _model("gru")
+    model = random_model("gru", (10, 8), **RANDOM)
     model.info["train_config"] = {"corpus": ["text.txt"], "lr": 5e-3, "dropout": 0.2, "min_lr_ratio": 0.05}
     config = finetune_config(model, 560)
     assert (config.steps, config.lr, config.dropout, config.distill) == (560, FINETUNE_LR, 0.0, 0.5)

@@ -3,34 +3,29 @@ import numpy as np
 import pytest
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm import load
 from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.tools.prune_vocab import drop_rare_characters
-from compact_lm.vocab import Vocab
 
 from cli_helpers import assert_one_line_error, run
+from conftest import random_model
 
 TEXT = "the cat sat on the mat; a rat ran at the cat!"
 RARE = ";!"
+RANDOM = dict(text=TEXT, embed=6, seed=3, scale=2.0, dtype=np.float64)   # this file's random_model settings
 
 
-def _random_parts():
-    vocab = Vocab.build(TEXT)
-    config = ModelConfig(cell="gru", vocab_size=vocab.size, embed_size=6, hidden_sizes=(10,))
-    return config, vocab, init_params(config, np.random.default_rng(3), dtype=np.float64, scale=2.0)
-
-
-def _model() -> Model:
-    config, vocab, params = _random_parts()
-    merged = [0, *(vocab.tokens.index(c) for c in RARE)]
-    # the rare characters read like <unk> and share its output row (not its bias): the fold is then exact
+def _foldable() -> Model:
+    """Random weights, but the rare characters read like <unk> and share its output row (not its bias):
+    the fold is then exact."""
+    model = random_model("gru", (10,), **RANDOM)
+    params = model.params
+    merged = [0, *(model.vocab.tokens.index(c) for c in RARE)]
     params["embedding.weight"][merged] = params["embedding.weight"][0]
     params["head.weight"][merged] = params["head.weight"][0]
     params["head.bias"][merged] = [0.3, -1.0, 0.7]
-    return Model(config, vocab, params)
+    return model
 
 
 def _counts(model: Model) -> np.ndarray:
@@ -47,7 +42,7 @@ def _log_probs(model: Model, text: str) -> np.ndarray:
 
 
 def test_dropped_characters_read_as_unk_and_give_it_their_probability():
-    model = _model()
+    model = _foldable()
     smaller, dropped = drop_rare_characters(model, _counts(model), 5, model.vocab.encode(TEXT * 3))
     assert sorted(dropped) == sorted(RARE) and smaller.vocab.size == model.vocab.size - len(RARE)
     old, new = _log_probs(model, TEXT), _log_probs(smaller, TEXT)
@@ -58,7 +53,7 @@ def test_dropped_characters_read_as_unk_and_give_it_their_probability():
 
 
 def test_unk_reads_as_the_count_weighted_mean_of_what_it_stands_for():
-    model = Model(*_random_parts())
+    model = random_model("gru", (10,), **RANDOM)
     counts = _counts(model)
     counts[0] = 2
     smaller, _ = drop_rare_characters(model, counts, 5, model.vocab.encode(TEXT))
@@ -69,7 +64,7 @@ def test_unk_reads_as_the_count_weighted_mean_of_what_it_stands_for():
 
 def test_unk_output_row_fits_the_merged_probability_on_calibration_text():
     """Distinct output rows: the fold is a least-squares fit, close on the text it was fit on."""
-    model = Model(*_random_parts())
+    model = random_model("gru", (10,), **RANDOM)
     calibration = (TEXT * 40)[:1500]
     smaller, _ = drop_rare_characters(model, _counts(model), 5, model.vocab.encode(calibration))
     old, new = _log_probs(model, calibration), _log_probs(smaller, calibration)
@@ -79,7 +74,7 @@ def test_unk_output_row_fits_the_merged_probability_on_calibration_text():
 
 
 def test_nothing_to_drop_returns_the_model_and_dropping_everything_is_refused():
-    model = _model()
+    model = _foldable()
     assert drop_rare_characters(model, _counts(model), 1, model.vocab.encode(TEXT)) == (model, [])
     with pytest.raises(CompactLMError, match="would drop every character"):
         drop_rare_characters(model, _counts(model), 1000, model.vocab.encode(TEXT))

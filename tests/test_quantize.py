@@ -5,23 +5,16 @@ import numpy as np
 import pytest
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.fileio import save_npz
 from compact_lm.int8 import (ACT_SCALE, ACT_ZERO_POINT, ACTIVATION_STEPS, ACTIVATION_TABLES, TABLE_ACTIVATIONS,
                              Int8Product, quantize_rows)
 from compact_lm import load
-from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.quantized import QuantizedModel
 from compact_lm.tools.quantize import quantize_model
-from compact_lm.vocab import Vocab
+from conftest import random_model
 
-
-def _model(cell="gru", hidden_sizes=(24, 16), embed_size=6) -> Model:
-    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=embed_size, hidden_sizes=hidden_sizes)
-    return Model(config, vocab, init_params(config, np.random.default_rng(0), scale=2.0))
+RANDOM = dict(embed=6, scale=2.0)    # this file's random_model settings (pangram vocabulary, seed 0)
 
 
 @pytest.mark.parametrize("bits", [7, 8])
@@ -105,7 +98,7 @@ def test_activation_tables_match_a_plain_lookup_at_ties(step):
 def test_int8_step_matches_an_independent_integer_step(cell):
     """One whole int8 step (table gather, integer products, table activations, head) against arithmetic done here."""
     from compact_lm.cells import get_cell
-    quantized = quantize_model(_model(cell, (24,)))
+    quantized = quantize_model(random_model(cell, (24,), **RANDOM))
     a = quantized.arrays
     backend = NumpyBackend(quantized)
     rng = np.random.default_rng(4)
@@ -131,7 +124,7 @@ def test_int8_step_matches_an_independent_integer_step(cell):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_int8_stays_close_to_float(cell):
-    model = _model(cell)
+    model = random_model(cell, (24, 16), **RANDOM)
     text = "the quick brown fox jumps over the lazy dog\n" * 3
     fp32 = model.evaluate(text).bpc
     int8 = quantize_model(model).evaluate(text).bpc
@@ -139,7 +132,7 @@ def test_int8_stays_close_to_float(cell):
 
 
 def test_quantized_model_round_trips_through_a_file(tmp_path):
-    quantized = quantize_model(_model("lstm"))
+    quantized = quantize_model(random_model("lstm", (24, 16), **RANDOM))
     quantized.save(tmp_path / "q.npz")
     again = load(tmp_path / "q.npz")
     assert isinstance(again, QuantizedModel) and again.weight_bits == 7
@@ -149,7 +142,7 @@ def test_quantized_model_round_trips_through_a_file(tmp_path):
 
 
 def test_quantized_file_is_about_a_quarter():
-    model = _model("gru", (128,), embed_size=32)
+    model = random_model("gru", (128,), embed=32, scale=2.0)
     quantized = quantize_model(model)
     float_bytes = sum(a.nbytes for a in model.params.values())
     int8_bytes = sum(a.nbytes for a in quantized.arrays.values())
@@ -157,7 +150,7 @@ def test_quantized_file_is_about_a_quarter():
 
 
 def test_dequantized_float_path_separates_weight_error():
-    quantized = quantize_model(_model("gru"))
+    quantized = quantize_model(random_model("gru", (24, 16), **RANDOM))
     text = "the quick brown fox"
     int8, weights_only = quantized.evaluate(text).nats, quantized.evaluate(text, arithmetic="float").nats
     assert int8 != weights_only and abs(int8 - weights_only) < 0.01
@@ -165,12 +158,12 @@ def test_dequantized_float_path_separates_weight_error():
 
 def test_quantizing_twice_is_refused():
     with pytest.raises(CompactLMError, match="already quantized"):
-        quantize_model(quantize_model(_model()))
+        quantize_model(quantize_model(random_model("gru", (24, 16), **RANDOM)))
 
 
 def test_an_int8_file_of_the_earlier_scheme_is_refused(tmp_path):
     """Files from before the activation tables and per-column table scales would load with another meaning."""
-    quantized = quantize_model(_model("gru"))
+    quantized = quantize_model(random_model("gru", (24, 16), **RANDOM))
     meta = quantized.metadata()
     for key in ("table_scales", "sigmoid_step", "tanh_step"):
         del meta["int8"][key]
@@ -180,7 +173,7 @@ def test_an_int8_file_of_the_earlier_scheme_is_refused(tmp_path):
 
 
 def test_an_int8_file_with_a_nan_scale_is_refused(tmp_path):
-    quantized = quantize_model(_model("gru"))
+    quantized = quantize_model(random_model("gru", (24, 16), **RANDOM))
     quantized.arrays["head.weight.scale"][2] = np.nan
     save_npz(tmp_path / "nan.npz", quantized.arrays, quantized.metadata())
     with pytest.raises(CompactLMError, match="head.weight.scale holds NaN or infinite values"):

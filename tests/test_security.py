@@ -2,7 +2,6 @@
 external data or custom-domain operators, are refused with one-line errors before anything is loaded."""
 import re
 import struct
-import sys
 import time
 import zipfile
 
@@ -11,22 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compact_lm.config import ModelConfig
 from compact_lm.errors import CompactLMError
 from compact_lm.export import build_model, export_model
 from compact_lm import load
 from compact_lm.model import Model
-from compact_lm.network import init_params
 from compact_lm.onnx_scan import unsafe_onnx_feature
 from compact_lm.ort_backend import OrtBackend
-from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run
-
-
-def _model(cell="gru") -> Model:
-    vocab = Vocab.build("the quick brown fox jumps over the lazy dog\n")
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=6, hidden_sizes=(8,))
-    return Model(config, vocab, init_params(config, np.random.default_rng(0)))
+from conftest import random_model
 
 
 def _npy_header(dtype_descr: str, shape: tuple, version=(1, 0)) -> bytes:
@@ -51,7 +42,7 @@ def _rewrite(path, replace: dict[str, bytes]) -> None:
 @pytest.mark.parametrize("version", [(1, 0), (2, 0)])
 def test_a_header_declaring_a_terabyte_array_fails_fast(tmp_path, version):
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"head.bias.npy": _npy_header("<f4", (2 ** 38,), version)})   # 1 TiB of float32
     start = time.perf_counter()
     with pytest.raises(CompactLMError, match=r"head\.bias\.npy.*declares \d+ bytes.*more than 2 GiB") as caught:
@@ -63,7 +54,7 @@ def test_a_header_declaring_a_terabyte_array_fails_fast(tmp_path, version):
 def test_a_header_larger_than_its_data_is_refused(tmp_path):
     """A modest declared size that the member does not actually hold (np.load would read past it)."""
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"head.bias.npy": _npy_header("<f4", (1000, 1000)) + b"\0" * 16})
     with pytest.raises(CompactLMError, match=r"head\.bias\.npy.*declares shape \(1000, 1000\).*holds 16 bytes"):
         load(path)
@@ -72,7 +63,7 @@ def test_a_header_larger_than_its_data_is_refused(tmp_path):
 def test_a_member_claiming_more_than_2_gib_uncompressed_is_refused(tmp_path):
     """The zip central directory's uncompressed sizes are summed before any member is opened."""
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     data = bytearray(path.read_bytes())
     # the first central-directory entry: its 4-byte uncompressed size sits at offset 24
     struct.pack_into("<I", data, data.index(b"PK\x01\x02") + 24, 0xFFFFFFF0)
@@ -90,7 +81,7 @@ def test_a_member_claiming_more_than_2_gib_uncompressed_is_refused(tmp_path):
 ])
 def test_unexpected_dtypes_are_refused_from_the_header(tmp_path, descr, message):
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"head.bias.npy": _npy_header(descr, (4,)) + b"\0" * 64})
     with pytest.raises(CompactLMError, match=re.escape(message)):
         load(path)
@@ -98,7 +89,7 @@ def test_unexpected_dtypes_are_refused_from_the_header(tmp_path, descr, message)
 
 def test_metadata_must_be_a_0d_string_in_the_header(tmp_path):
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"metadata.npy": _npy_header("<f4", (2,)) + b"\0" * 8})
     with pytest.raises(CompactLMError, match="malformed metadata entry"):
         load(path)
@@ -106,7 +97,7 @@ def test_metadata_must_be_a_0d_string_in_the_header(tmp_path):
 
 def test_a_member_that_is_not_npy_is_refused(tmp_path):
     path = tmp_path / "m.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"notes.txt": b"hello"})
     with pytest.raises(CompactLMError, match="'notes.txt' is not an .npy array"):
         load(path)
@@ -114,7 +105,7 @@ def test_a_member_that_is_not_npy_is_refused(tmp_path):
 
 def test_float64_and_int8_files_still_load(tmp_path):
     from compact_lm.tools.quantize import quantize_model
-    model = _model()
+    model = random_model()
     wide = Model(model.config, model.vocab, {k: v.astype(np.float64) for k, v in model.params.items()})
     wide.save(tmp_path / "f64.npz")
     assert load(tmp_path / "f64.npz").params["head.bias"].dtype == np.float64
@@ -124,7 +115,7 @@ def test_float64_and_int8_files_still_load(tmp_path):
 
 def test_cli_reports_a_hostile_npz_on_one_line(tmp_path, capsys):
     path = tmp_path / "evil.npz"
-    _model().save(path)
+    random_model().save(path)
     _rewrite(path, {"head.bias.npy": _npy_header("<f4", (2 ** 40,))})
     code, _, err = run(capsys, "eval", path, "--text", "hello there")
     assert_one_line_error(code, err, "evil.npz", "more than 2 GiB")
@@ -134,7 +125,7 @@ def test_cli_reports_a_hostile_npz_on_one_line(tmp_path, capsys):
 
 @pytest.fixture
 def step_proto() -> onnx.ModelProto:
-    return build_model(_model())
+    return build_model(random_model())
 
 
 def _save(proto: onnx.ModelProto, path) -> None:
@@ -142,7 +133,7 @@ def _save(proto: onnx.ModelProto, path) -> None:
 
 
 def test_a_clean_export_passes_the_scan_and_loads(tmp_path):
-    export_model(_model("lstm"), tmp_path / "m.onnx", sequence=True)   # Scan subgraph inside
+    export_model(random_model("lstm"), tmp_path / "m.onnx", sequence=True)   # Scan subgraph inside
     assert unsafe_onnx_feature((tmp_path / "m.onnx").read_bytes()) is None
     assert OrtBackend(tmp_path / "m.onnx").has_sequence_graph
 
@@ -174,7 +165,7 @@ def test_data_location_external_alone_is_refused(tmp_path, step_proto):
 
 
 def test_external_data_inside_a_scan_body_is_refused(tmp_path):
-    proto = build_model(_model(), sequence=True)
+    proto = build_model(random_model(), sequence=True)
     scans = [n for n in proto.graph.node if n.op_type == "Scan"]
     assert scans
     body = scans[0].attribute[[a.name for a in scans[0].attribute].index("body")].g
@@ -209,7 +200,7 @@ def test_a_custom_operator_in_a_local_function_is_refused(tmp_path, step_proto):
 def test_cli_reports_an_unsafe_onnx_on_one_line(tmp_path, step_proto, capsys):
     step_proto.graph.node[0].domain = "com.microsoft"
     _save(step_proto, tmp_path / "ms.onnx")
-    _model().save(tmp_path / "m.npz")
+    random_model().save(tmp_path / "m.npz")
     code, _, err = run(capsys, "verify", tmp_path / "m.npz", tmp_path / "ms.onnx")
     assert_one_line_error(code, err, "ms.onnx", "custom domain 'com.microsoft'")
 
@@ -232,11 +223,3 @@ def test_deeply_nested_subgraphs_are_malformed_not_a_recursion_error():
         graph = _field(1, _field(5, _field(6, graph)))
     with pytest.raises(ValueError, match="nested more than 64"):
         unsafe_onnx_feature(_field(7, graph))
-
-
-def test_ort_backend_does_not_import_onnx():
-    """The runtime side stays numpy + onnxruntime: checked in a fresh interpreter."""
-    import subprocess
-    code = ("import sys; import compact_lm.ort_backend; "
-            "sys.exit(1 if 'onnx' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

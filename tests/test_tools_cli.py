@@ -9,13 +9,6 @@ from compact_lm.quantized import QuantizedModel
 from cli_helpers import assert_one_line_error, run
 
 
-@pytest.fixture
-def int8_path(tmp_path, tiny_model_path, capsys):
-    path = tmp_path / "int8.npz"
-    assert run(capsys, "quantize", tiny_model_path, "--out", path)[0] == 0
-    return path
-
-
 def test_quantize_writes_a_smaller_int8_model(tmp_path, tiny_model_path, capsys):
     code, out, _ = run(capsys, "quantize", tiny_model_path, "--out", tmp_path / "q.npz")
     assert code == 0 and "int8 (7-bit weights)" in out
@@ -93,16 +86,6 @@ def test_quantize_refuses_empty_calibration(tmp_path, tiny_model_path, capsys):
                        "--out", tmp_path / "q.npz")
     assert_one_line_error(code, err, "--calibration", "empty")
     assert not (tmp_path / "q.npz").exists()
-
-
-def test_quantizing_twice_is_refused(tmp_path, int8_path, capsys):
-    code, _, err = run(capsys, "quantize", int8_path, "--out", tmp_path / "qq.npz")
-    assert_one_line_error(code, err, "already quantized")
-
-
-def test_pruning_an_int8_model_is_refused(tmp_path, int8_path, capsys):
-    code, _, err = run(capsys, "prune", int8_path, "--keep", "0.5", "--out", tmp_path / "p.npz")
-    assert_one_line_error(code, err, "already quantized")
 
 
 @pytest.mark.parametrize("command", [["prune", "--keep", "0.5"], ["quantize"]])

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 
 from compact_lm.backends import NumpyBackend
-from compact_lm.config import ModelConfig
-from compact_lm.model import Model
-from compact_lm.network import init_params
-from compact_lm.vocab import Vocab
+from conftest import random_model
 
 torch = pytest.importorskip("torch")
 
 
 class TorchCharModel(torch.nn.Module):
-    """The PyTorch model the README's format section describes."""
+    """The PyTorch model docs/format.md describes."""
 
     def __init__(self, cell: str, vocab: int, embed: int, hidden: int, layers: int):
         super().__init__()
@@ -33,10 +30,8 @@ class TorchCharModel(torch.nn.Module):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_pytorch_load_state_dict_gives_same_log_probs(cell, layers, alice_text):
     text = alice_text[5000:5400]
-    vocab = Vocab.build(alice_text)
-    config = ModelConfig(cell=cell, vocab_size=vocab.size, embed_size=16, hidden_sizes=(32,) * layers)
-    params = init_params(config, np.random.default_rng(0), scale=1.5)
-    model = Model(config, vocab, params)
+    model = random_model(cell, (32,) * layers, embed=16, text=alice_text, scale=1.5)
+    vocab, params = model.vocab, model.params
     ids = vocab.encode(text)[None, :].astype(np.int64)
     ours, _ = NumpyBackend(model).run(ids, NumpyBackend(model).initial_state(1))
     reference = TorchCharModel(cell, vocab.size, 16, 32, layers)
