@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CompactLMError
-from .vocab import UNK_ID, Vocab
+from .vocab import START_TEXT, UNK_ID, Vocab
 
-START_TEXT = "\n"          # what the model has seen before the first typed character
 # At most this many characters run through the model when several arrive at once (a paste, a
 # recomputation); the state starts afresh before them. Measured (benchmarks/autocomplete_latency.py
 # --context-check, GRU E=64 H=256, 2000 steps on tinyshakespeare): cutting the context to 64 / 128 /

@@ -20,7 +20,11 @@ from .network import log_softmax, run_hidden, zero_state
 
 
 class Backend(Protocol):
-    """What autocomplete, verification and profiling need from a model runtime."""
+    """What autocomplete, verification and profiling need from a model runtime.
+
+    Calls may come from several threads at once (one Autocompleter serving many users): a backend keeps
+    nothing between calls but its weights, and never writes into the arrays it is given.
+    """
 
     vocab_size: int
 

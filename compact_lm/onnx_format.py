@@ -18,9 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from .autocomplete import START_TEXT
 from .errors import CompactLMError
 from .onnx_scan import unsafe_onnx_feature
+from .vocab import START_TEXT
 
 ONNX_KIND = "compact-lm-onnx"
 ONNX_FORMAT_VERSION = 1

@@ -5,7 +5,7 @@ import numpy as np
 
 from .backends import Backend
 from .errors import CompactLMError, SettingError
-from .vocab import UNK_ID, Vocab
+from .vocab import START_TEXT, UNK_ID, Vocab
 
 
 def sample(backend: Backend, vocab: Vocab, *, prompt: str = "", length: int = 200, temperature: float = 1.0,
@@ -21,7 +21,7 @@ def sample(backend: Backend, vocab: Vocab, *, prompt: str = "", length: int = 20
         raise SettingError("top_k", f"{{top_k}} must be >= 1 (got {top_k})")
     rng = np.random.default_rng(seed)
     # without a prompt, start as if a new line had just begun
-    ids = vocab.encode(prompt) if prompt else vocab.encode("\n")
+    ids = vocab.encode(prompt) if prompt else vocab.encode(START_TEXT)
     if len(ids) == 0:
         ids = np.array([UNK_ID])
     state = backend.initial_state(1)

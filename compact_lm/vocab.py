@@ -9,6 +9,7 @@ import numpy as np
 
 UNK_TOKEN = "<unk>"
 UNK_ID = 0
+START_TEXT = "\n"          # what a model has seen before the first typed character (a line begins)
 # What `decode` writes for `<unk>`: U+FFFD, the Unicode replacement character.
 UNK_TEXT = "\ufffd"
 ENCODE_CHUNK = 1 << 20   # characters encoded at a time

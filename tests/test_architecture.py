@@ -17,11 +17,11 @@ def _modules() -> dict[str, Path]:
             for package, folder in PARTS.items() for path in folder.glob("*.py")}
 
 
-def _module_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules `name` imports when it is imported (top-level statements, not function bodies)."""
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules `name` imports, at import time or later in a function body."""
     package = name if path.stem == "__init__" else name.rpartition(".")[0]
     found = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -37,7 +37,7 @@ def _module_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
 
 def test_no_import_circles():
     modules = _modules()
-    graph = {name: _module_level_imports(name, path, set(modules)) for name, path in modules.items()}
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
     state: dict[str, int] = {}
 
     def visit(name: str, trail: list[str]) -> None:
