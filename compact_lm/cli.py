@@ -48,6 +48,9 @@ COMMANDS = {
                        "side by side (NumPy / onnxruntime, fp32 / int8, pruned or not)"),
     "demo": Command("compact_lm.tools.demo", "the whole pipeline on the bundled corpus: train, prune, quantize, "
                     "export, verify, profile; every artifact and table in DIR"),
+    "web": Command("compact_lm.web", "write a static web page that runs a model in the browser: suggestions as "
+                   "you type, next characters, latency, a model card"),
+    "serve": Command("compact_lm.web", "serve a site written by `compact-lm web` on 127.0.0.1"),
 }
 
 
@@ -115,12 +118,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_of(parser: argparse.ArgumentParser, command: str | None, setting: str) -> str:
-    """How the command line spells a library setting: its option string, else --setting-name."""
-    for action in parser._subparsers._group_actions[0].choices.get(command, parser)._actions:
+def flag_of(parser: argparse.ArgumentParser, args: argparse.Namespace, setting: str) -> str:
+    """How the command that ran spells a library setting: its `setting_flags` entry, else the option whose
+    destination the setting is, else the setting's own name (never a flag the command does not have)."""
+    named = getattr(args, "setting_flags", {}).get(setting)
+    if named:
+        return named
+    for action in parser._subparsers._group_actions[0].choices[args.command]._actions:
         if action.dest == setting and action.option_strings:
             return max(action.option_strings, key=len)
-    return "--" + setting.replace("_", "-")
+    return setting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 130
     except SettingError as error:
-        print(f"{PROG}: error: {error.worded(lambda name: _flag_of(parser, args.command, name))}", file=sys.stderr)
+        print(f"{PROG}: error: {error.worded(lambda name: flag_of(parser, args, name))}", file=sys.stderr)
         return 1
     except CompactLMError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -30,23 +30,26 @@ def configure_complete(p: argparse.ArgumentParser) -> None:
     _add_completion_options(p)
     p.add_argument("prefix", metavar="PREFIX", nargs="?", help="the text typed so far")
     p.add_argument("--prefix-file", metavar="FILE",
-                   help="read the text typed so far from FILE (- for standard input) instead of PREFIX: "
-                        "for prefixes too long for a command line")
+                   help="read the text typed so far from FILE (- for standard input) instead of PREFIX, "
+                        "without the file's final newline: for prefixes too long for a command line")
     p.add_argument("--next", action="store_true", help="also print the most likely next characters")
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: the prefix in one call")
-    p.set_defaults(run=_cmd_complete)
+    p.set_defaults(run=_cmd_complete, parser=p)
 
 
 def _prefix(args) -> str:
     """PREFIX, or the whole of --prefix-file (exactly one of them)."""
-    if (args.prefix is None) == (args.prefix_file is None):
-        raise CompactLMError("give the text typed so far as PREFIX or with --prefix-file FILE (one of them)")
+    if (args.prefix is None) == (args.prefix_file is None):   # a usage error: argparse's message and exit 2
+        args.parser.error("give the text typed so far as PREFIX or with --prefix-file FILE (one of them)")
     if args.prefix is not None:
         return args.prefix
     if args.prefix_file == "-":
-        return sys.stdin.read()
-    from .data import SAVE_AS_UTF8, read_text
-    return read_text(args.prefix_file, what="--prefix-file", utf8_hint=SAVE_AS_UTF8)
+        text = sys.stdin.read()
+    else:
+        from .data import SAVE_AS_UTF8, read_text
+        text = read_text(args.prefix_file, what="--prefix-file", utf8_hint=SAVE_AS_UTF8)
+    # the newline that ends a file (or `echo`) is not typed text: "Alice was b\n" completes "b"
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _cmd_complete(args) -> int:

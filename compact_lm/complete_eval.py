@@ -122,7 +122,7 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
     else:
         missing = [c for c in settings.get("corpus", []) if not Path(c).exists()]
         if missing:
-            raise SettingError("corpus", f"the model was trained on {missing[0]}, which is not found here: give {{corpus}} FILE")
+            raise SettingError("corpus", "the model was trained on {path}, which is not found here: give {corpus} FILE", path=missing[0])
     settings.update(init=None, teacher=None, distill=0.0)   # irrelevant to the text and checked against files
     try:
         config = TrainConfig.from_json(settings)

@@ -133,7 +133,7 @@ class TrainConfig:
     def validate(self) -> None:
         """One-line error naming the first nonsensical setting."""
         def bad(name: str, why: str) -> SettingError:
-            return SettingError(name, f"{why} (got {getattr(self, name)!r})")
+            return SettingError(name, why + " (got {got!r})", got=getattr(self, name))
 
         if self.cell not in CELLS:
             raise bad("cell", f"unknown cell; choose one of {', '.join(CELLS)}")

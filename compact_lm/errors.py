@@ -16,17 +16,30 @@ class Interrupted(CompactLMError):
 class SettingError(CompactLMError):
     """A bad value of one named setting (a TrainConfig field, a function argument).
 
-    `message` names settings as {name}: the library spells them as Python does (`lr`, `out_dir`), the
-    command line as its flags (`--lr`, `--out`). A message that does not name `setting` is prefixed
-    with it: SettingError("lr", "must be positive") reads "lr: must be positive".
+    `template` names settings as {name}: the library spells them as Python does (`lr`, `out_dir`), the
+    command line as its flags (`--lr`, `--out`). The user's own text (paths, values) comes in `values`
+    and is never read as a setting name. A template that does not name `setting` is prefixed with it:
+    SettingError("lr", "must be positive") reads "lr: must be positive".
     """
 
-    def __init__(self, setting: str, message: str):
-        self.setting = setting
-        self.message = message if "{" + setting + "}" in message else "{" + setting + "}: " + message
+    def __init__(self, setting: str, template: str, **values):
+        self.setting, self.values = setting, values
+        self.template = template if "{" + setting + "}" in template else "{" + setting + "}: " + template
         super().__init__(self.worded(lambda name: name))
+
+    def settings(self) -> list[str]:
+        """The settings the message names."""
+        import string
+        return [name for _, name, _, _ in string.Formatter().parse(self.template)
+                if name is not None and name not in self.values]
 
     def worded(self, word) -> str:
         """The message with every setting spelled by word(name)."""
-        import re
-        return re.sub(r"\{([a-z_]+)\}", lambda match: word(match.group(1)), self.message)
+        return self.template.format(**{name: word(name) for name in self.settings()}, **self.values)
+
+    def __reduce__(self):
+        return _rebuild_setting_error, (self.setting, self.template, self.values)
+
+
+def _rebuild_setting_error(setting: str, template: str, values: dict) -> SettingError:
+    return SettingError(setting, template, **values)

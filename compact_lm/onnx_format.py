@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from .errors import CompactLMError
-from .onnx_scan import unsafe_onnx_feature
+from .onnx_scan import metadata_props, unsafe_onnx_feature
 from .vocab import START_TEXT
 
 ONNX_KIND = "compact-lm-onnx"
@@ -74,6 +74,18 @@ def read_onnx(path: str | os.PathLike) -> bytes:
     if unsafe:
         raise CompactLMError(f"{path} is refused: it uses {unsafe}, which compact-lm never loads")
     return data
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The decoded compact-lm metadata of an .onnx file, read from its bytes (no onnxruntime session)."""
+    data = read_onnx(path)
+    try:
+        props = metadata_props(data)
+    except UnicodeDecodeError:
+        raise CompactLMError(f"{path} has damaged metadata (not valid UTF-8)") from None
+    except ValueError as error:
+        raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {error}") from None
+    return checked_metadata(path, props)
 
 
 def checked_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict:

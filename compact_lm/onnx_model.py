@@ -2,22 +2,33 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import atomic_write
 from .model_file import INFO_KEYS, ModelFile
+from .vocab import Vocab
 
 
 class OnnxModel(ModelFile):
-    """A step or sequence graph (plus optionally its sequence graph) and the metadata it carries."""
+    """A step or sequence graph (plus optionally its sequence graph) and the metadata it carries.
+
+    Opening reads the metadata from the file's bytes; the onnxruntime session (which runs and checks the
+    graph) is made by the first `backend()` call, so `summary` describes a file onnxruntime would refuse.
+    """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, sequence: str | os.PathLike | None = None):
-        from .ort_backend import OrtBackend
+        from .onnx_format import read_metadata
         self.path = Path(path)
-        self._backend = OrtBackend(path, threads=threads, sequence_path=sequence)
-        meta = self._backend.metadata
-        self.config, self.vocab = self._backend.config, self._backend.vocab
+        self._threads, self._sequence, self._backend = threads, sequence, None
+        self._lock = threading.Lock()
+        meta = self._metadata = read_metadata(path)
+        try:
+            self.config, self.vocab = ModelConfig.from_json(meta), Vocab.from_json(meta)
+        except (KeyError, TypeError, ValueError, CompactLMError) as error:
+            raise CompactLMError(f"{path} has invalid compact-lm metadata: {error}") from None
         self.info = {key: meta[key] for key in INFO_KEYS if key in meta}
         self.precision = "int8" if meta.get("int8") is True else "fp32"
         self.graph = str(meta["graph"])
@@ -36,7 +47,7 @@ class OnnxModel(ModelFile):
 
     def metadata(self) -> dict:
         """The decoded metadata_props."""
-        return dict(self._backend.metadata)
+        return dict(self._metadata)
 
     def save(self, path: str | os.PathLike) -> None:
         """Copy the file atomically."""
@@ -47,6 +58,10 @@ class OnnxModel(ModelFile):
         """The onnxruntime Backend opened with the file."""
         if options:
             raise CompactLMError(f"{self.path}: an exported graph runs as exported (no {', '.join(options)})")
+        with self._lock:
+            if self._backend is None:
+                from .ort_backend import OrtBackend
+                self._backend = OrtBackend(self.path, threads=self._threads, sequence_path=self._sequence)
         return self._backend
 
     def as_float(self, refusal: str):

@@ -153,3 +153,23 @@ def unsafe_onnx_feature(data: bytes) -> str | None:
             if found:
                 return found
     return None
+
+
+_MODEL_METADATA_PROPS, _ENTRY_KEY, _ENTRY_VALUE = 14, 1, 2
+
+
+def metadata_props(data: bytes) -> dict[str, str]:
+    """ModelProto.metadata_props (key -> value) read from the bytes, without onnx or onnxruntime.
+
+    Raises ValueError if the bytes are not a well-formed protobuf message, hold no graph (an empty or
+    cut-off file), or a string is not UTF-8.
+    """
+    props, graph = {}, False
+    for number, wire, value in _fields(memoryview(data)):
+        graph = graph or (number == _MODEL_GRAPH and wire == 2)
+        if number == _MODEL_METADATA_PROPS and wire == 2:
+            entry = {n: bytes(v).decode("utf-8") for n, w, v in _fields(value) if w == 2}
+            props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
+    if not graph:
+        raise _Malformed("no graph")
+    return props

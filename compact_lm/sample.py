@@ -12,13 +12,13 @@ def sample(backend: Backend, vocab: Vocab, *, prompt: str = "", length: int = 20
            top_k: int | None = None, seed: int | None = None) -> str:
     """Continue `prompt` by `length` characters; `<unk>` is never drawn."""
     if length < 0:
-        raise SettingError("length", f"{{length}} must be >= 0 (got {length})")
+        raise SettingError("length", "{length} must be >= 0 (got {got})", got=length)
     if not temperature > 0:
-        raise SettingError("temperature", f"{{temperature}} must be > 0 (got {temperature})")
+        raise SettingError("temperature", "{temperature} must be > 0 (got {got})", got=temperature)
     if seed is not None and seed < 0:
-        raise SettingError("seed", f"{{seed}} must be >= 0 (got {seed})")
+        raise SettingError("seed", "{seed} must be >= 0 (got {got})", got=seed)
     if top_k is not None and top_k < 1:
-        raise SettingError("top_k", f"{{top_k}} must be >= 1 (got {top_k})")
+        raise SettingError("top_k", "{top_k} must be >= 1 (got {got})", got=top_k)
     rng = np.random.default_rng(seed)
     # without a prompt, start as if a new line had just begun
     ids = vocab.encode(prompt) if prompt else vocab.encode(START_TEXT)

@@ -104,9 +104,9 @@ def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SettingError("out_dir", f"{{out_dir}} {out_dir}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", "{out_dir} {path}: cannot create the folder ({reason})", path=out_dir, reason=error.strerror or error) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise SettingError("out_dir", f"{{out_dir}} {out_dir}: the folder is not writable")
+        raise SettingError("out_dir", "{out_dir} {path}: the folder is not writable", path=out_dir)
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -123,11 +123,11 @@ def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig:
     """The TrainConfig of the run saved in out_dir (what resuming it continues)."""
     state_path = Path(out_dir) / STATE_FILE
     if not state_path.exists():
-        raise SettingError("resume", f"{state_path} does not exist (nothing to resume)")
+        raise SettingError("resume", "{state_path} does not exist (nothing to resume)", state_path=state_path)
     try:
         return TrainConfig.from_json(load_npz(state_path, "training state")[1]["train_config"])
     except (KeyError, TypeError, ValueError) as error:
-        raise SettingError("resume", f"{state_path} is not a compact-lm training state ({error})") from None
+        raise SettingError("resume", "{state_path} is not a compact-lm training state ({error})", state_path=state_path, error=error) from None
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
@@ -151,27 +151,26 @@ class Trainer:
         saved = None
         if resume:
             if not state_path.exists():
-                raise SettingError("resume", f"{state_path} does not exist (nothing to resume)")
+                raise SettingError("resume", "{state_path} does not exist (nothing to resume)", state_path=state_path)
             saved = load_npz(state_path, "training state")
             saved_meta = saved[1]
             if saved_meta.get("kind") != STATE_KIND or saved_meta.get("format_version") != STATE_FORMAT_VERSION:
-                raise SettingError("resume", f"{state_path} is not a compact-lm training state of this version")
+                raise SettingError("resume", "{state_path} is not a compact-lm training state of this version", state_path=state_path)
             saved_config = TrainConfig.from_json(saved_meta["train_config"])
             differs = config_differences(saved_config, config)
             if differs:
                 details = ", ".join(f"{k}: saved {saved_config.to_json()[k]!r} vs given {config.to_json()[k]!r}"
                                     for k in differs)
-                raise SettingError("resume", f"the config does not match the saved run ({details})")
+                raise SettingError("resume", "the config does not match the saved run ({details})", details=details)
         elif state_path.exists():
-            raise SettingError("out_dir", f"{{out_dir}} {self.out_dir} already holds a run; pass {{resume}} to continue it "
-                                          "or choose another folder")
+            raise SettingError("out_dir", "{out_dir} {path} already holds a run; pass {resume} to continue it "
+                                          "or choose another folder", path=self.out_dir)
 
         if init_model is None and config.init:
             from .opener import open_model
             init_model = open_model(config.init)
         if init_model is not None:
-            init_model = init_model.as_float(SettingError(
-                "init", f"{{init}} {config.init}: an int8 model cannot be trained; start from the float model"))
+            init_model = init_model.as_float(SettingError("init", "{init} {path}: an int8 model cannot be trained; start from the float model", path=config.init))
         if teacher is None and config.teacher:
             from .opener import open_model
             teacher = open_model(config.teacher)
@@ -360,7 +359,7 @@ class Trainer:
                 best = {name: arrays[f"best.{name}"] for name in self.flat.names}
                 self.best = Model(self.model_config, self.corpus.vocab, best, meta["best_info"])
         except (KeyError, ValueError, TypeError) as error:
-            raise SettingError("resume", f"{self.out_dir / STATE_FILE} is damaged ({error})") from None
+            raise SettingError("resume", "{path} is damaged ({error})", path=self.out_dir / STATE_FILE, error=error) from None
 
     def write_history(self) -> None:
         """history.json, history.csv and (with matplotlib) curves.png."""

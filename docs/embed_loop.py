@@ -26,9 +26,11 @@ def next_chars(session: ort.InferenceSession, meta: dict, prefix: str, k: int = 
     """The k most likely next characters after `prefix` (never <unk>) and their probabilities, most likely first."""
     vocab, unk = meta["vocab"], meta["unk_id"]
     ids = {char: i for i, char in enumerate(vocab) if i != unk}
+    # files from before start_text / normalization were fed the same way: "\n", then NFC and lowercase as flagged
+    steps = meta.get("normalization", {}).get("steps") or ["NFC"] * meta["nfc"] + ["lowercase"] * meta["lowercase"]
     text = ""
-    for char in meta["start_text"] + prefix:   # each code point on its own, so typing and pasting agree
-        for step in meta["normalization"]["steps"]:
+    for char in meta.get("start_text", "\n") + prefix:   # each code point on its own: typing and pasting agree
+        for step in steps:
             char = NORMALIZE[step](char)       # may give several code points
         text += char
     pairs = [(i, o) for ins, outs in zip(meta["state_inputs"], meta["state_outputs"]) for i, o in zip(ins, outs)]

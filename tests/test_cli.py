@@ -185,13 +185,14 @@ def test_complete_reads_a_long_prefix_from_a_file_or_stdin(tiny_model_path, tmp_
     (tmp_path / "prefix.txt").write_text(prefix, encoding="utf-8")
     expected = run(capsys, "complete", tiny_model_path, prefix[-2000:])[1]
     assert run(capsys, "complete", tiny_model_path, "--prefix-file", tmp_path / "prefix.txt")[1] == expected
-    monkeypatch.setattr(sys, "stdin", io.StringIO(prefix))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(prefix + "\n"))   # as `echo` sends it: the newline is not typed
     assert run(capsys, "complete", tiny_model_path, "--prefix-file", "-")[1] == expected
 
 
 def test_complete_needs_exactly_one_prefix(tiny_model_path, tmp_path, capsys):
     code, _, err = run(capsys, "complete", tiny_model_path)
     assert_one_line_error(code, err, "PREFIX", "--prefix-file")
+    assert code == 2   # a usage error, as argparse's own
 
 
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(tmp_path, small_corpus, capsys):
@@ -200,3 +201,15 @@ def test_library_errors_name_the_setting_and_the_cli_names_the_flag(tmp_path, sm
         TrainConfig(warmup_steps=-1)
     code, _, err = run(capsys, "train", "--corpus", small_corpus, "--warmup-steps", "-1", "--out", tmp_path / "r")
     assert_one_line_error(code, err, "--warmup-steps: must be >= 0")
+
+
+def test_the_users_own_text_in_an_error_is_never_read_as_a_setting(tmp_path, small_corpus, capsys):
+    (tmp_path / "run{resume}").write_text("a file, not a folder", encoding="utf-8")
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--steps", "1", "--out", tmp_path / "run{resume}")
+    assert_one_line_error(code, err, f"--out {tmp_path / 'run{resume}'}: cannot create the folder")
+
+
+def test_a_setting_is_worded_as_the_flag_of_the_command_that_ran(tiny_model_path, tmp_path, capsys):
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--finetune-steps", "2",
+                       "--finetune-lr", "-1", "--out", tmp_path / "p.npz")
+    assert_one_line_error(code, err, "--finetune-lr: must be a positive number (got -1.0)")

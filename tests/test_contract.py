@@ -135,6 +135,20 @@ def test_a_file_without_the_feeding_keys_loads_and_means_what_it_always_meant(mo
             assert old_completer.complete(prefix, 3) == new_completer.complete(prefix, 3)
 
 
+def test_the_loop_feeds_a_file_without_the_feeding_keys_as_the_autocompleter_does(models, tmp_path, alice_text,
+                                                                                 embed_loop):
+    for name in models:
+        old = tmp_path / f"{name}-old.onnx"
+        _rewrite_metadata(models[name], old, _drop_feeding_keys)
+        session, meta = embed_loop["load"](str(old))
+        completer = Autocompleter(old)
+        for prefix in prefixes(alice_text, 40):
+            got = embed_loop["next_chars"](session, meta, prefix, 4)
+            want = completer.next_chars(prefix, 4)
+            assert [char for char, _ in got] == [s.text for s in want]
+            assert [p for _, p in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+
+
 @pytest.mark.parametrize("key, value, shown", [
     ("start_text", json.dumps("\t"), "start_text '\\t'"),
     ("normalization", json.dumps({"unit": "code_point", "steps": ["NFKC"]}), "normalization"),

@@ -199,3 +199,19 @@ def test_open_model_opens_every_kind_with_one_surface(tiny_model_path, exported_
 def test_verify_names_an_npz_given_as_the_export(tiny_model_path, capsys):
     code, _, err = run(capsys, "verify", tiny_model_path, tiny_model_path)
     assert_one_line_error(code, err, "is an .npz model file, not an exported .onnx graph", "compact-lm export")
+
+
+def test_info_describes_a_file_that_onnxruntime_refuses_to_run(exported_tiny, tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    proto = onnx.load(exported_tiny / "step.onnx")
+    tensor = proto.graph.initializer[0]
+    values = numpy_helper.to_array(tensor).copy()
+    values.flat[0] = np.nan
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    onnx.save(proto, tmp_path / "nan.onnx")
+    code, out, err = run(capsys, "info", tmp_path / "nan.onnx", "--json")
+    assert code == 0 and json.loads(out)["tensors"][tensor.name]["shape"] == list(values.shape), err
+    code, _, err = run(capsys, "complete", tmp_path / "nan.onnx", "Alice")
+    assert_one_line_error(code, err, "nan.onnx", "NaN or infinite")

@@ -142,7 +142,9 @@ def configure_prune(p: argparse.ArgumentParser) -> None:
                         "as <unk> (default 0: keep the vocabulary)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_cmd_prune)
+    # fine-tuning settings (TrainConfig's names) as prune spells them
+    p.set_defaults(run=_cmd_prune, setting_flags={"lr": "--finetune-lr", "dropout": "--finetune-dropout",
+                                                  "steps": "--finetune-steps"})
 
 
 def configure_quantize(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
     train a GRU -> evaluate -> prune (keep 0.5) + fine-tune -> int8 (full and pruned)
     -> ONNX step + sequence graphs of all four -> verify each against NumPy (what `verify` checks)
     -> profile all eight runtimes side by side -> tables, plots, example completions in DIR
+    -> the live demo page for the pruned int8 model in DIR/web (compact-lm web; serve it: compact-lm serve DIR/web)
 
 DIR's `demo.json` is written first (status "running") and last (status "done", every figure), so a
 folder that holds a demo, finished or not, is recognised and never overwritten without --force.
@@ -26,6 +27,8 @@ MARKER = "demo.json"
 TRAIN_DIR = "train"
 FINETUNE_TEMPORARIES = "compact-lm-finetune-*"   # tools.prune fine-tunes in such a folder and removes it
 MODELS = ("model", "model-int8", "pruned", "pruned-int8")   # file stems: .npz, .onnx (step), -seq.onnx
+WEB_DIR = "web"            # the live demo's site (compact-lm web) for WEB_MODEL
+WEB_MODEL = "pruned-int8"
 REPORT_FILES = (MARKER, "demo.md", "verify.json", "profile.json", "profile.md", "profile.png")
 # 4 minutes of training puts the whole demo at about 5 minutes on a 2-core machine, with a margin under
 # 6 minutes for a busier one (the timings: docs/experiments.md, "The demo's settings").
@@ -60,7 +63,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise SettingError("minutes", f"{{minutes}} must be a positive number, got {self.minutes}")
+            raise SettingError("minutes", "{minutes} must be a positive number, got {got}", got=self.minutes)
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
             raise CompactLMError(f"demo steps must be a whole number >= 1, got {self.steps!r}")
         if not 0 < self.keep < 1:
@@ -77,12 +80,12 @@ def file_names() -> list[str]:
 def prepare_folder(out: Path, force: bool) -> None:
     """Refuse a folder with a demo in it (unless `force`, which removes the demo's own files only) or with other files."""
     if out.exists() and not out.is_dir():
-        raise SettingError("out_dir", f"{{out_dir}} {out} is a file, not a folder")
+        raise SettingError("out_dir", "{out_dir} {out} is a file, not a folder", out=out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
-            raise SettingError("out_dir", f"{{out_dir}} {out} is not empty and holds no demo: choose a new or empty folder")
+            raise SettingError("out_dir", "{out_dir} {out} is not empty and holds no demo: choose a new or empty folder", out=out)
         if not force:
-            raise SettingError("out_dir", f"{{out_dir}} {out} already holds a demo: pass {{force}} to replace it, or choose another folder")
+            raise SettingError("out_dir", "{out_dir} {out} already holds a demo: pass {force} to replace it, or choose another folder", out=out)
         for name in (*file_names(), *REPORT_FILES, "curves.png"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / TRAIN_DIR, ignore_errors=True)
@@ -91,7 +94,7 @@ def prepare_folder(out: Path, force: bool) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SettingError("out_dir", f"{{out_dir}} {out}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", "{out_dir} {out}: cannot create the folder ({reason})", out=out, reason=error.strerror or error) from None
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -159,6 +162,19 @@ def verify(stem: str, model, out: Path, ids) -> dict:
             "details": [r.to_json() for r in check.results], "tolerance": TOLERANCE}
 
 
+def write_web(out: Path, val_bpc: float, log) -> dict | None:
+    """The live demo's site for the pruned int8 model (compact-lm web), or None (with a line why) if it cannot be written."""
+    from compact_lm.web import serve_command, write_site
+    try:
+        site = write_site(out / f"{WEB_MODEL}.onnx", out / WEB_DIR, sequence=out / f"{WEB_MODEL}-seq.onnx",
+                          measured={"val_bpc": val_bpc, "how": "measured by compact-lm demo on the validation split"},
+                          log=log)
+    except CompactLMError as error:   # the demo's models and tables stand without the page
+        log(f"demo: no web page: {error}")
+        return None
+    return {"dir": str(out / WEB_DIR), "serve": serve_command(out / WEB_DIR), "ort": site["ort"]}
+
+
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: bool = False,
              progress: bool = True, log=print) -> dict:
     """Run every stage into `out_dir`; returns the summary that demo.json holds."""
@@ -211,11 +227,13 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     stage("examples and tables")
     examples = example_completions([out / "model.onnx", out / "pruned-int8.onnx"], test_text, config.examples,
                                    k=config.profile.k, beam=config.profile.beam)
+    stage(f"web page for {WEB_MODEL}.onnx in {out / WEB_DIR}")
+    web = write_web(out, val_bpc[f"{WEB_MODEL}.onnx"], log)
     summary.update(status="done", elapsed_s=stage.elapsed(), train_steps=trainer.step,
                    train={"val_bpc": metrics["val"]["bpc"], "test_bpc": metrics["test"]["bpc"],
                           "chars_per_second": metrics["chars_per_second"], "elapsed_s": metrics["elapsed_s"]},
                    pruned_hidden_sizes=list(pruned.config.hidden_sizes), finetune_steps=pruned.info["pruning"][-1].get("finetune_steps", 0),
-                   val_bpc=val_bpc, verify=[{k: v for k, v in c.items() if k != "details"} for c in checks],
+                   val_bpc=val_bpc, web=web, verify=[{k: v for k, v in c.items() if k != "details"} for c in checks],
                    results=asdict(results_table(report, val_bpc)), examples=examples, profile=report.to_json())
     atomic_write(out / "demo.md", lambda f: f.write(demo_markdown(summary, report).encode()))
     summary["files"] = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith("."))
@@ -246,4 +264,6 @@ def _cmd_demo(args) -> int:
     summary = run_demo(args.out_dir, config, force=args.force, progress=not args.quiet,
                        log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_summary(summary), end="")
+    if summary.get("web"):
+        print(f"\nlive demo in the browser: {summary['web']['serve']}   (then open http://127.0.0.1:8000/)")
     return 0

@@ -119,7 +119,7 @@ def resolve_criterion(model: Model, criterion: str | None) -> str:
     if criterion is None:
         return get_cell(model.config.cell).prune_criterion
     if criterion not in CRITERIA:
-        raise SettingError("criterion", f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+        raise SettingError("criterion", "unknown criterion {name!r}; choose one of {choices}", name=criterion, choices=', '.join(CRITERIA))
     return criterion
 
 
@@ -127,7 +127,7 @@ def unit_scores(model: Model, criterion: str | None, stats: UnitStatistics | Non
     """Importance of every hidden unit of every layer (higher = keep); criterion None: the cell's own."""
     criterion = resolve_criterion(model, criterion)
     if criterion != "magnitude" and stats is None:
-        raise SettingError("calibration", f"the {criterion} criterion needs calibration text ({{corpus}} or {{calibration}})")
+        raise SettingError("calibration", "the {name} criterion needs calibration text ({corpus} or {calibration})", name=criterion)
     cell = get_cell(model.config.cell)
     scores = []
     for k, hidden in enumerate(model.config.hidden_sizes):
@@ -236,14 +236,14 @@ def target_sizes(hidden_sizes: tuple[int, ...], *, keep: float | None = None,
         raise SettingError("keep", "give exactly one of {keep} and {hidden}")
     if keep is not None:
         if not 0 < keep <= 1:
-            raise SettingError("keep", f"{{keep}} must be in (0, 1], got {keep}")
+            raise SettingError("keep", "{keep} must be in (0, 1], got {got}", got=keep)
         return tuple(max(1, int(round(h * keep))) for h in hidden_sizes)
     sizes = list(hidden) * len(hidden_sizes) if len(hidden) == 1 else list(hidden)
     if len(sizes) != len(hidden_sizes):
-        raise SettingError("hidden", f"{{hidden}} needs one size or one per layer ({len(hidden_sizes)}), got {len(hidden)}")
+        raise SettingError("hidden", "{hidden} needs one size or one per layer ({layers}), got {given}", layers=len(hidden_sizes), given=len(hidden))
     for k, (want, have) in enumerate(zip(sizes, hidden_sizes)):
         if not 1 <= want <= have:
-            raise SettingError("hidden", f"{{hidden}} {want} for layer {k}: must be between 1 and the model's {have}")
+            raise SettingError("hidden", "{hidden} {want} for layer {k}: must be between 1 and the model's {have}", want=want, k=k, have=have)
     return tuple(sizes)
 
 
@@ -316,10 +316,10 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
     import tempfile
     from pathlib import Path
     if rounds < 1:
-        raise SettingError("rounds", f"{{rounds}} must be >= 1, got {rounds}")
+        raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
     criterion = resolve_criterion(model, criterion)
     if finetune_steps < 0:
-        raise SettingError("finetune_steps", f"{{finetune_steps}} must be >= 0, got {finetune_steps}")
+        raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
     start = np.array(model.config.hidden_sizes, dtype=np.float64)
     goal = np.array(sizes, dtype=np.float64)
     history = list(model.info.get("pruning", []))

@@ -33,14 +33,14 @@ def drop_rare_characters(model: Model, counts: np.ndarray, min_count: int,
                          calibration_ids: np.ndarray) -> tuple[Model, list[str]]:
     """A model without the characters seen fewer than `min_count` times (per `counts`), and the list of them."""
     if min_count < 0:
-        raise SettingError("min_char_count", f"{{min_char_count}} must be >= 0, got {min_count}")
+        raise SettingError("min_char_count", "{min_char_count} must be >= 0, got {min_count}", min_count=min_count)
     tokens = model.vocab.tokens
     dropped = [i for i in range(1, len(tokens)) if counts[i] < min_count]
     if not dropped:
         return model, []
     kept = [UNK_ID] + [i for i in range(1, len(tokens)) if counts[i] >= min_count]
     if len(kept) == 1:
-        raise SettingError("min_char_count", f"{{min_char_count}} {min_count} would drop every character of the vocabulary")
+        raise SettingError("min_char_count", "{min_char_count} {min_count} would drop every character of the vocabulary", min_count=min_count)
     merged = [UNK_ID, *dropped]              # what <unk> stands for from now on
     params = {n: np.array(v, copy=True) for n, v in model.params.items()}
     weights = counts[merged].astype(np.float64)

@@ -16,7 +16,7 @@ def quantize_model(model, *, weight_bits: int = DEFAULT_WEIGHT_BITS) -> Quantize
         raise CompactLMError(f"expected a compact-lm model, got {type(model).__name__}")
     model = model.as_float("the model is already quantized (quantizing twice would only add error)")
     if not 2 <= weight_bits <= 8:
-        raise SettingError("weight_bits", f"{{weight_bits}} must be between 2 and 8 (got {weight_bits})")
+        raise SettingError("weight_bits", "{weight_bits} must be between 2 and 8 (got {got})", got=weight_bits)
     p = {name: np.asarray(value, dtype=np.float32) for name, value in model.params.items()}
     arrays: dict[str, np.ndarray] = {}
     # one scale per column (gate unit) of the folded [V, G*H] table, so that a gathered row is dequantized by one

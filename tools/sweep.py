@@ -27,16 +27,16 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     if finetune_steps is None:   # 20 % of the original run's steps
         finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
     if finetune_steps < 0:
-        raise SettingError("finetune_steps", f"{{finetune_steps}} must be >= 0, got {finetune_steps}")
+        raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
     if rounds < 1:
-        raise SettingError("rounds", f"{{rounds}} must be >= 1, got {rounds}")
+        raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
     criterion = resolve_criterion(original, criterion)
     outside = [keep for keep in keeps if not 0 < keep <= 1]
     if outside:
-        raise SettingError("keeps", f"every fraction must be in (0, 1], got {outside[0]}")
+        raise SettingError("keeps", "every fraction must be in (0, 1], got {got}", got=outside[0])
     repeated = sorted({keep for keep in keeps if list(keeps).count(keep) > 1})
     if repeated:
-        raise SettingError("keeps", f"{repeated[0]} is given twice (its files would replace each other)")
+        raise SettingError("keeps", "{keep} is given twice (its files would replace each other)", keep=repeated[0])
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
     data = prepare_corpus(config, original.vocab, utf8_hint=SAVE_AS_UTF8)
@@ -44,7 +44,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SettingError("out_dir", f"{{out_dir}} {out}: cannot create the folder ({error.strerror or error})") from None
+        raise SettingError("out_dir", "{out_dir} {out}: cannot create the folder ({reason})", out=out, reason=error.strerror or error) from None
     calibration = data.train[-CALIBRATION_CHARS:]
     base_bytes = os.path.getsize(model_path)
     base_bpc = original.evaluate_ids(data.val).bpc

@@ -1,0 +1,377 @@
+// The live demo page: loads site.json, onnxruntime-web and the model, then follows the text area
+// keystroke by keystroke with one compact-lm session. Everything runs in this tab; nothing is sent anywhere.
+//
+// For tests and the curious, window.compactLM holds the page's state: status ("loading", "ready",
+// "error"), shown ({context, suggestions, next}: what is on screen and the text before the caret it is
+// for), latencies (ms per keystroke), error (the message shown).
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  status: $("status"), text: $("text"), chips: $("suggestions"), next: $("next"),
+  latency: $("latency"), latencyDetail: $("latency-detail"), error: $("error"),
+  errorTitle: $("error-title"), errorMessage: $("error-message"), errorHint: $("error-hint"), privacy: $("privacy"),
+};
+const state = { status: "loading", shown: null, latencies: [], error: null, site: null, metadata: null };
+window.compactLM = state;
+
+// What ends a word, as compact_lm.autocomplete.default_is_boundary: whitespace, punctuation, symbols and
+// control characters; apostrophes and the hyphen join words ("don't", "well-known").
+const JOINERS = new Set(["'", "\u2019", "-"]);
+const BOUNDARY = /^[\p{P}\p{S}\p{Z}\p{Cc}\s]$/u;
+const isBoundary = (char) => !JOINERS.has(char) && BOUNDARY.test(char);
+const GLYPHS = { " ": "␣", "\n": "↵", "\t": "⇥", "\r": "↵", "\u00a0": "⍽" };
+const glyph = (char) => GLYPHS[char] ?? (/^\p{Cc}$/u.test(char) ? "·" : char);
+const CHAR_NAMES = { " ": "space", "\n": "new line", "\t": "tab" };
+
+// ------------------------------------------------------------------------------------- formatting
+function percent(p) {
+  const value = p * 100;
+  if (value >= 9.95) return `${value.toFixed(0)}%`;
+  if (value >= 0.1) return `${value.toFixed(1)}%`;
+  return "<0.1%";
+}
+
+function bytes(n) {
+  const size = n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(n >= 1e5 ? 0 : 1)} KB`;
+  return `${size} (${n.toLocaleString("en-US")} bytes)`;
+}
+
+function ms(value) {
+  return value >= 100 ? `${value.toFixed(0)} ms` : value >= 10 ? `${value.toFixed(1)} ms` : `${value.toFixed(2)} ms`;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function oneLine(error) {
+  const text = String(error?.message ?? error ?? "unknown error");
+  return text.split("\n").map((line) => line.trim()).filter(Boolean)[0] ?? "unknown error";
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// ------------------------------------------------------------------------------------ status, errors
+function setStatus(status, label) {
+  state.status = status;
+  document.body.dataset.status = status;
+  els.status.textContent = label;
+}
+
+function showError(title, error, hint = "") {
+  state.error = oneLine(error);
+  els.errorTitle.textContent = title;
+  els.errorMessage.textContent = state.error;
+  els.errorHint.textContent = hint;
+  els.error.hidden = false;
+  els.text.disabled = true;
+  els.chips.replaceChildren();
+  els.next.replaceChildren();
+  setStatus("error", "Error");
+}
+
+class StageError extends Error {
+  constructor(title, cause, hint) {
+    super(oneLine(cause));
+    Object.assign(this, { title, hint });
+  }
+}
+
+async function stage(title, hint, work) {
+  try {
+    return await work();
+  } catch (error) {
+    throw error instanceof StageError ? error : new StageError(title, error, hint);
+  }
+}
+
+async function fetchBytes(url, what) {
+  const response = await fetch(url, { cache: "no-cache" });
+  if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status} ${response.statusText}`.trim());
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+// -------------------------------------------------------------------------------------- model card
+function corpusName(meta) {
+  if (!meta.train_config) return "not recorded";
+  const corpus = meta.train_config.corpus;
+  const paths = Array.isArray(corpus) ? corpus : corpus ? [corpus] : [];
+  if (!paths.length) return "alice.txt (bundled)";
+  const names = paths.map((path) => String(path).split(/[\\/]/).pop());
+  return names.length > 2 ? `${names.slice(0, 2).join(", ")} +${names.length - 2} more` : names.join(", ");
+}
+
+function fillCard(site, meta) {
+  const hidden = Array.isArray(meta.hidden_sizes) ? meta.hidden_sizes : [];
+  const layers = hidden.length || meta.layers || 1;
+  const set = (id, text, title) => {
+    const node = $(id);
+    node.textContent = text;
+    if (title) node.title = title;
+  };
+  set("card-cell", `${String(meta.cell ?? "?").toUpperCase()}, ${layers} layer${layers === 1 ? "" : "s"}`);
+  set("card-hidden", hidden.length ? hidden.join(" → ") : "?");
+  set("card-embed", meta.embed_size ?? "?");
+  set("card-vocab", meta.vocab_size ? `${meta.vocab_size} characters` : "?");
+  set("card-precision", meta.int8 ? "int8 (quantized)" : "fp32");
+  set("card-bpc", ...validation(site, meta));
+  set("card-corpus", corpusName(meta));
+  const where = site.ort.source === "local" ? "local" : "jsDelivr";
+  set("card-runtime", `onnxruntime-web ${site.ort.version}\nWASM · 1 thread · ${where}`);
+}
+
+/** The validation bpc and where it comes from: measured on this very file (site.json, written by the
+ * demo), the model's own training metrics, or, for an int8 model, its float source's (int8 moves it ~0.001). */
+function validation(site, meta) {
+  const number = (x) => typeof x === "number" && Number.isFinite(x);
+  const test = meta.metrics?.test?.bpc;
+  const withTest = (bpc) => `${bpc.toFixed(3)} bpc` + (number(test) ? ` · test ${test.toFixed(3)}` : "");
+  if (number(site.measured?.val_bpc)) return [`${site.measured.val_bpc.toFixed(3)} bpc`, site.measured.how ?? ""];
+  if (number(meta.metrics?.val?.bpc)) return [withTest(meta.metrics.val.bpc), "measured after training"];
+  const source = meta.quantization?.source_metrics?.val?.bpc;
+  if (number(source)) return [`${source.toFixed(3)} bpc before int8`, "the float model's, measured before quantizing"];
+  return ["not recorded", ""];
+}
+
+// ---------------------------------------------------------------------------------- suggestions view
+function renderChips(context, suggestions) {
+  const word = [...context.slice(-64)];   // the word being typed is at the end (a paste may be long)
+  let start = word.length;
+  while (start > 0 && !isBoundary(word[start - 1])) start--;
+  let typed = word.slice(start).join("");
+  if (typed.length > 14) typed = "…" + typed.slice(-13);
+  const chips = suggestions.map((suggestion, index) => {
+    const chars = [...suggestion.text];
+    const last = chars.length && isBoundary(chars[chars.length - 1]) ? chars.pop() : "";
+    const item = el("li");
+    const chip = el("button", "chip");
+    chip.type = "button";
+    chip.dataset.text = suggestion.text;
+    chip.dataset.index = String(index);
+    chip.title = `append ${JSON.stringify(suggestion.text)}`;
+    const label = el("span", "chip-text");
+    if (typed) label.append(el("span", "typed", typed));
+    label.append(el("span", "completion", chars.join("")));
+    if (last) label.append(el("span", "boundary", glyph(last)));
+    chip.append(label, el("span", "prob", percent(suggestion.prob)));
+    if (index === 0) chip.append(el("kbd", "tab", "Tab"));
+    item.append(chip);
+    return item;
+  });
+  els.chips.replaceChildren(...chips);
+  if (!chips.length) els.chips.append(el("li", "empty", "no suggestion"));
+}
+
+function renderNext(next) {
+  const top = next.length ? next[0].prob : 1;
+  els.next.replaceChildren(...next.map((item) => {
+    const li = el("li");
+    li.dataset.text = item.text;
+    li.title = `${CHAR_NAMES[item.text] ?? JSON.stringify(item.text)}: ${(item.prob * 100).toFixed(2)}%`;
+    const bar = el("span", "bar");
+    bar.style.setProperty("--w", `${Math.max(4, (item.prob / top) * 100).toFixed(1)}%`);
+    li.append(el("span", "char", glyph(item.text)), el("span", "p", percent(item.prob)), bar);
+    return li;
+  }));
+}
+
+function renderLatency(value) {
+  state.latencies.push(value);
+  els.latency.textContent = ms(value);
+  const n = state.latencies.length;
+  els.latencyDetail.textContent = n > 1 ? `median ${ms(median(state.latencies.slice(-200)))} over ${n} updates`
+    : "suggestions + next characters";
+}
+
+// ------------------------------------------------------------------------------------ the editor loop
+let completer = null;
+let session = null;
+let running = null;          // the update loop's promise while it runs
+let dirty = false;           // the text or the caret changed since the loop last looked
+let keyTime = null;          // when the oldest change not yet shown happened (performance.now())
+let dismissed = false;       // Esc hid the suggestions until the next change
+let wanted = null;           // the context the last change asked for
+const options = { suggestions: 3, nextChars: 5 };
+
+/** The text before the caret: what the suggestions continue. */
+function context() {
+  const area = els.text;
+  return area.value.slice(0, area.selectionDirection === "backward" ? area.selectionStart : area.selectionEnd);
+}
+
+/** Code points in a string (a surrogate pair counts once, as in the session). */
+function codePoints(text) {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
+/** Bring the session from its text to `target`: backspace to the common prefix, then type the rest. */
+async function sync(target) {
+  const current = session.text;
+  if (current === target) return;
+  let common = 0;
+  const limit = Math.min(current.length, target.length);
+  while (common < limit && current.charCodeAt(common) === target.charCodeAt(common)) common++;
+  if (common > 0 && common < current.length && /[\uD800-\uDBFF]/.test(current[common - 1])) common--;  // whole code points
+  const remove = codePoints(current.slice(common));
+  if (remove) session.backspace(remove);
+  const add = target.slice(common);
+  if (add) await session.type(add);
+}
+
+function schedule() {
+  wanted = context();
+  dirty = true;
+  keyTime ??= performance.now();
+  if (!running && session) running = loop().finally(() => { running = null; });
+  return running;
+}
+
+async function loop() {
+  try {
+    while (dirty) {
+      dirty = false;
+      const started = keyTime ?? performance.now();
+      keyTime = null;
+      const target = context();
+      await sync(target);
+      const suggestions = dismissed ? [] : await session.suggestions(options.suggestions);
+      const next = await session.nextChars(options.nextChars);
+      if (dirty) continue;   // the text changed meanwhile: show only what matches it
+      state.shown = { context: target, suggestions: suggestions.map(({ text, prob }) => ({ text, prob })),
+                      next: next.map(({ text, prob }) => ({ text, prob })) };
+      renderChips(target, dismissed ? [] : suggestions);
+      els.chips.classList.toggle("dismissed", dismissed);
+      renderNext(next);
+      renderLatency(performance.now() - started);
+    }
+  } catch (error) {
+    showError("Autocomplete stopped", error, "Reload the page to start again.");
+    console.error(error);
+  }
+}
+
+async function idle() {
+  while (running) await running;
+}
+
+/** Append suggestion `index` of what is shown at the caret (replacing a selection, if any). */
+async function accept(index) {
+  await idle();
+  const shown = state.shown;
+  if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
+  const text = shown.suggestions[index].text;
+  const area = els.text;
+  area.focus();
+  // insertText keeps the browser's undo history and fires "input"; setRangeText where it is unsupported
+  if (!document.execCommand?.("insertText", false, text)) {
+    area.setRangeText(text, area.selectionStart, area.selectionEnd, "end");
+    dismissed = false;
+    schedule();
+  }
+  await idle();
+  return true;
+}
+
+function onKeyDown(event) {
+  if (event.isComposing) return;
+  if (event.key === "Tab" && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey) {
+    const pending = dirty || running;
+    const has = state.shown && state.shown.suggestions.length && !dismissed;
+    if (!has && !pending) return;   // nothing to accept: Tab moves the focus as usual
+    event.preventDefault();
+    accept(0);
+  } else if (event.key === "Escape" && !dismissed && state.shown?.suggestions.length) {
+    event.preventDefault();
+    dismissed = true;
+    schedule();
+  }
+}
+
+function wireEditor() {
+  const area = els.text;
+  area.addEventListener("input", () => { dismissed = false; schedule(); });
+  area.addEventListener("keydown", onKeyDown);
+  // the caret moved (arrows, a click, a selection): the suggestions follow the text before it
+  document.addEventListener("selectionchange", () => {
+    if (document.activeElement === area && session && context() !== wanted) schedule();
+  });
+  // keep the focus (and the caret) in the text area when a chip is pressed, then append its text
+  els.chips.addEventListener("pointerdown", (event) => {
+    if (event.target.closest(".chip")) event.preventDefault();
+  });
+  els.chips.addEventListener("click", (event) => {
+    const chip = event.target.closest(".chip");
+    if (chip) accept(Number(chip.dataset.index));
+  });
+}
+
+// ---------------------------------------------------------------------------------------- start-up
+async function start() {
+  setStatus("loading", "Loading…");
+  const began = performance.now();
+  const site = await stage("The page could not read site.json", "Write the site again with compact-lm web MODEL.onnx --out DIR.",
+    async () => {
+      const response = await fetch("site.json", { cache: "no-cache" });
+      if (!response.ok) throw new Error(`site.json: HTTP ${response.status}`);
+      return response.json();
+    });
+  state.site = site;
+  $("card-file").textContent = site.model.name + (site.sequence ? ` + ${site.sequence.name}` : "");
+  $("card-bytes").textContent = bytes(site.model.bytes);   // known before the model loads (or fails to)
+  Object.assign(options, { suggestions: site.options?.suggestions ?? 3, nextChars: site.options?.nextChars ?? 5 });
+  if (site.ort?.source !== "local") {
+    els.privacy.textContent = "This page loads its own files and onnxruntime-web (from jsDelivr) once, then runs " +
+      "offline: no request is made while you type.";
+  }
+  const { Autocompleter } = await stage("The page could not load compact_lm.js", "Write the site again with compact-lm web.",
+    () => import("./compact_lm.js"));
+  setStatus("loading", "Loading runtime…");
+  const ort = await stage("onnxruntime-web could not be loaded",
+    site.ort?.source === "local" ? "Write the site again with compact-lm web (it copies the runtime into ort/)."
+      : "The page loads onnxruntime-web from jsDelivr: check the connection, or write the site with a local copy (--ort-dir).",
+    async () => {
+      const module = await import(new URL(site.ort.module, location.href).href);
+      const runtime = module.default?.InferenceSession ? module.default : module;
+      runtime.env.wasm.numThreads = 1;   // one thread: no workers, no cross-origin isolation needed
+      runtime.env.wasm.proxy = false;
+      return runtime;
+    });
+  setStatus("loading", "Loading model…");
+  const modelHint = `Check the file, or write the site again: compact-lm web MODEL.onnx --out DIR.`;
+  const model = await stage(`The model ${site.model.name} could not be loaded`, modelHint,
+    () => fetchBytes(site.model.file, "model"));
+  const sequence = site.sequence ? await stage(`The sequence graph ${site.sequence.name} could not be loaded`, modelHint,
+    () => fetchBytes(site.sequence.file, "sequence graph")) : null;
+  completer = await stage(`The model ${site.model.name} could not be loaded`, modelHint,
+    () => Autocompleter.create(model, {
+      ort, beam: site.options?.beam ?? 4, maxChars: site.options?.maxChars ?? 16, sequence,
+      name: site.model.name, sequenceName: site.sequence?.name,   // the files' own names in error messages
+    }));
+  session = completer.session();
+  state.metadata = completer.metadata;
+  fillCard(site, completer.metadata ?? {});
+  wireEditor();
+  els.text.disabled = false;
+  els.text.focus();
+  setStatus("ready", `Ready · loaded in ${((performance.now() - began) / 1000).toFixed(1)} s`);
+  state.latencies = [];
+  await schedule();   // the suggestions for the empty text: the first word
+  state.latencies = [];
+  els.latency.textContent = "–";
+  els.latencyDetail.textContent = "type a character";
+}
+
+start().catch((error) => {
+  console.error(error);
+  if (error instanceof StageError) showError(error.title, error.message, error.hint);
+  else showError("The page could not start", error, "");
+});

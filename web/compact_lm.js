@@ -1,0 +1,973 @@
+// Autocomplete from a compact-lm .onnx file in a browser (onnxruntime-web) or in Node (onnxruntime-node).
+//
+//     import * as ort from "onnxruntime-web";      // or "onnxruntime-node"
+//     import { Autocompleter } from "./compact_lm.js";
+//     const ac = await Autocompleter.create("model.onnx", { ort, beam: 4, maxChars: 16, sequence: "model.seq.onnx" });
+//     await ac.nextChars("What say", 3);         // [{ text: " ", prob: 0.49 }, ...]
+//     await ac.complete("What sa", 3);           // [{ text: "y ", prob: 0.31 }, ...]
+//     const s = ac.session(); s.type("ROMEO: What s"); s.backspace(1); await s.suggestions(3); s.text;
+//     await s.nextChars(3);
+//     ac.metadata                                // the decoded metadata_props (cell, hidden_sizes, metrics, ...)
+//
+// Sources (model and `sequence`): Uint8Array, ArrayBuffer, URL or URL string (fetched), file path or file:
+// URL (Node). Autocompleter: nextChars(prefix, k = 3), complete(prefix, k = 3, maxChars), session(),
+// metadata, normalize(text), encode(text) (BigInt64Array), runs (session.run calls so far), release().
+// Session: type(text) and backspace(n = 1) change `text` at once and return a promise that settles when the
+// model state is ready (awaiting it is optional: suggestions(k = 3, maxChars) and nextChars(k = 3) wait).
+//
+// The same semantics as compact_lm/autocomplete.py (Autocompleter, Session), which tests/test_web_node.py
+// checks against golden cases written by the Python one: the model sees `start_text` (a newline) and then
+// the typed text, each code point normalized on its own as the file's metadata says; characters outside the
+// vocabulary become <unk>, which is never suggested. A word completion is a run of word characters ended by
+// one boundary character; beam search advances all beams in ONE session.run per character and stops when
+// no unfinished word beats the k-th finished one. Scores are float64 sums of the model's float32
+// log-probabilities, finished words sort by (-log p, text in code point order), as in Python. Two things
+// Python leaves to its platform are fixed here: among candidates whose float64 scores tie exactly at the
+// beam's (or next characters' k-th) cut, the lower token id wins (numpy's argpartition picks any); and the
+// word-boundary rule and normalization use this engine's Unicode tables, which for code points that Python's
+// unicodedata (14.0 in Python 3.11) leaves unassigned may know more.
+//
+// Model calls (each costs ~250-300 us of fixed overhead in onnxruntime-web): one per typed character, one
+// per paste (sequence graph; else one per character, at most CONTEXT_CHARS), one per beam-search depth,
+// none for next characters or a backspace to a stored checkpoint. Calls of one Autocompleter run one at a time.
+//
+// The metadata is read from the file's bytes (onnxruntime-web does not expose metadata_props) by a
+// minimal protobuf reader, which also refuses what compact-lm never loads (external tensor data, custom
+// operator domains), as compact_lm/onnx_scan.py does. No dependency: pass the onnxruntime module as `ort`
+// (default: globalThis.ort, as onnxruntime-web's script tag sets it).
+
+export const START_TEXT = "\n";
+export const CONTEXT_CHARS = 1024;          // at most this many characters run when several arrive at once
+export const MAX_CHECKPOINTS = 1 << 14;     // per session: states kept for free backspace
+export const ONNX_KIND = "compact-lm-onnx";
+export const ONNX_FORMAT_VERSION = 1;
+const STRING_KEYS = new Set(["kind", "cell", "dtype", "graph"]);   // stored verbatim; all other values JSON
+const KEYS_KEY = "metadata_keys";
+const GRAPH_KINDS = ["step", "sequence"];
+const TOKENS = "tokens", LOG_PROBS = "log_probs";
+const UNK_TOKEN = "<unk>";
+const WORD_JOINERS = new Set(["'", "\u2019", "-"]);   // "don't", "o'er", "well-known" are one word
+// Python's str.isspace() is true only for characters of categories Z* and Cc, so these four cover it.
+const BOUNDARY_CHAR = /^[\p{P}\p{S}\p{Z}\p{Cc}]$/u;
+const CACHED_CHARS = 1 << 12;
+
+/** A one-line error, as compact-lm's CompactLMError. */
+export class CompactLMError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "CompactLMError";
+  }
+}
+
+/** Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not (one code point). */
+export function defaultIsBoundary(char) {
+  return !WORD_JOINERS.has(char) && BOUNDARY_CHAR.test(char);
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+/** Python's repr() of a JSON-like value, for error messages worded as compact-lm's. */
+function pyRepr(value) {
+  if (value === undefined || value === null) return "None";
+  if (value === true) return "True";
+  if (value === false) return "False";
+  if (typeof value === "number") return Number.isInteger(value) && !Object.is(value, -0) && Math.abs(value) < 1e16
+    ? String(value) : pyFloat(value);
+  if (typeof value === "string") {
+    const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+    let out = "";
+    for (const c of value) {
+      if (c === "\\" || c === quote) out += "\\" + c;
+      else if (c === "\n") out += "\\n";
+      else if (c === "\r") out += "\\r";
+      else if (c === "\t") out += "\\t";
+      else if (c < " " || c === "\x7f") out += "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0");
+      else out += c;
+    }
+    return quote + out + quote;
+  }
+  if (Array.isArray(value)) return "[" + value.map(pyRepr).join(", ") + "]";
+  if (typeof value === "object") {
+    return "{" + Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyRepr(v)}`).join(", ") + "}";
+  }
+  return String(value);
+}
+
+function pyFloat(x) {
+  if (Number.isNaN(x)) return "nan";
+  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+  if (Number.isInteger(x) && Math.abs(x) < 1e16) return x.toFixed(1);
+  return String(x).replace(/e([+-])(\d)$/, "e$10$2");
+}
+
+function deepEqual(a, b) {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => Object.prototype.hasOwnProperty.call(b, key) && deepEqual(a[key], b[key]));
+}
+
+/** Strings in code point order (Python's str order; JS's < compares UTF-16 units). */
+export function compareCodePoints(a, b) {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i), y = b.charCodeAt(i);
+    if (x !== y) {
+      const p = a.codePointAt(i), q = b.codePointAt(i);
+      // both strings agree before i, so i starts a code point in both (or is the low half of the same lead)
+      return p < q ? -1 : p > q ? 1 : x < y ? -1 : 1;
+    }
+  }
+  return a.length - b.length;
+}
+
+function lastCodePoint(text) {
+  const n = text.length;
+  if (n >= 2) {
+    const low = text.charCodeAt(n - 1), high = text.charCodeAt(n - 2);
+    if (low >= 0xdc00 && low <= 0xdfff && high >= 0xd800 && high <= 0xdbff) return text.slice(n - 2);
+  }
+  return text.slice(n - 1);
+}
+
+function positive(name, value) {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    throw new CompactLMError(`${name} must be a whole number >= 1, got ${pyRepr(value)}`);
+  }
+  return value;
+}
+
+function checkText(name, text) {
+  if (typeof text !== "string") throw new CompactLMError(`${name} must be a string, got ${text === null ? "null" : typeof text}`);
+  return text;
+}
+
+function oneLine(error) {
+  return String(error && error.message !== undefined ? error.message : error).split(/\s+/).join(" ").trim().slice(0, 200);
+}
+
+// ------------------------------------------------------------------------------------- protobuf walk
+// Field numbers of onnx.proto, as compact_lm/onnx_scan.py.
+const MAX_NESTING = 64;
+const EXTERNAL = 1;
+const MODEL_GRAPH = 7, MODEL_METADATA_PROPS = 14, MODEL_FUNCTIONS = 25;
+const GRAPH_NODE = 1, GRAPH_INITIALIZER = 5, GRAPH_SPARSE_INITIALIZER = 15;
+const NODE_ATTRIBUTE = 5, NODE_DOMAIN = 7, NODE_OP_TYPE = 4;
+const ATTR_T = 5, ATTR_G = 6, ATTR_TENSORS = 10, ATTR_GRAPHS = 11, ATTR_SPARSE = 22, ATTR_SPARSES = 23;
+const TENSOR_EXTERNAL_DATA = 13, TENSOR_DATA_LOCATION = 14;
+const SPARSE_VALUES = 1, SPARSE_INDICES = 2;
+const FUNCTION_NODE = 7;
+const DEFAULT_DOMAINS = new Set(["", "ai.onnx"]);
+
+class Malformed extends Error {}
+
+function varint(data, pos) {
+  let value = 0, scale = 1;
+  for (let shift = 0; ; shift += 7) {
+    if (pos >= data.length) throw new Malformed("varint runs past the end");
+    const byte = data[pos++];
+    value += (byte & 0x7f) * scale;   // exact below 2**53, enough for any length that fits in memory
+    if (!(byte & 0x80)) return [value, pos];
+    scale *= 128;
+    if (shift + 7 >= 70) throw new Malformed("varint longer than 10 bytes");
+  }
+}
+
+/** [field number, wire type, value] of one message: a number for varints, a Uint8Array view for
+ * length-delimited fields, null for fixed32/fixed64. Throws Malformed on bad framing. */
+function fields(data) {
+  const out = [];
+  let pos = 0;
+  const end = data.length;
+  while (pos < end) {
+    let key;
+    [key, pos] = varint(data, pos);
+    const number = Math.floor(key / 8), wire = key % 8;
+    if (number === 0) throw new Malformed("field number 0");
+    if (wire === 0) {
+      let value;
+      [value, pos] = varint(data, pos);
+      out.push([number, wire, value]);
+    } else if (wire === 2) {
+      let size;
+      [size, pos] = varint(data, pos);
+      if (size > end - pos) throw new Malformed("length-delimited field runs past the end");
+      out.push([number, wire, data.subarray(pos, pos + size)]);
+      pos += size;
+    } else if (wire === 1 || wire === 5) {
+      pos += wire === 1 ? 8 : 4;
+      if (pos > end) throw new Malformed("fixed-size field runs past the end");
+      out.push([number, wire, null]);
+    } else {
+      throw new Malformed(`unsupported wire type ${wire}`);
+    }
+  }
+  return out;
+}
+
+function sub(decoded, wanted) {
+  return decoded.filter(([n, w]) => n === wanted && w === 2).map(([, , v]) => v);
+}
+
+const lossyUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function checkTensor(data) {
+  const decoded = fields(data);
+  if (decoded.some(([n, w]) => n === TENSOR_EXTERNAL_DATA && w === 2)) return "a tensor with external data";
+  if (decoded.some(([n, w, v]) => n === TENSOR_DATA_LOCATION && w === 0 && v === EXTERNAL)) {
+    return "a tensor with data_location EXTERNAL";
+  }
+  return null;
+}
+
+function checkSparse(data) {
+  const decoded = fields(data);
+  for (const tensor of [...sub(decoded, SPARSE_VALUES), ...sub(decoded, SPARSE_INDICES)]) {
+    const found = checkTensor(tensor);
+    if (found) return found;
+  }
+  return null;
+}
+
+function checkNode(data, depth) {
+  const decoded = fields(data);
+  for (const domain of sub(decoded, NODE_DOMAIN)) {
+    const name = lossyUtf8.decode(domain);
+    if (!DEFAULT_DOMAINS.has(name)) {
+      const ops = sub(decoded, NODE_OP_TYPE);
+      const op = ops.length ? lossyUtf8.decode(ops[0]) : "?";
+      return `operator ${pyRepr(op)} from the custom domain ${pyRepr(name)}`;
+    }
+  }
+  for (const attribute of sub(decoded, NODE_ATTRIBUTE)) {
+    const attr = fields(attribute);
+    for (const tensor of [...sub(attr, ATTR_T), ...sub(attr, ATTR_TENSORS)]) {
+      const found = checkTensor(tensor);
+      if (found) return found;
+    }
+    for (const sparse of [...sub(attr, ATTR_SPARSE), ...sub(attr, ATTR_SPARSES)]) {
+      const found = checkSparse(sparse);
+      if (found) return found;
+    }
+    for (const graph of [...sub(attr, ATTR_G), ...sub(attr, ATTR_GRAPHS)]) {
+      const found = checkGraph(graph, depth + 1);
+      if (found) return found;
+    }
+  }
+  return null;
+}
+
+function checkGraph(data, depth) {
+  if (depth > MAX_NESTING) throw new Malformed(`subgraphs nested more than ${MAX_NESTING} deep`);
+  const decoded = fields(data);
+  for (const tensor of sub(decoded, GRAPH_INITIALIZER)) {
+    const found = checkTensor(tensor);
+    if (found) return found;
+  }
+  for (const sparse of sub(decoded, GRAPH_SPARSE_INITIALIZER)) {
+    const found = checkSparse(sparse);
+    if (found) return found;
+  }
+  for (const node of sub(decoded, GRAPH_NODE)) {
+    const found = checkNode(node, depth);
+    if (found) return found;
+  }
+  return null;
+}
+
+/**
+ * The metadata_props of a serialized ONNX ModelProto as {key: value string}, after checking, as
+ * compact-lm does before onnxruntime sees a file, that it is well-formed protobuf and uses no external
+ * tensor data and no custom operator domain. `name` names the file in the one-line errors.
+ */
+export function readMetadataProps(bytes, name = "the model") {
+  let unsafe = null;
+  let decoded;
+  try {
+    decoded = fields(bytes);
+    for (const graph of sub(decoded, MODEL_GRAPH)) {
+      unsafe = unsafe || checkGraph(graph, 0);
+    }
+    for (const fn of sub(decoded, MODEL_FUNCTIONS)) {
+      for (const node of sub(fields(fn), FUNCTION_NODE)) unsafe = unsafe || checkNode(node, 0);
+    }
+  } catch (error) {
+    if (error instanceof Malformed) {
+      throw new CompactLMError(`${name} is not a valid ONNX model (truncated or corrupted?): ${error.message}`);
+    }
+    throw error;
+  }
+  if (unsafe) throw new CompactLMError(`${name} is refused: it uses ${unsafe}, which compact-lm never loads`);
+  const props = [];
+  try {
+    for (const entry of sub(decoded, MODEL_METADATA_PROPS)) {
+      let key = "", value = "";
+      for (const [n, w, v] of fields(entry)) {
+        if (w !== 2) continue;
+        if (n === 1) key = strictUtf8.decode(v);
+        else if (n === 2) value = strictUtf8.decode(v);
+      }
+      props.push([key, value]);
+    }
+  } catch (error) {
+    if (error instanceof Malformed) {
+      throw new CompactLMError(`${name} is not a valid ONNX model (truncated or corrupted?): ${error.message}`);
+    }
+    throw new CompactLMError(`${name} has damaged metadata (not valid UTF-8)`);
+  }
+  return Object.fromEntries(props);
+}
+
+/** metadata_props strings -> values (JSON-decoded except kind, cell, dtype, graph); throws Error if damaged. */
+export function decodeMetadata(props) {
+  const meta = Object.fromEntries(Object.entries(props).map(([key, text]) => {
+    if (STRING_KEYS.has(key)) return [key, text];
+    try {
+      return [key, JSON.parse(text)];
+    } catch (error) {
+      throw new Error(oneLine(error));
+    }
+  }));
+  const listed = meta[KEYS_KEY];
+  if (!Array.isArray(listed)) throw new Error(`no ${pyRepr(KEYS_KEY)} entry`);
+  const missing = listed.filter((key) => !(typeof key === "string" && Object.prototype.hasOwnProperty.call(meta, key)));
+  if (missing.length) throw new Error(`missing keys ${pyRepr(missing)}`);
+  return meta;
+}
+
+function normalizationOf(nfc, lowercase) {
+  const steps = [];
+  if (nfc) steps.push("NFC");
+  if (lowercase) steps.push("lowercase");
+  return { unit: "code_point", steps };
+}
+
+/** The decoded compact-lm metadata of a file's metadata_props, checked as compact_lm.onnx_format.checked_metadata. */
+export function checkedMetadata(name, props) {
+  if (props.kind !== ONNX_KIND) {
+    throw new CompactLMError(`${name} is an ONNX model without compact-lm metadata (not a compact-lm export, or cut off)`);
+  }
+  let meta;
+  try {
+    meta = decodeMetadata(props);
+  } catch (error) {
+    throw new CompactLMError(`${name} has damaged compact-lm metadata (truncated file?): ${error.message}`);
+  }
+  if (meta.format_version !== ONNX_FORMAT_VERSION) {
+    throw new CompactLMError(`${name} has ONNX format version ${pyRepr(meta.format_version)}; `
+      + `this compact-lm reads version ${ONNX_FORMAT_VERSION}`);
+  }
+  if (!GRAPH_KINDS.includes(meta.graph)) throw new CompactLMError(`${name} has an unknown graph kind ${pyRepr(meta.graph)}`);
+  // Text is fed one way only (start text, per-code-point NFC / lowercasing); a file asking for another is refused.
+  const expected = {
+    start_text: START_TEXT,
+    normalization: normalizationOf("nfc" in meta ? meta.nfc : true, "lowercase" in meta ? meta.lowercase : false),
+  };
+  for (const [key, value] of Object.entries(expected)) {
+    if (key in meta && !deepEqual(meta[key], value)) {
+      throw new CompactLMError(`${name} asks for ${key} ${pyRepr(meta[key])}, this compact-lm feeds text with ${pyRepr(value)}`);
+    }
+  }
+  return meta;
+}
+
+function metadataDifferences(a, b) {
+  const differences = [];
+  for (const key of ["cell", "embed_size", "hidden_sizes", "vocab_size", "vocab", "nfc", "lowercase", "quantized"]) {
+    if (!deepEqual(a[key], b[key])) {
+      differences.push(`${key}: ${key === "vocab" ? "entries differ" : `${pyRepr(a[key])} vs ${pyRepr(b[key])}`}`);
+    }
+  }
+  return differences;
+}
+
+// ------------------------------------------------------------------------------------------ loading
+const isNode = typeof globalThis.process === "object" && globalThis.process !== null
+  && typeof globalThis.process.versions === "object" && globalThis.process.versions !== null
+  && typeof globalThis.process.versions.node === "string";
+
+/** The bytes of `source` (Uint8Array, ArrayBuffer, URL or URL string, or a file path in Node) and a name for errors. */
+async function loadBytes(source, fallbackName) {
+  if (source instanceof Uint8Array) return { bytes: source, name: fallbackName };
+  if (source instanceof ArrayBuffer) return { bytes: new Uint8Array(source), name: fallbackName };
+  if (ArrayBuffer.isView(source)) {
+    return { bytes: new Uint8Array(source.buffer, source.byteOffset, source.byteLength), name: fallbackName };
+  }
+  if (typeof URL !== "undefined" && source instanceof URL) source = source.href;
+  if (typeof source !== "string") {
+    throw new CompactLMError(`expected a model as a Uint8Array, an ArrayBuffer, a URL or a file path, got ${source === null ? "null" : typeof source}`);
+  }
+  const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source);   // not a Windows drive
+  if (isNode && (!isUrl || /^file:/i.test(source))) {
+    const { readFile, stat } = await import("node:fs/promises");
+    let path = source;
+    if (isUrl) path = (await import("node:url")).fileURLToPath(source);
+    let info;
+    try {
+      info = await stat(path);
+    } catch (error) {
+      if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new CompactLMError(`ONNX file ${source} does not exist`);
+      throw new CompactLMError(`cannot read ONNX file ${source}: ${oneLine(error)}`);
+    }
+    if (info.isDirectory()) throw new CompactLMError(`ONNX file ${source} is a folder, not a file`);
+    try {
+      return { bytes: new Uint8Array(await readFile(path)), name: source };
+    } catch (error) {
+      throw new CompactLMError(`cannot read ONNX file ${source}: ${oneLine(error)}`);
+    }
+  }
+  let response;
+  try {
+    response = await fetch(source);
+  } catch (error) {
+    throw new CompactLMError(`cannot fetch ${source}: ${oneLine(error)}`);
+  }
+  if (!response.ok) throw new CompactLMError(`cannot fetch ${source}: HTTP ${response.status} ${response.statusText}`.trim());
+  return { bytes: new Uint8Array(await response.arrayBuffer()), name: source };
+}
+
+/** A checked file, in compact-lm's order (protobuf scan, onnxruntime session, metadata): its name, decoded
+ * metadata, onnxruntime session, and what the graph's inputs and outputs are. */
+async function openFile(ort, source, fallbackName, options) {
+  const { bytes, name } = await loadBytes(source, fallbackName);
+  const props = readMetadataProps(bytes, name);
+  const session = await createSession(ort, bytes, name, options);
+  try {
+    return { name, session, ...checkedLayout(name, props, session) };
+  } catch (error) {
+    await releaseQuietly(session);
+    throw error;
+  }
+}
+
+async function releaseQuietly(session) {
+  try {
+    if (session && typeof session.release === "function") await session.release();
+  } catch {
+    // the error being reported matters more than a failed clean-up
+  }
+}
+
+/** The decoded metadata and the graph's layout (state names, widths, vocabulary size), checked against the session. */
+function checkedLayout(name, props, session) {
+  const meta = checkedMetadata(name, props);
+  const layout = {};
+  try {
+    const tokens = meta.vocab;
+    if (!Array.isArray(tokens) || !tokens.length || tokens[0] !== UNK_TOKEN || meta.unk_id !== 0) {
+      throw new Error("metadata 'vocab' must be a list starting with '<unk>' (unk_id 0)");
+    }
+    const seen = new Set();
+    for (const char of tokens.slice(1)) {
+      if (typeof char !== "string" || [...char].length !== 1) throw new Error("every vocabulary entry must be one character");
+      if (seen.has(char)) throw new Error("vocabulary entries must be distinct");
+      seen.add(char);
+    }
+    const sizes = meta.hidden_sizes;
+    if (!Array.isArray(sizes) || !sizes.length || !sizes.every((h) => Number.isInteger(h) && h >= 1)) {
+      throw new Error("hidden_sizes must be a list of whole numbers >= 1");
+    }
+    if (meta.vocab_size !== tokens.length) throw new Error(`vocab_size ${pyRepr(meta.vocab_size)} but ${tokens.length} vocab entries`);
+    const ins = meta.state_inputs, outs = meta.state_outputs;
+    const names = (value) => Array.isArray(value) && value.length === sizes.length
+      && value.every((layer) => Array.isArray(layer) && layer.length >= 1 && layer.every((n) => typeof n === "string"));
+    if (!names(ins) || !names(outs) || ins.some((layer, i) => layer.length !== outs[i].length)) {
+      throw new Error("state_inputs / state_outputs must name one list of states per layer");
+    }
+    layout.stateInputs = ins.flat();
+    layout.stateOutputs = outs.flat();
+    layout.widths = ins.flatMap((layer, i) => layer.map(() => sizes[i]));
+    layout.vocabSize = tokens.length;
+  } catch (error) {
+    throw new CompactLMError(`${name} has invalid compact-lm metadata: ${error.message}`);
+  }
+  const inputs = new Set(session.inputNames), outputs = new Set(session.outputNames);
+  const wantIn = [TOKENS, ...layout.stateInputs], wantOut = [LOG_PROBS, ...layout.stateOutputs];
+  if (inputs.size !== wantIn.length || !wantIn.every((n) => inputs.has(n))
+      || outputs.size !== wantOut.length || !wantOut.every((n) => outputs.has(n))) {
+    throw new CompactLMError(`${name}: graph inputs/outputs do not match its compact-lm metadata`);
+  }
+  return { meta, layout };
+}
+
+function providersFor(ort, options) {
+  if (options.executionProviders) return options.executionProviders;
+  const versions = (ort.env && ort.env.versions) || {};
+  return versions.node ? ["cpu"] : ["wasm"];
+}
+
+async function createSession(ort, bytes, name, options) {
+  const node = Boolean(((ort.env && ort.env.versions) || {}).node);
+  const sessionOptions = {
+    executionProviders: providersFor(ort, options),
+    graphOptimizationLevel: "all",
+    executionMode: "sequential",
+    enableCpuMemArena: false,
+    logSeverityLevel: 3,
+    ...(node ? { intraOpNumThreads: 1, interOpNumThreads: 1 } : {}),
+    ...(options.sessionOptions || {}),
+  };
+  try {
+    return await ort.InferenceSession.create(bytes, sessionOptions);
+  } catch (error) {
+    throw new CompactLMError(`${name} is not a valid ONNX model (truncated or corrupted?): ${oneLine(error)}`);
+  }
+}
+
+// ------------------------------------------------------------------------------------- the model
+/**
+ * A step graph (and optionally a sequence graph) behind one run queue: step(ids[B], state) and
+ * run(ids[T], state) on batch 1. A state is an array of ort.Tensor, one per state input in feed order.
+ */
+class Model {
+  constructor(ort, file, stepSession, sequenceSession) {
+    this.ort = ort;
+    this.name = file.name;
+    this.meta = file.meta;
+    this.vocabSize = file.layout.vocabSize;
+    this.stateInputs = file.layout.stateInputs;
+    this.stateOutputs = file.layout.stateOutputs;
+    this.widths = file.layout.widths;
+    this.fetches = [LOG_PROBS, ...this.stateOutputs];
+    this.step_ = stepSession;          // null when the source is a sequence graph
+    this.sequence = sequenceSession;   // null without one
+    this.runs = 0;                     // session.run calls so far
+    this._tail = Promise.resolve();
+  }
+
+  zeroState(batch) {
+    return this.widths.map((h) => new this.ort.Tensor("float32", new Float32Array(batch * h), [batch, h]));
+  }
+
+  /** One session.run, after every earlier one has finished (onnxruntime-web runs one at a time). */
+  _call(session, tokens, dims, state) {
+    const feeds = { [TOKENS]: new this.ort.Tensor("int64", tokens, dims) };
+    this.stateInputs.forEach((name, i) => { feeds[name] = state[i]; });
+    const result = this._tail.then(() => {
+      this.runs += 1;
+      return session.run(feeds, this.fetches);
+    });
+    this._tail = result.then(() => undefined, () => undefined);
+    return result.then((outputs) => ({
+      logProbs: outputs[LOG_PROBS].data,
+      state: this.stateOutputs.map((name) => outputs[name]),
+      outputs,
+    }));
+  }
+
+  /** {logProbs: Float32Array [B*V], state} after one token per stream. */
+  step(ids, state) {
+    const batch = ids.length;
+    if (this.step_) return this._call(this.step_, ids, [batch], state);
+    return this._call(this.sequence, ids, [batch, 1], state);
+  }
+
+  /** {logProbs: Float32Array [V] after the last of ids, state} for one stream: one run of the sequence graph, else steps. */
+  async run(ids, state) {
+    if (this.sequence) {
+      const { logProbs, state: next } = await this._call(this.sequence, ids, [1, ids.length], state);
+      const v = this.vocabSize;
+      return { logProbs: logProbs.slice((ids.length - 1) * v, ids.length * v), state: next };
+    }
+    let result = { logProbs: null, state };
+    for (let t = 0; t < ids.length; t++) result = await this.step(ids.slice(t, t + 1), result.state);
+    return result;
+  }
+
+  /** Rows `parents` of every state tensor (a beam's states after its parents'). */
+  gather(state, parents) {
+    const b = parents.length;
+    return state.map((tensor, i) => {
+      const h = this.widths[i], from = tensor.data, to = new Float32Array(b * h);
+      for (let r = 0; r < b; r++) to.set(from.subarray(parents[r] * h, parents[r] * h + h), r * h);
+      return new this.ort.Tensor("float32", to, [b, h]);
+    });
+  }
+
+  /** As compact_lm.ort_backend._probe: a batch-1 run, then every token for two steps; shapes and finite values checked. */
+  async probe(session, graph, name) {
+    const v = this.vocabSize;
+    const runs = graph === "step" ? [[1, [1], 1], [v, [v], 2]] : [[1, [1, 2], 1], [v, [v, 2], 1]];
+    for (const [batch, dims, steps] of runs) {
+      const count = dims.reduce((a, b) => a * b, 1);
+      const tokens = new BigInt64Array(count);
+      for (let i = 0; i < batch; i++) {
+        if (graph === "step") tokens[i] = BigInt(i);
+        else { tokens[2 * i] = BigInt(i); tokens[2 * i + 1] = BigInt((i - 1 + v) % v); }
+      }
+      const want = [graph === "step" ? [batch, v] : [batch, dims[1], v], ...this.widths.map((h) => [batch, h])];
+      let state = this.zeroState(batch);
+      for (let s = 0; s < steps; s++) {
+        let outputs;
+        try {
+          ({ outputs } = await this._call(session, tokens, dims, state));
+        } catch (error) {
+          throw new CompactLMError(`${name}: the graph fails to run (damaged?): ${oneLine(error)}`);
+        }
+        const got = this.fetches.map((n) => outputs[n].dims.map(Number));
+        if (!deepEqual(got, want)) {
+          const shapes = (list) => "[" + list.map((d) => `(${d.join(", ")}${d.length === 1 ? "," : ""})`).join(", ") + "]";
+          throw new CompactLMError(`${name}: the graph's outputs have shapes ${shapes(got)}, its metadata `
+            + `describes ${shapes(want)} (damaged graph?)`);
+        }
+        if (!this.fetches.every((n) => outputs[n].data.every(Number.isFinite))) {
+          throw new CompactLMError(`${name}: the graph produces NaN or infinite values (damaged weights?)`);
+        }
+        state = this.stateOutputs.map((n) => outputs[n]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ autocomplete
+/**
+ * Next characters and word completions from a compact-lm .onnx file; `session()` for keystroke use.
+ * Create with `await Autocompleter.create(source, { ort, beam, maxChars, sequence })`.
+ */
+export class Autocompleter {
+  /**
+   * source: the step graph (or a sequence graph) as Uint8Array, ArrayBuffer, URL (string or URL, fetched)
+   * or file path (Node). Options: ort (the onnxruntime-web or onnxruntime-node module; default
+   * globalThis.ort), beam (4), maxChars (16), sequence (the model's sequence graph, same kinds, for
+   * pasted text in one run), boundaries (a string of boundary characters instead of the default rule),
+   * contextChars (1024), executionProviders (default ["cpu"] with onnxruntime-node, else ["wasm"]),
+   * sessionOptions (merged into onnxruntime's), name / sequenceName (for byte sources in error messages).
+   */
+  static async create(source, options = {}) {
+    const ort = options.ort || globalThis.ort;
+    if (!ort || !ort.InferenceSession || !ort.Tensor) {
+      throw new CompactLMError("pass the onnxruntime module as the ort option (onnxruntime-web or onnxruntime-node)");
+    }
+    const beam = positive("beam", options.beam ?? 4);
+    const maxChars = positive("maxChars", options.maxChars ?? 16);
+    const contextChars = positive("contextChars", options.contextChars ?? CONTEXT_CHARS);
+    const file = await openFile(ort, source, options.name || "the model", options);
+    let sequenceFile = null;
+    try {
+      if (options.sequence !== undefined && options.sequence !== null) {
+        sequenceFile = await openFile(ort, options.sequence, options.sequenceName || "the sequence graph", options);
+        if (sequenceFile.meta.graph !== "sequence") {
+          throw new CompactLMError(`${sequenceFile.name} holds a ${sequenceFile.meta.graph} graph, not a sequence graph`);
+        }
+        const differences = metadataDifferences(file.meta, sequenceFile.meta);
+        if (differences.length) {
+          throw new CompactLMError(`${sequenceFile.name} is not from the same model as ${file.name}: ${differences[0]}`);
+        }
+      }
+      const main = file.session, sequenceSession = sequenceFile ? sequenceFile.session : null;
+      const isStep = file.meta.graph === "step";
+      const model = new Model(ort, file, isStep ? main : null, isStep ? sequenceSession : (sequenceSession || main));
+      await model.probe(main, file.meta.graph, file.name);
+      if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
+      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries });
+      await completer._init();
+      return completer;
+    } catch (error) {
+      await releaseQuietly(file.session);
+      if (sequenceFile) await releaseQuietly(sequenceFile.session);
+      throw error;
+    }
+  }
+
+  constructor(model, { beam, maxChars, contextChars, boundaries }) {
+    this.model = model;
+    this.metadata = model.meta;
+    this.beam = beam;
+    this.maxChars = maxChars;
+    this.contextChars = contextChars;
+    const meta = model.meta;
+    this.vocabSize = model.vocabSize;
+    this.vocab = meta.vocab.slice();
+    this.unkId = meta.unk_id ?? 0;
+    this.startText = meta.start_text ?? START_TEXT;
+    this.normalization = meta.normalization ?? normalizationOf(meta.nfc ?? true, meta.lowercase ?? false);
+    if (boundaries === undefined || boundaries === null) {
+      this.isBoundary = defaultIsBoundary;
+    } else {
+      const set = new Set(Array.from(checkText("boundaries", boundaries)));
+      this.isBoundary = (char) => set.has(char);
+    }
+    const v = this.vocabSize, unk = this.unkId;
+    this._idOf = new Map();
+    this._charOf = this.vocab.map((c, i) => (i === unk ? "" : c));   // <unk> is never part of a suggestion
+    this.vocab.forEach((c, i) => { if (i !== unk) this._idOf.set(c, i); });
+    const boundary = this.vocab.map((c, i) => i !== unk && this.isBoundary(c));
+    this._boundaryIds = boundary.flatMap((b, i) => (b ? [i] : []));
+    if (!this._boundaryIds.length) throw new CompactLMError("no word-boundary character is in the model's vocabulary");
+    this._boundaryChars = this._boundaryIds.map((i) => this._charOf[i]);
+    this._wordMask = new Float64Array(v);       // -inf where a character may not extend a word
+    this._nextMask = new Float64Array(v);       // -inf for <unk>
+    boundary.forEach((b, i) => { if (b) this._wordMask[i] = -Infinity; });
+    this._wordMask[unk] = -Infinity;
+    this._nextMask[unk] = -Infinity;
+    this._normalized = new Map();
+  }
+
+  async _init() {
+    const ids = this.encode(this.startText);
+    const { logProbs, state } = await this.model.step(ids.slice(ids.length - 1), this.model.zeroState(1));
+    // a checkpoint: characters typed, and a promise of {state after them, next-character log-probabilities}
+    this._rootValue = { state, logProbs: logProbs.slice(0, this.vocabSize) };
+    this._root = { length: 0, ready: Promise.resolve(this._rootValue) };
+  }
+
+  /** Free the onnxruntime sessions (wasm memory in a browser); the Autocompleter and its sessions are unusable after. */
+  async release() {
+    const sessions = new Set([this.model.step_, this.model.sequence].filter(Boolean));
+    await this.model._tail;
+    for (const session of sessions) await session.release();
+  }
+
+  /** How many session.run calls this Autocompleter has made (loading included). */
+  get runs() {
+    return this.model.runs;
+  }
+
+  /** Whether pasted text runs through a sequence graph in one call (else one step per character). */
+  get hasSequenceGraph() {
+    return this.model.sequence !== null;
+  }
+
+  // ---------------------------------------------------------------------------- text -> ids
+  _normalizeChar(char) {
+    let out = this._normalized.get(char);
+    if (out === undefined) {
+      out = char;
+      for (const step of this.normalization.steps) {
+        out = step === "NFC" ? out.normalize("NFC") : step === "lowercase" ? out.toLowerCase() : out;
+      }
+      if (this._normalized.size < CACHED_CHARS) this._normalized.set(char, out);
+    }
+    return out;
+  }
+
+  /** `text` with every code point normalized on its own, as the model's vocabulary asks. */
+  normalize(text) {
+    let out = "";
+    for (const char of checkText("text", text)) out += this._normalizeChar(char);
+    return out;
+  }
+
+  _encodeChars(chars) {
+    const ids = [];
+    for (const char of chars) {
+      for (const c of this._normalizeChar(char)) ids.push(this._idOf.get(c) ?? this.unkId);
+    }
+    return BigInt64Array.from(ids, BigInt);
+  }
+
+  /** Token ids of `text` as a BigInt64Array (normalized code point by code point; unknown characters -> <unk>). */
+  encode(text) {
+    return this._encodeChars(Array.from(checkText("text", text)));
+  }
+
+  // ----------------------------------------------------------------------------- model calls
+  /** {state, logProbs} after `chars` (code points) from `state`: one step for one id, else one run. */
+  async _advance(state, chars) {
+    if (chars.length > this.contextChars) {   // only the last contextChars characters matter
+      state = this._rootValue.state;
+      chars = chars.slice(chars.length - this.contextChars);
+    }
+    const ids = this._encodeChars(chars);
+    if (ids.length === 1) {
+      const { logProbs, state: next } = await this.model.step(ids, state);
+      return { state: next, logProbs };
+    }
+    return this.model.run(ids, state);
+  }
+
+  _start(prefix) {
+    checkText("prefix", prefix);
+    return prefix ? this._advance(this._rootValue.state, Array.from(prefix)) : Promise.resolve(this._rootValue);
+  }
+
+  // ----------------------------------------------------------------------------- public API
+  /** A new keystroke session (empty text). */
+  session() {
+    return new Session(this);
+  }
+
+  /** The k most likely next characters after `prefix` (never <unk>), most likely first: [{text, prob}]. */
+  async nextChars(prefix, k = 3) {
+    positive("k", k);
+    const { logProbs } = await this._start(prefix);
+    return this._nextChars(logProbs, k);
+  }
+
+  /** The k most likely completions of the word being typed (the next word if `prefix` ends at a boundary). */
+  async complete(prefix, k = 3, maxChars = undefined) {
+    positive("k", k);
+    maxChars = maxChars === undefined || maxChars === null ? this.maxChars : positive("maxChars", maxChars);
+    const { state, logProbs } = await this._start(prefix);
+    return this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars);
+  }
+
+  _nextChars(logProbs, k) {
+    const v = this.vocabSize;
+    const scores = new Float64Array(v);
+    for (let i = 0; i < v; i++) scores[i] = logProbs[i] + this._nextMask[i];
+    const top = best(scores, Math.min(k, v - 1), -Infinity);
+    return top.map((i) => ({ text: this._charOf[i], prob: Math.exp(scores[i]) }));
+  }
+
+  /** Beam search from (state, logProbs) to the k most likely words ended by a boundary character. */
+  async _search(state, logProbs, atBoundary, k, maxChars) {
+    const v = this.vocabSize, beam = this.beam, boundaryIds = this._boundaryIds, width = boundaryIds.length;
+    const charOf = this._charOf, boundaryChars = this._boundaryChars, wordMask = this._wordMask;
+    let finished = [];            // [-log p, text] of the best k so far: sorted best first, ties by text
+    let threshold = -Infinity;    // log p of the k-th finished word: nothing below it can enter
+    let texts = [""];
+    let scores = Float64Array.from(logProbs.subarray(0, v));   // [beams * V]: log p of each beam + its next character
+    for (let depth = 1; depth <= maxChars; depth++) {
+      if (depth > 1 || !atBoundary) {        // at a boundary the next word has at least one character
+        const n = texts.length * width;
+        const ends = new Float64Array(n);
+        for (let b = 0; b < texts.length; b++) {
+          for (let j = 0; j < width; j++) ends[b * width + j] = scores[b * v + boundaryIds[j]];
+        }
+        let cut = -Infinity;                 // only the k best endings (with their ties) can enter the k best
+        if (n > k) cut = Float64Array.from(ends).sort()[n - k];
+        let added = false;
+        for (let f = 0; f < n; f++) {
+          const value = ends[f];
+          if (value >= cut && value > threshold) {
+            finished.push([-value, texts[Math.floor(f / width)] + boundaryChars[f % width]]);
+            added = true;
+          }
+        }
+        if (added) {
+          finished.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : compareCodePoints(a[1], b[1])));
+          if (finished.length > k) finished.length = k;
+          if (finished.length === k) threshold = -finished[k - 1][0];
+        }
+      }
+      if (depth === maxChars) break;
+      const flat = new Float64Array(scores.length);
+      for (let i = 0; i < scores.length; i++) flat[i] = scores[i] + wordMask[i % v];
+      const top = best(flat, beam, threshold).sort((a, b) => a - b);   // also drops boundaries and <unk> (-inf)
+      if (!top.length) break;
+      const parents = top.map((i) => Math.floor(i / v)), chars = top.map((i) => i % v);
+      texts = top.map((_, r) => texts[parents[r]] + charOf[chars[r]]);
+      const sameRows = parents.length === scores.length / v && parents.every((p, r) => p === r);
+      const { logProbs: next, state: nextState } = await this.model.step(
+        BigInt64Array.from(chars, BigInt), sameRows ? state : this.model.gather(state, parents));
+      state = nextState;
+      scores = new Float64Array(top.length * v);
+      for (let r = 0; r < top.length; r++) {
+        const parent = flat[top[r]];
+        for (let c = 0; c < v; c++) scores[r * v + c] = next[r * v + c] + parent;
+      }
+    }
+    return finished.map(([score, text]) => ({ text, prob: Math.exp(-score) }));
+  }
+}
+
+/** Indices of the (at most) `count` largest values above `floor`, largest first, ties by lower index. */
+function best(values, count, floor) {
+  const top = [];
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (!(value > floor)) continue;
+    if (top.length === count) {
+      if (!(value > values[top[count - 1]])) continue;
+      top.pop();
+    }
+    let at = top.length;
+    top.push(i);
+    while (at > 0 && value > values[top[at - 1]]) {
+      top[at] = top[at - 1];
+      at -= 1;
+    }
+    top[at] = i;
+  }
+  return top;
+}
+
+/**
+ * One person's typing: a stack of checkpoints, so typing a character costs one model run and backspace
+ * none. A checkpoint holds the characters' count and a promise of the state after them: type() and
+ * backspace() change `text` at once and return a promise that settles when the state is computed
+ * (awaiting them is optional: suggestions() and nextChars() wait for it).
+ */
+export class Session {
+  constructor(completer) {
+    this.completer = completer;
+    this._chars = [];                    // code points typed so far
+    this._stack = [completer._root];     // checkpoints, lengths increasing
+  }
+
+  /** Everything typed so far (as typed, before normalization). */
+  get text() {
+    return this._chars.join("");
+  }
+
+  _push(length, base, chars) {
+    const ready = base.ready.then((value) => this.completer._advance(value.state, chars));
+    ready.catch(() => {});               // reported by whoever awaits it, not as an unhandled rejection
+    this._stack.push({ length, ready });
+    if (this._stack.length > 2 * MAX_CHECKPOINTS) this._stack.splice(1, MAX_CHECKPOINTS);   // the root stays
+    return settled(ready);
+  }
+
+  /** Append `text`: one model run for one character, one run for more (sequence graph). */
+  type(text) {
+    checkText("text", text);
+    if (!text) return Promise.resolve();
+    const chars = Array.from(text);
+    for (const char of chars) this._chars.push(char);
+    return this._push(this._chars.length, this._stack[this._stack.length - 1], chars);
+  }
+
+  /** Delete the last n characters: restores a stored state (a model run only inside pasted text). */
+  backspace(n = 1) {
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
+      throw new CompactLMError(`backspace count must be a whole number >= 0, got ${pyRepr(n)}`);
+    }
+    const target = Math.max(this._chars.length - n, 0);
+    if (target === this._chars.length) return Promise.resolve();
+    this._chars.length = target;
+    const stack = this._stack;
+    while (stack[stack.length - 1].length > target) stack.pop();
+    const base = stack[stack.length - 1];
+    if (base.length < target) {          // inside pasted text: recompute from the checkpoint before it
+      // (more than contextChars characters run from the root anyway: keep one more than that)
+      const from = Math.max(base.length, target - this.completer.contextChars - 1);
+      return this._push(target, base, this._chars.slice(from, target));
+    }
+    return settled(base.ready);
+  }
+
+  _atBoundary() {
+    return !this._chars.length || this.completer.isBoundary(this._chars[this._chars.length - 1]);
+  }
+
+  /** The k most likely completions of the word being typed (or of the next word at a boundary). */
+  async suggestions(k = 3, maxChars = undefined) {
+    const completer = this.completer;
+    positive("k", k);
+    maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
+    const atBoundary = this._atBoundary();
+    const { state, logProbs } = await this._stack[this._stack.length - 1].ready;
+    return completer._search(state, logProbs, atBoundary, k, maxChars);
+  }
+
+  /** The k most likely next characters (never <unk>). */
+  async nextChars(k = 3) {
+    positive("k", k);
+    const { logProbs } = await this._stack[this._stack.length - 1].ready;
+    return this.completer._nextChars(logProbs, k);
+  }
+
+  /** The model state (an array of ort.Tensor) after the typed text and the next-character log-probabilities. */
+  async state() {
+    return this._stack[this._stack.length - 1].ready;
+  }
+}
+
+function settled(promise) {
+  const done = promise.then(() => undefined);
+  done.catch(() => {});
+  return done;
+}

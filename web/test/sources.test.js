@@ -1,0 +1,136 @@
+// Where a model comes from and what runs it: file paths, file: URLs, URL objects and http URLs (fetched),
+// bytes and ArrayBuffers; the execution provider chosen from the ort object given; and the same module on
+// onnxruntime-web (its wasm backend runs in Node too) reproducing a share of one model's golden cases.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import { pathToFileURL } from "node:url";
+import * as ortWeb from "onnxruntime-web";
+import { Autocompleter, CompactLMError } from "../compact_lm.js";
+import { SKIP, compare, compareLoose, modelFiles, ortNode, readJson, report } from "./golden_helpers.js";
+
+// wasm kernels sum in another order than onnxruntime-node's (which gives Python's numbers bit for bit):
+// measured up to 9e-6 on these peaky models' multi-character completions
+const WASM_REL = 1e-4;
+
+/** `ort` with the options of every InferenceSession.create recorded. */
+function recording(ort) {
+  const created = [];
+  const InferenceSession = {
+    create(bytes, options) {
+      created.push(options);
+      return ort.InferenceSession.create(bytes, options);
+    },
+  };
+  return { ort: { InferenceSession, Tensor: ort.Tensor, env: ort.env }, created };
+}
+
+function pick() {
+  const files = modelFiles().map(readJson);
+  return files.find((g) => g.sequence && !g.metadata.int8) || files[0];
+}
+
+test("execution providers: cpu with onnxruntime-node, wasm with onnxruntime-web, or as given", { skip: SKIP }, async () => {
+  const golden = pick();
+  for (const [ort, want] of [[ortNode, ["cpu"]], [ortWeb, ["wasm"]]]) {
+    const { ort: wrapped, created } = recording(ort);
+    await Autocompleter.create(golden.model, { ort: wrapped, sequence: golden.sequence });
+    assert.equal(created.length, 2);
+    for (const options of created) assert.deepEqual(options.executionProviders, want);
+  }
+  const { ort: wrapped, created } = recording(ortNode);
+  await Autocompleter.create(golden.model, { ort: wrapped, executionProviders: ["cpu"], sessionOptions: { intraOpNumThreads: 2 } });
+  assert.deepEqual(created[0].executionProviders, ["cpu"]);
+  assert.equal(created[0].intraOpNumThreads, 2);
+  const ac = await Autocompleter.create(golden.model, { ort: ortNode });
+  await ac.nextChars("ab", 2);
+  await ac.release();
+  await assert.rejects(ac.nextChars("abc", 2));
+});
+
+test("onnxruntime-web (wasm) reproduces Python's golden cases, from bytes and ArrayBuffers", { skip: SKIP }, async () => {
+  const golden = pick();
+  const ac = await Autocompleter.create(new Uint8Array(fs.readFileSync(golden.model)), {
+    ort: ortWeb, sequence: golden.sequence ? new Uint8Array(fs.readFileSync(golden.sequence)).buffer : null, ...golden.options,
+  });
+  assert.deepEqual(ac.metadata, golden.metadata);
+  const problems = [];
+  let checks = 0;
+  for (const c of golden.prefixes.slice(0, 120)) {
+    checks += 2;
+    const where = `prefix ${JSON.stringify(c.prefix.slice(-40))}`;
+    problems.push(...compareLoose(await ac.nextChars(c.prefix, c.k), c.next, `${where} nextChars`, WASM_REL));
+    problems.push(...compareLoose(await ac.complete(c.prefix, c.k, c.maxChars), c.complete, `${where} complete`, WASM_REL));
+  }
+  for (const actions of golden.sessions.slice(0, 2)) {
+    const s = ac.session();
+    for (const a of actions) {
+      if (a.op === "type") s.type(a.text);
+      else if (a.op === "backspace") s.backspace(a.n);
+      else {
+        checks += 1;
+        const got = a.op === "suggestions" ? await s.suggestions(a.k, a.maxChars) : await s.nextChars(a.k);
+        problems.push(...compareLoose(got, a.expected, `session ${a.op} after ${JSON.stringify(a.text.slice(-40))}`, WASM_REL));
+      }
+    }
+  }
+  report(problems, checks);
+});
+
+test("sources: a file path, a file: URL, a URL object and an http URL give the same model; HTTP errors are one line", { skip: SKIP }, async () => {
+  const golden = pick();
+  const bytes = fs.readFileSync(golden.model);
+  const server = http.createServer((request, response) => {
+    if (request.url === "/model.onnx") {
+      response.writeHead(200, { "Content-Type": "application/octet-stream" });
+      response.end(bytes);
+    } else {
+      response.writeHead(404);
+      response.end("no");
+    }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const base = `http://127.0.0.1:${server.address().port}`;
+    const prefix = golden.prefixes.find((c) => c.prefix.length > 5);
+    for (const source of [golden.model, pathToFileURL(golden.model).href, pathToFileURL(golden.model), `${base}/model.onnx`]) {
+      const ac = await Autocompleter.create(source, { ort: ortNode, ...golden.options });
+      assert.deepEqual(ac.metadata, golden.metadata);
+      report(compare(await ac.nextChars(prefix.prefix, prefix.k), prefix.next, String(source)), 1);
+    }
+    await assert.rejects(Autocompleter.create(`${base}/missing.onnx`, { ort: ortNode }), (error) => {
+      assert.ok(error instanceof CompactLMError);
+      assert.equal(error.message, `cannot fetch ${base}/missing.onnx: HTTP 404 Not Found`);
+      return true;
+    });
+  } finally {
+    server.close();
+  }
+  await assert.rejects(Autocompleter.create(golden.model, {}), /pass the onnxruntime module as the ort option/);
+  await assert.rejects(Autocompleter.create(42, { ort: ortNode }), /expected a model as a Uint8Array/);
+});
+
+test("two sessions typing at once, nothing awaited but their suggestions, each get Python's results", { skip: SKIP }, async () => {
+  const golden = pick();
+  const ac = await Autocompleter.create(golden.model, { ort: ortNode, sequence: golden.sequence, ...golden.options });
+  const [first, second] = golden.sessions;
+  const pending = [];
+  const sessions = [ac.session(), ac.session()];
+  for (let i = 0; i < Math.max(first.length, second.length); i++) {
+    for (const [n, actions] of [first, second].entries()) {
+      const a = actions[i];
+      if (!a) continue;
+      const s = sessions[n];
+      if (a.op === "type") s.type(a.text);
+      else if (a.op === "backspace") s.backspace(a.n);
+      else {
+        assert.equal(s.text, a.text);
+        const got = a.op === "suggestions" ? s.suggestions(a.k, a.maxChars) : s.nextChars(a.k);
+        pending.push(got.then((list) => compare(list, a.expected, `session ${n} action ${i} ${a.op}`)));
+      }
+    }
+  }
+  const problems = (await Promise.all(pending)).flat();
+  report(problems, pending.length);
+});
