@@ -37,6 +37,7 @@ TINY = {
 # Commands the README shows but this test does not run, and why; their options are checked against --help.
 NOT_RUN = {
     "demo": "about 5 minutes on the real sizes; tests/test_demo.py runs it with tiny ones",
+    "serve": "serves until Ctrl-C; tests/test_web_page.py runs it on a free port and drives the page",
 }
 
 # What each command's output must show (stdout unless noted).
@@ -48,6 +49,7 @@ EXPECT = {
     "verify": ["ok: max |delta log-prob|"],
     "complete": ["%"],
     "repl": [" -> ", "%"],
+    "web": ["wrote the site"],
 }
 REPL_INPUT = "Alice was beginning to get ver\n"
 
