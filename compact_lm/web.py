@@ -20,6 +20,8 @@ This module imports only the standard library at import time; `write_site` opens
 """
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import os
 import re
@@ -319,8 +321,20 @@ def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence
 
 
 # ------------------------------------------------------------------------------------------- serving
+# Sent gzip-compressed to a browser that accepts it: the runtime's .wasm is ~12 MB raw and ~3 MB gzipped.
+# An .onnx barely compresses (its weights are dense), so it goes as it is.
+COMPRESSED = frozenset({".wasm", ".mjs", ".js", ".css", ".html", ".json"})
+
+
+@functools.lru_cache(maxsize=32)
+def _gzipped(path: str, mtime_ns: int, size: int) -> bytes:
+    """The gzip of a file's bytes, computed once per version of the file (mtime and size in the key)."""
+    return gzip.compress(Path(path).read_bytes(), compresslevel=6, mtime=0)
+
+
 def site_handler(folder: Path, log):
-    """A SimpleHTTPRequestHandler for `folder`: the page's MIME types, no caching, no directory listings."""
+    """A SimpleHTTPRequestHandler for `folder`: the page's MIME types, gzip for text and WebAssembly,
+    no caching, no directory listings."""
     from http.server import SimpleHTTPRequestHandler
 
     class SiteHandler(SimpleHTTPRequestHandler):
@@ -328,6 +342,24 @@ def site_handler(folder: Path, log):
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            path = Path(self.translate_path(self.path))
+            accepts = "gzip" in self.headers.get("Accept-Encoding", "")
+            if not (accepts and path.suffix in COMPRESSED and path.is_file()):
+                return super().do_GET()
+            try:
+                stat = path.stat()
+                body = _gzipped(str(path), stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                return super().do_GET()   # gone or unreadable: the plain handler says so
+            self.send_response(200)
+            self.send_header("Content-Type", self.guess_type(str(path)))
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Vary", "Accept-Encoding")
+            self.end_headers()
+            self.wfile.write(body)
 
         def end_headers(self):
             self.send_header("Cache-Control", "no-cache")   # a site written again shows at the next reload

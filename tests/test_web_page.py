@@ -473,6 +473,31 @@ def test_serve_gives_the_page_its_mime_types(tmp_path, model_files):
     assert "GET /model.onnx" in (tmp_path / "serve.log").read_text()
 
 
+def test_serve_gzips_the_runtime_for_a_browser_that_accepts_it(tmp_path, model_files):
+    import gzip
+    site = tmp_path / "site"
+    cli("web", model_files[0], "--out", site, "--ort-url")
+    (site / "ort").mkdir()
+    wasm = b"\0asm" + bytes(range(256)) * 4000   # compressible, like the real runtime
+    (site / "ort" / ORT_WASM).write_bytes(wasm)
+    served = Server(site, tmp_path / "serve.log")
+    try:
+        asked = urllib.request.Request(served.url + f"ort/{ORT_WASM}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(asked, timeout=10) as response:
+            body = response.read()
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert response.headers["Content-Type"] == "application/wasm"
+            assert gzip.decompress(body) == wasm and len(body) < len(wasm) / 10
+        with urllib.request.urlopen(served.url + f"ort/{ORT_WASM}", timeout=10) as response:
+            assert response.headers["Content-Encoding"] is None and response.read() == wasm
+        onnx_asked = urllib.request.Request(served.url + "model.onnx", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(onnx_asked, timeout=10) as response:   # dense weights: sent as they are
+            assert response.headers["Content-Encoding"] is None
+            assert response.read() == (site / "model.onnx").read_bytes()
+    finally:
+        assert served.stop() == 0
+
+
 def test_serve_refuses_a_folder_without_a_site(tmp_path, capsys):
     code, _, err = run(capsys, "serve", tmp_path / "nope")
     assert_one_line_error(code, err, "does not exist")
