@@ -1,20 +1,24 @@
 """Autocomplete on any Backend: next characters, beam-searched word completions, keystroke sessions.
 
     ac = Autocompleter("model.onnx")              # or a .npz path, a loaded model, any Backend
-    ac.complete("Alice was b", k=3)               # [Suggestion(text='eginning ', prob=0.31), ...]
+    ac.complete("Alice was b", k=3)               # [Suggestion(text='eginning', prob=0.31), ...]
     session = ac.session()
     session.type("Alice was b"); session.suggestions(3); session.backspace(); session.next_chars(3)
+    session.accept(session.suggestions(1)[0]); session.type(",")   # "Alice was beginning," (no space before ,)
 
 The text the model sees is a newline (as at the start of a line) followed by what was typed; each
 typed code point is normalized on its own (NFC, lowercasing as the vocabulary says), so typing a
 text key by key and pasting it give the same ids. Characters outside the vocabulary become `<unk>`.
 
-A word completion is a run of word characters ended by one boundary character (whitespace and
-punctuation by default); its probability is the product of the model's conditional probabilities
-of all its characters, boundary included:  log p(c_1..c_m | prefix) = sum_i log p(c_i | prefix c_<i).
-Beam search keeps the `beam` most likely unfinished words; all of them advance in one batched
-`step` per character. The search stops when no unfinished word is more likely than the k-th best
-finished one: extending a word only lowers its probability, so that cut loses nothing.
+A word completion is a run of word characters that a boundary character (whitespace and punctuation
+by default) ends; its text is the rest of the word without that boundary, and its probability is the
+word's probability of ending there, whatever boundary follows:
+    p(w | prefix) = sum over boundaries b of prod_i p(c_i | prefix c_<i) * p(b | prefix w),
+so the k suggestions are k different words. Beam search keeps the `beam` most likely unfinished words;
+all of them advance in one batched `step` per character. The search stops when no unfinished word is
+more likely than the k-th best finished one: extending a word only lowers its probability mass, so
+that cut loses nothing. Ties sort by text (code point order). While the word being typed holds a
+character outside the vocabulary there is no word completion (next characters still come).
 
 This module imports numpy (and onnxruntime when given an .onnx path) and nothing heavier.
 """
@@ -40,6 +44,8 @@ CONTEXT_CHARS = 1024
 MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 KB each at H=256)
 CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
 WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
+# Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
+ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\"'\u2019\u201d\u00bb")
 
 
 def default_is_boundary(char: str) -> bool:
@@ -52,7 +58,10 @@ def default_is_boundary(char: str) -> bool:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """Characters to append to what was typed (a word completion ends with its boundary) and their probability."""
+    """Characters to append to what was typed and their probability.
+
+    A word completion is the rest of the word, without the boundary that ends it; its probability is that
+    of the word ending there, summed over every boundary character that can follow."""
 
     text: str
     prob: float
@@ -119,7 +128,6 @@ class Autocompleter:
         self._boundary_ids = np.flatnonzero(boundary).astype(np.int64)
         if self._boundary_ids.size == 0:
             raise CompactLMError("no word-boundary character is in the model's vocabulary")
-        self._boundary_chars = [self._char_of[i] for i in self._boundary_ids]
         # added to log-probabilities: -inf where a character may not extend a word / be suggested next
         self._word_mask = np.where(boundary, -np.inf, 0.0)
         self._word_mask[UNK_ID] = -np.inf
@@ -191,8 +199,18 @@ class Autocompleter:
         """The k most likely completions of the word being typed (the next word if `prefix` ends at a boundary)."""
         k = _positive("k", k)
         max_chars = self.max_chars if max_chars is None else _positive("max_chars", max_chars)
+        prefix = _check_text("prefix", prefix)
+        for char in reversed(prefix):   # a word holding an unknown character has no completion (no model call)
+            if self.is_boundary(char):
+                break
+            if self._is_unknown(char):
+                return []
         state, log_probs = self._start(prefix)
         return self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars)
+
+    def _is_unknown(self, char: str) -> bool:
+        """Whether the typed code point `char` maps (after normalization) to `<unk>`."""
+        return UNK_ID in self._ids_of_char(char).tolist()
 
     def _next_chars(self, log_probs: np.ndarray, k: int) -> list[Suggestion]:
         scores = log_probs + self._next_mask
@@ -202,9 +220,10 @@ class Autocompleter:
         return [Suggestion(self._char_of[i], math.exp(scores[i])) for i in top.tolist() if scores[i] > -np.inf]
 
     def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int) -> list[Suggestion]:
-        """Beam search from (state, log_probs) to the k most likely words ended by a boundary character."""
-        vocab_size, beam, boundary_ids, width = self.vocab_size, self.beam, self._boundary_ids, self._boundary_ids.size
-        char_of, boundary_chars, word_mask = self._char_of, self._boundary_chars, self._word_mask
+        """Beam search from (state, log_probs) to the k most likely distinct words, each with its probability of
+        ending whatever boundary character follows (log-sum-exp over the boundary columns, in float64)."""
+        vocab_size, beam, boundary_ids = self.vocab_size, self.beam, self._boundary_ids
+        char_of, word_mask = self._char_of, self._word_mask
         step = self.backend.step
         finished: list[tuple[float, str]] = []   # (-log p, text) of the best k so far: sorts best first, ties by text
         threshold = -math.inf                    # log p of the k-th finished word: nothing below it can enter
@@ -212,17 +231,10 @@ class Autocompleter:
         scores = log_probs[None, :].astype(np.float64)   # [beams, V]: log p of each beam + its next character
         for depth in range(1, max_chars + 1):
             if depth > 1 or not at_boundary:     # at a boundary the next word has at least one character
-                ends = scores.take(boundary_ids, axis=1).ravel()   # (array methods: no dispatch cost of np.*)
-                if ends.size > k:   # only the k best endings (with their ties) can enter the k best
-                    cut = ends.copy()
-                    cut.partition(ends.size - k)
-                    hits = (ends >= cut[ends.size - k]).nonzero()[0]
-                else:
-                    hits = np.arange(ends.size)
                 added = False
-                for flat, value in zip(hits.tolist(), ends[hits].tolist()):
-                    if value > threshold:
-                        finished.append((-value, texts[flat // width] + boundary_chars[flat % width]))
+                for value, text in zip(_end_log_probs(scores.take(boundary_ids, axis=1)).tolist(), texts):
+                    if value > threshold:        # texts differ from each other and from every shorter word
+                        finished.append((-value, text))
                         added = True
                 if added:
                     finished.sort()
@@ -233,6 +245,7 @@ class Autocompleter:
                 break
             flat_scores = (scores + word_mask).ravel()
             top = flat_scores.argpartition(-beam)[-beam:] if flat_scores.size > beam else np.arange(flat_scores.size)
+            # a beam's own log p bounds every word it can become: at or below the k-th finished word, it is dropped
             top = top[flat_scores[top] > threshold]   # also drops the -inf of boundaries and <unk>
             if not top.size:
                 break
@@ -244,6 +257,19 @@ class Autocompleter:
         return [Suggestion(text, math.exp(-score)) for score, text in finished]
 
 
+def _end_log_probs(ends: np.ndarray) -> np.ndarray:
+    """log sum_j exp(ends[b, j]) for each row b (float64): the log p of each beam's word ending here.
+
+    Summed left to right (an accumulation, never numpy's pairwise sum), the order web/compact_lm.js uses;
+    exp and log may still differ from JavaScript's in the last bit."""
+    top = ends.max(axis=1)
+    finite = top > -np.inf
+    safe = np.where(finite, top, 0.0)
+    total = np.add.accumulate(np.exp(ends - safe[:, None]), axis=1)[:, -1]
+    with np.errstate(divide="ignore"):
+        return np.where(finite, safe + np.log(total), -np.inf)
+
+
 class Session:
     """One person's typing: a stack of checkpoints, so typing a character costs one step and backspace none.
 
@@ -251,12 +277,23 @@ class Session:
     context_chars; backspacing into it recomputes from the checkpoint before it (one `run`). At most
     MAX_CHECKPOINTS states are kept; a backspace past the oldest recomputes from the start of the context.
     A session belongs to one thread; several sessions may share an Autocompleter across threads.
+
+    `accept(suggestion)` appends the suggestion and a space; text typed next that starts with attaching
+    punctuation (ATTACHING_PUNCTUATION) replaces that space at no model call. `unknown` counts the typed
+    characters that became `<unk>`; while the word being typed holds one, `suggestions` is empty.
     """
 
     def __init__(self, completer: Autocompleter):
         self.completer = completer
         self._chars: list[str] = []                  # code points typed so far
         self._stack: list[tuple] = [completer._root]  # checkpoints, lengths increasing
+        self._unknown_at: list[int] = []             # positions of typed characters that became <unk>, increasing
+        self._auto_space: int | None = None          # length of the text right after an accept's space
+
+    @property
+    def unknown(self) -> int:
+        """How many characters of the text map to `<unk>` (outside the model's vocabulary)."""
+        return len(self._unknown_at)
 
     @property
     def text(self) -> str:
@@ -268,9 +305,24 @@ class Session:
         text = _check_text("text", text)
         if not text:
             return
-        state, log_probs = self.completer._advance(self._stack[-1][1], text)
+        if self._auto_space == len(self._chars) and text[0] in ATTACHING_PUNCTUATION:
+            self.backspace(1)   # "word " + "," -> "word,": the checkpoint before the space is on the stack
+        self._auto_space = None
+        completer = self.completer
+        state, log_probs = completer._advance(self._stack[-1][1], text)
+        start = len(self._chars)
+        if any(completer._is_unknown(char) for char in set(text)):
+            self._unknown_at.extend(start + i for i, char in enumerate(text) if completer._is_unknown(char))
         self._chars.extend(text)
         self._push(state, log_probs)
+
+    def accept(self, suggestion: Suggestion | str) -> None:
+        """Append a suggestion's text and a space; punctuation typed next (",.;:!?" closing quotes and brackets)
+        replaces that space. Two model calls at most (the word, then the space), so the swap is free."""
+        text = suggestion.text if isinstance(suggestion, Suggestion) else _check_text("suggestion", suggestion)
+        self.type(text)
+        self.type(" ")
+        self._auto_space = len(self._chars)
 
     def _push(self, state: list, log_probs: np.ndarray) -> None:
         self._stack.append((len(self._chars), state, log_probs))
@@ -284,7 +336,11 @@ class Session:
         target = max(len(self._chars) - int(n), 0)
         if target == len(self._chars):
             return
+        self._auto_space = None
         del self._chars[target:]
+        unknown_at = self._unknown_at
+        while unknown_at and unknown_at[-1] >= target:
+            unknown_at.pop()
         stack = self._stack
         while stack[-1][0] > target:
             stack.pop()
@@ -299,8 +355,20 @@ class Session:
         completer = self.completer
         k = _positive("k", k)
         max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
+        if self._typing_unknown():
+            return []
         _, state, log_probs = self._stack[-1]
         return completer._search(state, log_probs, self._at_boundary(), k, max_chars)
+
+    def _typing_unknown(self) -> bool:
+        """Whether the word being typed (the characters after the last boundary) holds an unknown character."""
+        if not self._unknown_at:
+            return False
+        chars, is_boundary = self._chars, self.completer.is_boundary
+        for i in range(len(chars) - 1, self._unknown_at[-1] - 1, -1):
+            if is_boundary(chars[i]):
+                return False
+        return True
 
     def next_chars(self, k: int = 3) -> list[Suggestion]:
         """The k most likely next characters (never `<unk>`)."""

@@ -14,7 +14,7 @@ def _add_completion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", "--k", dest="k", type=positive_int, default=3, help="suggestions shown (default 3)")
     p.add_argument("--beam", type=positive_int, default=4, help="beam width of the word search (default 4)")
     p.add_argument("--max-chars", type=positive_int, default=16,
-                   help="longest completion in characters, boundary included (default 16)")
+                   help="longest word completion in characters, counting the boundary that ends it (default 16)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="BLAS threads (default 1: one keystroke is too little work to split)")
 
@@ -62,7 +62,13 @@ def _cmd_complete(args) -> int:
     for s in suggestions:
         print(f"{s.prob:8.2%}  {quoted(s.text)}")
     if not suggestions:
-        print("(no completion within --max-chars)")
+        unknown = False
+        for char in reversed(prefix):   # the word being typed: after the last boundary
+            if completer.is_boundary(char):
+                break
+            unknown = unknown or completer._is_unknown(char)
+        print("(no completion: the word holds a character outside the model's vocabulary)" if unknown
+              else "(no completion within --max-chars)")
     if args.next:
         print("next characters: " + format_suggestions(next_chars))
     return 0

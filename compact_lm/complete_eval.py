@@ -1,9 +1,14 @@
 """`compact-lm eval-complete`: simulate a person typing a text with word completion on, model vs n-gram.
 
-After every keystroke the top-k completions of the current word are shown. When the rest of the
-word plus the boundary character that follows it in the text is among them, the person accepts it
-with one keystroke (ACCEPT_KEYSTROKES, like pressing Tab) and those characters are typed for free;
-a suggestion that would save nothing (the boundary alone) is never taken. So
+After every keystroke the top-k completions of the current word are shown (distinct words, as
+Session.suggestions gives them). When the rest of the word is among them, the person accepts it with
+one keystroke (ACCEPT_KEYSTROKES, like pressing Tab), which types the rest of the word and a space:
+- the text goes on with a space: that space was typed by the accept too;
+- it goes on with attaching punctuation (ATTACHING_PUNCTUATION: ,.;:!? closing quotes and brackets):
+  the person types it (its usual keystroke) and it replaces the automatic space for free;
+- it goes on with anything else (a newline, a dash, ...): the person deletes the automatic space
+  (DELETE_KEYSTROKES more), then types on.
+The person accepts at the first place where accepting saves at least one keystroke. So
     keystroke savings = 1 - keystrokes / characters,
 where every other character costs one keystroke. A word here is a maximal run of word characters
 followed by a boundary (a word cut off by the end of the text cannot be completed and is typed).
@@ -20,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .autocomplete import Autocompleter
+from .autocomplete import ATTACHING_PUNCTUATION, Autocompleter
 from .errors import CompactLMError, SettingError
 
 ACCEPT_KEYSTROKES = 1
+DELETE_KEYSTROKES = 1   # removing the automatic space before a character that is neither a space nor attaching
 ACCURACY_AFTER = (1, 2, 3)
 
 
@@ -85,14 +91,21 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
         shown = session.suggestions(k)
         latencies.append(clock() - began)
         start, end = spans[index]
-        wanted = text[position:end + 1]
+        wanted = text[position:end]
         texts = [s.text for s in shown]
         ranks[index].append(texts.index(wanted) if wanted in texts else None)
 
     keystrokes = len(text)
     for (start, end), word_ranks in zip(spans, ranks):
+        after = text[end]   # the boundary that follows the word
         for typed, rank in enumerate(word_ranks):
-            saved = end + 1 - (start + typed) - ACCEPT_KEYSTROKES
+            rest = end - (start + typed)   # characters the accept types, the automatic space aside
+            if after == " ":
+                saved = rest + 1 - ACCEPT_KEYSTROKES
+            elif after in ATTACHING_PUNCTUATION:
+                saved = rest - ACCEPT_KEYSTROKES
+            else:
+                saved = rest - ACCEPT_KEYSTROKES - DELETE_KEYSTROKES
             if rank is not None and saved > 0:
                 keystrokes -= saved
                 break
@@ -133,18 +146,30 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
                   order: int | None = None, beam: int = 4, max_chars: int = 16) -> dict:
-    """Keystroke savings, accuracy and latency of the model and of the n-gram baseline on `text`."""
-    from .ngram import DEFAULT_ORDER, NgramBackend
+    """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
+
+    "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
+    at most the model file's bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split).
+    Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding).
+    """
+    import os
+    from .ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
     from .opener import open_model
     model = open_model(model_path)
     backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars)
     report = simulate_typing(completer, text, k)
     order = DEFAULT_ORDER if order is None else order
-    ngram = NgramBackend(training_ids(train_config, completer.vocab, corpus), completer.vocab, order)
-    baseline = simulate_typing(Autocompleter(ngram, beam=beam, max_chars=max_chars), text, k)
-    return {"model": str(model_path), **report.to_json(),
-            "baseline": {"name": f"{order}-gram interpolated Kneser-Ney", **baseline.to_json()}}
+    train = training_ids(train_config, completer.vocab, corpus)
+    model_bytes = os.path.getsize(model_path)
+    baselines = {}
+    for key, ngram in (("baseline", NgramBackend(train, completer.vocab, order)),
+                       ("matched_baseline", fit_to_bytes(train, completer.vocab, model_bytes))):
+        typing = simulate_typing(Autocompleter(ngram, beam=beam, max_chars=max_chars), text, k)
+        baselines[key] = {"name": ngram.name, **ngram.size_info(), **typing.to_json()}
+        if ngram.fit is not None:
+            baselines[key]["fit"] = ngram.fit
+    return {"model": str(model_path), "model_bytes": model_bytes, **report.to_json(), **baselines}
 
 
 def _percent(value: float | None) -> str:
@@ -154,12 +179,29 @@ def _percent(value: float | None) -> str:
 def format_report(result: dict) -> str:
     """The human-readable table of `eval_complete`'s result."""
     k, after = result["k"], [str(n) for n in ACCURACY_AFTER]
+    rows = [("model", result), (f"full: {result['baseline']['name']}", result["baseline"])]
+    if "matched_baseline" in result:
+        rows.append((f"size-matched: {result['matched_baseline']['name']}", result["matched_baseline"]))
+    width = max(34, *(len(name) for name, _ in rows))
     header = " ".join(f"{'top1@' + n:>7} {f'top{k}@' + n:>7}" for n in after)
     lines = [f"{result['chars']:,} characters, {result['words']:,} completable words, top-{k} suggestions "
              f"(accepting one costs {ACCEPT_KEYSTROKES} keystroke; @n: after n typed characters)",
-             f"{'':<34} {'savings':>8} {header} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"]
-    for name, row in (("model", result), (result["baseline"]["name"], result["baseline"])):
+             f"{'':<{width}} {'bytes':>10} {'savings':>8} {header} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"]
+    for name, row in rows:
+        size = row.get("model_bytes", row.get("bytes"))
+        size = f"{size:>10,}" if size is not None else f"{'-':>10}"
         accuracy = " ".join(f"{_percent(row['top1_accuracy'][n])} {_percent(row['topk_accuracy'][n])}" for n in after)
         latency = " ".join(f"{row['latency_ms'].get(p, float('nan')):>7.3f}" for p in ("p50", "p90", "p99"))
-        lines.append(f"{name:<34} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
+        lines.append(f"{name:<{width}} {size} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
+    lines.append("bytes: the model file; an n-gram's tables in the compact encoding of compact_lm/ngram.py")
+    for name, row in rows[1:]:
+        if "contexts" in row:
+            lines.append(f"  {name}: {row['contexts']:,} contexts + {row['ngrams']:,} n-grams ({row['encoding']})"
+                         + (f", {row['bytes'] / result['model_bytes']:.1f}x the model file" if result.get("model_bytes") else ""))
+    fit = result.get("matched_baseline", {}).get("fit")
+    if fit:
+        scored = sum(c["heldout_bpc"] is not None for c in fit["candidates"])
+        lines.append(f"  size-matched: the lowest held-out bpc ({fit['heldout_bpc']:.4f} on the last "
+                     f"{fit['heldout_chars']:,} training characters) of {scored} candidates within "
+                     f"{fit['budget_bytes']:,} bytes (orders 1-7, each cut off by count or pruned)")
     return "\n".join(lines)

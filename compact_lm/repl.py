@@ -2,8 +2,10 @@
 
 In a terminal the line discipline is switched to cbreak mode (termios via `tty`: no echo, no line
 buffering, Ctrl-C still interrupts) and restored on exit. Keys: characters type, Backspace deletes,
-Tab accepts the first suggestion, Enter types a newline, Ctrl-D quits; escape sequences (arrows) are
-ignored. Without a terminal every input line is a prefix and gets one line of suggestions.
+Tab accepts the first suggestion (Session.accept: the word and a space; punctuation such as , . ! ?
+typed next replaces that space), Enter types a newline, Ctrl-D quits; escape sequences (arrows) are
+ignored. The suggestions are distinct words (the rest of the word being typed). Without a terminal
+every input line is a prefix and gets one line of suggestions.
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def apply_keys(session: Session, keys: str, k: int) -> bool:
         elif key == ACCEPT:
             suggestions = session.suggestions(k)
             if suggestions:
-                session.type(suggestions[0].text)
+                session.accept(suggestions[0])
         elif key in ENTER:
             session.type("\n")
         elif unicodedata.category(key) != "Cc":
@@ -91,7 +93,9 @@ def apply_keys(session: Session, keys: str, k: int) -> bool:
 
 def render(session: Session, suggestions: list[Suggestion], width: int) -> str:
     """Redraw the current line: its typed tail, then the suggestions dimmed, cursor after the typed text."""
-    hint = "   " + "  ".join(f"{shown(s.text)} {s.prob:.1%}" for s in suggestions)
+    hint = "   " + "  ".join(f"{shown(s.text) or VISIBLE[' ']} {s.prob:.1%}" for s in suggestions)
+    if not suggestions and session.unknown:
+        hint = "   (the word holds a character outside the vocabulary: no completion)"
     line = session.text.rsplit("\n", 1)[-1]
     room = max(width - len(hint) - 1, 8)
     tail = printable("".join(c if unicodedata.category(c) != "Cc" else "\ufffd" for c in line[-room:]))
@@ -108,7 +112,7 @@ def run_terminal(completer: Autocompleter, fd: int, out, k: int) -> None:
     session = completer.session()
     try:
         tty.setcbreak(fd)
-        out.write("type; Tab accepts the first suggestion, Ctrl-D quits\n")
+        out.write("type; Tab accepts the first suggestion (and a space), Ctrl-D quits\n")
         while True:
             lines_before = session.text.count("\n")
             width = shutil.get_terminal_size().columns

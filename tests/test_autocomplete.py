@@ -73,7 +73,8 @@ class UniformBackend:
 
 
 def brute_force(backend, vocab, prefix: str, max_chars: int) -> list[tuple[float, str]]:
-    """Every word (word characters, then one boundary) of at most max_chars characters, with its exact log p."""
+    """Every word (word characters a boundary then ends) of at most max_chars characters, the boundary counted,
+    with its exact log p: log sum over boundaries b of p(word + b), from the model's steps along the word."""
     ids = vocab.encode("\n" + prefix).astype(np.int64)
     log_probs, state = backend.run(ids[None, :], backend.initial_state(1))
     at_boundary = not prefix or default_is_boundary(prefix[-1])
@@ -84,7 +85,7 @@ def brute_force(backend, vocab, prefix: str, max_chars: int) -> list[tuple[float
 
     def expand(text, score, state, log_p, depth):
         if depth > 1 or not at_boundary:
-            found.extend((score + float(log_p[b]), text + chars[b]) for b in boundary)
+            found.append((math.log(sum(math.exp(score + float(log_p[b])) for b in boundary)), text))
         if depth == max_chars:
             return
         for w in word:
@@ -92,7 +93,7 @@ def brute_force(backend, vocab, prefix: str, max_chars: int) -> list[tuple[float
             expand(text + chars[w], score + float(log_p[w]), next_state, next_log_p[0], depth + 1)
 
     expand("", 0.0, state, log_probs[0, -1], 1)
-    return sorted(found, key=lambda item: -item[0])
+    return sorted(found, key=lambda item: (-item[0], item[1]))
 
 
 def assert_same_suggestions(got, want, rtol=1e-4):
@@ -106,19 +107,20 @@ def assert_same_suggestions(got, want, rtol=1e-4):
             assert a.text == b.text
 
 
-def check_valid(suggestions, vocab, k, boundary_end=True):
+def check_valid(suggestions, vocab, k, words=True):
+    """Valid suggestions; with `words`, word completions: distinct words, no boundary character in them."""
     texts = [s.text for s in suggestions]
     assert len(suggestions) <= k and len(set(texts)) == len(texts)
-    assert all(isinstance(s, Suggestion) and 0.0 < s.prob <= 1.0 for s in suggestions)
+    assert all(isinstance(s, Suggestion) and 0.0 < s.prob <= 1.0 + 1e-9 for s in suggestions)
     assert all(a.prob >= b.prob for a, b in zip(suggestions, suggestions[1:]))
     assert all(set(t) <= set(vocab.chars) for t in texts)            # never <unk>
-    if boundary_end:
-        assert all(default_is_boundary(t[-1]) and not any(default_is_boundary(c) for c in t[:-1]) for t in texts)
+    if words:
+        assert not any(default_is_boundary(c) for t in texts for c in t)
 
 
 # ------------------------------------------------------------------------------ ranking
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("prefix", ["", "a", "ab", "ab ", "ba.", "b\n", "xyz"])
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "ab ", "ba.", "b\n", "xyz "])
 def test_completions_are_the_exact_top_k(cell, prefix):
     model = tiny_model(cell)
     backend = NumpyBackend(model)
@@ -130,7 +132,8 @@ def test_completions_are_the_exact_top_k(cell, prefix):
     assert [s.text for s in got] == [text for _, text in want]
     np.testing.assert_allclose([s.prob for s in got], [math.exp(lp) for lp, _ in want], rtol=1e-5)
     at_boundary = prefix == "" or prefix[-1] in " .\n"
-    assert all(len(s.text) >= 2 for s in got) if at_boundary else True
+    assert all(len(s.text) >= 1 for s in got) if at_boundary else True
+    assert len({s.text for s in got}) == len(got) == 6
 
 
 def test_a_narrow_beam_still_reports_exact_probabilities():
@@ -147,13 +150,104 @@ def test_ties_are_ordered_alphabetically_without_duplicates():
     vocab = Vocab.build(TINY_TEXT)
     completer = Autocompleter(UniformBackend(vocab))
     p = 1 / vocab.size
-    inside = completer.complete("a", k=5)     # the three one-character endings tie, then two-character words
-    assert [s.text for s in inside] == ["\n", " ", ".", "a\n", "a "]
-    np.testing.assert_allclose([s.prob for s in inside], [p, p, p, p * p, p * p])
-    at_boundary = completer.complete("ab ", k=7)
-    assert [s.text for s in at_boundary] == ["a\n", "a ", "a.", "b\n", "b ", "b.", "aa\n"]
-    short = completer.complete("a", k=50, max_chars=2)   # every completion of at most two characters
-    assert short[:5] == inside and len(short) == 3 + 2 * 3
+    # a word's probability sums its three boundaries (\n, space, .): "a" ends here with 3p, "a" + "b" with 3p^2
+    inside = completer.complete("a", k=5)     # the word as typed, then one-letter words tied, then two-letter ones
+    assert [s.text for s in inside] == ["", "a", "b", "aa", "ab"]
+    np.testing.assert_allclose([s.prob for s in inside], [3 * p, 3 * p ** 2, 3 * p ** 2, 3 * p ** 3, 3 * p ** 3])
+    at_boundary = completer.complete("ab ", k=6)   # the next word: at least one letter
+    assert [s.text for s in at_boundary] == ["a", "b", "aa", "ab", "ba", "bb"]
+    short = completer.complete("a", k=50, max_chars=2)   # every word of at most two characters, boundary counted
+    assert short == inside[:3]
+
+
+@pytest.fixture(scope="module")
+def varied_backends():
+    return [NumpyBackend(tiny_model(cell, seed)) for cell in ("rnn", "gru", "lstm") for seed in (0, 7)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.integers(0, 5), prefix=st.text(alphabet=list(TINY_TEXT), max_size=12), k=st.integers(1, 8),
+       beam=st.integers(2, 5))
+def test_k_suggestions_are_k_distinct_words_with_their_exact_probability(varied_backends, index, prefix, k, beam):
+    backend = varied_backends[index]
+    got = Autocompleter(backend, beam=beam, max_chars=6).complete(prefix, k)
+    assert len(got) == k and len({s.text for s in got}) == k   # more than k words of <= 5 letters exist
+    check_valid(got, backend.vocab, k)
+    assert [(-math.log(s.prob), s.text) for s in got] == sorted((-math.log(s.prob), s.text) for s in got)
+    every = {text: lp for lp, text in brute_force(backend, backend.vocab, prefix, 6)}
+    for s in got:   # the probability mass of the word over every boundary, whatever the beam kept
+        assert s.prob == pytest.approx(math.exp(every[s.text]), rel=1e-5)
+
+
+def test_a_word_holding_an_unknown_character_has_no_completion():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting)
+    counting.calls.clear()
+    assert completer.complete("ab bxa", 3) == [] and completer.complete("x", 3) == []
+    assert counting.calls == []                              # no model call for them
+    assert completer.next_chars("ab bxa", 3)                 # next characters still come
+    assert len(completer.complete("ab x ", 3)) == 3          # the unknown is in an earlier word
+    assert len(completer.complete("x.", 3)) == 3             # a boundary ended the word
+    session = completer.session()
+    session.type("a\u00e9b")                                # one unknown (\u00e9), in the word being typed
+    assert session.unknown == 1 and session.suggestions(3) == [] and session.next_chars(3)
+    session.type(" xyz")                                     # a paste: three more, the word holds them
+    assert session.unknown == 4 and session.suggestions(3) == []
+    session.type(" ")
+    assert session.unknown == 4 and len(session.suggestions(3)) == 3
+    session.backspace(3)                                     # " ", "z", "y": one unknown left behind the cursor
+    assert session.unknown == 2 and session.text == "a\u00e9b x" and session.suggestions(3) == []
+    session.backspace(1)
+    assert session.unknown == 1 and session.text == "a\u00e9b " and len(session.suggestions(3)) == 3
+    session.backspace(100)
+    assert session.unknown == 0 and len(session.suggestions(3)) == 3
+    session.type("\u2014a")                                  # an unknown boundary: it ends the word before "a"
+    assert session.unknown == 1 and len(session.suggestions(3)) == 3
+
+
+def _state_after(completer, text):
+    fresh = completer.session()
+    fresh.type(text)
+    return fresh.state()[1]
+
+
+def test_accept_appends_the_word_and_a_space_that_attaching_punctuation_replaces():
+    counting = CountingBackend(NumpyBackend(tiny_model()))
+    completer = Autocompleter(counting)
+    session = completer.session()
+    session.type("ab b")
+    counting.calls.clear()
+    session.accept(Suggestion("a", 0.5))
+    assert session.text == "ab ba " and counting.calls == [("step", (1,)), ("step", (1,))]
+    counting.calls.clear()
+    session.suggestions(2)                                   # looking does not end the automatic space
+    counting.calls.clear()
+    session.type(".")                                        # the space goes, at no model call for it
+    assert session.text == "ab ba." and counting.calls == [("step", (1,))]
+    np.testing.assert_allclose(session.state()[1], _state_after(completer, "ab ba."), atol=1e-6)
+    session.accept("ab")                                     # a string works too; a paste is one run
+    assert session.text == "ab ba.ab "
+    session.type("a")                                        # any other text keeps the space
+    assert session.text == "ab ba.ab a"
+    session.accept("")                                       # the word as typed: only the space
+    session.type("\n")                                       # a newline is not attaching: the space stays
+    assert session.text == "ab ba.ab a \n"
+    session.accept("b")
+    session.backspace()                                      # backspace removes the automatic space
+    assert session.text == "ab ba.ab a \nb"
+    session.type(",")                                        # ... and a comma after it is just typed
+    assert session.text == "ab ba.ab a \nb,"
+    session.accept("ba")
+    session.type("!) ab")                                    # typed text that starts with attaching punctuation
+    assert session.text == "ab ba.ab a \nb,ba!) ab"
+    np.testing.assert_allclose(session.state()[1], _state_after(completer, session.text), atol=1e-6)
+    session.accept("a")
+    session.type("")                                         # nothing typed: the space stays replaceable
+    session.type("\u201d")
+    assert session.text.endswith("aba\u201d")
+    assert session.unknown == 4   # ",", "!", ")" and "\u201d" are not in this vocabulary (only \\n space . a b)
+    with pytest.raises(CompactLMError, match="suggestion must be a string"):
+        session.accept(None)
 
 
 def test_next_chars_are_sorted_and_never_unknown():
@@ -161,7 +255,7 @@ def test_next_chars_are_sorted_and_never_unknown():
     completer = Autocompleter(model)
     every = completer.next_chars("ab", k=100)
     assert len(every) == model.vocab.size - 1 and "" not in [s.text for s in every]
-    check_valid(every, model.vocab, 100, boundary_end=False)
+    check_valid(every, model.vocab, 100, words=False)
     log_p, _ = NumpyBackend(model).run(model.vocab.encode("\nab")[None, :], NumpyBackend(model).initial_state(1))
     assert sum(s.prob for s in every) == pytest.approx(1 - math.exp(log_p[0, -1, 0]), rel=1e-5)
     assert completer.next_chars("ab", k=2) == every[:2]
@@ -176,7 +270,7 @@ def test_all_beams_advance_in_one_batched_step_per_character():
     counting.calls.clear()
     everything = session.suggestions(k=1000)   # so many wanted that nothing is cut early: every depth runs
     assert counting.calls == [("step", (2,)), ("step", (3,)), ("step", (3,)), ("step", (3,))]
-    assert max(len(s.text) for s in everything) == 5
+    assert max(len(s.text) for s in everything) == 4   # and its boundary: max_chars
     counting.calls.clear()
     session.suggestions(k=1)
     assert counting.calls and all(kind == "step" and shape[0] <= 3 for kind, shape in counting.calls)
@@ -392,14 +486,14 @@ def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, o
         got = session.suggestions(3)
         check_valid(got, completer.vocab, 3)
         assert_same_suggestions(got, fresh.suggestions(3))
-        check_valid(session.next_chars(3), completer.vocab, 3, boundary_end=False)
+        check_valid(session.next_chars(3), completer.vocab, 3, words=False)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prefix=st.text(alphabet=chars, max_size=30))
 def test_any_prefix_gives_valid_suggestions(hypothesis_completer, prefix):
     check_valid(hypothesis_completer.complete(prefix, 4), hypothesis_completer.vocab, 4)
-    check_valid(hypothesis_completer.next_chars(prefix, 4), hypothesis_completer.vocab, 4, boundary_end=False)
+    check_valid(hypothesis_completer.next_chars(prefix, 4), hypothesis_completer.vocab, 4, words=False)
 
 
 # ---------------------------------------------------------------------------- import footprint
@@ -429,11 +523,27 @@ def test_complete_command_prints_suggestions(tiny_model_path, onnx_paths, capsys
 
 
 def test_repl_without_a_terminal_prints_one_line_per_input_line(tiny_model_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Alice was b\n\nthe \ud800\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Alice was b\n\nthe \ud800 \nthe \ud800\n"))
     code, out, _ = run_cli(capsys, "repl", tiny_model_path, "-k", "2")
     lines = out.strip().splitlines()
-    assert code == 0 and len(lines) == 3
+    assert code == 0 and len(lines) == 4
     assert lines[0].startswith('"Alice was b" -> ') and lines[1].startswith('"" -> ') and lines[2].count("%") == 2
+    assert lines[3] == '"the \\ud800" -> (no suggestion)'   # the word holds an unknown character
+
+
+def test_repl_tab_accepts_the_first_word_and_punctuation_replaces_its_space(tiny_model_path):
+    from compact_lm.repl import apply_keys, render
+    completer = Autocompleter(tiny_model_path)
+    session = completer.session()
+    assert apply_keys(session, "Alice was b", 3)
+    first = session.suggestions(3)[0].text
+    assert apply_keys(session, "\t", 3) and session.text == "Alice was b" + first + " "
+    assert apply_keys(session, ",", 3) and session.text == "Alice was b" + first + ","
+    before, word = session.text, session.suggestions(1)[0].text
+    assert apply_keys(session, "\t", 3) and session.text == before + word + " "
+    assert apply_keys(session, "\x7f", 3) and session.text == before + word   # Backspace takes the space back
+    assert apply_keys(session, " \u65e5", 3) and session.unknown == 1 and session.suggestions(3) == []
+    assert "outside the vocabulary" in render(session, [], 120)
 
 
 def test_repl_in_a_terminal_updates_per_keystroke(tiny_model_path):

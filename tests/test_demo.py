@@ -36,7 +36,8 @@ def test_demo_end_to_end_then_refuse_then_force(tiny_demo, tmp_path, capsys):
     assert all(c["max_abs_diff"] <= c["tolerance"] for c in summary["verify"])
     rows = summary["results"]["rows"]
     assert [r[0] for r in rows[:8]] == [f"{s}{x}" for x in (".npz", ".onnx") for s in demo.MODELS]
-    assert rows[8][0].startswith("baseline: 7-gram")
+    assert rows[8][0].startswith("baseline: 7-gram") and rows[9][0].startswith("size-matched baseline: ")
+    assert int(rows[9][4].replace(",", "")) <= min(int(r[4].replace(",", "")) for r in rows[:8])
     assert len(summary["examples"]) == 2 and set(summary["examples"][0]["suggestions"]) == {"model.onnx", "pruned-int8.onnx"}
     assert len(json.loads((out / "profile.json").read_text())["variants"]) == 8
     for name in ("demo.md", "profile.md", "verify.json", "train/model.npz", "train/history.json"):

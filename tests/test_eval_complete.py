@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from compact_lm.autocomplete import Autocompleter, default_is_boundary
+from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
 from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, word_spans
 from compact_lm.vocab import Vocab
 from cli_helpers import run
@@ -45,14 +45,60 @@ def test_a_model_that_knows_the_text_types_each_word_with_one_keystroke():
     text = "the cat sat, on it.\nend"
     vocab = Vocab.build(text)
     report = simulate_typing(Autocompleter(OracleBackend(text, vocab)), text, k=3)
-    # five words accepted before their first letter (one keystroke each, boundary included); the space
-    # after "sat,", the newline and the last word "end" (no boundary after it: not completable) are typed
+    # five words accepted before their first letter (one keystroke each, which types the word and a space):
+    # "the ", "cat ", "on " in one; "sat" and "it" in one, then "," and "." each typed over the automatic
+    # space; the space after "sat,", the newline and the last word "end" (no boundary after it: not
+    # completable) are typed
     assert report.words == 5 and report.chars == len(text)
-    assert report.keystrokes == 5 * ACCEPT_KEYSTROKES + 2 + 3
+    assert report.keystrokes == 5 * ACCEPT_KEYSTROKES + 2 + 1 + 1 + 3
     assert report.keystroke_savings == pytest.approx(1 - report.keystrokes / len(text))
     assert report.top1_accuracy == {"1": 1.0, "2": 1.0, "3": None}   # only "the", "cat", "sat" are > 1, 2 long
     assert report.topk_accuracy == {"1": 1.0, "2": 1.0, "3": None}
     assert set(report.latency_ms) == {"p50", "p90", "p99", "mean"}
+
+
+class ScriptedCompleter:
+    """A fake Autocompleter: after each typed text, the suggestions its script lists (probability 0.5 each)."""
+
+    def __init__(self, script):
+        self.script = script
+        self.is_boundary = default_is_boundary
+
+    def normalize(self, text):
+        return text
+
+    def session(self):
+        completer = self
+
+        class Session:
+            text = ""
+
+            def type(self, char):
+                self.text += char
+
+            def suggestions(self, k):
+                return [Suggestion(t, 0.5) for t in completer.script.get(self.text, [])][:k]
+        return Session()
+
+
+def test_the_cost_model_on_a_scripted_completer():
+    text = "hello world, ab\nxyzw/abc qq.\nend"
+    script = {
+        "": ["hello"],                         # accept: "hello " for 1 keystroke
+        "hello w": ["x", "orld"],              # accept, then "," typed over the automatic space: 3 for "world,"
+        "hello world, ": ["ab"],               # before a newline: 1 + 1 (delete the space) saves nothing: typed
+        "hello world, a": ["b"],               # saves less than nothing: typed
+        "hello world, ab\n": ["xyzw"],         # before "/": accept, delete the space, type "/": 3 for "xyzw/"
+        "hello world, ab\nxyzw/a": ["bc"],     # "a" typed, then accept: 2 for "abc "
+        "hello world, ab\nxyzw/abc ": ["x", "y", "qq"],   # "qq" is third: not among the top 2
+        "hello world, ab\nxyzw/abc q": ["q"],  # accept + "." saves nothing: typed
+        "hello world, ab\nxyzw/abc qq.\n": ["end"],   # the last word has no boundary after it: typed
+    }
+    report = simulate_typing(ScriptedCompleter(script), text, k=2)
+    assert report.chars == 32 and report.words == 6
+    # hello_ 1, world, 3, space 1, ab\n 3, xyzw/ 3, abc_ 2, qq. 3, \n 1, end 3
+    assert report.keystrokes == 1 + 3 + 1 + 3 + 3 + 2 + 3 + 1 + 3 == 20
+    assert report.keystroke_savings == pytest.approx(1 - 20 / 32)
 
 
 def check_report(report):
@@ -72,8 +118,18 @@ def test_eval_complete_json(tiny_model_path, alice_text, tmp_path, capsys):
     check_report(result)
     check_report(result["baseline"])
     assert result["baseline"]["chars"] == 400 and "Kneser-Ney" in result["baseline"]["name"]
+    # two baselines with their sizes: the full 7-gram and the best n-gram within the model file's bytes
+    assert result["model_bytes"] == tiny_model_path.stat().st_size
+    full, matched = result["baseline"], result["matched_baseline"]
+    check_report(matched)
+    for baseline in (full, matched):
+        assert {"order", "cutoff", "contexts", "ngrams", "bytes", "encoding"} <= set(baseline)
+        assert baseline["bytes"] == 10 * baseline["contexts"] + 3 * baseline["ngrams"]
+    assert full["order"] == 7 and full["cutoff"] == 1 and full["bytes"] > result["model_bytes"]
+    assert matched["bytes"] <= result["model_bytes"] == matched["fit"]["budget_bytes"]
+    assert matched["name"].startswith(f"{matched['order']}-gram")
     code, out, _ = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--limit", "200", "--k", "1")
-    assert code == 0 and "savings" in out and "Kneser-Ney" in out
+    assert code == 0 and "savings" in out and "full: 7-gram" in out and "size-matched: " in out
 
 
 def test_eval_complete_needs_the_training_text_or_corpus(tmp_path, alice_text, capsys):

@@ -1,4 +1,5 @@
-"""The n-gram baseline: proper distributions, the Kneser-Ney recursion as written, the Backend protocol."""
+"""The n-gram baseline: proper distributions, the Kneser-Ney recursion as written, the Backend protocol,
+its size in the compact encoding, count cut-offs and the size-matched fit."""
 import itertools
 from collections import Counter
 
@@ -7,7 +8,7 @@ import pytest
 
 from compact_lm.autocomplete import Autocompleter
 from compact_lm.errors import CompactLMError
-from compact_lm.ngram import NgramBackend, discounts
+from compact_lm.ngram import CONTEXT_BYTES, NgramBackend, discounts, fit_to_bytes
 from compact_lm.vocab import Vocab
 
 
@@ -99,8 +100,8 @@ def test_predicts_what_the_text_repeats():
     vocab = Vocab.build(text)
     completer = Autocompleter(NgramBackend(vocab.encode(text), vocab, order=5))
     best = completer.complete("the m", k=1)[0]
-    assert best.text == "at." and best.prob > 0.5
-    assert completer.complete("the cat ", k=1)[0].text == "sat "
+    assert best.text == "at" and best.prob > 0.5   # the rest of the word, whatever boundary ends it
+    assert completer.complete("the cat ", k=1)[0].text == "sat"
 
 
 @pytest.mark.parametrize("ids, order, message", [
@@ -117,3 +118,71 @@ def test_an_order_too_high_for_the_vocabulary_is_refused():
     vocab = Vocab(tuple(chr(0x4e00 + i) for i in range(5000)))
     with pytest.raises(CompactLMError, match="too high"):
         NgramBackend(np.arange(100) % 5000, vocab, order=6)
+
+
+@pytest.mark.parametrize("cutoff, contexts, ngrams", [
+    # "abracadabra", order 3. Trigrams abr x2, bra x2, rac, aca, cad, ada, dab: 7 n-grams over the 7
+    # contexts ab br ra ac ca ad da. Order 2 (suffixes of those): br ra ac ca ad da ab, contexts b r a c d.
+    # Order 1: a b c d r after the one empty context. 13 contexts, 19 n-grams.
+    (1, 7 + 5 + 1, 7 + 7 + 5),
+    # cut-off 2: abr bra (contexts ab br); bigrams seen twice: ab br ra (contexts a b r); unigrams all kept
+    (2, 2 + 3 + 1, 2 + 3 + 5),
+])
+def test_bytes_are_counted_from_the_tables(cutoff, contexts, ngrams):
+    vocab = Vocab.build("abracadabra")
+    backend = NgramBackend(vocab.encode("abracadabra"), vocab, order=3, cutoff=cutoff)
+    assert (backend.contexts, backend.ngrams) == (contexts, ngrams)
+    assert backend.bytes == contexts * CONTEXT_BYTES + ngrams * 3 == {1: 187, 2: 90}[cutoff]   # 1-byte word + float16
+    assert backend.size_info() == {"order": 3, "cutoff": cutoff, "pruned_to": None, "contexts": contexts, "ngrams": ngrams,
+                                   "bytes": backend.bytes, "encoding": "10 B per context + 3 B per n-gram"}
+
+
+@pytest.mark.parametrize("order, cutoff, max_bytes", [(1, 1, None), (3, 1, None), (5, 1, None), (5, 3, None),
+                                                      (7, 2, None), (7, 8, None), (5, 1, 20000), (7, 1, 3000)])
+def test_cut_off_and_pruned_models_are_proper_and_the_vectorized_scores_agree(alice_text, order, cutoff, max_bytes):
+    text = alice_text[:20000]
+    vocab = Vocab.build(text)
+    ids = vocab.encode(text)
+    backend = NgramBackend(ids, vocab, order=order, cutoff=cutoff, max_bytes=max_bytes)
+    if cutoff > 1:
+        assert backend.bytes < NgramBackend(ids, vocab, order=order).bytes
+    if max_bytes:   # pruned as little as the budget allows: one n-gram more would not fit
+        assert max_bytes - 13 < backend.bytes <= max_bytes and backend.max_bytes == max_bytes
+        assert backend.name.endswith(f"pruned to {max_bytes:,} bytes")
+    typed = vocab.encode(alice_text[30000:30400])
+    context, want = np.full(max(order - 1, 0), -1), []
+    for t in range(1, len(typed)):
+        context = np.append(context, typed[t - 1])[1:] if order > 1 else context
+        probs = backend.distribution(context)
+        assert probs.min() > 0 and probs.sum() == pytest.approx(1.0, abs=1e-12)
+        want.append(np.log2(probs[typed[t]]))
+    np.testing.assert_allclose(backend.log2_probs(typed), want, rtol=1e-12)
+
+
+def test_fit_to_bytes_keeps_to_the_budget_and_returns_the_best_candidate(alice_text):
+    text = alice_text[:20000]
+    vocab = Vocab.build(text)
+    ids = vocab.encode(text)
+    full = NgramBackend(ids, vocab)
+    budget = full.bytes // 10
+    chosen = fit_to_bytes(ids, vocab, budget)
+    assert chosen.bytes <= budget and chosen.fit["budget_bytes"] == budget
+    scored = [c for c in chosen.fit["candidates"] if c["heldout_bpc"] is not None]
+    # every order tried at its smallest cut-off that fits, and pruned to the budget where the whole does not fit
+    assert sorted({c["order"] for c in scored if c["pruned_to"] is None}) == list(range(1, 8))
+    assert {c["order"] for c in scored if c["pruned_to"] == budget} == {o for o in range(1, 8)
+                                                                       if NgramBackend(ids, vocab, o).bytes > budget}
+    assert all(c["bytes"] <= budget for c in scored)
+    assert all(c["bytes"] > budget for c in chosen.fit["candidates"] if c["heldout_bpc"] is None)
+    best = min(scored, key=lambda c: (c["heldout_bpc"], c["bytes"]))
+    assert chosen.size_info() == {k: v for k, v in best.items() if k != "heldout_bpc"}
+    assert chosen.fit["heldout_bpc"] == best["heldout_bpc"]
+    # the chosen model is estimated from all the ids (its size is the one checked); the score from the first 90 %
+    settings = {"cutoff": best["cutoff"], "max_bytes": best["pruned_to"]}
+    assert chosen.bytes == NgramBackend(ids, vocab, best["order"], **settings).bytes and chosen.train_chars == ids.size
+    held = NgramBackend(ids[:18000], vocab, best["order"], **settings)
+    assert -held.log2_probs(ids[18000:]).mean() == pytest.approx(best["heldout_bpc"], rel=1e-12)
+    assert chosen.name.startswith(f"{chosen.order}-gram")
+    assert fit_to_bytes(ids, vocab, 10 * full.bytes).bytes == full.bytes   # room for everything: the full 7-gram
+    with pytest.raises(CompactLMError, match="no n-gram fits in 100 bytes"):
+        fit_to_bytes(ids, vocab, 100)

@@ -62,6 +62,10 @@ def test_every_variant_gets_every_figure(report, variants):
     assert report.variants[3].bpc == pytest.approx(report.variants[1].bpc, abs=1e-4)
     assert report.baseline is not None and report.baseline["bpc"] > 0
     assert 0 <= report.baseline["typing"]["keystroke_savings"] < 1
+    matched, smallest = report.baseline["matched"], min(report.variants, key=lambda v: v.file_bytes)
+    assert report.baseline["bytes"] == 10 * report.baseline["contexts"] + 3 * report.baseline["ngrams"]
+    assert matched["bytes"] <= smallest.file_bytes == matched["fit"]["budget_bytes"] and matched["matched_to"] == smallest.label
+    assert matched["bpc"] > 0 and 0 <= matched["typing"]["keystroke_savings"] < 1
 
 
 def test_speedup_is_the_ratio_of_medians(report):
@@ -80,6 +84,7 @@ def test_json_markdown_text_and_files(variants, tmp_path, capsys):
     first = result["variants"][0]
     assert {"p50", "p90", "p99", "mean", "calls"} <= set(first["latency_ms"]["keystroke"])
     assert json.loads((tmp_path / "out" / "profile.json").read_text())["variants"][2]["runtime"] == "onnxruntime"
+    assert {"bytes", "contexts", "ngrams", "order", "cutoff"} <= set(result["baseline"]["matched"]) <= set(result["baseline"]) | {"matched_to", "fit"}
     assert "| variant |" in (tmp_path / "out" / "profile.md").read_text()
     try:
         import matplotlib  # noqa: F401
@@ -94,6 +99,7 @@ def test_json_markdown_text_and_files(variants, tmp_path, capsys):
     code, out, err = run(capsys, "profile", variants[0], variants[3], *TINY_ARGS, "--quiet")
     assert code == 0 and err == ""
     assert "speed-up over model.npz" in out and "peak RSS MiB" in out and "7-gram" in out
+    assert "size-matched baseline: " in out
 
 
 def test_runners_take_turns_in_blocks():

@@ -242,37 +242,52 @@ def test_typing_key_by_key_shows_the_python_suggestions(browser, server, site, p
     assert len(set(shown["chips"])) == 3 and all(label for label in shown["labels"])
     screenshots(page, "web-desktop")
 
-    # Tab appends the first suggestion, and the suggestions follow the new text
+    # Tab appends the first suggestion and a space, and the suggestions follow the new text
     first = shown["chips"][0]
     page.keyboard.press("Tab")
-    accepted = TYPED + first
+    accepted = TYPED + first + " "
     assert_same_suggestions(shown_for(page, accepted), python_completer, accepted)
     assert area.input_value() == accepted
     page.keyboard.press("Control+z")       # the browser's undo takes an accepted suggestion back
     shown_for(page, TYPED)
     page.keyboard.press("Tab")
     assert_same_suggestions(shown_for(page, accepted), python_completer, accepted)
+    # a comma typed right after replaces the automatic space, as Session.accept + type(",") does in Python
+    page.keyboard.type(",")
+    swapped = TYPED + first + ","
+    assert_same_suggestions(shown_for(page, swapped), python_completer, swapped)
+    assert area.input_value() == swapped
+    python_session = python_completer.session()
+    python_session.type(TYPED)
+    python_session.accept(first)
+    python_session.type(",")
+    assert python_session.text == swapped
 
     # Backspace, twice
     page.keyboard.press("Backspace")
     page.keyboard.press("Backspace")
-    shortened = accepted[:-2]
+    shortened = swapped[:-2]
     shown = shown_for(page, shortened)
     assert shown["value"] == shortened
     assert_same_suggestions(shown, python_completer, shortened)
 
-    # a click on the second chip appends it, and the focus stays in the text area
+    # a click on the second chip appends it and a space, and the focus stays in the text area
     second = shown["chips"][1]
     page.locator("#suggestions .chip").nth(1).click()
-    clicked = shortened + second
+    clicked = shortened + second + " "
     assert_same_suggestions(shown_for(page, clicked), python_completer, clicked)
     assert area.input_value() == clicked
     assert page.evaluate("() => document.activeElement.id") == "text"
 
+    # a letter after an accept keeps the automatic space
+    page.keyboard.type("x")
+    assert_same_suggestions(shown_for(page, clicked + "x"), python_completer, clicked + "x")
+    page.keyboard.press("Backspace")
+    shown_for(page, clicked)
     # a paste (several characters at once: the sequence graph) and a caret moved into the text
     area.press("Control+End")
-    page.keyboard.insert_text(" said the")
-    pasted = clicked + " said the"
+    page.keyboard.insert_text("said the")
+    pasted = clicked + "said the"
     assert_same_suggestions(shown_for(page, pasted), python_completer, pasted)
     area.press("Control+Home")
     for _ in range(5):
@@ -301,7 +316,7 @@ def test_phone_viewport_fits_and_a_tap_appends(browser, server, python_completer
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 0.5, selector
     screenshots(page, "web-phone")
     page.locator("#suggestions .chip").first.tap()
-    tapped = "The Queen s" + shown["chips"][0]
+    tapped = "The Queen s" + shown["chips"][0] + " "
     assert_same_suggestions(shown_for(page, tapped), python_completer, tapped)
     assert page.locator("#text").input_value() == tapped
     page.close()

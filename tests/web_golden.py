@@ -4,7 +4,8 @@
 
 One JSON file per model configuration (`model-*.json`): the step (or sequence) graph's path, the sequence
 graph's, the Autocompleter options, Python's decoded metadata, prefix cases (next_chars and complete) and
-keystroke sessions (type / backspace / suggestions / next_chars), each with what Python returned and how
+keystroke sessions (type / backspace / accept / suggestions / next_chars; accept followed by attaching
+punctuation, a letter or a backspace), each with what Python returned, the session's unknown count and how
 many onnxruntime `session.run` calls it made. `faults.json`: damaged and foreign files with Python's
 one-line error; `unicode.json`: Python's word-boundary rule and per-code-point normalization over every
 code point, to compare with JavaScript's Unicode property escapes, String.normalize and toLowerCase.
@@ -109,7 +110,8 @@ def session_cases(ac: Autocompleter, counts: list, alice_text: str, rng: np.rand
                   sessions: int, actions: int) -> list[list[dict]]:
     """Keystroke sessions: type chunks of held-out text (mostly one character, some pastes, some tricky
     characters), backspace 0..n (some past the start, some into pasted text), and after each action
-    suggestions or next_chars."""
+    suggestions or next_chars; after some suggestions, accept one of them, then type attaching punctuation
+    (the automatic space goes), a letter (it stays) or backspace once."""
     text = held_out(alice_text)
     out = []
     for number in range(sessions):
@@ -133,13 +135,7 @@ def session_cases(ac: Autocompleter, counts: list, alice_text: str, rng: np.rand
                 if rng.random() < 0.05:
                     n = len(session.text) + 3
                 action = {"op": "backspace", "n": n}
-            before = counts[0]
-            if action["op"] == "type":
-                session.type(action["text"])
-            else:
-                session.backspace(action["n"])
-            action["runs"] = counts[0] - before
-            log.append(action)
+            _act(session, counts, action, log)
             for op in ("suggestions", "nextChars") if rng.random() < 0.3 else \
                     (("suggestions",) if rng.random() < 0.6 else ("nextChars",)):
                 k = int(rng.choice([1, 3, 3, 4, 6]))
@@ -151,10 +147,66 @@ def session_cases(ac: Autocompleter, counts: list, alice_text: str, rng: np.rand
                 else:
                     got = session.next_chars(k)
                     entry = {"op": op, "k": k}
-                entry.update(expected=pairs(got), runs=counts[0] - before, text=session.text)
+                entry.update(expected=pairs(got), runs=counts[0] - before, text=session.text, unknown=session.unknown)
                 log.append(entry)
+                if op == "suggestions" and got and rng.random() < 0.3:
+                    chosen = got[int(rng.integers(len(got)))]
+                    _act(session, counts, {"op": "accept", "text": chosen.text}, log)
+                    roll = rng.random()
+                    if roll < 0.45:      # attaching punctuation (alone or starting a paste) replaces the space
+                        punct = str(rng.choice([",", ".", "!", "?", ";", ")", "\u201d", "'"]))
+                        follow = {"op": "type", "text": punct if rng.random() < 0.8 else punct + " and"}
+                    elif roll < 0.8:     # a letter (or a newline) keeps it
+                        follow = {"op": "type", "text": str(rng.choice(["a", "t", "\n", "-", "("]))}
+                    else:                # backspace takes it back
+                        follow = {"op": "backspace", "n": 1}
+                    _act(session, counts, follow, log)
+                    before = counts[0]
+                    got = session.suggestions(3)
+                    log.append({"op": "suggestions", "k": 3, "maxChars": None, "expected": pairs(got),
+                                "runs": counts[0] - before, "text": session.text, "unknown": session.unknown})
         out.append(log)
+    out.append(scripted_session(ac, counts))
     return out
+
+
+def scripted_session(ac: Autocompleter, counts: list) -> list[dict]:
+    """One session that accepts in every way: then punctuation (the space goes), a letter or a newline (it
+    stays), a backspace, nothing then punctuation, a paste that starts with punctuation; and unknown
+    characters typed and backspaced (\u65e5 is in no golden vocabulary)."""
+    session, log = ac.session(), []
+
+    def look():
+        before = counts[0]
+        got = session.suggestions(3)
+        log.append({"op": "suggestions", "k": 3, "maxChars": None, "expected": pairs(got), "runs": counts[0] - before,
+                    "text": session.text, "unknown": session.unknown})
+        return got
+
+    def typed(text):
+        return {"op": "type", "text": text}
+
+    for follows in [[typed(",")], [typed("a")], [{"op": "backspace", "n": 1}, typed(",")], [typed(""), typed(".")],
+                    [typed("\n")], [typed("\u201d and")], [typed("\u65e5")], [typed(" ")], [{"op": "backspace", "n": 2}]]:
+        got = look()
+        _act(session, counts, {"op": "accept", "text": got[0].text if got else "x"}, log)
+        for follow in follows:
+            _act(session, counts, follow, log)
+    look()
+    return log
+
+
+def _act(session, counts: list, action: dict, log: list) -> None:
+    """Apply one type / backspace / accept action to `session` and log it with its run count and unknown count."""
+    before = counts[0]
+    if action["op"] == "type":
+        session.type(action["text"])
+    elif action["op"] == "accept":
+        session.accept(action["text"])
+    else:
+        session.backspace(action["n"])
+    action.update(runs=counts[0] - before, unknown=session.unknown, after=session.text)
+    log.append(action)
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -250,21 +302,23 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
 
 def write_ties(folder: Path) -> None:
     """ties.json: a model whose every character is equally likely everywhere (all weights zero), so that
-    every finished word of a length ties exactly and Python's order is the text's, in code point order:
-    U+FF01 before U+1F600 (UTF-16 code units would put the emoji first). Only word-internal prefixes with
-    k <= the boundary count: there the search ends after one character and no beam cut falls inside a tie,
-    which Python leaves to numpy's argpartition."""
+    every word of a length ties exactly and Python's order is the text's, in code point order: U+FF41 before
+    U+1D400 (UTF-16 code units would put the latter first). Two letters and two boundaries (V = 5): from
+    inside a word, 1 + 2 + 4 words of at most two letters tie by length and the search stops there for
+    k <= 7; from a boundary, 2 + 4 for k <= 6. No beam cut (beam 4) falls inside a tie, which Python leaves
+    to numpy's argpartition."""
     from compact_lm.export import export_model
-    model = random_model("gru", (4,), embed=3, text="ab \uff01\U0001f600!")
+    a, bold = "\uff41", "\U0001d400"
+    model = random_model("gru", (4,), embed=3, text=f"{a}{bold} !")
     for name, array in model.params.items():
         model.params[name] = np.zeros_like(array)
     path = folder / "ties.onnx"
     export_model(model, path)
     ac = Autocompleter(str(path))
-    width = sum(default_is_boundary(c) for c in model.vocab.chars)
     cases = [{"prefix": prefix, "k": k, "complete": pairs(ac.complete(prefix, k))}
-             for prefix in ("a", "b", "ab", "ba", "aab") for k in range(1, width + 1)]
-    assert [s.text for s in ac.complete("a", width)] == [" ", "!", "\uff01", "\U0001f600"]
+             for prefix in (a, bold, a + bold, bold + a, " ", f"{a} ") for k in range(1, (6 if prefix.endswith(" ") else 7) + 1)]
+    assert [s.text for s in ac.complete(a, 7)] == ["", a, bold, a + a, a + bold, bold + a, bold + bold]
+    assert [s.text for s in ac.complete(" ", 6)] == [a, bold, a + a, a + bold, bold + a, bold + bold]
     (folder / "ties.json").write_text(json.dumps({"model": str(path), "cases": cases}), encoding="utf-8")
 
 

@@ -20,7 +20,8 @@ def _percent(value) -> str:
 
 
 def results_table(report: ProfileReport, val_bpc: dict[str, float]) -> Table:
-    """One row per variant (bpc, size, latency, typing figures) and the n-gram baseline's row."""
+    """One row per variant (bpc, size, latency, typing figures) and the n-gram baselines' rows (full, size-matched;
+    their bytes in ngram.py's compact encoding)."""
     k = report.config.k
     header = ["variant", "runtime", "precision", "hidden", "file bytes", "val bpc", "test bpc", "step@1 p50 us",
               "keystroke p50 ms", "p99 ms", "speed-up", "keystroke savings", f"top-1@{ACCURACY_AT}",
@@ -34,10 +35,14 @@ def results_table(report: ProfileReport, val_bpc: dict[str, float]) -> Table:
                      _percent(typing["keystroke_savings"]), _percent(typing["top1_accuracy"][ACCURACY_AT]),
                      _percent(typing["topk_accuracy"][ACCURACY_AT])])
     if report.baseline is not None:
-        b = report.baseline
-        rows.append([f"baseline: {b['name']}", "python", "-", "-", "-", "-", f"{b['bpc']:.4f}", "-", "-", "-", "-",
-                     _percent(b["typing"]["keystroke_savings"]), _percent(b["typing"]["top1_accuracy"][ACCURACY_AT]),
-                     _percent(b["typing"]["topk_accuracy"][ACCURACY_AT])])
+        baselines = [("baseline", report.baseline)]
+        if report.baseline.get("matched") is not None:
+            baselines.append(("size-matched baseline", report.baseline["matched"]))
+        for kind, b in baselines:   # bytes: the n-gram's tables in ngram.py's compact encoding
+            rows.append([f"{kind}: {b['name']}", "python", "-", "-", f"{b['bytes']:,}" if "bytes" in b else "-", "-",
+                         f"{b['bpc']:.4f}", "-", "-", "-", "-", _percent(b["typing"]["keystroke_savings"]),
+                         _percent(b["typing"]["top1_accuracy"][ACCURACY_AT]),
+                         _percent(b["typing"]["topk_accuracy"][ACCURACY_AT])])
     return Table(f"results (test text {report.text_chars:,} characters, typing {report.typed_chars:,}; keystroke = "
                  f"type a character + top-{k} completions, one thread; speed-up of the keystroke p50 over "
                  f"{report.reference}; accuracy after {ACCURACY_AT} typed characters of a word)", header, rows, left=4)

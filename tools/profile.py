@@ -12,7 +12,8 @@ For each file:
   size       file bytes;
   quality    bits per character of the text, and keystroke savings / top-1 / top-k accuracy of
              the typing simulation behind `eval-complete` on its first `limit` characters, with the
-             n-gram baseline trained on the models' training split.
+             n-gram baselines trained on the models' training split: the full one and the best one
+             within the smallest file's bytes (sizes in ngram.py's compact encoding).
 Speed-up = the reference's p50 / the variant's p50, the reference being the first NumPy fp32 file.
 """
 from __future__ import annotations
@@ -189,8 +190,10 @@ def _median_probe(results: list[dict]) -> dict[str, float]:
 
 
 def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str, config: ProfileConfig, log) -> dict | None:
-    """bpc and typing figures of the n-gram baseline on the models' training split (None if that text is not here)."""
-    from compact_lm.ngram import DEFAULT_ORDER, NgramBackend
+    """bpc, size and typing figures of the full n-gram baseline on the models' training split (None if that
+    text is not here); with it under "matched", the same for the best n-gram within the smallest file's
+    bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split)."""
+    from compact_lm.ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
     train_config = next((v.train_config for v in variants if v.train_config is not None), None)
     vocab = variants[0].vocab
     try:
@@ -201,11 +204,15 @@ def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str
         log(f"note: no n-gram baseline ({error})")
         return None
     order = DEFAULT_ORDER if config.order is None else config.order
-    ngram = NgramBackend(train, vocab, order)
-    completer = completer_of(ngram)
-    report = simulate_typing(completer, typed, config.k)
-    return {"name": f"{order}-gram interpolated Kneser-Ney", "train_chars": int(len(train)),
-            "bpc": evaluate_ids(ngram, ids).bpc, "typing": report.to_json()}
+    smallest = min(variants, key=lambda v: v.file_bytes)
+    result = {}
+    for key, ngram in (("full", NgramBackend(train, vocab, order)), ("matched", fit_to_bytes(train, vocab, smallest.file_bytes))):
+        report = simulate_typing(completer_of(ngram), typed, config.k)
+        result[key] = {"name": ngram.name, "train_chars": int(len(train)), **ngram.size_info(),
+                       "bpc": float(-ngram.log2_probs(ids).mean()), "typing": report.to_json()}
+        if ngram.fit is not None:
+            result[key].update(matched_to=smallest.label, fit=ngram.fit)
+    return {**result["full"], "matched": result["matched"]}
 
 
 def open_variants(paths: list[str | os.PathLike], threads: int) -> list[Variant]:

@@ -76,20 +76,29 @@ def footprint_table(report: ProfileReport) -> Table:
 
 
 def quality_table(report: ProfileReport) -> Table:
-    """bpc, keystroke savings and accuracy of every variant, and of the n-gram baseline."""
+    """bpc, bytes, keystroke savings and accuracy of every variant, and of the two n-gram baselines."""
     k = report.config.k
-    header = ["variant", "bpc", "keystroke savings",
+    header = ["variant", "bytes", "bpc", "keystroke savings",
               *(f"{name}@{n}" for n in ACCURACY_AFTER for name in ("top-1", f"top-{k}"))]
 
-    def row(label: str, bpc: float, typing: dict) -> list[str]:
+    def row(label: str, size: int, bpc: float, typing: dict) -> list[str]:
         accuracy = [_percent(typing[key][str(n)]) for n in ACCURACY_AFTER for key in ("top1_accuracy", "topk_accuracy")]
-        return [label, f"{bpc:.4f}", _percent(typing["keystroke_savings"]), *accuracy]
+        return [label, f"{size:,}", f"{bpc:.4f}", _percent(typing["keystroke_savings"]), *accuracy]
 
-    rows = [row(v.label, v.bpc, v.typing) for v in report.variants]
-    if report.baseline is not None:
-        rows.append(row(f"baseline: {report.baseline['name']}", report.baseline["bpc"], report.baseline["typing"]))
+    rows = [row(v.label, v.file_bytes, v.bpc, v.typing) for v in report.variants]
+    title = ""
+    b = report.baseline
+    if b is not None:
+        rows.append(row(f"baseline: {b['name']}", b["bytes"], b["bpc"], b["typing"]))
+        m = b.get("matched")
+        if m is not None:
+            rows.append(row(f"size-matched baseline: {m['name']}", m["bytes"], m["bpc"], m["typing"]))
+            title = (f"; n-gram bytes: its tables in the compact encoding of compact_lm/ngram.py ({b['encoding']}): "
+                     f"full {b['contexts']:,} contexts + {b['ngrams']:,} n-grams, size-matched {m['contexts']:,} + "
+                     f"{m['ngrams']:,}, the best held-out bpc within {m['matched_to']}'s {m['fit']['budget_bytes']:,} bytes")
     return Table(f"quality (bpc on {report.text_chars:,} characters; typing {report.typed_chars:,} with top-{k} "
-                 "completion, accepting one costs a keystroke; @n: after n typed characters of a word)", header, rows)
+                 f"completion, accepting one costs a keystroke; @n: after n typed characters of a word{title})",
+                 header, rows)
 
 
 def tables(report: ProfileReport) -> list[Table]:

@@ -2,8 +2,13 @@
 // keystroke by keystroke with one compact-lm session. Everything runs in this tab; nothing is sent anywhere.
 //
 // For tests and the curious, window.compactLM holds the page's state: status ("loading", "ready",
-// "error"), shown ({context, suggestions, next}: what is on screen and the text before the caret it is
-// for), latencies (ms per keystroke), error (the message shown).
+// "error"), shown ({context, suggestions, next, unknown}: what is on screen, the text before the caret it
+// is for, and how many typed characters the model does not know), latencies (ms per keystroke), error
+// (the message shown).
+//
+// Tab or a click accepts a suggestion: the word and a space (session.accept). Punctuation that attaches to a
+// word (compact_lm.js's ATTACHING_PUNCTUATION: , . ; : ! ? closing quotes and brackets) typed right after
+// replaces that space: "word" + "," gives "word,". Any other key keeps it; Backspace removes it.
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -148,25 +153,26 @@ function renderChips(context, suggestions) {
   let typed = word.slice(start).join("");
   if (typed.length > 14) typed = "…" + typed.slice(-13);
   const chips = suggestions.map((suggestion, index) => {
-    const chars = [...suggestion.text];
-    const last = chars.length && isBoundary(chars[chars.length - 1]) ? chars.pop() : "";
     const item = el("li");
     const chip = el("button", "chip");
     chip.type = "button";
     chip.dataset.text = suggestion.text;
     chip.dataset.index = String(index);
-    chip.title = `append ${JSON.stringify(suggestion.text)}`;
+    chip.title = `append ${JSON.stringify(suggestion.text + " ")} (punctuation typed next replaces the space)`;
     const label = el("span", "chip-text");
     if (typed) label.append(el("span", "typed", typed));
-    label.append(el("span", "completion", chars.join("")));
-    if (last) label.append(el("span", "boundary", glyph(last)));
+    label.append(el("span", "completion", suggestion.text));
+    label.append(el("span", "boundary", glyph(" ")));   // accepting adds a space
     chip.append(label, el("span", "prob", percent(suggestion.prob)));
     if (index === 0) chip.append(el("kbd", "tab", "Tab"));
     item.append(chip);
     return item;
   });
   els.chips.replaceChildren(...chips);
-  if (!chips.length) els.chips.append(el("li", "empty", "no suggestion"));
+  if (!chips.length) {
+    els.chips.append(el("li", "empty", session?.unknown && !dismissed
+      ? "no suggestion (a typed character is not in the model's vocabulary)" : "no suggestion"));
+  }
 }
 
 function renderNext(next) {
@@ -198,6 +204,8 @@ let dirty = false;           // the text or the caret changed since the loop las
 let keyTime = null;          // when the oldest change not yet shown happened (performance.now())
 let dismissed = false;       // Esc hid the suggestions until the next change
 let wanted = null;           // the context the last change asked for
+let attaching = new Set();   // ATTACHING_PUNCTUATION of compact_lm.js
+let autoSpace = null;        // {value, caret} right after an accept inserted its space
 const options = { suggestions: 3, nextChars: 5 };
 
 /** The text before the caret: what the suggestions continue. */
@@ -247,7 +255,7 @@ async function loop() {
       const next = await session.nextChars(options.nextChars);
       if (dirty) continue;   // the text changed meanwhile: show only what matches it
       state.shown = { context: target, suggestions: suggestions.map(({ text, prob }) => ({ text, prob })),
-                      next: next.map(({ text, prob }) => ({ text, prob })) };
+                      next: next.map(({ text, prob }) => ({ text, prob })), unknown: session.unknown };
       renderChips(target, dismissed ? [] : suggestions);
       els.chips.classList.toggle("dismissed", dismissed);
       renderNext(next);
@@ -263,22 +271,41 @@ async function idle() {
   while (running) await running;
 }
 
-/** Append suggestion `index` of what is shown at the caret (replacing a selection, if any). */
-async function accept(index) {
-  await idle();
-  const shown = state.shown;
-  if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
-  const text = shown.suggestions[index].text;
+/** Insert `text` at the caret (replacing a selection): insertText keeps the browser's undo history and fires
+ * "input"; setRangeText where it is unsupported. */
+function insert(text) {
   const area = els.text;
-  area.focus();
-  // insertText keeps the browser's undo history and fires "input"; setRangeText where it is unsupported
   if (!document.execCommand?.("insertText", false, text)) {
     area.setRangeText(text, area.selectionStart, area.selectionEnd, "end");
     dismissed = false;
     schedule();
   }
+}
+
+/** Accept suggestion `index` of what is shown at the caret: its word and a space (replacing a selection, if any). */
+async function accept(index) {
+  await idle();
+  const shown = state.shown;
+  if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
+  const area = els.text;
+  area.focus();
+  if (session.text === shown.context) session.accept(shown.suggestions[index]);   // else the loop syncs the text
+  insert(shown.suggestions[index].text + " ");
+  autoSpace = { value: area.value, caret: area.selectionEnd };
   await idle();
   return true;
+}
+
+/** Attaching punctuation typed right after an accept replaces its space (and nothing else does). */
+function onBeforeInput(event) {
+  const spot = autoSpace;
+  autoSpace = null;
+  if (!spot || event.inputType !== "insertText" || !event.data || !attaching.has([...event.data][0])) return;
+  const area = els.text;
+  if (area.value !== spot.value || area.selectionStart !== spot.caret || area.selectionEnd !== spot.caret) return;
+  event.preventDefault();
+  area.setSelectionRange(spot.caret - 1, spot.caret);   // select the automatic space, type over it
+  insert(event.data);
 }
 
 function onKeyDown(event) {
@@ -300,6 +327,7 @@ function wireEditor() {
   const area = els.text;
   area.addEventListener("input", () => { dismissed = false; schedule(); });
   area.addEventListener("keydown", onKeyDown);
+  area.addEventListener("beforeinput", onBeforeInput);
   // the caret moved (arrows, a click, a selection): the suggestions follow the text before it
   document.addEventListener("selectionchange", () => {
     if (document.activeElement === area && session && context() !== wanted) schedule();
@@ -332,8 +360,9 @@ async function start() {
     els.privacy.textContent = "This page loads its own files and onnxruntime-web (from jsDelivr) once, then runs " +
       "offline: no request is made while you type.";
   }
-  const { Autocompleter } = await stage("The page could not load compact_lm.js", "Write the site again with compact-lm web.",
+  const { Autocompleter, ATTACHING_PUNCTUATION } = await stage("The page could not load compact_lm.js", "Write the site again with compact-lm web.",
     () => import("./compact_lm.js"));
+  attaching = ATTACHING_PUNCTUATION;
   setStatus("loading", "Loading runtime…");
   const ort = await stage("onnxruntime-web could not be loaded",
     site.ort?.source === "local" ? "Write the site again with compact-lm web (it copies the runtime into ort/)."

@@ -4,24 +4,30 @@
 //     import { Autocompleter } from "./compact_lm.js";
 //     const ac = await Autocompleter.create("model.onnx", { ort, beam: 4, maxChars: 16, sequence: "model.seq.onnx" });
 //     await ac.nextChars("What say", 3);         // [{ text: " ", prob: 0.49 }, ...]
-//     await ac.complete("What sa", 3);           // [{ text: "y ", prob: 0.31 }, ...]
+//     await ac.complete("What sa", 3);           // [{ text: "y", prob: 0.31 }, ...]: distinct words, the rest of each
 //     const s = ac.session(); s.type("ROMEO: What s"); s.backspace(1); await s.suggestions(3); s.text;
-//     await s.nextChars(3);
+//     await s.nextChars(3); s.accept((await s.suggestions(1))[0]); s.type(",");   // "word," (the space replaced)
 //     ac.metadata                                // the decoded metadata_props (cell, hidden_sizes, metrics, ...)
 //
 // Sources (model and `sequence`): Uint8Array, ArrayBuffer, URL or URL string (fetched), file path or file:
 // URL (Node). Autocompleter: nextChars(prefix, k = 3), complete(prefix, k = 3, maxChars), session(),
 // metadata, normalize(text), encode(text) (BigInt64Array), runs (session.run calls so far), release().
-// Session: type(text) and backspace(n = 1) change `text` at once and return a promise that settles when the
-// model state is ready (awaiting it is optional: suggestions(k = 3, maxChars) and nextChars(k = 3) wait).
+// Session: type(text), backspace(n = 1) and accept(suggestion) change `text` at once and return a promise that
+// settles when the model state is ready (awaiting it is optional: suggestions(k = 3, maxChars) and
+// nextChars(k = 3) wait); `unknown` counts the typed characters that became <unk>.
 //
 // The same semantics as compact_lm/autocomplete.py (Autocompleter, Session), which tests/test_web_node.py
 // checks against golden cases written by the Python one: the model sees `start_text` (a newline) and then
 // the typed text, each code point normalized on its own as the file's metadata says; characters outside the
-// vocabulary become <unk>, which is never suggested. A word completion is a run of word characters ended by
-// one boundary character; beam search advances all beams in ONE session.run per character and stops when
-// no unfinished word beats the k-th finished one. Scores are float64 sums of the model's float32
-// log-probabilities, finished words sort by (-log p, text in code point order), as in Python. Two things
+// vocabulary become <unk>, which is never suggested. A word completion is the rest of a run of word characters
+// that a boundary character ends, without that boundary: the k suggestions are k distinct words, each with its
+// probability of ending there whatever boundary follows (log-sum-exp over the boundary characters, float64,
+// summed in vocabulary order as Python does). While the word being typed holds an unknown character there is
+// no word completion. Beam search advances all beams in ONE session.run per character and stops when no
+// unfinished word beats the k-th finished one. Scores are float64 sums of the model's float32
+// log-probabilities, finished words sort by (-log p, text in code point order), as in Python. accept()
+// types the word, then a space (two runs at most); attaching punctuation typed next replaces the space
+// from the stored checkpoint before it (no run). Two things
 // Python leaves to its platform are fixed here: among candidates whose float64 scores tie exactly at the
 // beam's (or next characters' k-th) cut, the lower token id wins (numpy's argpartition picks any); and the
 // word-boundary rule and normalization use this engine's Unicode tables, which for code points that Python's
@@ -50,6 +56,8 @@ const WORD_JOINERS = new Set(["'", "\u2019", "-"]);   // "don't", "o'er", "well-
 // Python's str.isspace() is true only for characters of categories Z* and Cc, so these four cover it.
 const BOUNDARY_CHAR = /^[\p{P}\p{S}\p{Z}\p{Cc}]$/u;
 const CACHED_CHARS = 1 << 12;
+/** Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,". */
+export const ATTACHING_PUNCTUATION = new Set([...",.;:!?)]}\"'\u2019\u201d\u00bb"]);
 
 /** A one-line error, as compact-lm's CompactLMError. */
 export class CompactLMError extends Error {
@@ -696,13 +704,13 @@ export class Autocompleter {
     const boundary = this.vocab.map((c, i) => i !== unk && this.isBoundary(c));
     this._boundaryIds = boundary.flatMap((b, i) => (b ? [i] : []));
     if (!this._boundaryIds.length) throw new CompactLMError("no word-boundary character is in the model's vocabulary");
-    this._boundaryChars = this._boundaryIds.map((i) => this._charOf[i]);
     this._wordMask = new Float64Array(v);       // -inf where a character may not extend a word
     this._nextMask = new Float64Array(v);       // -inf for <unk>
     boundary.forEach((b, i) => { if (b) this._wordMask[i] = -Infinity; });
     this._wordMask[unk] = -Infinity;
     this._nextMask[unk] = -Infinity;
     this._normalized = new Map();
+    this._unknownChar = new Map();
   }
 
   async _init() {
@@ -758,6 +766,16 @@ export class Autocompleter {
     return BigInt64Array.from(ids, BigInt);
   }
 
+  /** Whether the typed code point `char` maps (after normalization) to <unk>. */
+  _isUnknown(char) {
+    let out = this._unknownChar.get(char);
+    if (out === undefined) {
+      out = this._encodeChars([char]).includes(BigInt(this.unkId));
+      if (this._unknownChar.size < CACHED_CHARS) this._unknownChar.set(char, out);
+    }
+    return out;
+  }
+
   /** Token ids of `text` as a BigInt64Array (normalized code point by code point; unknown characters -> <unk>). */
   encode(text) {
     return this._encodeChars(Array.from(checkText("text", text)));
@@ -800,6 +818,12 @@ export class Autocompleter {
   async complete(prefix, k = 3, maxChars = undefined) {
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? this.maxChars : positive("maxChars", maxChars);
+    checkText("prefix", prefix);
+    const chars = Array.from(prefix);
+    for (let i = chars.length - 1; i >= 0; i--) {   // a word holding an unknown character: no completion, no run
+      if (this.isBoundary(chars[i])) break;
+      if (this._isUnknown(chars[i])) return [];
+    }
     const { state, logProbs } = await this._start(prefix);
     return this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars);
   }
@@ -812,28 +836,30 @@ export class Autocompleter {
     return top.map((i) => ({ text: this._charOf[i], prob: Math.exp(scores[i]) }));
   }
 
-  /** Beam search from (state, logProbs) to the k most likely words ended by a boundary character. */
+  /** Beam search from (state, logProbs) to the k most likely distinct words, each with its probability of
+   * ending whatever boundary character follows (log-sum-exp over the boundary columns, in float64). */
   async _search(state, logProbs, atBoundary, k, maxChars) {
     const v = this.vocabSize, beam = this.beam, boundaryIds = this._boundaryIds, width = boundaryIds.length;
-    const charOf = this._charOf, boundaryChars = this._boundaryChars, wordMask = this._wordMask;
+    const charOf = this._charOf, wordMask = this._wordMask;
     let finished = [];            // [-log p, text] of the best k so far: sorted best first, ties by text
     let threshold = -Infinity;    // log p of the k-th finished word: nothing below it can enter
     let texts = [""];
     let scores = Float64Array.from(logProbs.subarray(0, v));   // [beams * V]: log p of each beam + its next character
     for (let depth = 1; depth <= maxChars; depth++) {
       if (depth > 1 || !atBoundary) {        // at a boundary the next word has at least one character
-        const n = texts.length * width;
-        const ends = new Float64Array(n);
-        for (let b = 0; b < texts.length; b++) {
-          for (let j = 0; j < width; j++) ends[b * width + j] = scores[b * v + boundaryIds[j]];
-        }
-        let cut = -Infinity;                 // only the k best endings (with their ties) can enter the k best
-        if (n > k) cut = Float64Array.from(ends).sort()[n - k];
         let added = false;
-        for (let f = 0; f < n; f++) {
-          const value = ends[f];
-          if (value >= cut && value > threshold) {
-            finished.push([-value, texts[Math.floor(f / width)] + boundaryChars[f % width]]);
+        for (let b = 0; b < texts.length; b++) {
+          // log p of the beam's word ending here: log-sum-exp over the boundary columns, summed left to right
+          let top = -Infinity;
+          for (let j = 0; j < width; j++) top = Math.max(top, scores[b * v + boundaryIds[j]]);
+          let value = -Infinity;
+          if (top > -Infinity) {
+            let total = 0;
+            for (let j = 0; j < width; j++) total += Math.exp(scores[b * v + boundaryIds[j]] - top);
+            value = top + Math.log(total);
+          }
+          if (value > threshold) {           // texts differ from each other and from every shorter word
+            finished.push([-value, texts[b]]);
             added = true;
           }
         }
@@ -846,6 +872,7 @@ export class Autocompleter {
       if (depth === maxChars) break;
       const flat = new Float64Array(scores.length);
       for (let i = 0; i < scores.length; i++) flat[i] = scores[i] + wordMask[i % v];
+      // a beam's own log p bounds every word it can become: at or below the k-th finished word, it is dropped
       const top = best(flat, beam, threshold).sort((a, b) => a - b);   // also drops boundaries and <unk> (-inf)
       if (!top.length) break;
       const parents = top.map((i) => Math.floor(i / v)), chars = top.map((i) => i % v);
@@ -889,13 +916,22 @@ function best(values, count, floor) {
  * One person's typing: a stack of checkpoints, so typing a character costs one model run and backspace
  * none. A checkpoint holds the characters' count and a promise of the state after them: type() and
  * backspace() change `text` at once and return a promise that settles when the state is computed
- * (awaiting them is optional: suggestions() and nextChars() wait for it).
+ * (awaiting them is optional: suggestions() and nextChars() wait for it). accept(suggestion) appends the
+ * suggestion and a space that attaching punctuation typed next replaces (no run); `unknown` counts the typed
+ * characters that became <unk>; while the word being typed holds one, suggestions() is empty.
  */
 export class Session {
   constructor(completer) {
     this.completer = completer;
     this._chars = [];                    // code points typed so far
     this._stack = [completer._root];     // checkpoints, lengths increasing
+    this._unknownAt = [];                // positions of typed characters that became <unk>, increasing
+    this._autoSpace = null;              // length of the text right after an accept's space
+  }
+
+  /** How many characters of the text map to <unk> (outside the model's vocabulary). */
+  get unknown() {
+    return this._unknownAt.length;
   }
 
   /** Everything typed so far (as typed, before normalization). */
@@ -916,8 +952,25 @@ export class Session {
     checkText("text", text);
     if (!text) return Promise.resolve();
     const chars = Array.from(text);
+    if (this._autoSpace === this._chars.length && ATTACHING_PUNCTUATION.has(chars[0])) {
+      this.backspace(1);                 // "word " + "," -> "word,": the checkpoint before the space is stored
+    }
+    this._autoSpace = null;
+    const start = this._chars.length;
+    chars.forEach((char, i) => { if (this.completer._isUnknown(char)) this._unknownAt.push(start + i); });
     for (const char of chars) this._chars.push(char);
     return this._push(this._chars.length, this._stack[this._stack.length - 1], chars);
+  }
+
+  /** Append a suggestion's text (a {text} or a string) and a space; text typed next that starts with attaching
+   * punctuation (ATTACHING_PUNCTUATION) replaces that space. Two model runs at most, so the swap is free. */
+  accept(suggestion) {
+    const text = suggestion !== null && typeof suggestion === "object" ? suggestion.text : suggestion;
+    checkText("suggestion", text);
+    this.type(text);
+    const done = this.type(" ");
+    this._autoSpace = this._chars.length;
+    return done;
   }
 
   /** Delete the last n characters: restores a stored state (a model run only inside pasted text). */
@@ -927,7 +980,9 @@ export class Session {
     }
     const target = Math.max(this._chars.length - n, 0);
     if (target === this._chars.length) return Promise.resolve();
+    this._autoSpace = null;
     this._chars.length = target;
+    while (this._unknownAt.length && this._unknownAt[this._unknownAt.length - 1] >= target) this._unknownAt.pop();
     const stack = this._stack;
     while (stack[stack.length - 1].length > target) stack.pop();
     const base = stack[stack.length - 1];
@@ -948,9 +1003,18 @@ export class Session {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const atBoundary = this._atBoundary();
-    const { state, logProbs } = await this._stack[this._stack.length - 1].ready;
+    const atBoundary = this._atBoundary(), unknown = this._typingUnknown();
+    const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
+    if (unknown) return [];
     return completer._search(state, logProbs, atBoundary, k, maxChars);
+  }
+
+  /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */
+  _typingUnknown() {
+    if (!this._unknownAt.length) return false;
+    const last = this._unknownAt[this._unknownAt.length - 1];
+    for (let i = this._chars.length - 1; i >= last; i--) if (this.completer.isBoundary(this._chars[i])) return false;
+    return true;
   }
 
   /** The k most likely next characters (never <unk>). */

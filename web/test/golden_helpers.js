@@ -137,10 +137,13 @@ export function modelTests(part, parts) {
           let got = null;
           if (a.op === "type") await s.type(a.text);
           else if (a.op === "backspace") await s.backspace(a.n);
+          else if (a.op === "accept") await s.accept({ text: a.text, prob: 0.5 });
           else if (a.op === "suggestions") got = await s.suggestions(a.k, a.maxChars);
           else got = await s.nextChars(a.k);
-          checks += 1;
+          checks += 2;
           if (counter.runs - before !== a.runs) problems.push(`${where}: ${counter.runs - before} runs, Python ${a.runs}`);
+          if (s.unknown !== a.unknown) problems.push(`${where}: unknown ${s.unknown}, Python ${a.unknown}`);
+          if (a.after !== undefined && s.text !== a.after) problems.push(`${where}: text ${show(s.text)} != ${show(a.after)}`);
           if (got) {
             checks += 2;
             problems.push(...compare(got, a.expected, `${where} after ${show(a.text)}`));
@@ -161,8 +164,15 @@ export function modelTests(part, parts) {
         let before = counter.runs, expectedRuns = 0;
         for (const [index, a] of actions.entries()) {
           expectedRuns += a.runs;
-          if (a.op === "type") { s.type(a.text); continue; }
-          if (a.op === "backspace") { s.backspace(a.n); continue; }
+          if (a.op === "type" || a.op === "backspace" || a.op === "accept") {
+            if (a.op === "type") s.type(a.text);
+            else if (a.op === "backspace") s.backspace(a.n);
+            else s.accept(a.text);             // a string works too
+            checks += 2;
+            if (s.unknown !== a.unknown) problems.push(`session ${number} action ${index} (${a.op}): unknown ${s.unknown}, Python ${a.unknown}`);
+            if (s.text !== a.after) problems.push(`session ${number} action ${index} (${a.op}): text ${show(s.text)} != ${show(a.after)}`);
+            continue;
+          }
           const got = a.op === "suggestions" ? await s.suggestions(a.k, a.maxChars) : await s.nextChars(a.k);
           const where = `session ${number} action ${index} (${a.op})`;
           checks += 3;

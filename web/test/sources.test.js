@@ -68,6 +68,7 @@ test("onnxruntime-web (wasm) reproduces Python's golden cases, from bytes and Ar
     for (const a of actions) {
       if (a.op === "type") s.type(a.text);
       else if (a.op === "backspace") s.backspace(a.n);
+      else if (a.op === "accept") s.accept(a.text);
       else {
         checks += 1;
         const got = a.op === "suggestions" ? await s.suggestions(a.k, a.maxChars) : await s.nextChars(a.k);
@@ -124,6 +125,7 @@ test("two sessions typing at once, nothing awaited but their suggestions, each g
       const s = sessions[n];
       if (a.op === "type") s.type(a.text);
       else if (a.op === "backspace") s.backspace(a.n);
+      else if (a.op === "accept") s.accept(a.text);
       else {
         assert.equal(s.text, a.text);
         const got = a.op === "suggestions" ? s.suggestions(a.k, a.maxChars) : s.nextChars(a.k);
