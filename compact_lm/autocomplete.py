@@ -45,7 +45,8 @@ MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 
 CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
 WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
-ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\"'\u2019\u201d\u00bb")
+# Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
+ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\u2019\u201d\u00bb")
 
 
 def default_is_boundary(char: str) -> bool:
@@ -263,11 +264,13 @@ def _end_log_probs(ends: np.ndarray) -> np.ndarray:
     Summed left to right (an accumulation, never numpy's pairwise sum), the order web/compact_lm.js uses;
     exp and log may still differ from JavaScript's in the last bit."""
     top = ends.max(axis=1)
-    finite = top > -np.inf
-    safe = np.where(finite, top, 0.0)
-    total = np.add.accumulate(np.exp(ends - safe[:, None]), axis=1)[:, -1]
-    with np.errstate(divide="ignore"):
-        return np.where(finite, safe + np.log(total), -np.inf)
+    if not np.isfinite(top).all():   # a backend that gives a row no boundary mass at all (never a softmax)
+        finite = top > -np.inf
+        safe = np.where(finite, top, 0.0)
+        total = np.add.accumulate(np.exp(ends - safe[:, None]), axis=1)[:, -1]
+        with np.errstate(divide="ignore"):
+            return np.where(finite, safe + np.log(total), -np.inf)
+    return top + np.log(np.add.accumulate(np.exp(ends - top[:, None]), axis=1)[:, -1])
 
 
 class Session:
@@ -311,8 +314,9 @@ class Session:
         completer = self.completer
         state, log_probs = completer._advance(self._stack[-1][1], text)
         start = len(self._chars)
-        if any(completer._is_unknown(char) for char in set(text)):
-            self._unknown_at.extend(start + i for i, char in enumerate(text) if completer._is_unknown(char))
+        unknown = {char for char in set(text) if completer._is_unknown(char)}
+        if unknown:
+            self._unknown_at.extend(start + i for i, char in enumerate(text) if char in unknown)
         self._chars.extend(text)
         self._push(state, log_probs)
 
@@ -355,12 +359,12 @@ class Session:
         completer = self.completer
         k = _positive("k", k)
         max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
-        if self._typing_unknown():
+        if self.in_unknown_word():
             return []
         _, state, log_probs = self._stack[-1]
         return completer._search(state, log_probs, self._at_boundary(), k, max_chars)
 
-    def _typing_unknown(self) -> bool:
+    def in_unknown_word(self) -> bool:
         """Whether the word being typed (the characters after the last boundary) holds an unknown character."""
         if not self._unknown_at:
             return False

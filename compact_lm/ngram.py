@@ -25,7 +25,10 @@ That is everything a lookup needs (the recursion above reads gamma(h) and the ma
 seen after h, order by order). Not counted: a fixed header (order, V, the vocabulary's characters),
 under a kilobyte at any size. Every figure measured here uses the float64 values: float16 keeps 11
 significant bits (relative error <= 2^-11 from 6.1e-5 up; smaller masses keep fewer), and what that
-rounding costs in bpc or keystroke savings is not measured.
+rounding costs in bpc or keystroke savings is not measured. The 4-byte key is lossy: an exact key of an
+order-7 context needs about 36 bits at V = 65, so among the full tinyshakespeare 7-gram's 459,129
+contexts some 25 pairs would collide (and unseen contexts may match a stored one); neither is
+measured, and 5-byte keys (+1 byte per context) would make collisions rare.
 
 Count cut-off (`cutoff`, SRILM's -gtNmin for every order >= 2): an n-gram seen fewer than `cutoff`
 times in the text is not stored; its discounted mass goes to its context's gamma (so every

@@ -94,7 +94,7 @@ def apply_keys(session: Session, keys: str, k: int) -> bool:
 def render(session: Session, suggestions: list[Suggestion], width: int) -> str:
     """Redraw the current line: its typed tail, then the suggestions dimmed, cursor after the typed text."""
     hint = "   " + "  ".join(f"{shown(s.text) or VISIBLE[' ']} {s.prob:.1%}" for s in suggestions)
-    if not suggestions and session.unknown:
+    if not suggestions and session.in_unknown_word():
         hint = "   (the word holds a character outside the vocabulary: no completion)"
     line = session.text.rsplit("\n", 1)[-1]
     room = max(width - len(hint) - 1, 8)

@@ -211,6 +211,14 @@ def _state_after(completer, text):
     return fresh.state()[1]
 
 
+@pytest.mark.parametrize("quote", ["'", '"'])
+def test_a_straight_quote_after_an_accepted_word_keeps_the_space(quote):
+    session = Autocompleter(NumpyBackend(tiny_model())).session()
+    session.accept("welcome")                # it may open a quotation: "welcome 'mongst", 'said "no'
+    session.type(quote + "ab")
+    assert session.text == f"welcome {quote}ab"
+
+
 def test_accept_appends_the_word_and_a_space_that_attaching_punctuation_replaces():
     counting = CountingBackend(NumpyBackend(tiny_model()))
     completer = Autocompleter(counting)

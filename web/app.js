@@ -170,7 +170,7 @@ function renderChips(context, suggestions) {
   });
   els.chips.replaceChildren(...chips);
   if (!chips.length) {
-    els.chips.append(el("li", "empty", session?.unknown && !dismissed
+    els.chips.append(el("li", "empty", session?.inUnknownWord() && !dismissed
       ? "no suggestion (a typed character is not in the model's vocabulary)" : "no suggestion"));
   }
 }
@@ -289,7 +289,9 @@ async function accept(index) {
   if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
   const area = els.text;
   area.focus();
-  if (session.text === shown.context) session.accept(shown.suggestions[index]);   // else the loop syncs the text
+  // plain typing, not session.accept: the page swaps the space itself (onBeforeInput), and sync() types
+  // whatever the textarea holds, so the session must not swap a second time
+  if (session.text === shown.context) session.type(shown.suggestions[index].text + " ");   // else sync does
   insert(shown.suggestions[index].text + " ");
   autoSpace = { value: area.value, caret: area.selectionEnd };
   await idle();

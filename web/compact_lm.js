@@ -57,7 +57,8 @@ const WORD_JOINERS = new Set(["'", "\u2019", "-"]);   // "don't", "o'er", "well-
 const BOUNDARY_CHAR = /^[\p{P}\p{S}\p{Z}\p{Cc}]$/u;
 const CACHED_CHARS = 1 << 12;
 /** Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,". */
-export const ATTACHING_PUNCTUATION = new Set([...",.;:!?)]}\"'\u2019\u201d\u00bb"]);
+// not the straight quotes ' and ": they open a quotation as often as they close one
+export const ATTACHING_PUNCTUATION = new Set([...",.;:!?)]}\u2019\u201d\u00bb"]);
 
 /** A one-line error, as compact-lm's CompactLMError. */
 export class CompactLMError extends Error {
@@ -1003,14 +1004,14 @@ export class Session {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const atBoundary = this._atBoundary(), unknown = this._typingUnknown();
+    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord();
     const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
     if (unknown) return [];
     return completer._search(state, logProbs, atBoundary, k, maxChars);
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */
-  _typingUnknown() {
+  inUnknownWord() {
     if (!this._unknownAt.length) return false;
     const last = this._unknownAt[this._unknownAt.length - 1];
     for (let i = this._chars.length - 1; i >= last; i--) if (this.completer.isBoundary(this._chars[i])) return false;
