@@ -89,7 +89,10 @@ def _cmd_train(args) -> int:
         trainer = Trainer(config, args.out_dir, resume=args.resume, progress=not args.quiet)
         result = trainer.run()
     metrics = result.model.info["metrics"]
-    lines = [f"model: {Path(args.out_dir) / 'model.npz'} ({result.model.num_params:,} parameters, {trainer.step} steps)"]
+    kept = int(result.model.info.get("steps", trainer.step))
+    which = (f"{trainer.step} steps" if kept == trainer.step
+             else f"the best by val bpc: step {kept} of {trainer.step}")   # later steps overfit the training text
+    lines = [f"model: {Path(args.out_dir) / 'model.npz'} ({result.model.num_params:,} parameters, {which})"]
     for split in ("val", "test"):
         if split in metrics:
             lines.append(f"{split}: {metrics[split]['bpc']:.4f} bpc (perplexity {metrics[split]['perplexity']:.3f})")

@@ -113,7 +113,9 @@ class OrtSource:
         """One line for the terminal: which runtime and from where."""
         if self.dist is None:
             return (f"onnxruntime-web {self.version}: loaded by the page from {self.module_url} "
-                    f"(and the .mjs/.wasm pair beside it); the model and the typed text stay local")
+                    f"(and the .mjs/.wasm pair beside it); the model and the typed text stay local. For a page "
+                    f"that works offline: `cd web && npm ci --ignore-scripts` in the repository, then write "
+                    f"the site again (or give --ort-dir)")
         size = sum((self.dist / name).stat().st_size for name in ORT_FILES)
         return (f"onnxruntime-web {self.version}: copied {' + '.join(ORT_FILES)} ({size / 1e6:.1f} MB) "
                 f"from {self.dist} into {ORT_FOLDER}/")
@@ -393,7 +395,8 @@ def make_server(folder: str | os.PathLike, port: int = DEFAULT_PORT, log=print):
         raise CompactLMError(f"site folder {folder} does not exist" if not folder.exists()
                              else f"{folder} is a file, not a site folder")
     if not (folder / "index.html").is_file():
-        raise CompactLMError(f"{folder} holds no index.html: write a site with `compact-lm web MODEL.onnx --out {folder}`")
+        raise CompactLMError(f"{folder} holds no index.html: write a site into a new folder with "
+                             "`compact-lm web MODEL.onnx --out SITE` and serve SITE")
     if not 0 <= port <= 65535:
         raise CompactLMError(f"--port must be between 0 and 65535, got {port}")
     try:

@@ -213,3 +213,13 @@ def test_a_setting_is_worded_as_the_flag_of_the_command_that_ran(tiny_model_path
     code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--finetune-steps", "2",
                        "--finetune-lr", "-1", "--out", tmp_path / "p.npz")
     assert_one_line_error(code, err, "--finetune-lr: must be a positive number (got -1.0)")
+
+
+def test_train_says_which_step_its_model_file_holds(tmp_path, small_corpus, capsys):
+    import re
+    code, out, _ = run(capsys, "train", "--corpus", small_corpus, *TINY_ARGS, "--steps", "30", "--out", tmp_path / "run")
+    kept = load(tmp_path / "run" / "model.npz").info["steps"]
+    line = next(line for line in out.splitlines() if line.startswith("model:"))
+    assert code == 0
+    assert (f"step {kept} of 30" in line) if kept != 30 else line.endswith("30 steps)")
+    assert re.search(r"\d[\d,]* parameters", line)

@@ -368,7 +368,7 @@ async function start() {
   setStatus("loading", "Loading runtime…");
   const ort = await stage("onnxruntime-web could not be loaded",
     site.ort?.source === "local" ? "Write the site again with compact-lm web (it copies the runtime into ort/)."
-      : "The page loads onnxruntime-web from jsDelivr: check the connection, or write the site with a local copy (--ort-dir).",
+      : "The page loads onnxruntime-web from jsDelivr: check the connection, or write the site with a local copy (after `npm ci --ignore-scripts` in web/, or --ort-dir).",
     async () => {
       const module = await import(new URL(site.ort.module, location.href).href);
       const runtime = module.default?.InferenceSession ? module.default : module;
