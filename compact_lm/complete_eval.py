@@ -20,7 +20,7 @@ Latency is the wall time of one keystroke: one model step plus the k completions
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class TypingReport:
     top1_accuracy: dict                # typed characters ("1", "2", "3") -> fraction, None if no word is that long
     topk_accuracy: dict
     latency_ms: dict                   # p50, p90, p99, mean of one keystroke (step + suggestions)
+    accepts: list = field(default_factory=list)   # (position, word end) of every accepted suggestion
 
     @property
     def keystroke_savings(self) -> float:
@@ -96,6 +97,7 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
         ranks[index].append(texts.index(wanted) if wanted in texts else None)
 
     keystrokes = len(text)
+    accepts = []
     for (start, end), word_ranks in zip(spans, ranks):
         after = text[end]   # the boundary that follows the word
         for typed, rank in enumerate(word_ranks):
@@ -108,6 +110,7 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
                 saved = rest - ACCEPT_KEYSTROKES - DELETE_KEYSTROKES
             if rank is not None and saved > 0:
                 keystrokes -= saved
+                accepts.append((start + typed, end))
                 break
     top1, topk = {}, {}
     for typed in ACCURACY_AFTER:
@@ -120,7 +123,7 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
         latency = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
                    "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
     return TypingReport(chars=len(text), words=len(spans), keystrokes=keystrokes, k=k,
-                        top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency)
+                        top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency, accepts=accepts)
 
 
 def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:

@@ -154,3 +154,31 @@ def test_eval_complete_errors_are_one_line(tiny_model_path, tmp_path, capsys, ar
     (tmp_path / "empty.txt").write_text("")
     code, _, err = run(capsys, "eval-complete", tiny_model_path, *[a.format(tmp=tmp_path) for a in argv])
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err and fragment in err, err
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_the_simulation_counts_what_a_real_session_takes(tiny_model_path, alice_text, k):
+    """Replay the simulated person on a real Session: accept where it accepted, then the next character as
+    the interface needs it (the accept's space, a free swap for attaching punctuation, else a backspace)."""
+    from compact_lm.autocomplete import ATTACHING_PUNCTUATION
+    completer = Autocompleter(str(tiny_model_path))
+    text = completer.normalize(alice_text[5000:7000] + " Alice said 'tis (so), \"no\" said the Queen.\n")
+    report = simulate_typing(completer, text, k)
+    assert report.accepts, "the simulated person accepted nothing: the replay would check nothing"
+    accept_at, session, keystrokes, position = dict(report.accepts), completer.session(), 0, 0
+    while position < len(text):
+        if position in accept_at:
+            end = accept_at[position]
+            assert text[position:end] in [s.text for s in session.suggestions(k)]   # only what was shown
+            session.accept(text[position:end])
+            keystrokes, position = keystrokes + 1, end
+            if text[position] == " ":                    # the accept typed it
+                position += 1
+            elif text[position] not in ATTACHING_PUNCTUATION:
+                session.backspace(1)                     # a newline or a quote: the automatic space goes
+                keystrokes += 1
+            continue
+        session.type(text[position])
+        keystrokes, position = keystrokes + 1, position + 1
+    assert session.text == text
+    assert keystrokes == report.keystrokes
