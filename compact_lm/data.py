@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CompactLMError
+from .fileio import check_file
 
 DEFAULT_CORPUS = "alice.txt"
 
@@ -30,10 +31,7 @@ def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what:
 
     `utf8_hint` ends the invalid-UTF-8 message: commands without --encoding-errors give their own."""
     path = Path(path)
-    if not path.exists():
-        raise CompactLMError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise CompactLMError(f"{what} {path} is a folder, not a file")
+    check_file(path, what)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except PermissionError:

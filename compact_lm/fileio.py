@@ -25,6 +25,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def check_file(path: Path, label: str) -> None:
+    """A one-line CompactLMError unless `path` exists and is not a folder (`label`: "corpus file", ...)."""
+    if not path.exists():
+        raise CompactLMError(f"{label} {path} does not exist")
+    if path.is_dir():
+        raise CompactLMError(f"{label} {path} is a folder, not a file")
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name the same file (resolving links and relative parts)."""
     return Path(a).resolve() == Path(b).resolve()
@@ -138,10 +146,7 @@ def check_npz_headers(path: Path, what: str = "model") -> None:
 def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np.ndarray], dict]:
     """Load a `.npz` written by `save_npz`: arrays and metadata, with a one-line error for any defect."""
     path = Path(path)
-    if not path.exists():
-        raise CompactLMError(f"{what} file {path} does not exist")
-    if path.is_dir():
-        raise CompactLMError(f"{what} file {path} is a folder, not a file")
+    check_file(path, f"{what} file")
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)

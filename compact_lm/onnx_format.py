@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from .errors import CompactLMError
+from .fileio import check_file
 from .onnx_scan import metadata_props, unsafe_onnx_feature
 from .vocab import START_TEXT
 
@@ -59,10 +60,7 @@ def decode_metadata(props: dict[str, str]) -> dict:
 def read_onnx(path: str | os.PathLike) -> bytes:
     """The bytes of an .onnx file, refused with a one-line error if missing or if it uses what compact-lm never loads."""
     path = Path(path)
-    if not path.exists():
-        raise CompactLMError(f"ONNX file {path} does not exist")
-    if path.is_dir():
-        raise CompactLMError(f"ONNX file {path} is a folder, not a file")
+    check_file(path, "ONNX file")
     try:
         data = path.read_bytes()
     except OSError as error:

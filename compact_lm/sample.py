@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import Backend
-from .errors import CompactLMError, SettingError
+from .errors import SettingError
 from .vocab import START_TEXT, UNK_ID, Vocab
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import REPLACE_HINT, StreamBatcher, read_corpus, split_ids
-from .errors import CompactLMError, Interrupted, SettingError, TrainingDiverged
+from .errors import Interrupted, SettingError, TrainingDiverged
 from .fileio import atomic_write, load_npz, png_bytes, save_npz
 from .model import Model
 from .network import head_log_probs, init_params, loss_and_grads, run_hidden, zero_state

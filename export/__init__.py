@@ -15,7 +15,6 @@ import os
 
 import onnx
 
-from compact_lm.errors import CompactLMError
 from compact_lm.fileio import atomic_write
 from compact_lm.model_file import ModelFile
 

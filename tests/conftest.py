@@ -1,6 +1,8 @@
 """Shared fixtures and builders: small corpora, a tiny trained model, random-weight models and their exports,
 all made on the fly. Tests import the plain functions with `from conftest import ...`."""
 import copy
+import sys
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -125,3 +127,25 @@ def exported(request, export_precision, tmp_path_factory, alice_text):
         export_model(model, paths[form], **options)
     ids = model.vocab.encode(alice_text[start:start + 240]).astype(np.int64)
     return SimpleNamespace(model=model, paths=paths, ids=ids, reference=NumpyBackend(model))
+
+
+def run_together(function, count: int) -> list:
+    """function(i) for i < count, each on its own thread, started at once, switching as often as possible."""
+    results = [None] * count
+    barrier = threading.Barrier(count)
+
+    def worker(i):
+        barrier.wait()
+        results[i] = function(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # so that any shared buffer would be overwritten mid-call
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return results

@@ -7,7 +7,6 @@ import os
 import select
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ from compact_lm import load
 from compact_lm.model import Model
 from compact_lm.vocab import Vocab
 from cli_helpers import assert_one_line_error, run as run_cli
-from conftest import random_model
+from conftest import random_model, run_together
 
 TINY_TEXT = "ab ba.\n"          # vocabulary: <unk> \n space . a b  (word characters: a, b)
 
@@ -404,24 +403,7 @@ def test_eight_threads_see_what_they_would_see_alone(tiny_model_path, onnx_paths
     # 334 keystrokes, each followed by suggestions and next characters: over 1,000 operations per thread
     texts = [alice_text[1000 + 397 * i: 1000 + 397 * i + 334] for i in range(8)]
     alone = [_typing_transcript(completer, text) for text in texts]
-    together = [None] * 8
-    barrier = threading.Barrier(8)
-
-    def worker(i):
-        barrier.wait()
-        together[i] = _typing_transcript(completer, texts[i])
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)   # switch threads as often as possible, so that races show
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
-    assert together == alone
+    assert run_together(lambda i: _typing_transcript(completer, texts[i]), 8) == alone
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -12,9 +12,8 @@ import pytest
 
 from compact_lm.config import ModelConfig
 from compact_lm.network import head_log_probs, init_params, loss_and_grads, param_shapes, run_hidden
+from test_gradients import TOLERANCE, _numeric_gradient   # one finite-difference rule for every gradient check
 
-TOLERANCE = 1e-6     # as in test_gradients.py
-STEP = 1e-3
 V, E, H, T, B = 7, 3, 4, 5, 2
 # (label smoothing, distill): distillation alone, combined with smoothing, and the pure-teacher target
 MIXES = [(0.0, 0.4), (0.1, 0.4), (0.0, 1.0)]
@@ -48,17 +47,6 @@ def _reference_log_p(config, params, inputs, state):
 
 def _reference_loss(config, params, inputs, state, q):
     return -float((q * _reference_log_p(config, params, inputs, state)).sum()) / (T * B)
-
-
-def _numeric_gradient(flat, index, loss):
-    """(-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h, restoring the entry afterwards."""
-    saved = flat[index]
-    values = []
-    for offset in (2 * STEP, STEP, -STEP, -2 * STEP):
-        flat[index] = saved + offset
-        values.append(loss())
-    flat[index] = saved
-    return (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * STEP)
 
 
 def _relative_error(analytic, numeric):

@@ -1,8 +1,6 @@
 """Serving: threads share one Autocompleter (and its backend) with no lock, and each sees exactly what it
 would see calling alone, for every backend kind: NumPy fp32 and int8, onnxruntime step graphs with and
 without a sequence graph, one- and two-state cells. No timing here (benchmarks/serving.py measures)."""
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from compact_lm.network import init_params
 from compact_lm.ort_backend import OrtBackend
 from compact_lm.tools.quantize import quantize_model
 from compact_lm.vocab import Vocab
+from conftest import run_together
 
 THREADS = 8
 
@@ -65,35 +64,13 @@ def _workload(completer: Autocompleter, text: str) -> list:
     return seen
 
 
-def _together(function, count: int) -> list:
-    """function(i) for i < count, each on its own thread, started at once, switching as often as possible."""
-    results = [None] * count
-    barrier = threading.Barrier(count)
-
-    def worker(i):
-        barrier.wait()
-        results[i] = function(i)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)   # so that any shared buffer would be overwritten mid-call
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
-    return results
-
-
 @pytest.mark.parametrize("kind", ["numpy-fp32", "numpy-int8", "onnx-gru-step", "onnx-gru-step+sequence",
                                   "onnx-lstm-step+sequence", "onnx-int8-step"])
 def test_threads_sharing_one_autocompleter_see_what_serial_calls_see(served, alice_text, kind):
     completer = Autocompleter(served[kind])
     texts = [alice_text[2000 + 611 * i: 2000 + 611 * i + 150] for i in range(THREADS)]
     serial = [_workload(completer, text) for text in texts]
-    assert _together(lambda i: _workload(completer, texts[i]), THREADS) == serial
+    assert run_together(lambda i: _workload(completer, texts[i]), THREADS) == serial
     assert len({repr(s) for s in serial}) == THREADS   # the threads really asked different things
 
 
@@ -113,7 +90,7 @@ def test_one_onnx_backend_steps_for_many_threads_at_once(served):
         return out
 
     serial = [replay(i) for i in range(THREADS)]
-    for got, want in zip(_together(replay, THREADS), serial):
+    for got, want in zip(run_together(replay, THREADS), serial):
         for (log_probs, state), (want_log_probs, want_state) in zip(got, want):
             assert np.array_equal(log_probs, want_log_probs)
             assert all(np.array_equal(a, b) for layer, wanted in zip(state, want_state) for a, b in zip(layer, wanted))

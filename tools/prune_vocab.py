@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import SettingError
 from compact_lm.model import Model
 from compact_lm.vocab import UNK_ID, Vocab
 

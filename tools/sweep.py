@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from compact_lm.data import SAVE_AS_UTF8
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import SettingError
 from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
