@@ -18,7 +18,11 @@ so the k suggestions are k different words. Beam search keeps the `beam` most li
 all of them advance in one batched `step` per character. The search stops when no unfinished word is
 more likely than the k-th best finished one: extending a word only lowers its probability mass, so
 that cut loses nothing. Ties sort by text (code point order). While the word being typed holds a
-character outside the vocabulary there is no word completion (next characters still come).
+character outside the vocabulary the model gives no word completion (next characters still come).
+
+With `user_words` (compact_lm.user_words.UserWords, or a path to its JSON file) sessions learn the words
+typed and completions mix the model's words with the user's (the rule is in user_words.py); a word
+holding an unknown character then gets the user's words alone.
 
 This module imports numpy (and onnxruntime when given an .onnx path) and nothing heavier.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CompactLMError
+from .user_words import MAX_WORD_CHARS, UserWords, open_user_words
 from .vocab import START_TEXT, UNK_ID, Vocab
 
 # At most this many characters run through the model when several arrive at once (a paste, a
@@ -43,6 +48,7 @@ from .vocab import START_TEXT, UNK_ID, Vocab
 CONTEXT_CHARS = 1024
 MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 KB each at H=256)
 CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
+LEARNED_UNDO = 64           # per session: the last learned words a backspace over their boundary takes back
 WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
 # Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
@@ -107,7 +113,8 @@ class Autocompleter:
 
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
                  context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
-                 sequence: str | os.PathLike | None = None):
+                 sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None):
+        self.user_words = open_user_words(user_words)
         self.backend = open_backend(model, threads=threads, sequence=sequence)
         self.vocab = vocab if vocab is not None else getattr(self.backend, "vocab", None)
         if not isinstance(self.vocab, Vocab):
@@ -187,9 +194,9 @@ class Autocompleter:
         return self._advance(self._root[1], prefix) if prefix else self._root[1:]
 
     # ----------------------------------------------------------------------------- public API
-    def session(self) -> "Session":
-        """A new keystroke session (empty text)."""
-        return Session(self)
+    def session(self, user_words: UserWords | str | os.PathLike | None = ...) -> "Session":
+        """A new keystroke session (empty text), learning into `user_words` (default: the Autocompleter's)."""
+        return Session(self, self.user_words if user_words is ... else open_user_words(user_words))
 
     def next_chars(self, prefix: str, k: int = 3) -> list[Suggestion]:
         """The k most likely next characters after `prefix` (never `<unk>`), most likely first."""
@@ -201,13 +208,35 @@ class Autocompleter:
         k = _positive("k", k)
         max_chars = self.max_chars if max_chars is None else _positive("max_chars", max_chars)
         prefix = _check_text("prefix", prefix)
-        for char in reversed(prefix):   # a word holding an unknown character has no completion (no model call)
-            if self.is_boundary(char):
-                break
-            if self._is_unknown(char):
-                return []
+        start = len(prefix)
+        while start and not self.is_boundary(prefix[start - 1]):
+            start -= 1
+        word = prefix[start:]
+        if any(self._is_unknown(char) for char in word):   # no model completion (and no model call)
+            return self._mix([], word, k, unknown=True)
         state, log_probs = self._start(prefix)
-        return self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars)
+        return self._mix(self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars),
+                         word, k)
+
+    def _mix(self, suggestions: list[Suggestion], word: str, k: int, unknown: bool = False,
+             user_words: UserWords | None = ...) -> list[Suggestion]:
+        """The model's completions of the typed `word` mixed with the user's words that continue it:
+        p = (1 - lam) p_model + lam * weight share (user_words.py); the user's alone for an unknown word."""
+        user_words = self.user_words if user_words is ... else user_words
+        if user_words is None:
+            return suggestions
+        typed = self.normalize(word)
+        found, lam = user_words.continuing(typed, k)
+        if not found:
+            return suggestions
+        if unknown:
+            lam = 1.0
+        probs = {s.text: (1.0 - lam) * s.prob for s in suggestions}
+        for candidate, share in found:
+            text = candidate[len(typed):]
+            probs[text] = probs.get(text, 0.0) + lam * share
+        ranked = sorted(probs.items(), key=lambda item: (-item[1], item[0]))[:k]
+        return [Suggestion(text, prob) for text, prob in ranked]
 
     def _is_unknown(self, char: str) -> bool:
         """Whether the typed code point `char` maps (after normalization) to `<unk>`."""
@@ -283,11 +312,19 @@ class Session:
 
     `accept(suggestion)` appends the suggestion and a space; text typed next that starts with attaching
     punctuation (ATTACHING_PUNCTUATION) replaces that space at no model call. `unknown` counts the typed
-    characters that became `<unk>`; while the word being typed holds one, `suggestions` is empty.
+    characters that became `<unk>`; while the word being typed holds one, `suggestions` come from the user's
+    words alone (none without them).
+
+    With `user_words`, every word typed to a boundary is learned (pasted text too; an accept types its word
+    and a space); a backspace that deletes that boundary takes the word back (for the last LEARNED_UNDO
+    words), so a typo corrected before going on is not kept. The accept's space swapped for punctuation
+    is the same boundary: the word is learned once.
     """
 
-    def __init__(self, completer: Autocompleter):
+    def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
         self.completer = completer
+        self.user_words = user_words
+        self._learned: list[tuple[int, tuple]] = []  # (position of the boundary that ended it, undo) per learned word
         self._chars: list[str] = []                  # code points typed so far
         self._stack: list[tuple] = [completer._root]  # checkpoints, lengths increasing
         self._unknown_at: list[int] = []             # positions of typed characters that became <unk>, increasing
@@ -309,7 +346,8 @@ class Session:
         if not text:
             return
         if self._auto_space == len(self._chars) and text[0] in ATTACHING_PUNCTUATION:
-            self.backspace(1)   # "word " + "," -> "word,": the checkpoint before the space is on the stack
+            # "word " + "," -> "word,": the checkpoint before the space is on the stack; the word stays learned
+            self._delete(1, unlearn=False)
         self._auto_space = None
         completer = self.completer
         state, log_probs = completer._advance(self._stack[-1][1], text)
@@ -319,6 +357,27 @@ class Session:
             self._unknown_at.extend(start + i for i, char in enumerate(text) if char in unknown)
         self._chars.extend(text)
         self._push(state, log_probs)
+        if self.user_words is not None:
+            self._learn_from(start)
+
+    def _learn_from(self, start: int) -> None:
+        """Learn every word that a boundary typed at or after `start` ends (unless already learned there)."""
+        chars, is_boundary = self._chars, self.completer.is_boundary
+        for end in range(max(start, 1), len(chars)):
+            if not is_boundary(chars[end]) or is_boundary(chars[end - 1]):
+                continue
+            if self._learned and self._learned[-1][0] == end:   # the accept's space, swapped for punctuation
+                continue
+            begin = end - 1
+            while begin > 0 and not is_boundary(chars[begin - 1]) and end - begin <= MAX_WORD_CHARS:
+                begin -= 1
+            if end - begin > MAX_WORD_CHARS:
+                continue
+            undo = self.user_words.learn(self.completer.normalize("".join(chars[begin:end])))
+            if undo is not None:
+                self._learned.append((end, undo))
+                if len(self._learned) > 2 * LEARNED_UNDO:
+                    del self._learned[:LEARNED_UNDO]
 
     def accept(self, suggestion: Suggestion | str) -> None:
         """Append a suggestion's text and a space; punctuation typed next (",.;:!?" closing quotes and brackets)
@@ -337,10 +396,16 @@ class Session:
         """Delete the last n characters; restores a stored state (a model call only inside pasted text)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise CompactLMError(f"backspace count must be a whole number >= 0, got {n!r}")
-        target = max(len(self._chars) - int(n), 0)
+        self._delete(int(n), unlearn=True)
+
+    def _delete(self, n: int, unlearn: bool) -> None:
+        target = max(len(self._chars) - n, 0)
         if target == len(self._chars):
             return
         self._auto_space = None
+        learned = self._learned
+        while unlearn and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
+            self.user_words.unlearn(learned.pop()[1])
         del self._chars[target:]
         unknown_at = self._unknown_at
         while unknown_at and unknown_at[-1] >= target:
@@ -359,10 +424,22 @@ class Session:
         completer = self.completer
         k = _positive("k", k)
         max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
+        word = self._typed_word()
         if self.in_unknown_word():
-            return []
+            return completer._mix([], word, k, unknown=True, user_words=self.user_words)
         _, state, log_probs = self._stack[-1]
-        return completer._search(state, log_probs, self._at_boundary(), k, max_chars)
+        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars), word, k,
+                              user_words=self.user_words)
+
+    def _typed_word(self) -> str:
+        """The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer)."""
+        if self.user_words is None:
+            return ""
+        chars, is_boundary = self._chars, self.completer.is_boundary
+        begin = len(chars)
+        while begin > 0 and not is_boundary(chars[begin - 1]) and len(chars) - begin <= MAX_WORD_CHARS:
+            begin -= 1
+        return "".join(chars[begin:])
 
     def in_unknown_word(self) -> bool:
         """Whether the word being typed (the characters after the last boundary) holds an unknown character."""

@@ -19,10 +19,15 @@ def _add_completion_options(p: argparse.ArgumentParser) -> None:
                    help="BLAS threads (default 1: one keystroke is too little work to split)")
 
 
+def _add_user_words(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--user-words", metavar="FILE", default=None,
+                   help=f"the user's own words (a JSON file; created if missing): {what}")
+
+
 def _completer(args):
     from .autocomplete import Autocompleter
     return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads,
-                         sequence=getattr(args, "sequence", None))
+                         sequence=getattr(args, "sequence", None), user_words=getattr(args, "user_words", None))
 
 
 def configure_complete(p: argparse.ArgumentParser) -> None:
@@ -34,6 +39,7 @@ def configure_complete(p: argparse.ArgumentParser) -> None:
                         "without the file's final newline: for prefixes too long for a command line")
     p.add_argument("--next", action="store_true", help="also print the most likely next characters")
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: the prefix in one call")
+    _add_user_words(p, "mixed into the completions, read only")
     p.set_defaults(run=_cmd_complete, parser=p)
 
 
@@ -67,7 +73,8 @@ def _cmd_complete(args) -> int:
             if completer.is_boundary(char):
                 break
             unknown = unknown or completer._is_unknown(char)
-        print("(no completion: the word holds a character outside the model's vocabulary)" if unknown
+        print("(no completion: the word holds a character outside the model's vocabulary"
+              + (" and no word of --user-words continues it)" if completer.user_words is not None else ")") if unknown
               else "(no completion within --max-chars)")
     if args.next:
         print("next characters: " + format_suggestions(next_chars))
@@ -78,6 +85,7 @@ def configure_repl(p: argparse.ArgumentParser) -> None:
     """Options of `compact-lm repl`."""
     _add_completion_options(p)
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: pasted text in one call")
+    _add_user_words(p, "learns the words you type and saves them at every newline and on exit")
     p.set_defaults(run=_cmd_repl)
 
 
@@ -99,6 +107,9 @@ def configure_eval_complete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order", type=positive_int, default=None, help="n-gram baseline order (default 7)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.add_argument("--learn", action="store_true",
+                   help="also score the model learning the user's words as the text is typed (from an empty dictionary)")
+    _add_user_words(p, "with it, --learn starts from its words (the file is not written)")
     p.set_defaults(run=_cmd_eval_complete)
 
 
@@ -110,6 +121,6 @@ def _cmd_eval_complete(args) -> int:
         raise CompactLMError(f"--text {args.text}: the file is empty")
     with blas_threads(args):
         result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
-                               beam=args.beam, max_chars=args.max_chars)
+                               beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

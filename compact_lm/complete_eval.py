@@ -16,6 +16,9 @@ followed by a boundary (a word cut off by the end of the text cannot be complete
 Word completion accuracy after n typed characters (n = 1, 2, 3) counts the words longer than n:
 top-1 when the right completion is the first suggestion, top-k when it is among the k shown.
 Latency is the wall time of one keystroke: one model step plus the k completions.
+
+With learning on (an Autocompleter with user_words), the session learns each word as its boundary is
+typed, so the dictionary holds only what was typed before: no peeking ahead.
 """
 from __future__ import annotations
 
@@ -148,20 +151,33 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
-                  order: int | None = None, beam: int = 4, max_chars: int = 16) -> dict:
+                  order: int | None = None, beam: int = 4, max_chars: int = 16, learn: bool = False,
+                  user_words: str | None = None) -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
     "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
     at most the model file's bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split).
-    Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding).
+    Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding). With `learn` (or a
+    `user_words` file to start from, read and never written) also "learning": the model with a user
+    dictionary that learns as the text is typed, in the same run, and its p50 latency over the model's.
     """
     import os
     from .ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
     from .opener import open_model
+    from .user_words import UserWords
     model = open_model(model_path)
     backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars)
+    start_words = UserWords(user_words) if user_words is not None else None   # a bad file fails before any work
     report = simulate_typing(completer, text, k)
+    learning = None
+    if learn or user_words is not None:
+        words = start_words if start_words is not None else UserWords()
+        words.path = None   # never written back
+        learned_from = len(words)
+        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words), text, k)
+        learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words),
+                    "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if report.latency_ms else None}
     order = DEFAULT_ORDER if order is None else order
     train = training_ids(train_config, completer.vocab, corpus)
     model_bytes = os.path.getsize(model_path)
@@ -172,7 +188,10 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         baselines[key] = {"name": ngram.name, **ngram.size_info(), **typing.to_json()}
         if ngram.fit is not None:
             baselines[key]["fit"] = ngram.fit
-    return {"model": str(model_path), "model_bytes": model_bytes, **report.to_json(), **baselines}
+    result = {"model": str(model_path), "model_bytes": model_bytes, **report.to_json(), **baselines}
+    if learning is not None:
+        result["learning"] = learning
+    return result
 
 
 def _percent(value: float | None) -> str:
@@ -182,7 +201,10 @@ def _percent(value: float | None) -> str:
 def format_report(result: dict) -> str:
     """The human-readable table of `eval_complete`'s result."""
     k, after = result["k"], [str(n) for n in ACCURACY_AFTER]
-    rows = [("model", result), (f"full: {result['baseline']['name']}", result["baseline"])]
+    rows = [("model", result)]
+    if "learning" in result:
+        rows.append(("model + learning the user's words", {**result["learning"], "model_bytes": result["model_bytes"]}))
+    rows.append((f"full: {result['baseline']['name']}", result["baseline"]))
     if "matched_baseline" in result:
         rows.append((f"size-matched: {result['matched_baseline']['name']}", result["matched_baseline"]))
     width = max(34, *(len(name) for name, _ in rows))
@@ -197,6 +219,11 @@ def format_report(result: dict) -> str:
         latency = " ".join(f"{row['latency_ms'].get(p, float('nan')):>7.3f}" for p in ("p50", "p90", "p99"))
         lines.append(f"{name:<{width}} {size} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
     lines.append("bytes: the model file; an n-gram's tables in the compact encoding of compact_lm/ngram.py")
+    if "learning" in result:
+        learning = result["learning"]
+        lines.append(f"  learning: {learning['keystroke_savings'] - result['keystroke_savings']:+.1%} savings, "
+                     f"p50 {learning['p50_ratio']:.2f}x; the dictionary held {learning['words_at_start']:,} words "
+                     f"at the start and {learning['words_at_end']:,} at the end (learned only from the text typed before)")
     for name, row in rows[1:]:
         if "contexts" in row:
             lines.append(f"  {name}: {row['contexts']:,} contexts + {row['ngrams']:,} n-grams ({row['encoding']})"

@@ -6,6 +6,9 @@ Tab accepts the first suggestion (Session.accept: the word and a space; punctuat
 typed next replaces that space), Enter types a newline, Ctrl-D quits; escape sequences (arrows) are
 ignored. The suggestions are distinct words (the rest of the word being typed). Without a terminal
 every input line is a prefix and gets one line of suggestions.
+
+With the Autocompleter's user_words (`--user-words FILE`), the words typed to a boundary are learned and
+the file is saved (atomically) at every newline and on exit.
 """
 from __future__ import annotations
 
@@ -49,8 +52,21 @@ def run_lines(completer: Autocompleter, lines, out, k: int) -> None:
         line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         prefix = line[:-1] if line.endswith("\n") else line
         prefix = prefix[:-1] if prefix.endswith("\r") else prefix
-        out.write(f"{quoted(prefix)} -> {format_suggestions(completer.complete(prefix, k))}\n")
+        if completer.user_words is None:
+            suggestions = completer.complete(prefix, k)
+        else:   # a session, so that the line's finished words are learned
+            session = completer.session()
+            session.type(prefix)
+            suggestions = session.suggestions(k)
+            _save(completer)
+        out.write(f"{quoted(prefix)} -> {format_suggestions(suggestions)}\n")
         out.flush()
+
+
+def _save(completer: Autocompleter) -> None:
+    """Write the user's words to their file, if they have one."""
+    if completer.user_words is not None and completer.user_words.path is not None:
+        completer.user_words.save()
 
 
 def without_escape_sequences(keys: str) -> str:
@@ -123,7 +139,9 @@ def run_terminal(completer: Autocompleter, fd: int, out, k: int) -> None:
                 break
             if session.text.count("\n") > lines_before:   # keep the finished line as typed, start a new one
                 out.write("\r\x1b[K" + printable(session.text.rsplit("\n", 1)[0].rsplit("\n", 1)[-1]) + "\n")
+                _save(completer)
     finally:
+        _save(completer)
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         out.write("\n")
         out.flush()

@@ -144,6 +144,8 @@ BUILDERS = {
     ".onnx with a custom operator": lambda f, t: ["verify", f / "model.npz",
                                                   _onnx_variant(f, t, "custom.onnx", _custom_domain)],
     "k <= 0": lambda f, t: ["complete", f / "model.onnx", "the qu", "-k", "0"],
+    "user words that are not a user-words file": lambda f, t: ["repl", f / "model.onnx", "--user-words",
+                                                               _write(t, "notes.json", b'{"notes": []}')],
 }
 
 

@@ -322,6 +322,46 @@ def test_phone_viewport_fits_and_a_tap_appends(browser, server, python_completer
     page.close()
 
 
+def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_completer):
+    """Off by default; on, the page's suggestions are Python's with the same user words learned from the same
+    keys; the words (only the words) survive a reload in localStorage; "Forget my words" empties them."""
+    from compact_lm.autocomplete import Autocompleter
+    from compact_lm.user_words import UserWords
+    typed, again = "Zyzzyx and Zyzzyx ", "Zyz"
+    page = open_page(browser, server.url, DESKTOP)
+    assert not page.locator("#learn").is_checked()
+    page.locator("#learn").check()
+    area = page.locator("#text")
+    area.focus()
+    page.keyboard.type(typed + again)
+    shown = shown_for(page, typed + again)
+    learning = Autocompleter(python_completer.backend, user_words=UserWords())
+    session = learning.session()
+    for char in typed + again:
+        session.type(char)
+    expected = session.suggestions(3)
+    assert shown["chips"] == [s.text for s in expected] and "zyx" in shown["chips"]
+    assert [c["prob"] for c in shown["state"]["suggestions"]] == pytest.approx([s.prob for s in expected], rel=1e-4)
+    stored = json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))
+    assert stored["words"]["Zyzzyx"]["count"] == 2 and typed.strip() not in json.dumps(stored)
+    assert "2 words learned" in page.text_content("#learn-detail")
+
+    page.reload()
+    wait_for(page, "() => window.compactLM.status === 'ready' && window.compactLM.shown")
+    assert page.locator("#learn").is_checked()
+    page.locator("#text").focus()
+    page.keyboard.type(again)
+    assert "zyx" in shown_for(page, again)["chips"]
+    page.locator("#forget").click()
+    wait_for(page, "() => !window.compactLM.shown.suggestions.some(s => s.text === 'zyx')")
+    assert json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))["words"] == {}
+    page.locator("#learn").uncheck()
+    assert page.evaluate("() => localStorage.getItem('compact-lm-learn')") == "0"
+    assert_same_suggestions(shown_for(page, again), python_completer, again)
+    assert page.errors == []
+    page.close()
+
+
 def test_the_page_fetches_only_its_own_files_and_nothing_while_typing(browser, server):
     page = browser.new_page(viewport=DESKTOP)
     requests = []

@@ -6,7 +6,10 @@ One JSON file per model configuration (`model-*.json`): the step (or sequence) g
 graph's, the Autocompleter options, Python's decoded metadata, prefix cases (next_chars and complete) and
 keystroke sessions (type / backspace / accept / suggestions / next_chars; accept followed by attaching
 punctuation, a letter or a backspace), each with what Python returned, the session's unknown count and how
-many onnxruntime `session.run` calls it made. `faults.json`: damaged and foreign files with Python's
+many onnxruntime `session.run` calls it made. Two configurations learn the user's words as they type (a
+small, fast-decaying dictionary that starts from words of the training text: mixing, learning, taking back,
+eviction, and the dictionary alone for words with unknown characters); their file holds the start document
+and the dictionary at the end. `faults.json`: damaged and foreign files with Python's
 one-line error; `unicode.json`: Python's word-boundary rule and per-code-point normalization over every
 code point, to compare with JavaScript's Unicode property escapes, String.normalize and toLowerCase.
 """
@@ -21,8 +24,10 @@ import onnx
 
 from compact_lm.autocomplete import CONTEXT_CHARS, Autocompleter, default_is_boundary
 from compact_lm.errors import CompactLMError
+from compact_lm.complete_eval import word_spans
 from compact_lm.onnx_scan import unsafe_onnx_feature
 from compact_lm.ort_backend import OrtBackend
+from compact_lm.user_words import UserWords
 from compact_lm.vocab import Vocab, normalize
 from conftest import random_model
 
@@ -193,6 +198,10 @@ def scripted_session(ac: Autocompleter, counts: list) -> list[dict]:
         for follow in follows:
             _act(session, counts, follow, log)
     look()
+    # a word of unknown characters typed to a boundary, then begun again: with user words, theirs alone
+    for text in [" \u65e5\u672c\u8a9e ", "\u65e5", "\u672c", " \u65e5\u672c ", "\u65e5"]:
+        _act(session, counts, typed(text), log)
+        look()
     return log
 
 
@@ -249,11 +258,12 @@ def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
              sequence=True, source="step", options={"beam": 5, "maxChars": 12}, prefixes=500, sessions=(6, 40)),
         dict(name="gru-int8-lower-step",
              model=quantize_model(_wordy(random_model("gru", (20,), embed=8, vocab=lower, seed=4, scale=2.5), 4)),
-             sequence=False, source="step", options={"beam": 1, "maxChars": 8}, prefixes=300, sessions=(3, 30)),
+             sequence=False, source="step", options={"beam": 1, "maxChars": 8}, prefixes=300, sessions=(3, 30),
+             user_words={"maxWords": 60, "halfLife": 30, "share": 0.3}),
         dict(name="lstm-fp32-unknowns-seqonly",
              model=_wordy(random_model("lstm", (12,), embed=8, vocab=front, seed=5, scale=2.5), 5),
              sequence=True, source="sequence", options={"beam": 4, "maxChars": 16, "boundaries": " \n.,;:!?", "contextChars": 48},
-             prefixes=200, sessions=(3, 30)),
+             prefixes=200, sessions=(4, 40), user_words={"maxWords": 200, "halfLife": 80, "share": 0.5}),
         # a file from before `start_text` and `normalization` were written: the defaults apply
         dict(name="gru-fp32-lower-old-format",
              model=_wordy(random_model("gru", (10,), embed=6, vocab=lower, seed=6, scale=2.5), 6),
@@ -285,6 +295,10 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
         ac = Autocompleter(str(source), beam=options["beam"], max_chars=options["maxChars"],
                            boundaries=options.get("boundaries"), context_chars=options.get("contextChars", CONTEXT_CHARS),
                            sequence=str(seq_arg) if seq_arg else None)
+        start_words = None
+        if config.get("user_words"):
+            start_words = _start_words(ac, alice_text, folder / f"userwords-{name}.json", config["user_words"])
+            ac.user_words = start_words
         assert not set(config.get("drop_keys", ())) & set(ac.backend.metadata)
         counts = counted(ac)
         texts = prefixes(alice_text, rng, config["prefixes"], long_ones=config["sequence"])
@@ -292,12 +306,26 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
         sessions = session_cases(ac, counts, alice_text, rng, *config["sessions"])
         golden = {"name": name, "model": str(source), "sequence": str(seq_arg) if seq_arg else None,
                   "options": options, "metadata": ac.backend.metadata, "prefixes": cases, "sessions": sessions}
+        if start_words is not None:
+            golden.update(userWords=json.loads((folder / f"userwords-{name}.json").read_text(encoding="utf-8")),
+                          userWordsOptions=config["user_words"], finalUserWords=start_words.to_json())
         (folder / f"model-{name}.json").write_text(json.dumps(golden, ensure_ascii=True), encoding="utf-8")
         summary[name] = {"prefixes": len(cases), "session_actions": sum(len(s) for s in sessions)}
     write_faults(folder, step_paths)
     write_unicode(folder)
     write_ties(folder)
     return summary
+
+
+def _start_words(ac: Autocompleter, alice_text: str, path: Path, options: dict) -> UserWords:
+    """A dictionary of the words of a slice of the training text (as the completer's boundaries and normalization
+    cut and store them), saved to `path` and read back: Python and JavaScript start from the same document."""
+    words = UserWords(max_words=options["maxWords"], half_life=options["halfLife"], share=options["share"])
+    text = alice_text[20000:26000]
+    for start, end in word_spans(text, ac.is_boundary):
+        words.learn(ac.normalize(text[start:end]))
+    words.save(path)
+    return UserWords(path, max_words=options["maxWords"], half_life=options["halfLife"], share=options["share"])
 
 
 def write_ties(folder: Path) -> None:

@@ -206,6 +206,10 @@ let dismissed = false;       // Esc hid the suggestions until the next change
 let wanted = null;           // the context the last change asked for
 let attaching = new Set();   // ATTACHING_PUNCTUATION of compact_lm.js
 let autoSpace = null;        // {value, caret} right after an accept inserted its space
+let UserWordsType = null;    // compact_lm.js's UserWords
+let userWords = null;        // the user's words while "Learn my words" is on
+let savedClock = 0;          // userWords.clock when last stored
+const WORDS_KEY = "compact-lm-user-words", LEARN_KEY = "compact-lm-learn";
 const options = { suggestions: 3, nextChars: 5 };
 
 /** The text before the caret: what the suggestions continue. */
@@ -253,6 +257,7 @@ async function loop() {
       await sync(target);
       const suggestions = dismissed ? [] : await session.suggestions(options.suggestions);
       const next = await session.nextChars(options.nextChars);
+      if (userWords && userWords.clock !== savedClock) storeWords();
       if (dirty) continue;   // the text changed meanwhile: show only what matches it
       state.shown = { context: target, suggestions: suggestions.map(({ text, prob }) => ({ text, prob })),
                       next: next.map(({ text, prob }) => ({ text, prob })), unknown: session.unknown };
@@ -344,6 +349,73 @@ function wireEditor() {
   });
 }
 
+// ------------------------------------------------------------------------------- the user's words
+// Opt-in: the words typed (never the text) are kept in this browser's localStorage, as the same JSON
+// document compact-lm's Python runtime reads (--user-words FILE).
+function storeWords() {
+  savedClock = userWords.clock;
+  try {
+    localStorage.setItem(WORDS_KEY, JSON.stringify(userWords.toJSON()));
+  } catch (error) {
+    console.warn("the user's words could not be stored:", error);
+  }
+  showWords();
+}
+
+function showWords() {
+  const on = Boolean(userWords);
+  $("forget").hidden = !on;
+  $("learn-detail").textContent = on ? `${userWords.size} word${userWords.size === 1 ? "" : "s"} learned, kept in this browser only`
+    : "off: suggestions come from the model alone";
+}
+
+function readWords() {
+  const stored = localStorage.getItem(WORDS_KEY);
+  if (!stored) return new UserWordsType();
+  try {
+    return UserWordsType.fromJSON(stored, {}, "the stored words");
+  } catch (error) {
+    console.warn(`${oneLine(error)}: starting with no words`);
+    return new UserWordsType();
+  }
+}
+
+/** Learning on or off: a new session on the current text (the words already in it are not learned). */
+async function setLearning(on) {
+  await idle();
+  try {
+    localStorage.setItem(LEARN_KEY, on ? "1" : "0");
+  } catch { /* private browsing: the choice lasts for this page */ }
+  userWords = on ? readWords() : null;
+  savedClock = userWords ? userWords.clock : 0;
+  session = completer.session({ userWords: null });
+  await sync(context());
+  session.userWords = userWords;   // from now on: only what is typed after this is learned
+  showWords();
+  await schedule();
+}
+
+function wireLearning() {
+  const box = $("learn");
+  let on = false;
+  try {
+    on = localStorage.getItem(LEARN_KEY) === "1";
+  } catch { /* no storage */ }
+  box.checked = on;
+  box.disabled = false;
+  box.addEventListener("change", () => setLearning(box.checked));
+  $("forget").addEventListener("click", async () => {
+    await idle();
+    if (userWords) {
+      userWords.clear();
+      storeWords();
+      await schedule();
+    }
+    els.text.focus();
+  });
+  return on;
+}
+
 // ---------------------------------------------------------------------------------------- start-up
 async function start() {
   setStatus("loading", "Loading…");
@@ -362,9 +434,10 @@ async function start() {
     els.privacy.textContent = "This page loads its own files and onnxruntime-web (from jsDelivr) once, then runs " +
       "offline: no request is made while you type.";
   }
-  const { Autocompleter, ATTACHING_PUNCTUATION } = await stage("The page could not load compact_lm.js", "Write the site again with compact-lm web.",
+  const { Autocompleter, ATTACHING_PUNCTUATION, UserWords } = await stage("The page could not load compact_lm.js", "Write the site again with compact-lm web.",
     () => import("./compact_lm.js"));
   attaching = ATTACHING_PUNCTUATION;
+  UserWordsType = UserWords;
   setStatus("loading", "Loading runtime…");
   const ort = await stage("onnxruntime-web could not be loaded",
     site.ort?.source === "local" ? "Write the site again with compact-lm web (it copies the runtime into ort/)."
@@ -388,6 +461,12 @@ async function start() {
       name: site.model.name, sequenceName: site.sequence?.name,   // the files' own names in error messages
     }));
   session = completer.session();
+  if (wireLearning()) {
+    userWords = readWords();
+    savedClock = userWords.clock;
+    session.userWords = userWords;   // the session is empty: nothing learned yet
+  }
+  showWords();
   state.metadata = completer.metadata;
   fillCard(site, completer.metadata ?? {});
   wireEditor();

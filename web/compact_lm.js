@@ -630,6 +630,275 @@ class Model {
   }
 }
 
+
+// -------------------------------------------------------------------------------------- user words
+export const USER_WORDS_FORMAT = "compact-lm-user-words";
+const USER_WORDS_VERSION = 1;
+export const MIN_WORD_CHARS = 2;           // a one-letter word saves nothing when completed
+export const MAX_WORD_CHARS = 40;
+const LEARNED_UNDO = 64;                   // per session: the last learned words a backspace over their boundary takes back
+const REBASE = 600;
+
+function codePoints(text) {
+  let n = 0;
+  for (const _ of text) n += 1;   // eslint-disable-line no-unused-vars
+  return n;
+}
+
+/**
+ * The user's own words, as compact_lm/user_words.py (same JSON file, same ranking and mixing): a bounded
+ * dictionary of words with counts and recency. Options: maxWords (5000), halfLife (300 learned words),
+ * share (0.25 of the probability for the dictionary's words when one continues the prefix). `toJSON()` gives
+ * the document to store (localStorage, a file); `UserWords.fromJSON(documentOrText, options)` reads one.
+ */
+export class UserWords {
+  constructor({ maxWords = 5000, halfLife = 300, share = 0.25 } = {}) {
+    if (typeof maxWords !== "number" || !Number.isInteger(maxWords) || maxWords < 1) {
+      throw new CompactLMError(`max_words must be a whole number >= 1, got ${pyRepr(maxWords)}`);
+    }
+    if (typeof halfLife !== "number" || !Number.isFinite(halfLife) || halfLife <= 0) {
+      throw new CompactLMError(`half_life must be a number > 0, got ${pyRepr(halfLife)}`);
+    }
+    if (typeof share !== "number" || !(share >= 0 && share <= 1)) {
+      throw new CompactLMError(`share must be a number from 0 to 1, got ${pyRepr(share)}`);
+    }
+    this.maxWords = maxWords;
+    this.halfLife = halfLife;
+    this.share = share;
+    this._rate = Math.log(2) / halfLife;
+    this.clock = 0;
+    this._entries = new Map();   // word -> [count, last use, weight at last use]
+    this._sorted = [];           // the words in code point order
+    this._base = 0;
+    this._ranked = new Map();    // prefix -> {order: words by key, largest first, total: sum of exp(key)}
+  }
+
+  /** A UserWords from a stored document (an object or its JSON text); `name` goes into error messages. */
+  static fromJSON(document, options = {}, name = "user words") {
+    if (typeof document === "string") {
+      try {
+        document = JSON.parse(document);
+      } catch (error) {
+        throw new CompactLMError(`${name} is not valid JSON: ${oneLine(error)}`);
+      }
+    }
+    if (document === null || typeof document !== "object" || document.format !== USER_WORDS_FORMAT) {
+      throw new CompactLMError(`${name} is not a ${USER_WORDS_FORMAT} file (no "format": "${USER_WORDS_FORMAT}")`);
+    }
+    if (document.version !== USER_WORDS_VERSION) {
+      throw new CompactLMError(`${name} has version ${pyRepr(document.version)}; this compact-lm reads ${USER_WORDS_VERSION}`);
+    }
+    const words = document.words, clock = document.clock;
+    if (words === null || typeof words !== "object" || Array.isArray(words) || !Number.isInteger(clock) || clock < 0) {
+      throw new CompactLMError(`${name} is damaged: "clock" must be a whole number >= 0 and "words" an object`);
+    }
+    const out = new UserWords(options);
+    out.clock = clock;
+    for (const [word, entry] of Object.entries(words)) {
+      const ok = entry !== null && typeof entry === "object"
+        && ["count", "last", "weight"].every((f) => typeof entry[f] === "number" && Number.isFinite(entry[f]));
+      const length = codePoints(word);
+      if (!ok || !(entry.last >= 0 && entry.last <= clock) || !(entry.weight > 0) || !(entry.count >= 1)
+          || length < MIN_WORD_CHARS || length > MAX_WORD_CHARS) {
+        throw new CompactLMError(`${name} is damaged: the entry of ${pyRepr(word)} must have count >= 1, `
+          + `0 <= last <= clock and weight > 0, for a word of ${MIN_WORD_CHARS}-${MAX_WORD_CHARS} characters`);
+      }
+      out._entries.set(word, [Math.trunc(entry.count), Math.trunc(entry.last), entry.weight]);
+    }
+    out._sorted = [...out._entries.keys()].sort(compareCodePoints);
+    out._rebase();
+    while (out._entries.size > out.maxWords) out._evict();
+    return out;
+  }
+
+  /** The document to store: words with count, last use (on the clock of learned words) and weight then. */
+  toJSON() {
+    const words = {};
+    const order = [...this._entries.keys()].map((w) => [this._key(w), w])
+      .sort((a, b) => (a[0] > b[0] ? -1 : a[0] < b[0] ? 1 : compareCodePoints(a[1], b[1])));
+    for (const [, word] of order) {
+      const [count, last, weight] = this._entries.get(word);
+      words[word] = { count, last, weight: Math.round(weight * 1e6) / 1e6 };
+    }
+    return { format: USER_WORDS_FORMAT, version: USER_WORDS_VERSION, clock: this.clock, half_life: this.halfLife, words };
+  }
+
+  get size() {
+    return this._entries.size;
+  }
+
+  has(word) {
+    return this._entries.has(word);
+  }
+
+  /** The words held, most weight first. */
+  words() {
+    return Object.keys(this.toJSON().words);
+  }
+
+  /** The word's weight now (0 if absent). */
+  weight(word) {
+    const entry = this._entries.get(word);
+    return entry === undefined ? 0 : entry[2] * 2 ** (-(this.clock - entry[1]) / this.halfLife);
+  }
+
+  _key(word) {
+    const [, last, weight] = this._entries.get(word);
+    return Math.log(weight) + last * this._rate - this._base;
+  }
+
+  /** Count one use of `word` (normalized); returns what unlearn() needs, or null if the word is not kept. */
+  learn(word) {
+    const length = codePoints(word);
+    if (length < MIN_WORD_CHARS || length > MAX_WORD_CHARS) return null;
+    const found = this._entries.get(word);
+    const previous = found === undefined ? null : found.slice();
+    this.clock += 1;
+    let entry;
+    if (previous === null) {
+      entry = [1, this.clock, 1.0];
+      this._sorted.splice(this._lowerBound(word), 0, word);
+    } else {
+      const [count, last, weight] = previous;
+      entry = [count + 1, this.clock, weight * 2 ** (-(this.clock - last) / this.halfLife) + 1.0];
+    }
+    this._set(word, entry, previous);
+    if (this._entries.size > this.maxWords) this._evict();
+    return [word, previous];
+  }
+
+  /** Take back one learn() (its return value): the word's entry as it was before (the clock stays). */
+  unlearn(undo) {
+    const [word, previous] = undo;
+    if (!this._entries.has(word)) return;
+    if (previous === null) this._remove(word);
+    else {
+      this._dropRanked(word);
+      this._entries.set(word, previous.slice());
+    }
+  }
+
+  /** Remove `word` (as stored: normalized); whether it was there. */
+  forget(word) {
+    if (!this._entries.has(word)) return false;
+    this._remove(word);
+    return true;
+  }
+
+  /** Remove every word (the clock stays). */
+  clear() {
+    this._entries.clear();
+    this._sorted = [];
+    this._ranked.clear();
+  }
+
+  _lowerBound(word) {
+    let lo = 0, hi = this._sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareCodePoints(this._sorted[mid], word) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  _prefixes(word) {
+    const out = [""];
+    let prefix = "";
+    for (const char of word) {
+      prefix += char;
+      out.push(prefix);
+    }
+    return out;
+  }
+
+  _set(word, entry, previous) {
+    const oldKey = previous === null ? null : this._key(word);
+    this._entries.set(word, entry);
+    const key = this._key(word);
+    if (key > REBASE) {
+      this._rebase();
+      return;
+    }
+    for (const prefix of this._prefixes(word)) {
+      const ranked = this._ranked.get(prefix);
+      if (ranked === undefined) continue;
+      const order = ranked.order;
+      let total = ranked.total;
+      if (oldKey !== null) {
+        order.splice(order.indexOf(word), 1);
+        total = Math.max(total - Math.exp(oldKey), 0);
+      }
+      let position = 0;   // after every word of a larger key, or of the same key and an earlier text
+      while (position < order.length) {
+        const other = this._key(order[position]);
+        if (other < key || (other === key && compareCodePoints(order[position], word) > 0)) break;
+        position += 1;
+      }
+      order.splice(position, 0, word);
+      ranked.total = total + Math.exp(key);
+    }
+  }
+
+  _remove(word) {
+    this._dropRanked(word);
+    this._entries.delete(word);
+    this._sorted.splice(this._lowerBound(word), 1);
+  }
+
+  _dropRanked(word) {
+    for (const prefix of this._prefixes(word)) this._ranked.delete(prefix);
+  }
+
+  _evict() {
+    let victim = null, victimKey = 0;
+    for (const word of this._entries.keys()) {
+      const key = this._key(word);
+      if (victim === null || key < victimKey || (key === victimKey && (this._entries.get(word)[1] < this._entries.get(victim)[1]
+          || (this._entries.get(word)[1] === this._entries.get(victim)[1] && compareCodePoints(word, victim) < 0)))) {
+        victim = word;
+        victimKey = key;
+      }
+    }
+    this._remove(victim);
+  }
+
+  _rebase() {
+    this._ranked.clear();
+    if (!this._entries.size) return;
+    let top = -Infinity;
+    for (const word of this._entries.keys()) top = Math.max(top, this._key(word));
+    this._base += top;
+  }
+
+  /** The k words of most weight that start with `prefix`, as [word, weight / W_prefix], and the dictionary's
+   * share of the mixture (0 when no word continues `prefix`): {found, share}. */
+  continuing(prefix, k) {
+    let ranked = this._ranked.get(prefix);
+    if (ranked === undefined) {
+      const start = this._lowerBound(prefix);
+      let end = start;
+      while (end < this._sorted.length && this._sorted[end].startsWith(prefix)) end += 1;
+      const matches = this._sorted.slice(start, end).map((w) => [this._key(w), w])
+        .sort((a, b) => (a[0] > b[0] ? -1 : a[0] < b[0] ? 1 : compareCodePoints(a[1], b[1])));
+      let total = 0;
+      for (const [key] of matches) total += Math.exp(key);   // left to right, as Python
+      ranked = { order: matches.map(([, w]) => w), total };
+      if (this._ranked.size >= 1 << 14) this._ranked.clear();
+      this._ranked.set(prefix, ranked);
+    }
+    if (!ranked.order.length || !(ranked.total > 0)) return { found: [], share: 0 };
+    const found = ranked.order.slice(0, k).map((w) => [w, Math.exp(this._key(w)) / ranked.total]);
+    return { found, share: this.share };
+  }
+}
+
+function openUserWords(userWords) {
+  if (userWords === undefined || userWords === null || userWords instanceof UserWords) return userWords ?? null;
+  if (typeof userWords === "object" || typeof userWords === "string") return UserWords.fromJSON(userWords);
+  throw new CompactLMError(`userWords must be a UserWords or its JSON document, got ${typeof userWords}`);
+}
+
 // ------------------------------------------------------------------------------------ autocomplete
 /**
  * Next characters and word completions from a compact-lm .onnx file; `session()` for keystroke use.
@@ -670,7 +939,8 @@ export class Autocompleter {
       const model = new Model(ort, file, isStep ? main : null, isStep ? sequenceSession : (sequenceSession || main));
       await model.probe(main, file.meta.graph, file.name);
       if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
-      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries });
+      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries,
+        userWords: openUserWords(options.userWords) });
       await completer._init();
       return completer;
     } catch (error) {
@@ -680,8 +950,9 @@ export class Autocompleter {
     }
   }
 
-  constructor(model, { beam, maxChars, contextChars, boundaries }) {
+  constructor(model, { beam, maxChars, contextChars, boundaries, userWords = null }) {
     this.model = model;
+    this.userWords = userWords;
     this.metadata = model.meta;
     this.beam = beam;
     this.maxChars = maxChars;
@@ -803,9 +1074,9 @@ export class Autocompleter {
   }
 
   // ----------------------------------------------------------------------------- public API
-  /** A new keystroke session (empty text). */
-  session() {
-    return new Session(this);
+  /** A new keystroke session (empty text), learning into `userWords` (default: the Autocompleter's). */
+  session({ userWords } = {}) {
+    return new Session(this, userWords === undefined ? this.userWords : openUserWords(userWords));
   }
 
   /** The k most likely next characters after `prefix` (never <unk>), most likely first: [{text, prob}]. */
@@ -821,12 +1092,32 @@ export class Autocompleter {
     maxChars = maxChars === undefined || maxChars === null ? this.maxChars : positive("maxChars", maxChars);
     checkText("prefix", prefix);
     const chars = Array.from(prefix);
-    for (let i = chars.length - 1; i >= 0; i--) {   // a word holding an unknown character: no completion, no run
-      if (this.isBoundary(chars[i])) break;
-      if (this._isUnknown(chars[i])) return [];
-    }
+    let start = chars.length;
+    while (start && !this.isBoundary(chars[start - 1])) start -= 1;
+    const word = chars.slice(start).join("");
+    // a word holding an unknown character: no model completion, no run
+    if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], word, k, true, this.userWords);
     const { state, logProbs } = await this._start(prefix);
-    return this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars);
+    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars);
+    return this._mix(found, word, k, false, this.userWords);
+  }
+
+  /** The model's completions of the typed `word` mixed with the user's words that continue it:
+   * p = (1 - share) p_model + share * weight share (compact_lm/user_words.py); the user's alone for an unknown word. */
+  _mix(suggestions, word, k, unknown, userWords) {
+    if (!userWords) return suggestions;
+    const typed = this.normalize(word);
+    const { found, share: dictionaryShare } = userWords.continuing(typed, k);
+    if (!found.length) return suggestions;
+    const share = unknown ? 1.0 : dictionaryShare;
+    const probs = new Map();
+    for (const s of suggestions) probs.set(s.text, (1.0 - share) * s.prob);
+    for (const [candidate, part] of found) {
+      const text = candidate.slice(typed.length);
+      probs.set(text, (probs.get(text) ?? 0) + share * part);
+    }
+    return [...probs.entries()].sort((a, b) => (a[1] > b[1] ? -1 : a[1] < b[1] ? 1 : compareCodePoints(a[0], b[0])))
+      .slice(0, k).map(([text, prob]) => ({ text, prob }));
   }
 
   _nextChars(logProbs, k) {
@@ -922,8 +1213,10 @@ function best(values, count, floor) {
  * characters that became <unk>; while the word being typed holds one, suggestions() is empty.
  */
 export class Session {
-  constructor(completer) {
+  constructor(completer, userWords = null) {
     this.completer = completer;
+    this.userWords = userWords;
+    this._learned = [];                  // [position of the boundary that ended it, undo] per learned word
     this._chars = [];                    // code points typed so far
     this._stack = [completer._root];     // checkpoints, lengths increasing
     this._unknownAt = [];                // positions of typed characters that became <unk>, increasing
@@ -954,13 +1247,42 @@ export class Session {
     if (!text) return Promise.resolve();
     const chars = Array.from(text);
     if (this._autoSpace === this._chars.length && ATTACHING_PUNCTUATION.has(chars[0])) {
-      this.backspace(1);                 // "word " + "," -> "word,": the checkpoint before the space is stored
+      // "word " + "," -> "word,": the checkpoint before the space is stored; the word stays learned
+      this._delete(1, false);
     }
     this._autoSpace = null;
     const start = this._chars.length;
     chars.forEach((char, i) => { if (this.completer._isUnknown(char)) this._unknownAt.push(start + i); });
     for (const char of chars) this._chars.push(char);
-    return this._push(this._chars.length, this._stack[this._stack.length - 1], chars);
+    const done = this._push(this._chars.length, this._stack[this._stack.length - 1], chars);
+    if (this.userWords) this._learnFrom(start);
+    return done;
+  }
+
+  /** Learn every word that a boundary typed at or after `start` ends (unless already learned there). */
+  _learnFrom(start) {
+    const chars = this._chars, isBoundary = this.completer.isBoundary;
+    for (let end = Math.max(start, 1); end < chars.length; end++) {
+      if (!isBoundary(chars[end]) || isBoundary(chars[end - 1])) continue;
+      if (this._learned.length && this._learned[this._learned.length - 1][0] === end) continue;   // the accept's space, swapped
+      let begin = end - 1;
+      while (begin > 0 && !isBoundary(chars[begin - 1]) && end - begin <= MAX_WORD_CHARS) begin -= 1;
+      if (end - begin > MAX_WORD_CHARS) continue;
+      const undo = this.userWords.learn(this.completer.normalize(chars.slice(begin, end).join("")));
+      if (undo !== null) {
+        this._learned.push([end, undo]);
+        if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
+      }
+    }
+  }
+
+  /** The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer). */
+  _typedWord() {
+    if (!this.userWords) return "";
+    const chars = this._chars, isBoundary = this.completer.isBoundary;
+    let begin = chars.length;
+    while (begin > 0 && !isBoundary(chars[begin - 1]) && chars.length - begin <= MAX_WORD_CHARS) begin -= 1;
+    return chars.slice(begin).join("");
   }
 
   /** Append a suggestion's text (a {text} or a string) and a space; text typed next that starts with attaching
@@ -979,9 +1301,15 @@ export class Session {
     if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
       throw new CompactLMError(`backspace count must be a whole number >= 0, got ${pyRepr(n)}`);
     }
+    return this._delete(n, true);
+  }
+
+  _delete(n, unlearn) {
     const target = Math.max(this._chars.length - n, 0);
     if (target === this._chars.length) return Promise.resolve();
     this._autoSpace = null;
+    const learned = this._learned;
+    while (unlearn && learned.length && learned[learned.length - 1][0] >= target) this.userWords.unlearn(learned.pop()[1]);
     this._chars.length = target;
     while (this._unknownAt.length && this._unknownAt[this._unknownAt.length - 1] >= target) this._unknownAt.pop();
     const stack = this._stack;
@@ -1004,10 +1332,11 @@ export class Session {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord();
+    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord(), word = this._typedWord();
+    const userWords = this.userWords;
     const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
-    if (unknown) return [];
-    return completer._search(state, logProbs, atBoundary, k, maxChars);
+    if (unknown) return completer._mix([], word, k, true, userWords);
+    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars), word, k, false, userWords);
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import * as ortNode from "onnxruntime-node";
-import { Autocompleter } from "../compact_lm.js";
+import { Autocompleter, UserWords } from "../compact_lm.js";
 
 export { ortNode };
 
@@ -42,7 +42,26 @@ export function countingOrt() {
 }
 
 export async function open(golden, ort) {
-  return Autocompleter.create(golden.model, { ort, sequence: golden.sequence, ...golden.options });
+  const userWords = golden.userWords ? UserWords.fromJSON(golden.userWords, golden.userWordsOptions) : null;
+  return Autocompleter.create(golden.model, { ort, sequence: golden.sequence, ...golden.options, userWords });
+}
+
+/** Differences between the dictionary after the sessions and Python's (words, counts, last uses, weights). */
+export function compareUserWords(got, want) {
+  if (!want) return [];
+  const out = [];
+  if (got.clock !== want.clock) out.push(`user words: clock ${got.clock}, Python ${want.clock}`);
+  const gotWords = Object.keys(got.words), wantWords = Object.keys(want.words);
+  if (JSON.stringify(gotWords) !== JSON.stringify(wantWords)) {
+    out.push(`user words: ${JSON.stringify(gotWords)} != Python's ${JSON.stringify(wantWords)}`);
+  }
+  for (const word of wantWords) {
+    const a = got.words[word], b = want.words[word];
+    if (a && (a.count !== b.count || a.last !== b.last || Math.abs(a.weight - b.weight) > 2e-6)) {
+      out.push(`user words: ${JSON.stringify(word)} ${JSON.stringify(a)} != Python's ${JSON.stringify(b)}`);
+    }
+  }
+  return out;
 }
 
 /**
@@ -151,6 +170,10 @@ export function modelTests(part, parts) {
           }
         }
       }
+      if (golden.finalUserWords) {
+        checks += 1;
+        problems.push(...compareUserWords(ac.userWords.toJSON(), golden.finalUserWords));
+      }
       report(problems, checks);
     });
 
@@ -182,6 +205,10 @@ export function modelTests(part, parts) {
           before = counter.runs;
           expectedRuns = 0;
         }
+      }
+      if (golden.finalUserWords) {
+        checks += 1;
+        problems.push(...compareUserWords(ac.userWords.toJSON(), golden.finalUserWords));
       }
       report(problems, checks);
     });

@@ -1,0 +1,283 @@
+"""The user's words: counts and recency, the cap, the file, forgetting, learning in a session, and mixing."""
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compact_lm.autocomplete import Autocompleter
+from compact_lm.complete_eval import simulate_typing
+from compact_lm.errors import CompactLMError
+from compact_lm.user_words import UserWords
+from conftest import random_model
+
+TEXT = "the cat sat on a mat. the dog ran to the cat!\n"
+
+
+def completer(words=None) -> Autocompleter:
+    return Autocompleter(random_model("gru", (8,), embed=6, text=TEXT + "xyzqwkj", seed=3), user_words=words)
+
+
+# ------------------------------------------------------------------------------- the dictionary alone
+
+def test_weight_halves_every_half_life_of_learned_words():
+    words = UserWords(half_life=4)
+    words.learn("romeo")
+    for _ in range(4):
+        words.learn("other")
+    assert words.weight("romeo") == pytest.approx(0.5)
+
+
+def test_a_word_used_again_adds_one_to_its_decayed_weight():
+    words = UserWords(half_life=2)
+    words.learn("romeo")
+    words.learn("juliet")
+    words.learn("romeo")
+    assert words.weight("romeo") == pytest.approx(2 ** -1 * 1 + 1)   # decayed over 2 words, then +1
+
+
+def test_continuing_ranks_by_weight_then_text_with_shares_of_the_prefix_total():
+    words = UserWords()
+    for word in ["tybalt", "tybalt", "tyrant", "tyre", "romeo"]:
+        words.learn(word)
+    found, share = words.continuing("ty", 3)
+    assert [w for w, _ in found] == ["tybalt", "tyre", "tyrant"]   # tyre learned after tyrant: more weight
+    total = sum(words.weight(w) for w in ("tybalt", "tyrant", "tyre"))
+    assert [s for _, s in found] == pytest.approx([words.weight(w) / total for w, _ in found])
+    assert share == words.share
+
+
+def test_no_word_continues_the_prefix_means_no_share():
+    words = UserWords()
+    words.learn("romeo")
+    assert words.continuing("ju", 3) == ([], 0.0)
+
+
+def test_words_of_one_character_are_not_kept():
+    words = UserWords()
+    assert words.learn("a") is None and len(words) == 0
+
+
+def test_the_cap_evicts_the_least_weight():
+    words = UserWords(max_words=2)
+    for word in ["aa", "aa", "bb", "cc"]:
+        words.learn(word)
+    assert sorted(words.words()) == ["aa", "cc"]   # bb: one use, older than cc
+
+
+def test_forget_and_clear():
+    words = UserWords()
+    for word in ["romeo", "rosaline", "juliet"]:
+        words.learn(word)
+    assert words.forget("romeo") and not words.forget("romeo")
+    assert [w for w, _ in words.continuing("ro", 3)[0]] == ["rosaline"]
+    words.clear()
+    assert len(words) == 0 and words.continuing("", 3) == ([], 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["learn", "learn", "learn", "unlearn", "forget", "look"]),
+                          st.sampled_from(["ab", "abc", "abd", "b\u00e9", "bb", "abcd"])), max_size=40))
+def test_kept_rankings_equal_a_fresh_ranking_after_any_changes(operations):
+    words, undos = UserWords(max_words=4, half_life=3), []
+    for operation, word in operations:
+        if operation == "learn":
+            undos.append(words.learn(word))
+        elif operation == "unlearn" and undos:
+            words.unlearn(undos.pop())
+        elif operation == "forget":
+            words.forget(word)
+        else:
+            words.continuing(word[:1], 10)   # fills the kept rankings that later changes must update
+    fresh = UserWords(max_words=4, half_life=3)
+    fresh._entries, fresh._sorted, fresh.clock, fresh._base = words._entries, words._sorted, words.clock, words._base
+    for prefix in ["", "a", "ab", "abc", "b"]:
+        got, expected = words.continuing(prefix, 10), fresh.continuing(prefix, 10)
+        assert [w for w, _ in got[0]] == [w for w, _ in expected[0]]
+        assert [s for _, s in got[0]] == pytest.approx([s for _, s in expected[0]])
+
+
+# ------------------------------------------------------------------------------------------- the file
+
+def test_file_round_trip_holds_words_only(tmp_path):
+    path = tmp_path / "words.json"
+    words = UserWords(path)
+    for word in ["Tybalt", "Mercutio", "Tybalt"]:
+        words.learn(word)
+    words.save()
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["format"] == "compact-lm-user-words" and document["clock"] == 3
+    assert document["words"]["Tybalt"] == {"count": 2, "last": 3, "weight": pytest.approx(1 + 2 ** (-2 / words.half_life))}
+    again = UserWords(path)
+    assert again.words() == words.words() and again.weight("Tybalt") == pytest.approx(words.weight("Tybalt"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"{not json", "is not valid JSON"),
+    (b'{"format": "other"}', "is not a compact-lm-user-words file"),
+    (b'{"format": "compact-lm-user-words", "version": 9}', "has version 9"),
+    (b'{"format": "compact-lm-user-words", "version": 1, "clock": 1, "words": {"ab": {"count": 1, "last": 5, "weight": 1}}}',
+     "is damaged"),
+])
+def test_a_bad_file_is_one_line_naming_it(tmp_path, content, message):
+    path = tmp_path / "words.json"
+    path.write_bytes(content)
+    with pytest.raises(CompactLMError) as error:
+        UserWords(path)
+    assert str(path) in str(error.value) and message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_missing_file_starts_empty_and_save_creates_it(tmp_path):
+    path = tmp_path / "new.json"
+    words = UserWords(path)
+    assert len(words) == 0 and not path.exists()
+    words.learn("hello")
+    words.save()
+    assert "hello" in UserWords(path)
+
+
+# ----------------------------------------------------------------------------------- in a session
+
+def test_a_session_learns_words_typed_to_a_boundary():
+    words = UserWords()
+    session = completer(words).session()
+    for char in "the cat sat":
+        session.type(char)
+    assert sorted(words.words()) == ["cat", "the"]   # "sat" has no boundary yet
+
+
+def test_backspace_over_the_boundary_takes_the_word_back():
+    words = UserWords()
+    session = completer(words).session()
+    for char in "the caat ":
+        session.type(char)
+    session.backspace(3)
+    session.type("t ")
+    assert sorted(words.words()) == ["cat", "the"] and words.clock == 3
+
+
+def test_accept_then_punctuation_learns_the_word_once():
+    words = UserWords()
+    session = completer(words).session()
+    session.type("the ca")
+    session.accept("t")
+    session.type(",")
+    assert session.text == "the cat," and words._entries["cat"][0] == 1
+
+
+def test_learned_words_are_suggested_as_distinct_words():
+    words = UserWords()
+    session = completer(words).session()
+    for char in "xyzzy qwkj xyzzy ":
+        session.type(char)
+    session.type("xy")
+    shown = session.suggestions(3)
+    assert shown[0].text == "zzy" and len({s.text for s in shown}) == len(shown) == 3
+
+
+def test_a_word_with_an_unknown_character_gets_the_users_words_alone():
+    words = UserWords()
+    session = completer(words).session()
+    for char in "\u03ba\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1 ":
+        session.type(char)
+    session.type("\u03ba\u03b1")
+    assert session.in_unknown_word()
+    assert [(s.text, s.prob) for s in session.suggestions(3)] == [("\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1", 1.0)]
+    assert completer().session().suggestions(3)   # (without the dictionary: the model's, at the start)
+
+
+def test_complete_uses_the_dictionary_without_learning():
+    words = UserWords()
+    words.learn("xyzzy")
+    ac = completer(words)
+    assert ac.complete("the xy", 1)[0].text == "zzy"
+    assert words.clock == 1
+
+
+def test_mixed_probabilities_follow_the_rule():
+    words = UserWords(share=0.25)
+    words.learn("xyzzy")
+    plain = completer().complete("the x", 5)
+    mixed = completer(words).complete("the x", 5)
+    model = {s.text: s.prob for s in plain}
+    got = {s.text: s.prob for s in mixed}
+    assert got["yzzy"] == pytest.approx(0.75 * model.get("yzzy", 0.0) + 0.25)
+    for text, prob in got.items():
+        if text != "yzzy":
+            assert prob == pytest.approx(0.75 * model[text])
+
+
+def test_simulated_typing_never_peeks_ahead():
+    """A made-up word typed once cannot be completed; typed a second time, it is (learned from the first)."""
+    once = simulate_typing(completer(UserWords()), "the xyzzyq cat ", 3)
+    twice = simulate_typing(completer(UserWords()), "the xyzzyq cat xyzzyq ", 3)
+    assert all(start != 4 for start, _ in once.accepts)
+    assert any(start >= 15 and end == 21 for start, end in twice.accepts)
+
+
+def test_user_words_from_a_path(tmp_path):
+    path = tmp_path / "w.json"
+    UserWords(path).save()
+    assert isinstance(completer(str(path)).user_words, UserWords)
+    with pytest.raises(CompactLMError, match="user_words must be a file path or a UserWords"):
+        completer(42)
+
+
+def test_javascript_has_the_same_defaults():
+    import re
+    from pathlib import Path
+    from compact_lm import user_words
+    source = (Path(__file__).resolve().parents[1] / "web" / "compact_lm.js").read_text(encoding="utf-8")
+    found = re.search(r"constructor\(\{ maxWords = (\d+), halfLife = ([\d.]+), share = ([\d.]+) \}", source)
+    assert found, "UserWords' constructor defaults not found in web/compact_lm.js"
+    assert (int(found[1]), float(found[2]), float(found[3])) == (
+        user_words.DEFAULT_MAX_WORDS, user_words.DEFAULT_HALF_LIFE, user_words.DEFAULT_SHARE)
+    assert f"MIN_WORD_CHARS = {user_words.MIN_WORD_CHARS};" in source
+    assert f"MAX_WORD_CHARS = {user_words.MAX_WORD_CHARS};" in source
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+def test_repl_learns_and_saves_the_file(tiny_model_path, tmp_path, monkeypatch, capsys):
+    import io
+    from cli_helpers import run
+    path = tmp_path / "words.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Alice and Dinah went\nDin\n"))
+    code, out, _ = run(capsys, "repl", tiny_model_path, "--user-words", path)
+    assert code == 0
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert set(saved["words"]) == {"Alice", "and", "Dinah"}   # "went" has no boundary after it; "Din" neither
+    assert '"ah"' in out.splitlines()[-1]
+
+
+def test_complete_reads_the_file_without_writing_it(tiny_model_path, tmp_path, capsys):
+    from cli_helpers import run
+    path = tmp_path / "words.json"
+    words = UserWords(path)
+    words.learn("Zyzzyx")
+    words.save()
+    before = path.read_bytes()
+    code, out, _ = run(capsys, "complete", tiny_model_path, "the Zy", "--user-words", path)
+    assert code == 0 and '"zzyx"' in out and path.read_bytes() == before
+
+
+def test_eval_complete_learn_reports_both_in_one_run(tiny_model_path, tmp_path, capsys):
+    from cli_helpers import run
+    text = tmp_path / "typed.txt"
+    text.write_text("Zyzzyx said to Zyzzyx that Zyzzyx was late. " * 3, encoding="utf-8")
+    code, out, _ = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--learn", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["learning"]["words_at_start"] == 0 and result["learning"]["words_at_end"] >= 5
+    assert result["learning"]["keystroke_savings"] > result["keystroke_savings"]
+    assert result["learning"]["p50_ratio"] > 0
+
+
+def test_a_damaged_user_words_file_is_one_line(tiny_model_path, tmp_path, capsys):
+    from cli_helpers import assert_one_line_error, run
+    path = tmp_path / "words.json"
+    path.write_text("[1, 2]", encoding="utf-8")
+    for argv in (["complete", tiny_model_path, "a", "--user-words", path],
+                 ["eval-complete", tiny_model_path, "--text", path, "--user-words", path]):
+        code, _, err = run(capsys, *argv)
+        assert_one_line_error(code, err, str(path), "is not a compact-lm-user-words file")
