@@ -264,7 +264,7 @@ class UserWords:
     def total_weight(self, prefix: str) -> float:
         """W_prefix: the weight now of all the words that start with `prefix`."""
         with self._lock:
-            self.continuing(prefix, 1)
+            UserWords.continuing(self, prefix, 1)   # (fills the ranking of prefix; not a subclass's rule)
             return self._ranked[prefix][1] * math.exp(self._base - self.clock * self._rate)
 
 
