@@ -318,7 +318,8 @@ class Session:
     With `user_words`, every word typed to a boundary is learned (pasted text too; an accept types its word
     and a space); a backspace that deletes that boundary takes the word back (for the last LEARNED_UNDO
     words), so a typo corrected before going on is not kept. The accept's space swapped for punctuation
-    is the same boundary: the word is learned once.
+    is the same boundary: the word is learned once. `user_words` may be set to None and back at any time
+    (an editor does so while the caret moves: what the session types or deletes then changes nothing).
     """
 
     def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
@@ -347,7 +348,7 @@ class Session:
             return
         if self._auto_space == len(self._chars) and text[0] in ATTACHING_PUNCTUATION:
             # "word " + "," -> "word,": the checkpoint before the space is on the stack; the word stays learned
-            self._delete(1, unlearn=False)
+            self._delete(1, swap=True)
         self._auto_space = None
         completer = self.completer
         state, log_probs = completer._advance(self._stack[-1][1], text)
@@ -396,16 +397,20 @@ class Session:
         """Delete the last n characters; restores a stored state (a model call only inside pasted text)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise CompactLMError(f"backspace count must be a whole number >= 0, got {n!r}")
-        self._delete(int(n), unlearn=True)
+        self._delete(int(n))
 
-    def _delete(self, n: int, unlearn: bool) -> None:
+    def _delete(self, n: int, swap: bool = False) -> None:
+        """Delete the last n characters; `swap`: the accept's space, replaced by punctuation (same boundary: its
+        learned word stays, and stays on record)."""
         target = max(len(self._chars) - n, 0)
         if target == len(self._chars):
             return
         self._auto_space = None
         learned = self._learned
-        while unlearn and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
-            self.user_words.unlearn(learned.pop()[1])
+        while not swap and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
+            undo = learned.pop()[1]
+            if self.user_words is not None:
+                self.user_words.unlearn(undo)
         del self._chars[target:]
         unknown_at = self._unknown_at
         while unknown_at and unknown_at[-1] >= target:

@@ -20,8 +20,15 @@ def _add_completion_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_user_words(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--user-words", metavar="FILE", default=None,
-                   help=f"the user's own words (a JSON file; created if missing): {what}")
+    p.add_argument("--user-words", metavar="FILE", default=None, help=f"the user's own words (a JSON file): {what}")
+
+
+def _existing_user_words(args) -> None:
+    """A command that only reads --user-words needs the file to exist (a mistyped path is not an empty dictionary)."""
+    if args.user_words is not None:
+        from pathlib import Path
+        from .fileio import check_file
+        check_file(Path(args.user_words), "--user-words")
 
 
 def _completer(args):
@@ -39,7 +46,7 @@ def configure_complete(p: argparse.ArgumentParser) -> None:
                         "without the file's final newline: for prefixes too long for a command line")
     p.add_argument("--next", action="store_true", help="also print the most likely next characters")
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: the prefix in one call")
-    _add_user_words(p, "mixed into the completions, read only")
+    _add_user_words(p, "mixed into the completions (read, never written)")
     p.set_defaults(run=_cmd_complete, parser=p)
 
 
@@ -61,6 +68,7 @@ def _prefix(args) -> str:
 def _cmd_complete(args) -> int:
     from .repl import format_suggestions, quoted
     prefix = _prefix(args)
+    _existing_user_words(args)
     with blas_threads(args):
         completer = _completer(args)
         suggestions = completer.complete(prefix, args.k)
@@ -85,7 +93,7 @@ def configure_repl(p: argparse.ArgumentParser) -> None:
     """Options of `compact-lm repl`."""
     _add_completion_options(p)
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: pasted text in one call")
-    _add_user_words(p, "learns the words you type and saves them at every newline and on exit")
+    _add_user_words(p, "learns the words you type and saves them at every newline and on exit (created if missing)")
     p.set_defaults(run=_cmd_repl)
 
 
@@ -109,13 +117,14 @@ def configure_eval_complete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--learn", action="store_true",
                    help="also score the model learning the user's words as the text is typed (from an empty dictionary)")
-    _add_user_words(p, "with it, --learn starts from its words (the file is not written)")
+    _add_user_words(p, "--learn starts from its words (read, never written)")
     p.set_defaults(run=_cmd_eval_complete)
 
 
 def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
+    _existing_user_words(args)
     text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
     if not text:
         raise CompactLMError(f"--text {args.text}: the file is empty")

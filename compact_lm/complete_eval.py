@@ -177,7 +177,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         learned_from = len(words)
         on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words), text, k)
         learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words),
-                    "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if report.latency_ms else None}
+                    "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
     order = DEFAULT_ORDER if order is None else order
     train = training_ids(train_config, completer.vocab, corpus)
     model_bytes = os.path.getsize(model_path)
@@ -221,8 +221,9 @@ def format_report(result: dict) -> str:
     lines.append("bytes: the model file; an n-gram's tables in the compact encoding of compact_lm/ngram.py")
     if "learning" in result:
         learning = result["learning"]
+        ratio = "-" if learning["p50_ratio"] is None else f"{learning['p50_ratio']:.2f}x"
         lines.append(f"  learning: {learning['keystroke_savings'] - result['keystroke_savings']:+.1%} savings, "
-                     f"p50 {learning['p50_ratio']:.2f}x; the dictionary held {learning['words_at_start']:,} words "
+                     f"p50 {ratio}; the dictionary held {learning['words_at_start']:,} words "
                      f"at the start and {learning['words_at_end']:,} at the end (learned only from the text typed before)")
     for name, row in rows[1:]:
         if "contexts" in row:

@@ -38,10 +38,11 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mode: int | None = None) -> None:
     """Write a file through `write(fileobj)` into a temporary sibling, fsync, then `os.replace`.
 
-    A crash or a full disk at any point leaves either the old file or the new one, never a mix.
+    A crash or a full disk at any point leaves either the old file or the new one, never a mix. The file
+    gets `mode` (default: what open() would give it, 0666 & ~umask).
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -51,7 +52,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise CompactLMError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK if mode is None else mode)
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -141,16 +141,17 @@ def run_terminal(completer: Autocompleter, fd: int, out, k: int) -> None:
                 out.write("\r\x1b[K" + printable(session.text.rsplit("\n", 1)[0].rsplit("\n", 1)[-1]) + "\n")
                 _save(completer)
     finally:
-        _save(completer)
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)   # first: a failed save must not leave the terminal raw
         out.write("\n")
         out.flush()
+        _save(completer)   # also after Ctrl-C
 
 
 def repl(completer: Autocompleter, k: int = 3, stdin=None, out=None) -> None:
     """Interactive suggestions in a terminal, else one line of suggestions per input line."""
     stdin = sys.stdin if stdin is None else stdin
     out = sys.stdout if out is None else out
+    _save(completer)   # the words file is writable (and exists) before any typing
     if stdin.isatty():
         run_terminal(completer, stdin.fileno(), out, k)
     else:

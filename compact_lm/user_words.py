@@ -5,17 +5,19 @@
     words.forget("Zanzibar"); words.clear(); words.save()
 
 A session learns each word when it is typed to a boundary (an accepted suggestion is typed too), and
-takes the word back when a backspace removes that boundary right away (a typo corrected before going on
-is not learned). Words only: the file never holds the text, only each word, how often it was used and
-when, and its decayed weight. Words are stored as the model's normalization gives them (a lowercase
-model stores "romeo"), of MIN_WORD_CHARS to MAX_WORD_CHARS code points.
+takes the word back when a backspace deletes that boundary (a typo corrected before going on is not
+kept). Words only: the file never holds the text, only each word, how often it was used and when, and
+its decayed weight. Words are stored as the model's normalization gives them (a lowercase model stores
+"romeo"), of MIN_WORD_CHARS to MAX_WORD_CHARS code points. The file is written readable by its owner
+only (mode 0600).
 
 Recency: the clock counts learned words; a word's weight halves every `half_life` words,
     weight(w, now) = sum over its uses u of 2^-((now - t_u) / half_life),
-kept incrementally as (weight at its last use, last use). Its order among other words does not change
-with the clock, only when it is used, so every prefix's ranking is kept sorted (`key` below) and a
-keystroke costs a dictionary lookup, not a scan. When more than `max_words` words are held the lowest
-weight goes (the oldest on a tie).
+kept incrementally as (weight at its last use, last use). Its rank among other words does not change
+with the clock, only when it is used: key(w) = log weight(w, last) + last * ln 2 / half_life. So every
+prefix's ranking is a sorted list that a use updates in O(log n), and a keystroke costs a lookup, not a
+scan. When more than `max_words` words are held the word of least weight goes (the later in code point
+order on a tie).
 
 Mixing with the model (Autocompleter._mix), for the word being typed with prefix p (empty at a boundary):
     P(w | p) = (1 - share) P_model(w | p) + share * weight(w) / W_p
@@ -24,6 +26,9 @@ none (the suggestions are then the model's). A word the model's search did not r
 P_model = 0. `share` and `half_life` were chosen by measurement, against a share that grows with the
 evidence W_p / (W_p + prior) (docs/experiments.md, "Learning the user's words"). A word that holds a
 character outside the model's vocabulary gets the dictionary's words alone.
+
+web/compact_lm.js's UserWords is this class line for line (same file, same floating-point operations in
+the same order); tests/web_golden.py checks that they agree.
 """
 from __future__ import annotations
 
@@ -44,7 +49,22 @@ DEFAULT_MAX_WORDS = 5000
 DEFAULT_HALF_LIFE = 300.0   # learned words
 DEFAULT_SHARE = 0.25        # of the probability, for the dictionary's words when one continues the prefix
 MAX_FILE_BYTES = 16 * 1024 * 1024
-_REBASE = 600.0             # keys are kept below exp's range by shifting them all when they pass this
+MAX_CLOCK = 2 ** 53         # clock and uses are whole numbers JavaScript holds exactly
+_REBASE = 600.0             # keys are kept below exp's range by shifting them all when one passes this
+_KEPT_RANKINGS = 1 << 14    # prefixes whose ranking is kept (all are dropped when there are more)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value) -> bool:
+    """A JSON whole number (3 or 3.0), 0 <= value <= MAX_CLOCK."""
+    return _number(value) and math.isfinite(value) and value == int(value) and 0 <= value <= MAX_CLOCK
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class UserWords:
@@ -52,21 +72,23 @@ class UserWords:
 
     def __init__(self, path: str | os.PathLike | None = None, *, max_words: int = DEFAULT_MAX_WORDS,
                  half_life: float = DEFAULT_HALF_LIFE, share: float = DEFAULT_SHARE):
-        if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
+        if not (isinstance(max_words, int) and not isinstance(max_words, bool) and max_words >= 1):
             raise CompactLMError(f"max_words must be a whole number >= 1, got {max_words!r}")
-        if not (isinstance(half_life, (int, float)) and math.isfinite(half_life) and half_life > 0):
+        if not (_number(half_life) and math.isfinite(half_life) and half_life > 0):
             raise CompactLMError(f"half_life must be a number > 0, got {half_life!r}")
-        if not (isinstance(share, (int, float)) and 0 <= share <= 1):
+        if not (_number(share) and 0 <= share <= 1):
             raise CompactLMError(f"share must be a number from 0 to 1, got {share!r}")
         self.path = Path(path) if path is not None else None
         self.max_words, self.half_life, self.share = max_words, float(half_life), float(share)
         self._rate = math.log(2.0) / self.half_life   # decay per learned word, in log units
         self._lock = threading.RLock()
         self.clock = 0
+        self.changes = 0                      # counts every change (learn, unlearn, forget, clear): when to save
         self._entries: dict[str, list] = {}   # word -> [count, last use, weight at last use]
         self._sorted: list[str] = []          # the words in code point order, for prefix ranges
         self._base = 0.0                      # keys are stored minus this
-        self._ranked: dict[str, tuple[list, float]] = {}   # prefix -> (words by key, largest first; sum of exp(key))
+        # prefix -> [ranking: (-key, word) ascending = most weight first, then code point order; sum of exp(key)]
+        self._ranked: dict[str, list] = {}
         if self.path is not None and self.path.exists():
             self._read(self.path)
 
@@ -81,46 +103,48 @@ class UserWords:
         if len(data) > MAX_FILE_BYTES:
             raise CompactLMError(f"user words {path} is {len(data):,} bytes, more than {MAX_FILE_BYTES:,}: not a user-words file")
         try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CompactLMError(f"user words {path} is not valid JSON: {error}") from None
+            document = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise CompactLMError(f"user words {path} is not valid JSON: {str(error).splitlines()[0][:200]}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise CompactLMError(f"user words {path} is not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
         if document.get("version") != VERSION:
-            raise CompactLMError(f"user words {path} has version {document.get('version')!r}; this compact-lm reads {VERSION}")
+            raise CompactLMError(f"user words {path} has version {str(document.get('version'))[:20]}; this compact-lm reads {VERSION}")
         words, clock = document.get("words"), document.get("clock")
-        if not isinstance(words, dict) or isinstance(clock, bool) or not isinstance(clock, int) or clock < 0:
-            raise CompactLMError(f"user words {path} is damaged: \"clock\" must be a whole number >= 0 and \"words\" an object")
-        self.clock = clock
+        if not isinstance(words, dict) or not _whole(clock):
+            raise CompactLMError(f"user words {path} is damaged: \"clock\" must be a whole number from 0 to 2^53 "
+                                 f"and \"words\" an object")
+        self.clock = int(clock)
         for word, entry in words.items():
-            ok = isinstance(entry, dict) and all(isinstance(entry.get(f), (int, float)) and not isinstance(entry.get(f), bool)
-                                                 for f in ("count", "last", "weight"))
-            if not ok or not 0 <= entry["last"] <= clock or entry["weight"] <= 0 or entry["count"] < 1 \
-                    or not MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS:
-                raise CompactLMError(f"user words {path} is damaged: the entry of {word!r} must have count >= 1, "
-                                     f"0 <= last <= clock and weight > 0, for a word of {MIN_WORD_CHARS}-{MAX_WORD_CHARS} characters")
+            ok = (isinstance(entry, dict) and _whole(entry.get("count")) and entry["count"] >= 1
+                  and _whole(entry.get("last")) and entry["last"] <= clock
+                  and _number(entry.get("weight")) and math.isfinite(entry["weight"]) and 0 < entry["weight"] <= 1e300
+                  and MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS and _encodable(word))
+            if not ok:
+                raise CompactLMError(f"user words {path} is damaged: the entry of {word[:MAX_WORD_CHARS + 1]!r} must "
+                                     f"have a whole count >= 1, a whole last <= clock and a finite weight > 0, for a "
+                                     f"word of {MIN_WORD_CHARS}-{MAX_WORD_CHARS} characters")
             self._entries[word] = [int(entry["count"]), int(entry["last"]), float(entry["weight"])]
         self._sorted = sorted(self._entries)
         self._rebase()
         while len(self._entries) > self.max_words:
-            self._evict()
+            self._remove(self._ranking("")[0][-1][1])
 
     def to_json(self) -> dict:
-        """The file's document: words with count, last use (on the clock of learned words) and weight then."""
+        """The file's document: each word with its count, last use (on the clock of learned words) and weight then."""
         with self._lock:
-            words = {w: {"count": c, "last": last, "weight": round(weight, 6)} for w, (c, last, weight) in
-                     sorted(self._entries.items(), key=lambda item: (-self._key(item[0]), item[0]))}
-            return {"format": FORMAT, "version": VERSION, "clock": self.clock, "half_life": self.half_life,
-                    "words": words}
+            words = {w: {"count": c, "last": last, "weight": weight} for w, (c, last, weight) in
+                     ((w, self._entries[w]) for _, w in self._ranking("")[0])}
+            return {"format": FORMAT, "version": VERSION, "clock": self.clock, "words": words}
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the dictionary as JSON atomically (to `path`, else the path it was opened from)."""
+        """Write the dictionary as JSON atomically, readable by its owner only (to `path`, else its own file)."""
         from .fileio import atomic_write
         target = Path(path) if path is not None else self.path
         if target is None:
             raise CompactLMError("these user words have no file: give save() a path")
         text = json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
-        atomic_write(target, lambda handle: handle.write(text))
+        atomic_write(target, lambda handle: handle.write(text), mode=0o600)
         return target
 
     # ------------------------------------------------------------------------------- contents
@@ -133,7 +157,7 @@ class UserWords:
     def words(self) -> list[str]:
         """The words held, most weight first."""
         with self._lock:
-            return sorted(self._entries, key=lambda w: (-self._key(w), w))
+            return [w for _, w in self._ranking("")[0]]
 
     def weight(self, word: str) -> float:
         """The word's weight now (0 if absent): its uses, each halved every half_life learned words since."""
@@ -158,26 +182,33 @@ class UserWords:
             self.clock += 1
             if previous is None:
                 entry = [1, self.clock, 1.0]
-                bisect.insort(self._sorted, word)
             else:
                 count, last, weight = previous
                 entry = [count + 1, self.clock, weight * 2.0 ** (-(self.clock - last) / self.half_life) + 1.0]
-            self._set(word, entry, previous)
-            if len(self._entries) > self.max_words:
-                self._evict()
-            return (word, previous)
+            self._put(word, entry)
+            evicted = []
+            while len(self._entries) > self.max_words:
+                victim = self._ranking("")[0][-1][1]
+                evicted.append((victim, list(self._entries[victim])))
+                self._remove(victim)
+            self.changes += 1
+            return (word, previous, list(entry), evicted)
 
     def unlearn(self, undo: tuple) -> None:
-        """Take back one `learn` (its return value): the word's entry as it was before (the clock stays)."""
-        word, previous = undo
+        """Take back one `learn` (its return value): the word's entry as it was before, and the words its arrival
+        evicted. Nothing happens if the word changed since (another session used it, or it was forgotten)."""
+        word, previous, entry, evicted = undo
         with self._lock:
-            if word not in self._entries:
+            if self._entries.get(word) != entry:
                 return
             if previous is None:
                 self._remove(word)
             else:
-                self._drop_ranked(word)
-                self._entries[word] = list(previous)
+                self._put(word, list(previous))
+            for victim, victim_entry in evicted:
+                if victim not in self._entries and len(self._entries) < self.max_words:
+                    self._put(victim, list(victim_entry))
+            self.changes += 1
 
     def forget(self, word: str) -> bool:
         """Remove `word` (as stored: normalized); whether it was there."""
@@ -185,6 +216,7 @@ class UserWords:
             if word not in self._entries:
                 return False
             self._remove(word)
+            self.changes += 1
             return True
 
     def clear(self) -> None:
@@ -193,10 +225,13 @@ class UserWords:
             self._entries.clear()
             self._sorted.clear()
             self._ranked.clear()
+            self.changes += 1
 
-    def _set(self, word: str, entry: list, previous: list | None) -> None:
-        """Store `entry` and update every kept ranking of a prefix of `word` (its key only grows)."""
-        old_key = None if previous is None else self._key(word)
+    def _put(self, word: str, entry: list) -> None:
+        """Store `entry` for `word` (new or not) and update every kept ranking of a prefix of `word`."""
+        old_key = self._key(word) if word in self._entries else None
+        if old_key is None:
+            bisect.insort(self._sorted, word)
         self._entries[word] = entry
         key = self._key(word)
         if key > _REBASE:
@@ -206,66 +241,68 @@ class UserWords:
             ranked = self._ranked.get(word[:length])
             if ranked is None:
                 continue
-            order, total = ranked
+            order = ranked[0]
             if old_key is not None:
-                order.remove(word)
-                total = max(total - math.exp(old_key), 0.0)
-            position = 0   # after every word of a larger key, or of the same key and an earlier text
-            while position < len(order):
-                other = self._key(order[position])
-                if other < key or (other == key and order[position] > word):
-                    break
-                position += 1
-            order.insert(position, word)
-            self._ranked[word[:length]] = (order, total + math.exp(key))
+                del order[bisect.bisect_left(order, (-old_key, word))]
+                ranked[1] = max(ranked[1] - math.exp(old_key), 0.0)
+            bisect.insort(order, (-key, word))
+            ranked[1] += math.exp(key)
 
     def _remove(self, word: str) -> None:
-        self._drop_ranked(word)
+        key = self._key(word)
+        for length in range(len(word) + 1):
+            ranked = self._ranked.get(word[:length])
+            if ranked is not None:
+                del ranked[0][bisect.bisect_left(ranked[0], (-key, word))]
+                ranked[1] = max(ranked[1] - math.exp(key), 0.0)
         del self._entries[word]
         del self._sorted[bisect.bisect_left(self._sorted, word)]
 
-    def _drop_ranked(self, word: str) -> None:
-        for length in range(len(word) + 1):
-            self._ranked.pop(word[:length], None)
-
-    def _evict(self) -> None:
-        """Remove the word of least weight (the oldest last use on a tie, then code point order)."""
-        victim = min(self._entries, key=lambda w: (self._key(w), self._entries[w][1], w))
-        self._remove(victim)
-
     def _rebase(self) -> None:
-        """Shift every key so the largest is 0 (exp stays in range as the clock grows)."""
+        """Shift every key so the largest is 0 (exp stays in range as the clock grows); rankings are rebuilt."""
         self._ranked.clear()
         if self._entries:
             self._base += max(self._key(w) for w in self._entries)
 
     # ------------------------------------------------------------------------------- lookups
+    def _ranking(self, prefix: str) -> list:
+        """[(-key, word) of the words that start with prefix, most weight first; sum of exp(key)], kept."""
+        ranked = self._ranked.get(prefix)
+        if ranked is None:
+            start = end = bisect.bisect_left(self._sorted, prefix)   # the words continuing prefix follow it
+            while end < len(self._sorted) and self._sorted[end].startswith(prefix):
+                end += 1
+            order = sorted((-self._key(w), w) for w in self._sorted[start:end])
+            total = 0.0
+            for negative_key, _ in order:   # left to right, as compact_lm.js
+                total += math.exp(-negative_key)
+            if len(self._ranked) >= _KEPT_RANKINGS:
+                self._ranked.clear()
+            ranked = self._ranked[prefix] = [order, total]
+        return ranked
+
     def continuing(self, prefix: str, k: int) -> tuple[list[tuple[str, float]], float]:
         """The k words of most weight that start with `prefix` as (word, weight / W_prefix), most first, and
         the dictionary's share of the mixture (0 when no word continues `prefix`)."""
         with self._lock:
-            ranked = self._ranked.get(prefix)
-            if ranked is None:
-                start = end = bisect.bisect_left(self._sorted, prefix)   # the words continuing prefix follow it
-                while end < len(self._sorted) and self._sorted[end].startswith(prefix):
-                    end += 1
-                matches = self._sorted[start:end]
-                keys = {w: self._key(w) for w in matches}
-                order = sorted(matches, key=lambda w: (-keys[w], w))
-                ranked = (order, sum(math.exp(keys[w]) for w in order))   # left to right, as compact_lm.js
-                if len(self._ranked) >= 1 << 14:
-                    self._ranked.clear()
-                self._ranked[prefix] = ranked
-            order, total = ranked
-            if not order or total <= 0.0:   # no word continues prefix (or all have decayed to nothing)
+            order, total = self._ranking(prefix)
+            if not order or not total > 0.0:   # no word continues prefix (or all have decayed to nothing)
                 return [], 0.0
-            return [(w, math.exp(self._key(w)) / total) for w in order[:k]], self.share
+            return [(w, math.exp(-negative_key) / total) for negative_key, w in order[:k]], self.share
 
     def total_weight(self, prefix: str) -> float:
         """W_prefix: the weight now of all the words that start with `prefix`."""
         with self._lock:
-            UserWords.continuing(self, prefix, 1)   # (fills the ranking of prefix; not a subclass's rule)
-            return self._ranked[prefix][1] * math.exp(self._base - self.clock * self._rate)
+            return self._ranking(prefix)[1] * math.exp(self._base - self.clock * self._rate)
+
+
+def _encodable(word: str) -> bool:
+    """Whether `word` can be written as UTF-8 (no lone surrogates)."""
+    try:
+        word.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def open_user_words(user_words) -> UserWords | None:

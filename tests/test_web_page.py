@@ -346,6 +346,15 @@ def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_
     assert stored["words"]["Zyzzyx"]["count"] == 2 and typed.strip() not in json.dumps(stored)
     assert "2 words learned" in page.text_content("#learn-detail")
 
+    # moving the caret back over words and forth again, or a Backspace inside the text, learns and takes back nothing
+    for keys in (["Control+Home"], ["Control+End"], ["ArrowLeft"] * 5 + ["Backspace"], ["Control+End"]):
+        for key in keys:
+            page.keyboard.press(key)
+        shown_for(page, page.evaluate("() => { const a = document.querySelector('#text'); "
+                                      "return a.value.slice(0, a.selectionEnd); }"))
+    after = json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))
+    assert after == stored
+
     page.reload()
     wait_for(page, "() => window.compactLM.status === 'ready' && window.compactLM.shown")
     assert page.locator("#learn").is_checked()

@@ -208,7 +208,8 @@ let attaching = new Set();   // ATTACHING_PUNCTUATION of compact_lm.js
 let autoSpace = null;        // {value, caret} right after an accept inserted its space
 let UserWordsType = null;    // compact_lm.js's UserWords
 let userWords = null;        // the user's words while "Learn my words" is on
-let savedClock = 0;          // userWords.clock when last stored
+let savedChanges = 0;        // userWords.changes when last stored
+let typedAtEnd = false;      // the last input event changed the text at its end (typing, not editing inside)
 const WORDS_KEY = "compact-lm-user-words", LEARN_KEY = "compact-lm-learn";
 const options = { suggestions: 3, nextChars: 5 };
 
@@ -254,10 +255,19 @@ async function loop() {
       const started = keyTime ?? performance.now();
       keyTime = null;
       const target = context();
-      await sync(target);
+      // the user's words learn from typing at the end of the text only: a caret moved back over words, or an
+      // edit inside the text, brings the session to the new text without learning or taking back any word
+      const learning = typedAtEnd;
+      typedAtEnd = false;
+      if (!learning) session.userWords = null;
+      try {
+        await sync(target);
+      } finally {
+        session.userWords = userWords;
+      }
       const suggestions = dismissed ? [] : await session.suggestions(options.suggestions);
       const next = await session.nextChars(options.nextChars);
-      if (userWords && userWords.clock !== savedClock) storeWords();
+      if (userWords && userWords.changes !== savedChanges) storeWords();
       if (dirty) continue;   // the text changed meanwhile: show only what matches it
       state.shown = { context: target, suggestions: suggestions.map(({ text, prob }) => ({ text, prob })),
                       next: next.map(({ text, prob }) => ({ text, prob })), unknown: session.unknown };
@@ -332,7 +342,11 @@ function onKeyDown(event) {
 
 function wireEditor() {
   const area = els.text;
-  area.addEventListener("input", () => { dismissed = false; schedule(); });
+  area.addEventListener("input", () => {
+    dismissed = false;
+    typedAtEnd = area.selectionStart === area.selectionEnd && area.selectionEnd === area.value.length;
+    schedule();
+  });
   area.addEventListener("keydown", onKeyDown);
   area.addEventListener("beforeinput", onBeforeInput);
   // the caret moved (arrows, a click, a selection): the suggestions follow the text before it
@@ -353,7 +367,7 @@ function wireEditor() {
 // Opt-in: the words typed (never the text) are kept in this browser's localStorage, as the same JSON
 // document compact-lm's Python runtime reads (--user-words FILE).
 function storeWords() {
-  savedClock = userWords.clock;
+  savedChanges = userWords.changes;
   try {
     localStorage.setItem(WORDS_KEY, JSON.stringify(userWords.toJSON()));
   } catch (error) {
@@ -387,7 +401,7 @@ async function setLearning(on) {
     localStorage.setItem(LEARN_KEY, on ? "1" : "0");
   } catch { /* private browsing: the choice lasts for this page */ }
   userWords = on ? readWords() : null;
-  savedClock = userWords ? userWords.clock : 0;
+  savedChanges = userWords ? userWords.changes : 0;
   session = completer.session({ userWords: null });
   await sync(context());
   session.userWords = userWords;   // from now on: only what is typed after this is learned
@@ -463,7 +477,7 @@ async function start() {
   session = completer.session();
   if (wireLearning()) {
     userWords = readWords();
-    savedClock = userWords.clock;
+    savedChanges = userWords.changes;
     session.userWords = userWords;   // the session is empty: nothing learned yet
   }
   showWords();

@@ -636,8 +636,10 @@ export const USER_WORDS_FORMAT = "compact-lm-user-words";
 const USER_WORDS_VERSION = 1;
 export const MIN_WORD_CHARS = 2;           // a one-letter word saves nothing when completed
 export const MAX_WORD_CHARS = 40;
-const LEARNED_UNDO = 64;                   // per session: the last learned words a backspace over their boundary takes back
+export const LEARNED_UNDO = 64;            // per session: the last learned words a backspace over their boundary takes back
+const MAX_CLOCK = 2 ** 53;
 const REBASE = 600;
+const KEPT_RANKINGS = 1 << 14;
 
 function codePoints(text) {
   let n = 0;
@@ -645,19 +647,35 @@ function codePoints(text) {
   return n;
 }
 
+const isWhole = (value) => typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= MAX_CLOCK;
+/** Ranking order: most weight first (smaller -key), then code point order; as Python's (-key, word) tuples. */
+const byRank = (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : compareCodePoints(a[1], b[1]));
+
+function lowerBound(array, value, compare) {
+  let lo = 0, hi = array.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (compare(array[mid], value) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /**
- * The user's own words, as compact_lm/user_words.py (same JSON file, same ranking and mixing): a bounded
- * dictionary of words with counts and recency. Options: maxWords (5000), halfLife (300 learned words),
- * share (0.25 of the probability for the dictionary's words when one continues the prefix). `toJSON()` gives
- * the document to store (localStorage, a file); `UserWords.fromJSON(documentOrText, options)` reads one.
+ * The user's own words, as compact_lm/user_words.py line for line (same JSON document, same ranking and
+ * mixing, the same floating-point operations in the same order): a bounded dictionary of words with counts
+ * and recency. Options: maxWords (5000), halfLife (300 learned words), share (0.25 of the probability for the
+ * dictionary's words when one continues the prefix). `toJSON()` gives the document to store (localStorage,
+ * a file), `changes` counts the changes (store when it moves); `UserWords.fromJSON(documentOrText, options)`
+ * reads one.
  */
 export class UserWords {
   constructor({ maxWords = 5000, halfLife = 300, share = 0.25 } = {}) {
     if (typeof maxWords !== "number" || !Number.isInteger(maxWords) || maxWords < 1) {
-      throw new CompactLMError(`max_words must be a whole number >= 1, got ${pyRepr(maxWords)}`);
+      throw new CompactLMError(`maxWords must be a whole number >= 1, got ${pyRepr(maxWords)}`);
     }
     if (typeof halfLife !== "number" || !Number.isFinite(halfLife) || halfLife <= 0) {
-      throw new CompactLMError(`half_life must be a number > 0, got ${pyRepr(halfLife)}`);
+      throw new CompactLMError(`halfLife must be a number > 0, got ${pyRepr(halfLife)}`);
     }
     if (typeof share !== "number" || !(share >= 0 && share <= 1)) {
       throw new CompactLMError(`share must be a number from 0 to 1, got ${pyRepr(share)}`);
@@ -667,10 +685,11 @@ export class UserWords {
     this.share = share;
     this._rate = Math.log(2) / halfLife;
     this.clock = 0;
+    this.changes = 0;
     this._entries = new Map();   // word -> [count, last use, weight at last use]
     this._sorted = [];           // the words in code point order
     this._base = 0;
-    this._ranked = new Map();    // prefix -> {order: words by key, largest first, total: sum of exp(key)}
+    this._ranked = new Map();    // prefix -> {order: [-key, word] by byRank, total: sum of exp(key)}
   }
 
   /** A UserWords from a stored document (an object or its JSON text); `name` goes into error messages. */
@@ -686,41 +705,42 @@ export class UserWords {
       throw new CompactLMError(`${name} is not a ${USER_WORDS_FORMAT} file (no "format": "${USER_WORDS_FORMAT}")`);
     }
     if (document.version !== USER_WORDS_VERSION) {
-      throw new CompactLMError(`${name} has version ${pyRepr(document.version)}; this compact-lm reads ${USER_WORDS_VERSION}`);
+      throw new CompactLMError(`${name} has version ${String(document.version).slice(0, 20)}; this compact-lm reads ${USER_WORDS_VERSION}`);
     }
     const words = document.words, clock = document.clock;
-    if (words === null || typeof words !== "object" || Array.isArray(words) || !Number.isInteger(clock) || clock < 0) {
-      throw new CompactLMError(`${name} is damaged: "clock" must be a whole number >= 0 and "words" an object`);
+    if (words === null || typeof words !== "object" || Array.isArray(words) || !isWhole(clock)) {
+      throw new CompactLMError(`${name} is damaged: "clock" must be a whole number from 0 to 2^53 and "words" an object`);
     }
     const out = new UserWords(options);
     out.clock = clock;
     for (const [word, entry] of Object.entries(words)) {
-      const ok = entry !== null && typeof entry === "object"
-        && ["count", "last", "weight"].every((f) => typeof entry[f] === "number" && Number.isFinite(entry[f]));
       const length = codePoints(word);
-      if (!ok || !(entry.last >= 0 && entry.last <= clock) || !(entry.weight > 0) || !(entry.count >= 1)
-          || length < MIN_WORD_CHARS || length > MAX_WORD_CHARS) {
-        throw new CompactLMError(`${name} is damaged: the entry of ${pyRepr(word)} must have count >= 1, `
-          + `0 <= last <= clock and weight > 0, for a word of ${MIN_WORD_CHARS}-${MAX_WORD_CHARS} characters`);
+      const ok = entry !== null && typeof entry === "object" && isWhole(entry.count) && entry.count >= 1
+        && isWhole(entry.last) && entry.last <= clock && typeof entry.weight === "number" && Number.isFinite(entry.weight)
+        && entry.weight > 0 && entry.weight <= 1e300 && length >= MIN_WORD_CHARS && length <= MAX_WORD_CHARS && word.isWellFormed();
+      if (!ok) {
+        throw new CompactLMError(`${name} is damaged: the entry of ${pyRepr(Array.from(word).slice(0, MAX_WORD_CHARS + 1).join(""))} `
+          + `must have a whole count >= 1, a whole last <= clock and a finite weight > 0, for a word of `
+          + `${MIN_WORD_CHARS}-${MAX_WORD_CHARS} characters`);
       }
-      out._entries.set(word, [Math.trunc(entry.count), Math.trunc(entry.last), entry.weight]);
+      out._entries.set(word, [entry.count, entry.last, entry.weight]);
     }
     out._sorted = [...out._entries.keys()].sort(compareCodePoints);
     out._rebase();
-    while (out._entries.size > out.maxWords) out._evict();
+    while (out._entries.size > out.maxWords) {
+      const order = out._ranking("").order;
+      out._remove(order[order.length - 1][1]);
+    }
     return out;
   }
 
-  /** The document to store: words with count, last use (on the clock of learned words) and weight then. */
+  /** The document to store: each word with its count, last use (on the clock of learned words) and weight then. */
   toJSON() {
-    const words = {};
-    const order = [...this._entries.keys()].map((w) => [this._key(w), w])
-      .sort((a, b) => (a[0] > b[0] ? -1 : a[0] < b[0] ? 1 : compareCodePoints(a[1], b[1])));
-    for (const [, word] of order) {
+    const words = Object.fromEntries(this._ranking("").order.map(([, word]) => {
       const [count, last, weight] = this._entries.get(word);
-      words[word] = { count, last, weight: Math.round(weight * 1e6) / 1e6 };
-    }
-    return { format: USER_WORDS_FORMAT, version: USER_WORDS_VERSION, clock: this.clock, half_life: this.halfLife, words };
+      return [word, { count, last, weight }];
+    }));
+    return { format: USER_WORDS_FORMAT, version: USER_WORDS_VERSION, clock: this.clock, words };
   }
 
   get size() {
@@ -733,7 +753,7 @@ export class UserWords {
 
   /** The words held, most weight first. */
   words() {
-    return Object.keys(this.toJSON().words);
+    return this._ranking("").order.map(([, word]) => word);
   }
 
   /** The word's weight now (0 if absent). */
@@ -755,33 +775,42 @@ export class UserWords {
     const previous = found === undefined ? null : found.slice();
     this.clock += 1;
     let entry;
-    if (previous === null) {
-      entry = [1, this.clock, 1.0];
-      this._sorted.splice(this._lowerBound(word), 0, word);
-    } else {
+    if (previous === null) entry = [1, this.clock, 1.0];
+    else {
       const [count, last, weight] = previous;
       entry = [count + 1, this.clock, weight * 2 ** (-(this.clock - last) / this.halfLife) + 1.0];
     }
-    this._set(word, entry, previous);
-    if (this._entries.size > this.maxWords) this._evict();
-    return [word, previous];
+    this._put(word, entry);
+    const evicted = [];
+    while (this._entries.size > this.maxWords) {
+      const order = this._ranking("").order;
+      const victim = order[order.length - 1][1];
+      evicted.push([victim, this._entries.get(victim).slice()]);
+      this._remove(victim);
+    }
+    this.changes += 1;
+    return [word, previous, entry.slice(), evicted];
   }
 
-  /** Take back one learn() (its return value): the word's entry as it was before (the clock stays). */
+  /** Take back one learn() (its return value): the word's entry as it was before, and the words its arrival
+   * evicted. Nothing happens if the word changed since (another session used it, or it was forgotten). */
   unlearn(undo) {
-    const [word, previous] = undo;
-    if (!this._entries.has(word)) return;
+    const [word, previous, entry, evicted] = undo;
+    const now = this._entries.get(word);
+    if (now === undefined || now[0] !== entry[0] || now[1] !== entry[1] || now[2] !== entry[2]) return;
     if (previous === null) this._remove(word);
-    else {
-      this._dropRanked(word);
-      this._entries.set(word, previous.slice());
+    else this._put(word, previous.slice());
+    for (const [victim, victimEntry] of evicted) {
+      if (!this._entries.has(victim) && this._entries.size < this.maxWords) this._put(victim, victimEntry.slice());
     }
+    this.changes += 1;
   }
 
   /** Remove `word` (as stored: normalized); whether it was there. */
   forget(word) {
     if (!this._entries.has(word)) return false;
     this._remove(word);
+    this.changes += 1;
     return true;
   }
 
@@ -790,16 +819,7 @@ export class UserWords {
     this._entries.clear();
     this._sorted = [];
     this._ranked.clear();
-  }
-
-  _lowerBound(word) {
-    let lo = 0, hi = this._sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (compareCodePoints(this._sorted[mid], word) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    this.changes += 1;
   }
 
   _prefixes(word) {
@@ -812,8 +832,9 @@ export class UserWords {
     return out;
   }
 
-  _set(word, entry, previous) {
-    const oldKey = previous === null ? null : this._key(word);
+  _put(word, entry) {
+    const oldKey = this._entries.has(word) ? this._key(word) : null;
+    if (oldKey === null) this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 0, word);
     this._entries.set(word, entry);
     const key = this._key(word);
     if (key > REBASE) {
@@ -823,44 +844,25 @@ export class UserWords {
     for (const prefix of this._prefixes(word)) {
       const ranked = this._ranked.get(prefix);
       if (ranked === undefined) continue;
-      const order = ranked.order;
-      let total = ranked.total;
       if (oldKey !== null) {
-        order.splice(order.indexOf(word), 1);
-        total = Math.max(total - Math.exp(oldKey), 0);
+        ranked.order.splice(lowerBound(ranked.order, [-oldKey, word], byRank), 1);
+        ranked.total = Math.max(ranked.total - Math.exp(oldKey), 0);
       }
-      let position = 0;   // after every word of a larger key, or of the same key and an earlier text
-      while (position < order.length) {
-        const other = this._key(order[position]);
-        if (other < key || (other === key && compareCodePoints(order[position], word) > 0)) break;
-        position += 1;
-      }
-      order.splice(position, 0, word);
-      ranked.total = total + Math.exp(key);
+      ranked.order.splice(lowerBound(ranked.order, [-key, word], byRank), 0, [-key, word]);
+      ranked.total += Math.exp(key);
     }
   }
 
   _remove(word) {
-    this._dropRanked(word);
-    this._entries.delete(word);
-    this._sorted.splice(this._lowerBound(word), 1);
-  }
-
-  _dropRanked(word) {
-    for (const prefix of this._prefixes(word)) this._ranked.delete(prefix);
-  }
-
-  _evict() {
-    let victim = null, victimKey = 0;
-    for (const word of this._entries.keys()) {
-      const key = this._key(word);
-      if (victim === null || key < victimKey || (key === victimKey && (this._entries.get(word)[1] < this._entries.get(victim)[1]
-          || (this._entries.get(word)[1] === this._entries.get(victim)[1] && compareCodePoints(word, victim) < 0)))) {
-        victim = word;
-        victimKey = key;
-      }
+    const key = this._key(word);
+    for (const prefix of this._prefixes(word)) {
+      const ranked = this._ranked.get(prefix);
+      if (ranked === undefined) continue;
+      ranked.order.splice(lowerBound(ranked.order, [-key, word], byRank), 1);
+      ranked.total = Math.max(ranked.total - Math.exp(key), 0);
     }
-    this._remove(victim);
+    this._entries.delete(word);
+    this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 1);
   }
 
   _rebase() {
@@ -871,32 +873,40 @@ export class UserWords {
     this._base += top;
   }
 
+  _ranking(prefix) {
+    let ranked = this._ranked.get(prefix);
+    if (ranked === undefined) {
+      const start = lowerBound(this._sorted, prefix, compareCodePoints);
+      let end = start;
+      while (end < this._sorted.length && this._sorted[end].startsWith(prefix)) end += 1;
+      const order = this._sorted.slice(start, end).map((w) => [-this._key(w), w]).sort(byRank);
+      let total = 0;
+      for (const [negativeKey] of order) total += Math.exp(-negativeKey);   // left to right, as Python
+      if (this._ranked.size >= KEPT_RANKINGS) this._ranked.clear();
+      ranked = { order, total };
+      this._ranked.set(prefix, ranked);
+    }
+    return ranked;
+  }
+
   /** The k words of most weight that start with `prefix`, as [word, weight / W_prefix], and the dictionary's
    * share of the mixture (0 when no word continues `prefix`): {found, share}. */
   continuing(prefix, k) {
-    let ranked = this._ranked.get(prefix);
-    if (ranked === undefined) {
-      const start = this._lowerBound(prefix);
-      let end = start;
-      while (end < this._sorted.length && this._sorted[end].startsWith(prefix)) end += 1;
-      const matches = this._sorted.slice(start, end).map((w) => [this._key(w), w])
-        .sort((a, b) => (a[0] > b[0] ? -1 : a[0] < b[0] ? 1 : compareCodePoints(a[1], b[1])));
-      let total = 0;
-      for (const [key] of matches) total += Math.exp(key);   // left to right, as Python
-      ranked = { order: matches.map(([, w]) => w), total };
-      if (this._ranked.size >= 1 << 14) this._ranked.clear();
-      this._ranked.set(prefix, ranked);
-    }
-    if (!ranked.order.length || !(ranked.total > 0)) return { found: [], share: 0 };
-    const found = ranked.order.slice(0, k).map((w) => [w, Math.exp(this._key(w)) / ranked.total]);
-    return { found, share: this.share };
+    const { order, total } = this._ranking(prefix);
+    if (!order.length || !(total > 0)) return { found: [], share: 0 };
+    return { found: order.slice(0, k).map(([negativeKey, w]) => [w, Math.exp(-negativeKey) / total]), share: this.share };
+  }
+
+  /** W_prefix: the weight now of all the words that start with `prefix`. */
+  totalWeight(prefix) {
+    return this._ranking(prefix).total * Math.exp(this._base - this.clock * this._rate);
   }
 }
 
 function openUserWords(userWords) {
   if (userWords === undefined || userWords === null || userWords instanceof UserWords) return userWords ?? null;
-  if (typeof userWords === "object" || typeof userWords === "string") return UserWords.fromJSON(userWords);
-  throw new CompactLMError(`userWords must be a UserWords or its JSON document, got ${typeof userWords}`);
+  if (typeof userWords === "object" || typeof userWords === "string") return UserWords.fromJSON(userWords, {}, "the userWords option");
+  throw new CompactLMError(`userWords must be a UserWords or its JSON document (an object or its text), got ${typeof userWords}`);
 }
 
 // ------------------------------------------------------------------------------------ autocomplete
@@ -921,6 +931,7 @@ export class Autocompleter {
     const beam = positive("beam", options.beam ?? 4);
     const maxChars = positive("maxChars", options.maxChars ?? 16);
     const contextChars = positive("contextChars", options.contextChars ?? CONTEXT_CHARS);
+    const userWords = openUserWords(options.userWords);   // (a bad document fails before any download)
     const file = await openFile(ort, source, options.name || "the model", options);
     let sequenceFile = null;
     try {
@@ -939,8 +950,7 @@ export class Autocompleter {
       const model = new Model(ort, file, isStep ? main : null, isStep ? sequenceSession : (sequenceSession || main));
       await model.probe(main, file.meta.graph, file.name);
       if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
-      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries,
-        userWords: openUserWords(options.userWords) });
+      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords });
       await completer._init();
       return completer;
     } catch (error) {
@@ -1210,7 +1220,11 @@ function best(values, count, floor) {
  * backspace() change `text` at once and return a promise that settles when the state is computed
  * (awaiting them is optional: suggestions() and nextChars() wait for it). accept(suggestion) appends the
  * suggestion and a space that attaching punctuation typed next replaces (no run); `unknown` counts the typed
- * characters that became <unk>; while the word being typed holds one, suggestions() is empty.
+ * characters that became <unk>; while the word being typed holds one, suggestions() come from the user's
+ * words alone (none without them). With `userWords` (the Autocompleter's, or session({userWords})), every
+ * word typed to a boundary is learned, and a backspace that deletes that boundary takes it back (the last
+ * LEARNED_UNDO words); `userWords` may be set to null and back at any time (the page does so while the
+ * caret moves: what the session types or deletes then changes nothing). As Python's Session.
  */
 export class Session {
   constructor(completer, userWords = null) {
@@ -1248,7 +1262,7 @@ export class Session {
     const chars = Array.from(text);
     if (this._autoSpace === this._chars.length && ATTACHING_PUNCTUATION.has(chars[0])) {
       // "word " + "," -> "word,": the checkpoint before the space is stored; the word stays learned
-      this._delete(1, false);
+      this._delete(1, true);
     }
     this._autoSpace = null;
     const start = this._chars.length;
@@ -1301,15 +1315,20 @@ export class Session {
     if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
       throw new CompactLMError(`backspace count must be a whole number >= 0, got ${pyRepr(n)}`);
     }
-    return this._delete(n, true);
+    return this._delete(n, false);
   }
 
-  _delete(n, unlearn) {
+  /** Delete the last n characters; `swap`: the accept's space, replaced by punctuation (same boundary: its
+   * learned word stays, and stays on record). */
+  _delete(n, swap) {
     const target = Math.max(this._chars.length - n, 0);
     if (target === this._chars.length) return Promise.resolve();
     this._autoSpace = null;
     const learned = this._learned;
-    while (unlearn && learned.length && learned[learned.length - 1][0] >= target) this.userWords.unlearn(learned.pop()[1]);
+    while (!swap && learned.length && learned[learned.length - 1][0] >= target) {   // the boundary that ended a learned word goes
+      const undo = learned.pop()[1];
+      if (this.userWords) this.userWords.unlearn(undo);
+    }
     this._chars.length = target;
     while (this._unknownAt.length && this._unknownAt[this._unknownAt.length - 1] >= target) this._unknownAt.pop();
     const stack = this._stack;
