@@ -46,6 +46,7 @@ COMMANDS = {
                              "keystroke savings and accuracy of word completion, vs an n-gram baseline"),
     "profile": Command("compact_lm.tools.profile_commands", "latency, start-up, size and quality of model files "
                        "side by side (NumPy / onnxruntime, fp32 / int8, pruned or not)"),
+    "search": Command("compact_lm.tools.search_commands", "which model to ship under a byte budget: train many on Ray Tune, prune, quantize, measure"),
     "demo": Command("compact_lm.tools.demo", "the whole pipeline on the bundled corpus: train, prune, quantize, "
                     "export, verify, profile; every artifact and table in DIR"),
     "web": Command("compact_lm.web", "write a static web page that runs a model in the browser: suggestions as "

@@ -1,0 +1,372 @@
+"""`compact-lm search` on Ray Tune: a tiny search ships a model that fits its budget and whose figures the
+other commands reproduce; the same search on a separate Ray cluster, with a lost worker and a killed driver,
+resumes and gives the same models bit for bit; bad input ends in one line before anything starts."""
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import assert_one_line_error, run
+from compact_lm.config import TrainConfig
+from compact_lm.opener import open_model
+from compact_lm.tools.search import SearchConfig
+from compact_lm.tools.search_estimate import lower_bound_bytes
+from compact_lm.tools.search_space import SearchSpace
+
+# two cells x two sizes of tiny models, a few dozen steps each: the whole search takes seconds of training
+TINY_SPACE = {"cells": ["gru", "rnn"], "layers": [1], "embed": [8], "hidden": [16, 32], "dropout": [0.0],
+              "keeps": [1.0, 0.5], "precisions": ["int8", "fp32"],
+              "fixed": {"batch": 4, "seq_len": 16, "warmup_steps": 2, "lr": 0.01}}
+MAX_BYTES = 20_000
+TYPED = 300
+TINY = ["--trials", "3", "--steps-per-trial", "30", "--eval-every", "10", "--typing-chars", str(TYPED),
+        "--max-bytes", str(MAX_BYTES)]
+MEASURED_TIMES = ("p50_ms", "p90_ms")   # the only figures that differ between two runs of one search
+
+
+def _cli(*argv, env=None, timeout=240, **options) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compact_lm", *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **options)
+
+
+def _without_times(candidates: list[dict]) -> list[dict]:
+    return [{k: v for k, v in c.items() if k not in MEASURED_TIMES} for c in candidates]
+
+
+def _differences(a: list[dict], b: list[dict]) -> list[str]:
+    """What differs between two runs' candidates (for the assertion's message)."""
+    return [f"{x['keep']} {x['precision']} {k}: {x[k]!r} vs {y.get(k)!r}" for x, y in zip(a, b) for k in x
+            if x[k] != y.get(k)] + ([f"{len(a)} vs {len(b)} candidates"] if len(a) != len(b) else [])
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "tiny.json"
+    path.write_text(json.dumps(TINY_SPACE), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_search(tmp_path_factory, space_file):
+    """The tiny search on a local Ray with one CPU (trials one after another, so ASHA sees them in one order)."""
+    out = tmp_path_factory.mktemp("search") / "out"
+    done = _cli("search", "--space", space_file, *TINY, "--cpus", "1", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out, done, json.loads((out / "search.json").read_text(encoding="utf-8"))
+
+
+def test_a_tiny_search_ships_a_model_within_the_budget_that_info_eval_and_eval_complete_reproduce(local_search, capsys):
+    out, done, summary = local_search
+    best = summary["best"]
+    assert summary["status"] == "done" and best is not None
+    onnx = out / "best.onnx"
+    assert best["bytes"] == onnx.stat().st_size <= MAX_BYTES
+    assert open_model(out / "best.npz").config.hidden_sizes == tuple(best["hidden_sizes"])
+    code, printed, _ = run(capsys, "info", onnx, "--json")
+    info = json.loads(printed)
+    assert code == 0 and info["file_bytes"] == best["bytes"] and info["hidden_sizes"] == best["hidden_sizes"]
+    assert info["int8"] == (best["precision"] == "int8")
+    code, printed, _ = run(capsys, "eval", onnx, "--text", out / "validation.txt", "--json")
+    assert code == 0 and json.loads(printed)["bpc"] == best["val_bpc"]
+    code, printed, _ = run(capsys, "eval-complete", onnx, "--text", out / "validation.txt", "--limit", TYPED, "--json")
+    typed = json.loads(printed)
+    assert code == 0 and typed["keystroke_savings"] == best["savings"] and typed["model_bytes"] == best["bytes"]
+    # the test split was scored for the report, on its own text
+    assert 0 < best["test_bpc"] < 10 and best["test_typed_chars"] == TYPED
+    assert (out / "test.txt").read_text(encoding="utf-8") != (out / "validation.txt").read_text(encoding="utf-8")
+    assert f"best: {onnx}" in done.stdout
+
+
+def test_the_search_keeps_every_candidate_chooses_the_best_fitting_one_and_reports_the_front(local_search):
+    out, done, summary = local_search
+    trials = summary["trials"]
+    assert [t["trial"] for t in trials] == [1, 2, 3]
+    assert {t["status"] for t in trials} <= {"done", "stopped early"}
+    finished = [t for t in trials if t["status"] == "done"]
+    stopped = [t for t in trials if t["status"] == "stopped early"]
+    # ASHA stopped a trial whose val bpc trailed at its first rung, before its budget was spent
+    assert stopped and all(t["steps"] < 30 and t["stopped_at_percent"] < 100 and not t["candidates"] for t in stopped)
+    assert summary["counts"]["done"] == len(finished) and summary["counts"]["stopped early"] == len(stopped)
+    candidates = [{"trial": t["trial"], **c} for t in finished for c in t["candidates"]]
+    assert all(t["steps"] == 30 and len(t["candidates"]) == 4 for t in finished)   # 2 keeps x 2 precisions
+    assert all(c["fits"] == (c["bytes"] <= MAX_BYTES) for c in candidates)   # no latency limit was given
+    fitting = [c for c in candidates if c["fits"]]
+    top = max(c["savings"] for c in fitting)
+    assert summary["best"]["savings"] == top
+    assert summary["best"]["val_bpc"] == min(c["val_bpc"] for c in fitting if c["savings"] == top)
+    front = summary["front"]
+    assert [c["bytes"] for c in front] == sorted(c["bytes"] for c in front)
+    assert all(b["savings"] > a["savings"] for a, b in zip(front, front[1:]))
+    assert all(not (c["bytes"] <= f["bytes"] and c["savings"] > f["savings"]) for f in front for c in candidates)
+    table = (out / "search.md").read_text(encoding="utf-8")
+    assert "## Front" in table and table.count("| stopped early") == len(stopped)
+    try:
+        import matplotlib  # noqa: F401
+        has_matplotlib = True
+    except ImportError:
+        has_matplotlib = False
+    assert (out / "search.png").exists() == has_matplotlib
+    # one progress line per change: each trial started, then done or stopped early
+    lines = done.stderr.splitlines()
+    for t in trials:
+        assert sum(f"trial {t['trial']}/3 " in line and " started" in line for line in lines) == 1, done.stderr
+        assert sum(f"trial {t['trial']}/3 " in line and ("done:" in line or "stopped early at" in line)
+                   for line in lines) == 1, done.stderr
+
+
+def test_the_config_is_saved_and_the_byte_estimate_is_a_close_lower_bound(local_search, space_file):
+    out, _, summary = local_search
+    config = SearchConfig.from_json(summary["config"])
+    assert config == SearchConfig(max_bytes=MAX_BYTES, trials=3, steps_per_trial=30, eval_every=10, typing_chars=TYPED,
+                                  space=SearchSpace.from_json(TINY_SPACE))
+    vocab = open_model(out / "best.npz").vocab
+    for t in (t for t in summary["trials"] if t["status"] == "done"):
+        train_config = TrainConfig.from_json(t["train_config"])   # each trial's whole config is saved
+        assert train_config.to_json() == t["train_config"] and train_config.cell == t["architecture"]["cell"]
+        for c in t["candidates"]:
+            bound = lower_bound_bytes(train_config, vocab, c["keep"], c["precision"])
+            assert bound <= c["bytes"] < bound + 3000, (t["label"], c["keep"], c["precision"])
+
+
+# ------------------------------------------------------------------------------------ a real cluster
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _checkpoints(storage: Path) -> dict[str, list[Path]]:
+    return {trial.name: sorted(trial.glob("checkpoint_*")) for trial in sorted(storage.glob("trial-*"))}
+
+
+DRIVER = """
+import json, sys
+from compact_lm.tools.search import SearchConfig, search
+from compact_lm.tools.search_space import SearchSpace
+config = SearchConfig(**json.loads(sys.argv[1]))
+search(config, sys.argv[2], address=sys.argv[3], _crash_after={1: 10})   # trial 1's worker dies once after step 10
+"""
+
+
+def test_on_a_ray_cluster_a_lost_worker_and_a_killed_driver_resume_to_the_same_models(local_search, tmp_path):
+    """`ray start --head` in a subprocess; the search joins it with --address; trial 1's worker dies after a
+    checkpoint (Tune restores it); the driver gets kill -9 while a trial is unfinished; `--resume` finishes
+    without re-running or re-measuring finished trials; every model is bit for bit the local run's."""
+    _, _, local = local_search
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),  # this test's own cluster
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    head_log = tmp_path / "head.log"
+    with open(head_log, "w") as log:
+        head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                                 "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    drivers = []
+    try:
+        _wait_for(lambda: "Ray runtime started" in head_log.read_text(), 90, "the Ray head")
+        address = f"127.0.0.1:{port}"
+        out = tmp_path / "out"
+        config = {"max_bytes": MAX_BYTES, "trials": 3, "steps_per_trial": 30, "eval_every": 10, "typing_chars": TYPED,
+                  "scheduler": "none", "space": TINY_SPACE}   # no ASHA: every trial trains its whole budget
+        first_log = tmp_path / "first.log"
+        with open(first_log, "w") as log:
+            first = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(config), str(out), address],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        drivers.append(first)
+        storage = out / "ray" / "search"
+
+        seen = {}   # trial folder -> when the driver printed that the trial was done
+
+        def mid_search():
+            """Trials the driver recorded as done (a `done:` line, and its experiment state saved since) and
+            another one unfinished with a checkpoint: the moment to kill the driver."""
+            for line in first_log.read_text().splitlines():
+                if " done: " in line:
+                    seen.setdefault(f"trial-{int(line.split('trial ')[1].split('/')[0]):03d}", time.time())
+            states = list(storage.glob("experiment_state-*.json"))
+            saved = max((s.stat().st_mtime for s in states), default=0.0)
+            finished = {name for name, when in seen.items() if saved > when}
+            unfinished = {name for name, found in _checkpoints(storage).items() if found and name not in seen}
+            return (finished, unfinished) if finished and unfinished and first.poll() is None else None
+
+        finished, unfinished = _wait_for(mid_search, 120, "a finished and an unfinished trial")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        before = {name: json.loads(next(c / "candidates.json" for c in _checkpoints(storage)[name]
+                                        if (c / "candidates.json").exists()).read_text()) for name in finished}
+        resumed = _cli("search", "--out", out, "--resume", "--address", address, env=env)
+        assert resumed.returncode == 0, resumed.stderr
+    finally:
+        for process in drivers:
+            if process.poll() is None:
+                process.kill()
+        head.send_signal(signal.SIGTERM)   # `ray start --block` stops the processes it started
+        head.wait(timeout=60)
+    first_run = first_log.read_text()
+    assert any(line.startswith("[") and "trial 1/3 (" in line and "lost its worker; it restarts from its last "
+               "checkpoint" in line for line in first_run.splitlines()), first_run
+    assert "resumed from its checkpoint at step" in resumed.stderr, resumed.stderr
+    summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
+    trials = {f"trial-{t['trial']:03d}": t for t in summary["trials"]}
+    assert [t["status"] for t in trials.values()] == ["done"] * 3
+    for name, final in before.items():   # finished before the kill: not run again, not even re-measured
+        assert trials[name]["candidates"] == final["candidates"]
+    # the local run's models, bit for bit: every trial both runs finished, and the shared steps of the one ASHA stopped
+    for t in local["trials"]:
+        if t["status"] == "done":
+            mine, theirs = (_without_times(c) for c in (trials[f"trial-{t['trial']:03d}"]["candidates"], t["candidates"]))
+            assert mine == theirs, (t["trial"], _differences(mine, theirs))
+        else:
+            history = {h["step"]: h["val_bpc"] for h in trials[f"trial-{t['trial']:03d}"]["history"]}
+            assert history[t["steps"]] == t["val_bpc"]
+    assert summary["best"]["bytes"] <= MAX_BYTES and (out / "best.onnx").stat().st_size == summary["best"]["bytes"]
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_a_byte_budget_no_candidate_can_meet_is_refused_before_anything_starts(space_file, tmp_path, capsys):
+    code, _, err = run(capsys, "search", "--space", space_file, *TINY, "--max-bytes", "2000", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "no candidate of the search space fits --max-bytes 2,000: the smallest are rnn L1 "
+                          "E8 H16 keep 0.5 int8 (at least ", "raise --max-bytes")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_budget_no_trained_candidate_met_lists_the_closest_in_one_line():
+    from compact_lm.tools.search_report import failure_message
+    config = SearchConfig(max_bytes=10_000, max_keystroke_ms=0.01)
+    rows = [{"trial": 1, "status": "done"}, {"trial": 2, "status": "stopped early"}]
+    made = [{"trial": 1, "label": "gru L1 E8 H16 d0", "keep": keep, "precision": p, "bytes": size, "p50_ms": ms}
+            for keep, p, size, ms in ((1.0, "fp32", 30_000, 0.05), (0.5, "int8", 9_000, 0.08), (0.5, "fp32", 12_000, 0.02))]
+    message = failure_message(config, rows, made, Path("out"))
+    assert "\n" not in message
+    # nearest first: the largest ratio to a limit decides (0.02 / 0.01 = 2 beats 0.05 / 0.01 = 5 and 0.08 / 0.01 = 8)
+    assert message.startswith("no candidate met the budget (10,000 bytes, keystroke p50 0.01 ms); the closest: "
+                              "trial 1 gru L1 E8 H16 d0 keep 0.5 fp32 (12,000 bytes, p50 0.020 ms), trial 1 gru L1 "
+                              "E8 H16 d0 keep 1 fp32 (30,000 bytes, p50 0.050 ms), trial 1 gru L1 E8 H16 d0 keep 0.5 int8")
+    assert failure_message(config, rows, [], Path("out")).startswith(
+        "no trial finished its training and measurements (1 done, 1 stopped early)")
+
+
+@pytest.mark.parametrize("address, fragment", [
+    ("127.0.0.1:{closed}", "cannot reach a Ray cluster at 127.0.0.1:"),
+    # TEST-NET-3 has no hosts; a firewall may still accept the connection, then Ray's own attempts time out
+    ("203.0.113.1:6379", "a Ray cluster at 203.0.113.1:6379"),
+    ("ray://127.0.0.1:{closed}", "cannot reach a Ray cluster at ray://127.0.0.1:"),
+    ("nonsense", "--address nonsense: expected auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_an_unreachable_address_ends_in_one_line_within_the_time_out(address, fragment, space_file, tmp_path):
+    address = address.format(closed=_free_port())
+    # a subprocess with its own limit: a hang would fail the test instead of stalling it
+    done = _cli("search", "--space", space_file, *TINY, "--address", address, "--connect-timeout", "1",
+                "--out", tmp_path / "o", timeout=60)
+    assert_one_line_error(done.returncode, done.stderr, fragment)
+    assert done.returncode == 1 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("chars, fragment", [
+    (60, "the corpus is too short: its training split has 54 characters, fewer than one window per stream "
+         "(batch 4 x seq_len 16 needs 80)"),
+    (1200, "the corpus is too short: its validation split (60 characters) holds no complete word"),
+])
+def test_a_corpus_too_short_is_refused_in_one_line(chars, fragment, alice_text, space_file, tmp_path, capsys):
+    corpus = tmp_path / "short.txt"
+    text = alice_text[:chars] if chars < 100 else "x" * chars   # 1,200 characters and not one word boundary
+    corpus.write_text(text, encoding="utf-8")
+    code, _, err = run(capsys, "search", "--corpus", corpus, "--space", space_file, *TINY, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, fragment)
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path):
+    probe = "import sys; sys.modules['ray'] = None; from compact_lm.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", probe, "search", "--max-bytes", "1000", "--out", tmp_path / "o"],
+                          capture_output=True, text=True)
+    assert_one_line_error(done.returncode, done.stderr, 'compact-lm search needs Ray Tune, an optional extra: '
+                          'pip install "compact-lm[search]"')
+
+
+def test_the_package_and_the_search_modules_import_no_ray():
+    code = ("import sys, compact_lm.cli, compact_lm.tools.search, compact_lm.tools.search_commands, "
+            "compact_lm.tools.search_ray, compact_lm.tools.search_trial, compact_lm.tools.search_report; "
+            "print('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_a_folder_and_its_resume_are_checked(local_search, space_file, tmp_path, capsys):
+    out, _, _ = local_search
+    code, _, err = run(capsys, "search", "--space", space_file, *TINY, "--out", out)
+    assert_one_line_error(code, err, "already holds a search; pass --resume to continue it")
+    code, _, err = run(capsys, "search", "--out", out, "--resume", "--trials", "5")
+    assert_one_line_error(code, err, "--trials differs from the search being resumed (3 there); leave it out")
+    code, _, err = run(capsys, "search", "--out", tmp_path, "--resume")
+    assert_one_line_error(code, err, "holds no search to resume (search.json is missing)")
+    code, _, err = run(capsys, "search", "--space", space_file, "--out", tmp_path / "o")
+    assert code == 2 and "the following arguments are required: --max-bytes" in err
+
+
+def test_the_space_is_drawn_with_the_seed_without_repeats():
+    space = SearchSpace.from_json(TINY_SPACE)
+    assert len(space.architectures()) == 4
+    drawn = space.sample(3, seed=0)
+    assert drawn == space.sample(3, seed=0) and len({json.dumps(a) for a in drawn}) == 3
+    assert len(space.sample(10, seed=0)) == 4   # never more than the space holds
+    assert space.sample(4, seed=1) != space.sample(4, seed=0)
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--cells", "transformer"], "--cells: unknown cell 'transformer'; choose from rnn, gru, lstm"),
+    (["--keeps", "1.5"], "--keeps: every fraction must be in (0, 1] (got 1.5)"),
+    (["--max-keystroke-ms", "-1"], "--max-keystroke-ms: must be a positive number (got -1.0)"),
+    (["--finetune-fraction", "2"], "--finetune-fraction: must be between 0 and 1 (got 2.0)"),
+])
+def test_a_bad_setting_is_named_by_its_flag_in_one_line(flags, fragment, space_file, tmp_path, capsys):
+    code, _, err = run(capsys, "search", "--space", space_file, *TINY, *flags, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_search_folder_someone_else_could_write_is_not_restored(tmp_path):
+    from compact_lm.errors import CompactLMError
+    from compact_lm.tools.search_ray import check_trusted
+    experiment = tmp_path / "search"
+    (experiment / "trial-001").mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"pickled by Tune")
+    check_trusted(str(experiment))   # this user's own files: fine
+    (experiment / "tuner.pkl").chmod(0o666)
+    with pytest.raises(CompactLMError, match="tuner.pkl is writable by every user"):
+        check_trusted(str(experiment))
+
+
+def test_a_restored_progress_callback_prints_through_the_new_runs_settings():
+    """Tune pickles the callback with the experiment (its class by value); `--resume` unpickles it, and its
+    lines must go where the resumed run says (its log, its clock, or nowhere with --quiet), not the first run's."""
+    from types import SimpleNamespace
+    import ray.cloudpickle as cloudpickle
+    from compact_lm.tools import search_ray
+    first, second = [], []
+    search_ray.configure_progress(first.append, 3)
+    callback = cloudpickle.loads(cloudpickle.dumps(search_ray._progress_callback()))
+    search_ray.configure_progress(second.append, 3)
+    trial = SimpleNamespace(status="PENDING", config={"trial": {"index": 2, "label": "gru L1 E8 H16 d0"}},
+                            trial_id="t2", last_result={})
+    try:
+        callback.on_trial_start(0, [trial], trial)
+    finally:
+        search_ray.configure_progress(None, 0)
+    assert first == [] and len(second) == 1
+    assert "trial 2/3 (gru L1 E8 H16 d0) started  (1 running, 0 done, 0 stopped early, 0 failed, 0 waiting)" in second[0]

@@ -1,0 +1,178 @@
+"""One trial of `compact-lm search`: the function Ray Tune runs in a worker process (one CPU, one BLAS thread).
+
+    train (compact_lm.trainer.Trainer) -> at every evaluation: report val bpc to Tune with a checkpoint of the
+    trainer's own files (state.npz, model.npz, history.json) -> the candidates of the best model
+    (search_candidates.make_candidates) -> a last report with candidates.json and the best fitting files.
+
+A trial that Tune restores (a lost worker, or `search --resume` after the driver died) gets its latest
+checkpoint back: the trainer's files go into a fresh folder and `Trainer(..., resume=True)` continues
+bit-exactly, as `compact-lm train --resume` does. Scheduler decisions (ASHA) use `budget_percent`, which only
+the evaluations before the last one carry, so a trial is never stopped after its training is paid for.
+The test split is never read here: the driver scores the chosen model on it once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from compact_lm.config import TrainConfig
+from compact_lm.errors import CompactLMError, TrainingDiverged
+from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
+
+from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
+
+FINAL_FILE = "candidates.json"
+CHECKPOINT_FILES = (STATE_FILE, MODEL_FILE, "history.json")
+
+
+def split_texts(config: TrainConfig) -> tuple[str, str, str]:
+    """The training, validation and test text of a run, normalized: the characters of its id splits."""
+    from compact_lm.data import read_corpus, split_ids
+    from compact_lm.vocab import normalize
+    text = normalize(read_corpus(list(config.corpus), encoding_errors=config.encoding_errors),
+                     nfc=config.nfc, lowercase=config.lowercase)
+    positions = split_ids(range(len(text)), config.split)   # one id per character: the same cuts
+    return tuple(text[part.start:part.stop] for part in positions)
+
+
+class ReportingTrainer(Trainer):
+    """The trainer, telling Tune each evaluation's val bpc with a checkpoint of its files; no test split."""
+
+    def __init__(self, *args, report, resumed_from: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._report = report
+        self.resumed_from = resumed_from   # the checkpoint's step this run continues from (None: from scratch)
+
+    def budget_percent(self) -> float:
+        """How much of the training budget is spent, 0-100 (steps, or minutes)."""
+        total = self.total_steps()
+        if total is not None:
+            return 100.0 * self.step / total
+        return 100.0 * self.elapsed / (self.config.minutes * 60.0)
+
+    def evaluate(self) -> dict:
+        row = super().evaluate()
+        self._report(self, row)
+        return row
+
+    def finish(self) -> TrainResult:
+        """The best model with its val figures only: unlike Trainer.finish, no test split (the search scores it
+        once, for its report) and no wall-clock figures (a shipped file's bytes must not vary with them)."""
+        best = self.best if self.best is not None else self.current_model()
+        best.save(self.out_dir / MODEL_FILE)
+        return TrainResult(best, self.history, self.out_dir)
+
+
+def _report(metrics: dict, files: dict[str, Path]) -> None:
+    """tune.report with a checkpoint holding copies of `files` (name -> path)."""
+    from ray import tune
+    with tempfile.TemporaryDirectory(prefix="compact-lm-checkpoint-") as staging:
+        for name, path in files.items():
+            shutil.copyfile(path, Path(staging) / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
+
+
+def _evaluation_reporter(spec: dict):
+    crash_after = spec.get("crash_after_step")   # tests: a lost worker, once, after this step's checkpoint
+
+    def report(trainer: ReportingTrainer, row: dict) -> None:
+        metrics = {"val_bpc": row["val_bpc"], "train_bpc": row["train_bpc"], "step": trainer.step,
+                   "resumed_from": trainer.resumed_from}
+        if not trainer.done():
+            metrics["budget_percent"] = trainer.budget_percent()
+        files = {name: trainer.out_dir / name for name in CHECKPOINT_FILES if (trainer.out_dir / name).exists()}
+        _report(metrics, files)
+        if crash_after is not None and trainer.resumed_from is None and trainer.step >= crash_after:
+            os._exit(1)
+    return report
+
+
+def _restore(run: Path) -> tuple[int | None, dict | None]:
+    """Tune's latest checkpoint of this trial into `run`: (step it holds, its final record if training was done)."""
+    from ray import tune
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    try:
+        with checkpoint.as_directory() as folder:
+            folder = Path(folder)
+            if (folder / FINAL_FILE).exists():
+                final = json.loads((folder / FINAL_FILE).read_text(encoding="utf-8"))
+                run.mkdir(parents=True, exist_ok=True)
+                for name in os.listdir(folder):
+                    shutil.copyfile(folder / name, run / name)
+                return final["steps"], final
+            run.mkdir(parents=True, exist_ok=True)
+            for name in CHECKPOINT_FILES:
+                if (folder / name).exists():
+                    shutil.copyfile(folder / name, run / name)
+    except (OSError, ValueError, KeyError):
+        # the checkpoint is gone or damaged: training is deterministic, so starting over gives the same model
+        shutil.rmtree(run, ignore_errors=True)
+        return None, None
+    from compact_lm.fileio import load_npz
+    return int(load_npz(run / STATE_FILE, "training state")[1]["step"]), None
+
+
+def run_trial(params: dict) -> None:
+    """Ray Tune trainable: one trial's spec is params["trial"] (a plain JSON object made by search.plan_trials)."""
+    from threadpoolctl import threadpool_limits
+    spec = params["trial"]
+    config = TrainConfig.from_json(spec["train_config"])
+    budget = Budget(spec["max_bytes"], spec["max_keystroke_ms"])
+    with threadpool_limits(limits=1), tempfile.TemporaryDirectory(prefix="compact-lm-trial-") as work:
+        run = Path(work) / "run"
+        resumed_from, final = _restore(run)
+        if final is None:
+            final = _train_and_measure(spec, config, budget, run, resumed_from)
+        files = {FINAL_FILE: run / FINAL_FILE}
+        if final.get("best"):
+            stem = candidate_stem(final["best"]["keep"], final["best"]["precision"])
+            files.update({f"{stem}{suffix}": run / f"{stem}{suffix}" for suffix in (".npz", ".onnx")})
+        best = final.get("best") or {}
+        _report({"val_bpc": final["val_bpc"], "step": final["steps"], "final": 1, "fits": final["fits"],
+                 "best_bytes": best.get("bytes"), "best_savings": best.get("savings"), "best_p50_ms": best.get("p50_ms"),
+                 "resumed_from": resumed_from}, files)
+
+
+def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Path, resumed_from: int | None) -> dict:
+    """Train (or continue), then make and measure the candidates; writes candidates.json in `run`."""
+    trainer = ReportingTrainer(config, run, resume=resumed_from is not None, progress=False, log=lambda _: None,
+                               report=_evaluation_reporter(spec), resumed_from=resumed_from)
+    if trainer.corpus.digest != spec["corpus_sha256"]:
+        raise CompactLMError("the corpus read on this node differs from the driver's (give every node the same files)")
+    final = {"trial": spec["index"], "architecture": spec["architecture"], "train_config": config.to_json()}
+    try:
+        model = trainer.run().model
+    except TrainingDiverged as error:   # a finding about this architecture, not a lost worker: no retry
+        final.update(steps=trainer.step, val_bpc=None, diverged=str(error), candidates=[], fits=0, best=None)
+        _write_final(run, final)
+        return final
+    val_bpc = model.info["metrics"]["val"]["bpc"]
+    folder = run / "candidates"
+    folder.mkdir(exist_ok=True)
+    rows = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
+                           finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
+                           train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
+                           val_text=split_texts(config)[1], typing_chars=spec["typing_chars"], folder=folder)
+    for row in rows:
+        row["fits"] = budget.fits(row)
+    fitting = sorted((r for r in rows if r["fits"]), key=lambda r: rank_key(r, spec["objective"]))
+    best = fitting[0] if fitting else None
+    if best is not None:
+        stem = candidate_stem(best["keep"], best["precision"])
+        for suffix in (".npz", ".onnx"):
+            shutil.copyfile(folder / f"{stem}{suffix}", run / f"{stem}{suffix}")
+    final.update(steps=trainer.step, val_bpc=val_bpc, history=trainer.history, candidates=rows,
+                 fits=len(fitting), best=best)
+    _write_final(run, final)
+    return final
+
+
+def _write_final(run: Path, final: dict) -> None:
+    from compact_lm.fileio import atomic_write
+    text = json.dumps(final, indent=1, allow_nan=False)
+    atomic_write(run / FINAL_FILE, lambda f: f.write(text.encode()))
