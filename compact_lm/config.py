@@ -100,8 +100,8 @@ class TrainConfig:
     seq_len: int = 128
     batch: int = 64
     optimizer: str = "adamw"
-    lr: float = 5e-3
-    min_lr_ratio: float = 0.05
+    lr: float = 2e-2                      # with min_lr_ratio 0: docs/experiments.md, "Training recipe"
+    min_lr_ratio: float = 0.0
     warmup_steps: int = 100
     beta1: float = 0.9
     beta2: float = 0.99

@@ -37,7 +37,15 @@ class FlatParams:
 
 
 def lr_at(progress: float, step: int, *, lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
-    """Linear warm-up over `warmup_steps`, then cosine decay from lr to lr * min_lr_ratio as progress goes 0 -> 1."""
+    """The learning rate of the step with 0-based index `step`:
+
+        lr_t = lr * (step + 1) / W                                              if step < W  (W = warmup_steps)
+        lr_t = lr * (r + (1 - r) * (1 + cos(pi * clip(progress, 0, 1))) / 2)    otherwise    (r = min_lr_ratio)
+
+    i.e. a linear warm-up reaching lr at step W - 1, then a cosine from lr (progress 0) down to lr * r
+    (progress 1), held at the floor after. `progress` is counted from the end of the warm-up (the
+    trainer's `progress_fraction`: (step - W) / (total - W) for a step budget), so the cosine starts
+    at the peak."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     progress = min(max(progress, 0.0), 1.0)

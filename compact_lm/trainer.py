@@ -205,6 +205,7 @@ class Trainer:
             self.optimizer = SGD(self.flat, momentum=config.momentum, weight_decay=config.weight_decay)
         self.step = 0
         self.elapsed = 0.0
+        self.decay_start_s: float | None = None   # elapsed seconds when the warm-up ended (None: not yet)
         self.chars_seen = 0
         self.history: list[dict] = []
         self.best_val = math.inf
@@ -231,11 +232,19 @@ class Trainer:
         return None
 
     def progress_fraction(self) -> float:
-        """How far through the budget the run is, 0 -> 1 (drives the cosine decay)."""
+        """How far the cosine decay is, 0 -> 1: counted from the end of the warm-up, not from step 0,
+        so the decay starts at the peak lr. Steps (or epochs): (step - warmup) / (total - warmup).
+        Minutes: seconds since the warm-up ended / the seconds of the budget left at that moment
+        (`decay_start_s`, the elapsed time when the first post-warm-up step began, saved with the state)."""
+        warmup = self.config.warmup_steps
         total = self.total_steps()
         if total is not None:
-            return self.step / total
-        return self.elapsed / (self.config.minutes * 60.0)
+            return (self.step - warmup) / max(total - warmup, 1)
+        budget = self.config.minutes * 60.0
+        start = self.decay_start_s if self.decay_start_s is not None else 0.0
+        if budget - start <= 0.0:
+            return 1.0
+        return (self.elapsed - start) / (budget - start)
 
     def done(self) -> bool:
         """Whether the budget is spent."""
@@ -269,6 +278,8 @@ class Trainer:
         norm = clip_global_norm(self.flat.grad, c.clip)
         if not math.isfinite(norm):
             raise TrainingDiverged(f"training diverged at step {self.step + 1}: the gradient norm is {norm}")
+        if self.step == c.warmup_steps and self.decay_start_s is None:
+            self.decay_start_s = self.elapsed     # the cosine's clock starts here (minute budgets)
         lr = lr_at(self.progress_fraction(), self.step, lr=c.lr, warmup_steps=c.warmup_steps,
                    min_lr_ratio=c.min_lr_ratio)
         self.optimizer.step(lr)
@@ -330,6 +341,7 @@ class Trainer:
                     arrays[f"{prefix}.l{k}.s{s}"] = value
         meta = {"kind": STATE_KIND, "format_version": STATE_FORMAT_VERSION, "train_config": self.config.to_json(),
                 "step": self.step, "optimizer_t": self.optimizer.t, "elapsed": self.elapsed,
+                "decay_start_s": self.decay_start_s,
                 "chars_seen": self.chars_seen, "best_val": None if math.isinf(self.best_val) else self.best_val,
                 "rng": self.rng.bit_generator.state, "data": self.batcher.position(), "history": self.history,
                 "data_sha256": self.corpus.digest, "loss_sum": self._loss_sum, "loss_count": self._loss_count,
@@ -348,6 +360,9 @@ class Trainer:
             self.teacher_carry = [tuple(arrays[f"teacher.l{k}.s{s}"].copy() for s in range(len(layer)))
                                   for k, layer in enumerate(self.teacher_carry)]
             self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+            # a state saved before this key existed: its minute-budget cosine ran from 0 s, keep it so
+            decay_start = meta.get("decay_start_s", 0.0 if self.step > self.config.warmup_steps else None)
+            self.decay_start_s = None if decay_start is None else float(decay_start)
             self.chars_seen = int(meta["chars_seen"])
             self.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
             self.rng.bit_generator.state = meta["rng"]

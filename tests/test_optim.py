@@ -177,11 +177,10 @@ def test_no_warmup_starts_at_the_peak():
     assert lr_at(0.0, 0, lr=LR, warmup_steps=0, min_lr_ratio=MIN_RATIO) == LR
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the trainer's cosine progress is step/total, counted from step 0 "
-                                       "rather than from the end of warm-up, so lr drops at the hand-over")
 def test_trainer_schedule_decays_from_the_peak_after_warmup(small_corpus, tmp_path):
     """Through real training steps: lr at the first post-warm-up step is (close to) the peak lr, and the
-    last step is near min_lr_ratio * lr. Today with warmup 10 of 20 steps it falls from lr to 0.55 lr."""
+    last step is near min_lr_ratio * lr. (The cosine once counted from step 0: with warm-up 10 of 20 steps
+    lr fell from lr to 0.55 lr at the hand-over.)"""
     config = tiny_config(small_corpus, steps=20, warmup_steps=WARMUP, lr=LR, min_lr_ratio=MIN_RATIO, dropout=0.0)
     trainer = Trainer(config, tmp_path / "run", progress=False)
     lrs = []
@@ -191,6 +190,46 @@ def test_trainer_schedule_decays_from_the_peak_after_warmup(small_corpus, tmp_pa
     assert lrs[WARMUP - 1] == pytest.approx(LR)
     # one cosine step below the peak is at most 1 - cos(pi / 10) ~ 2.5% of the range
     assert lrs[WARMUP] >= 0.97 * LR, lrs
+    # the cosine over the 10 remaining steps: step k after warm-up has progress k / 10
+    for k in range(10):
+        assert lrs[WARMUP + k] == pytest.approx(_lr(WARMUP + k, k / 10), rel=1e-12)
+    assert lrs[-1] <= LR * (MIN_RATIO + (1 - MIN_RATIO) * 0.03), lrs
+
+
+def _minute_run(config, folder, seconds_per_step, steps, *, resume=False):
+    """Run `steps` train steps of a minute-budget Trainer, each counted as `seconds_per_step` of elapsed time."""
+    trainer = Trainer(config, folder, resume=resume, progress=False)
+    lrs = []
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.elapsed += seconds_per_step
+        lrs.append(trainer.last_lr)
+    return trainer, lrs
+
+
+def test_minute_budget_cosine_runs_from_the_end_of_warmup_to_the_end_of_the_budget(small_corpus, tmp_path):
+    """60 s budget, 2 s per step, warm-up 10 steps = 20 s: the cosine covers the remaining 40 s,
+    peak at the first post-warm-up step, progress (elapsed - 20) / 40 after."""
+    config = tiny_config(small_corpus, steps=None, minutes=1.0, warmup_steps=WARMUP, lr=LR, min_lr_ratio=MIN_RATIO,
+                         dropout=0.0)
+    trainer, lrs = _minute_run(config, tmp_path / "run", 2.0, 30)
+    assert trainer.decay_start_s == 20.0
+    assert lrs[WARMUP - 1] == pytest.approx(LR) and lrs[WARMUP] == pytest.approx(LR)
+    for step in range(WARMUP, 30):
+        assert lrs[step] == pytest.approx(_lr(step, (2.0 * step - 20.0) / 40.0), rel=1e-12), step
+    assert trainer.done()
+
+
+def test_minute_budget_schedule_continues_after_resume(small_corpus, tmp_path):
+    """The warm-up's end time is saved with the state: a resumed run continues the same cosine."""
+    config = tiny_config(small_corpus, steps=None, minutes=1.0, warmup_steps=WARMUP, lr=LR, min_lr_ratio=MIN_RATIO,
+                         dropout=0.0)
+    _, straight = _minute_run(config, tmp_path / "straight", 2.0, 30)
+    first, split = _minute_run(config, tmp_path / "split", 2.0, 15)
+    first.save_state()
+    resumed, rest = _minute_run(config, tmp_path / "split", 2.0, 15, resume=True)
+    assert resumed.decay_start_s == 20.0 and resumed.elapsed == 60.0
+    assert split + rest == straight
 
 
 # ---------------------------------------------------------------------------- global-norm clipping
