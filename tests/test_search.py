@@ -46,6 +46,25 @@ def _differences(a: list[dict], b: list[dict]) -> list[str]:
             if x[k] != y.get(k)] + ([f"{len(a)} vs {len(b)} candidates"] if len(a) != len(b) else [])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_tmpdir(tmp_path_factory):
+    """TMPDIR (Ray's sessions, the trials' work folders) under pytest's temporary folder, so that a worker or
+    driver a test kills leaves nothing in /tmp. Short: Ray's socket paths must stay under 108 characters."""
+    import tempfile
+    folder = tmp_path_factory.getbasetemp() / "t"
+    folder.mkdir(exist_ok=True)
+    saved, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), None
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+
+
 @pytest.fixture(scope="module")
 def space_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("space") / "tiny.json"
@@ -156,6 +175,13 @@ def _checkpoints(storage: Path) -> dict[str, list[Path]]:
     return {trial.name: sorted(trial.glob("checkpoint_*")) for trial in sorted(storage.glob("trial-*"))}
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:   # deleted meanwhile (Tune keeps the newest two)
+        return float("inf")
+
+
 DRIVER = """
 import json, sys
 from compact_lm.tools.search import SearchConfig, search
@@ -203,7 +229,10 @@ def test_on_a_ray_cluster_a_lost_worker_and_a_killed_driver_resume_to_the_same_m
             states = list(storage.glob("experiment_state-*.json"))
             saved = max((s.stat().st_mtime for s in states), default=0.0)
             finished = {name for name, when in seen.items() if saved > when}
-            unfinished = {name for name, found in _checkpoints(storage).items() if found and name not in seen}
+            # ... and the state saved after a checkpoint of the unfinished trial appeared, so the killed driver's
+            # saved state names a checkpoint of it (else --resume would start it over, not resume it)
+            unfinished = {name for name, found in _checkpoints(storage).items()
+                          if found and name not in seen and any(_mtime(c) < saved for c in found)}
             return (finished, unfinished) if finished and unfinished and first.poll() is None else None
 
         finished, unfinished = _wait_for(mid_search, 120, "a finished and an unfinished trial")
@@ -220,8 +249,7 @@ def test_on_a_ray_cluster_a_lost_worker_and_a_killed_driver_resume_to_the_same_m
         head.send_signal(signal.SIGTERM)   # `ray start --block` stops the processes it started
         head.wait(timeout=60)
     first_run = first_log.read_text()
-    assert any(line.startswith("[") and "trial 1/3 (" in line and "lost its worker; it restarts from its last "
-               "checkpoint" in line for line in first_run.splitlines()), first_run
+    assert any(line.startswith("[") and "trial 1/3 (" in line and "failed; retrying from its last checkpoint" in line for line in first_run.splitlines()), first_run
     assert "resumed from its checkpoint at step" in resumed.stderr, resumed.stderr
     summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
     trials = {f"trial-{t['trial']:03d}": t for t in summary["trials"]}
@@ -370,3 +398,89 @@ def test_a_restored_progress_callback_prints_through_the_new_runs_settings():
         search_ray.configure_progress(None, 0)
     assert first == [] and len(second) == 1
     assert "trial 2/3 (gru L1 E8 H16 d0) started  (1 running, 0 done, 0 stopped early, 0 failed, 0 waiting)" in second[0]
+
+
+def test_a_connect_timeout_must_be_positive(space_file, tmp_path, capsys):
+    for value in ("0", "-1"):
+        code, _, err = run(capsys, "search", "--space", space_file, *TINY, "--address", "127.0.0.1:1",
+                           "--connect-timeout", value, "--out", tmp_path / "o")
+        assert code == 2 and "--connect-timeout: must be greater than 0" in err and "Traceback" not in err
+
+
+def test_typing_chars_that_hold_no_complete_word_are_refused_in_one_line(space_file, tmp_path, capsys):
+    index = TINY.index("--typing-chars")
+    flags = TINY[:index] + ["--typing-chars", "2"] + TINY[index + 2:]
+    code, _, err = run(capsys, "search", "--space", space_file, *flags, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "--typing-chars 2: the first 2 characters of the validation split hold no "
+                          "complete word")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_resume_that_would_start_over_and_a_used_storage_are_refused(tmp_path):
+    from compact_lm.errors import CompactLMError
+    from compact_lm.tools.search_ray import check_experiment
+    saved = tmp_path / "saved"
+    (saved / "search" / "trial-001").mkdir(parents=True)
+    other = tmp_path / "other"
+    with pytest.raises(CompactLMError, match="cannot resume: Ray Tune cannot restore the experiment in .*other/search"):
+        check_experiment(str(other), resume=True, saved_experiment=str(saved / "search"))
+    check_experiment(str(other), resume=True, saved_experiment=str(other / "search"))   # nothing saved yet: fine
+    with pytest.raises(CompactLMError, match="experiment folder .*saved/search is not empty"):
+        check_experiment(str(saved), resume=False)
+    check_experiment(str(other), resume=False)
+
+
+def test_an_interrupted_fit_is_told_from_a_finished_one():
+    from types import SimpleNamespace
+    from compact_lm.tools.search_ray import _interrupted
+    def grid(*statuses):
+        return SimpleNamespace(_experiment_analysis=SimpleNamespace(trials=[SimpleNamespace(status=s) for s in statuses]))
+    assert not _interrupted(grid("TERMINATED", "ERROR"))
+    assert _interrupted(grid("TERMINATED", "PENDING")) and _interrupted(grid("RUNNING"))
+
+
+def test_stale_work_folders_of_dead_processes_are_removed(tmp_path):
+    from compact_lm.tools.search_trial import PID_FILE, remove_stale_folders
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {name: tmp_path / name for name in ("compact-lm-trial-dead", "compact-lm-checkpoint-alive",
+                                                  "compact-lm-trial-nopid", "other-dead")}
+    for name, folder in folders.items():
+        folder.mkdir()
+        if "nopid" not in name:
+            (folder / PID_FILE).write_text(str(os.getpid() if "alive" in name else dead.pid))
+    remove_stale_folders(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compact-lm-checkpoint-alive", "compact-lm-trial-nopid",
+                                                          "other-dead"]
+
+
+def test_shipped_info_names_the_corpus_files_not_where_they_live():
+    from compact_lm.tools.search_candidates import deterministic_info
+    info = {"steps": 30, "metrics": {"val": {"bpc": 2.0}, "elapsed_s": 1.5},
+            "train_config": {"corpus": ["/home/me/data/a.txt", "/srv/b.txt.gz"], "seed": 0},
+            "source": {"train_config": {"corpus": ["/x/a.txt"]}, "corpus_sha256": "ab"}}
+    out = deterministic_info(info)
+    assert out["train_config"] == {"corpus": ["a.txt", "b.txt.gz"], "seed": 0}
+    assert out["source"] == {"train_config": {"corpus": ["a.txt"]}, "corpus_sha256": "ab"}
+    assert out["metrics"] == {"val": {"bpc": 2.0}}
+
+
+def test_a_sigint_tune_caught_is_told_after_fit_returns():
+    """Tune's handler, on SIGINT, puts back the handler it replaced and lets fit() return normally."""
+    from compact_lm.tools.search_ray import _sigint
+
+    def fit(interrupt: bool):
+        replaced = signal.getsignal(signal.SIGINT)
+
+        def tune_handler(signum, frame):
+            signal.signal(signal.SIGINT, replaced)
+        signal.signal(signal.SIGINT, tune_handler)
+        if interrupt:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    before = signal.getsignal(signal.SIGINT)
+    for interrupt in (False, True):
+        with _sigint() as caught:
+            fit(interrupt)
+        assert caught() == interrupt and signal.getsignal(signal.SIGINT) is before

@@ -158,6 +158,9 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
         if not word_spans(text, default_is_boundary):
             raise CompactLMError(f"the corpus is too short: its {name} split ({len(text):,} characters) holds no "
                                  "complete word to type; use a longer corpus")
+    if not word_spans(texts[1][:config.typing_chars], default_is_boundary):
+        raise SettingError("typing_chars", "{typing_chars} {value}: the first {value} characters of the validation "
+                           "split hold no complete word to type; type more characters", value=config.typing_chars)
     check_byte_budget(config, configs, corpus.vocab)
     common = {"keeps": list(config.space.keeps), "precisions": list(config.space.precisions),
               "max_bytes": config.max_bytes, "max_keystroke_ms": config.max_keystroke_ms, "objective": config.objective,
@@ -235,11 +238,12 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
            log=_stderr, _crash_after: dict | None = None) -> dict:
     """Run a search into `out_dir` (or, with `resume`, finish the one there); returns what search.json holds.
 
-    `address`: None starts a local Ray with `cpus` CPUs (default: all); "auto", "HOST:PORT" or
+    `address`: None starts a local Ray with `cpus` CPUs (default: what Ray detects); "auto", "HOST:PORT" or
     "ray://HOST:PORT" joins a running cluster (a TCP probe first, `connect_timeout` seconds). `storage`: where
     Tune keeps the trials' checkpoints (default DIR/ray; a shared folder or a URI for a multi-machine cluster).
     Raises CompactLMError, after writing the tables, if no candidate met the budget."""
-    from .search_ray import DEFAULT_CONNECT_TIMEOUT, configure_progress, experiment_path, ray_session, require_ray, run_tuner
+    from .search_ray import (DEFAULT_CONNECT_TIMEOUT, check_experiment, configure_progress, experiment_path,
+                             ray_session, require_ray, run_tuner)
     from .search_report import build_report
     require_ray()
     began = time.perf_counter()
@@ -259,6 +263,7 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
     plan = plan_trials(config, crash_after=_crash_after)
     if resume and plan.corpus.digest != saved.get("corpus_sha256"):
         raise CompactLMError("the corpus differs from the one the search began on")
+    check_experiment(storage, resume=resume, saved_experiment=saved.get("experiment") if resume else None)
     with ray_session(address, cpus, DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout) as cluster_cpus:
         out.mkdir(parents=True, exist_ok=True)
         marker = {"format": MARKER_FORMAT, "version": FORMAT_VERSION, "status": "running", "config": config.to_json(),

@@ -75,9 +75,24 @@ UNSHIPPED_METRICS = ("elapsed_s", "chars_per_second", "test")
 
 
 def deterministic_info(info: dict) -> dict:
-    """A model's info without UNSHIPPED_METRICS (quantize_model copies what is left as its source metrics)."""
+    """A model's info without UNSHIPPED_METRICS (quantize_model copies what is left as its source metrics), and
+    with every train_config's corpus paths reduced to file names: where the corpus lives must not change a
+    shipped file's bytes (or tell its users the trainer's folders). Digests (sha256) are kept."""
     metrics = {k: v for k, v in info.get("metrics", {}).items() if k not in UNSHIPPED_METRICS}
-    return {**info, "metrics": metrics}
+    return _corpus_names({**info, "metrics": metrics})
+
+
+def _corpus_names(value):
+    if isinstance(value, dict):
+        out = {k: _corpus_names(v) for k, v in value.items()}
+        config = out.get("train_config")
+        if isinstance(config, dict) and isinstance(config.get("corpus"), (list, tuple)):
+            out["train_config"] = {**config, "corpus": [Path(c).name if isinstance(c, str) else c
+                                                        for c in config["corpus"]]}
+        return out
+    if isinstance(value, list):
+        return [_corpus_names(v) for v in value]
+    return value
 
 
 def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids, val_ids, val_text: str,
@@ -99,7 +114,7 @@ def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids,
                                  train_config=finetune_config(model, max(steps, 1)) if steps else None,
                                  calibration_ids=train_ids[-CALIBRATION_CHARS:], work_dir=folder, log=log,
                                  val_ids=val_ids, unpruned_val_bpc=unpruned_bpc)
-        pruned.info = deterministic_info(pruned.info)
+        original_info, pruned.info = pruned.info, deterministic_info(pruned.info)
         for precision in precisions:
             variant = pruned if precision == "fp32" else quantize_model(pruned)
             stem = candidate_stem(keep, precision)
@@ -109,4 +124,5 @@ def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids,
                    "params": variant.num_params, "finetune_steps": steps, "file": f"{stem}.onnx",
                    **measure(folder / f"{stem}.onnx", val_ids, val_text, typing_chars)}
             rows.append(row)
+        pruned.info = original_info   # the trained model keeps its corpus paths: later keeps fine-tune from them
     return rows

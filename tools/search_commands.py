@@ -60,16 +60,25 @@ def configure_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=whole_number(0), default=keep, help=f"draws the trials and seeds training (default {c.seed})")
     p.add_argument("--address", metavar="ADDRESS", default=None,
                    help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray for the run)")
-    p.add_argument("--cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all of this machine's)")
+    p.add_argument("--cpus", type=positive_int, default=None,
+                   help="CPUs of the local Ray (default: what Ray detects, a container's CPU limit included)")
     p.add_argument("--storage", metavar="PATH_OR_URI", default=None,
                    help="where Ray Tune keeps the trials' checkpoints (default DIR/ray; on a cluster: a shared folder or URI)")
-    p.add_argument("--connect-timeout", type=number, metavar="S", default=DEFAULT_CONNECT_TIMEOUT,
+    p.add_argument("--connect-timeout", type=positive_number, metavar="S", default=DEFAULT_CONNECT_TIMEOUT,
                    help=f"seconds to wait for --address to answer (default {DEFAULT_CONNECT_TIMEOUT:g})")
     p.add_argument("--out", dest="out_dir", required=True, metavar="DIR",
                    help="output folder: best.npz, best.onnx, search.md, search.json, search.png, the trials")
     p.add_argument("--resume", action="store_true", help="finish the search in DIR (after a crash or a kill)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_cmd_search, parser=p, setting_flags={"out_dir": "--out"})
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
 
 
 def _given(args) -> dict:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import CompactLMError, Interrupted, SettingError
 
 INSTALL_HINT = 'pip install "compact-lm[search]"'
 EXPERIMENT = "search"               # the Tuner's experiment name: STORAGE/search
@@ -63,7 +63,7 @@ def probe(address: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None, cpus: int | None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
-    """A local Ray for the run (`cpus` CPUs, no dashboard), or the cluster at `address`; shut down after, if ours
+    """A local Ray for the run (`cpus` CPUs, None: what Ray detects, container limits included; no dashboard), or the cluster at `address`; shut down after, if ours
     (a Ray this process already runs is used as it is). Yields the CPUs it offers (= trials at once)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no usage reports from a user's search
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # Tune's own tables stay off (verbose=0)
@@ -83,7 +83,7 @@ def ray_session(address: str | None, cpus: int | None, connect_timeout: float = 
         try:
             with _quiet_stderr():
                 if address is None:   # "local": a new Ray, even if `ray start` runs one on this machine
-                    ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, **options)
+                    ray.init(address="local", num_cpus=cpus, **options)
                 else:
                     ray.init(address=address, **options)
         except Exception as error:   # ConnectionError, RuntimeError, ...: Ray words them in many ways
@@ -180,7 +180,7 @@ def _progress(event: str, trials, trial, result: dict | None = None) -> None:
                     f"val {last.get('val_bpc', float('nan')):.4f} bpc")
         _line(trials, f"{_name(trial)} {what}", trial, "done" if last.get("final") else "stopped early")
     elif event == "recover":
-        _line(trials, f"{_name(trial)} lost its worker; it restarts from its last checkpoint", trial, "waiting")
+        _line(trials, f"{_name(trial)} failed; retrying from its last checkpoint", trial, "waiting")
     elif event == "error":
         _line(trials, f"{_name(trial)} failed after {MAX_FAILURES} restarts: {_last_error_line(trial)}", trial, "failed")
 
@@ -235,6 +235,33 @@ def check_trusted(path: str) -> None:
                                  f"the files in {root}: resume only a search you wrote)")
 
 
+def _has_trials(path: str) -> bool:
+    """Whether a local experiment folder holds a trial's folder (a URI's store is not listed here)."""
+    if "://" in path:
+        return False
+    folder = Path(path)
+    return folder.is_dir() and any(item.is_dir() and item.name.startswith("trial-") for item in folder.iterdir())
+
+
+def check_experiment(storage: str, *, resume: bool, saved_experiment: str | None = None) -> None:
+    """Refuse, in one line, a resume that would silently start over (the saved experiment cannot be restored
+    from `storage`, yet trials were saved) and a new search into a storage whose experiment folder is in use."""
+    path = experiment_path(storage)
+    if resume:
+        from ray import tune
+        if tune.Tuner.can_restore(path):
+            return
+        saved = [p for p in dict.fromkeys((path, saved_experiment)) if p and _has_trials(p)]
+        if saved:
+            raise CompactLMError(f"cannot resume: Ray Tune cannot restore the experiment in {path}, but trials were "
+                                 f"saved in {saved[0]}; pass the storage the search began with (--storage), or start "
+                                 "a new search in a new folder")
+        return
+    if "://" not in path and Path(path).is_dir() and any(Path(path).iterdir()):
+        raise CompactLMError(f"the storage's experiment folder {path} is not empty (another search?): choose another "
+                             "--storage or remove it")
+
+
 def trial_name(trial) -> str:
     """A trial's name and folder: trial-001 (module-level: Tune pickles it into every trial's saved state)."""
     return f"trial-{trial.config['trial']['index']:03d}"
@@ -266,8 +293,58 @@ def run_tuner(specs: list[dict], storage: str, *, scheduler: str, resume: bool) 
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, verbose=0, callbacks=[_progress_callback()],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
-    grid = tuner.fit()
-    return [_outcome(result) for result in grid]
+    # Ctrl-C: Tune catches SIGINT, saves the experiment, stops the trials and returns normally (its trials then
+    # read as terminated, and one that never reported has no config). A partial set of trials must not make a
+    # report: Tune's handler, on a SIGINT, puts back the one it found, so `_sigint` installed here tells.
+    with _sigint() as caught:
+        grid = tuner.fit()
+    if caught() or _interrupted(grid):
+        raise Interrupted("interrupted: run the same command with --resume to continue")
+    by_index = {spec["index"]: spec for spec in specs}
+    return [_outcome(result, by_index) for result in grid]
+
+
+@contextlib.contextmanager
+def _sigint():
+    """Yields a function telling whether Tune caught a SIGINT during the block. Tune (in the main thread,
+    unless TUNE_DISABLE_SIGINT_HANDLER is set) replaces the SIGINT handler by its own while it runs and, on a
+    SIGINT, restores the one it replaced: ours, then still installed after fit(). Without Tune's handler ours
+    raises KeyboardInterrupt, as Python's default one does."""
+    import signal
+    import threading
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, ours)
+    tune_catches = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
+    state = {"caught": False}
+    try:
+        yield lambda: state["caught"]
+    finally:
+        state["caught"] = tune_catches and signal.getsignal(signal.SIGINT) is ours
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(grid) -> bool:
+    """Whether some trial did not end (done, stopped early or failed): fit() returned after a Ctrl-C."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
+    if trials is not None:
+        return any(trial.status not in ("TERMINATED", "ERROR") for trial in trials)
+    return any(result.error is None and not (result.metrics or {}).get("final") for result in grid)
+
+
+def _trial_index(result) -> int | None:
+    """A trial's index from its folder name (trial-001), whether or not it ever reported."""
+    path = str(getattr(result, "path", "") or "").rstrip("/")
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith("trial-") and name[len("trial-"):].isdigit():
+        return int(name[len("trial-"):])
+    return None
 
 
 @dataclass
@@ -288,7 +365,7 @@ class _Checkpoint:
         atomic_write(destination, lambda f: f.write(data))
 
 
-def _outcome(result) -> dict:
+def _outcome(result, by_index: dict[int, dict]) -> dict:
     """One trial as plain data: its spec, last metrics, error, and its final record (candidates.json) if any."""
     from .search_trial import FINAL_FILE
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str, type(None)))}
@@ -297,5 +374,8 @@ def _outcome(result) -> dict:
     error = None
     if result.error is not None:
         error = " ".join(str(result.error).split())[-300:]
-    return {"spec": result.config["trial"], "metrics": metrics, "final": final, "error": error,
+    spec = (result.config or {}).get("trial") or by_index.get(_trial_index(result))
+    if spec is None:
+        raise CompactLMError(f"Ray Tune returned a trial this search did not plan ({getattr(result, 'path', '?')})")
+    return {"spec": spec, "metrics": metrics, "final": final, "error": error,
             "checkpoint": checkpoint}

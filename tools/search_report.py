@@ -110,7 +110,10 @@ def build_report(config, plan, outcomes: list[dict], out: Path, marker: dict) ->
                 "reproduce": [f"compact-lm info {out / 'best.onnx'}",
                               f"compact-lm eval {out / 'best.onnx'} --text {out / 'validation.txt'}",
                               f"compact-lm eval-complete {out / 'best.onnx'} --text {out / 'validation.txt'} "
-                              f"--limit {config.typing_chars}"]}
+                              f"--limit {config.typing_chars}"
+                              # the shipped file names its corpus files, not where they are
+                              + "".join(f" --corpus {c}" for c in config.corpus[:1])
+                              + "".join(f" {c}" for c in config.corpus[1:])]}
         summary["best"] = best
     else:
         summary["failure"] = failure_message(config, rows, candidates, out)

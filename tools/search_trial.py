@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from compact_lm.config import TrainConfig
-from compact_lm.errors import CompactLMError, TrainingDiverged
+from compact_lm.errors import CompactLMError, Interrupted
 from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
 
 from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
@@ -66,13 +66,57 @@ class ReportingTrainer(Trainer):
         return TrainResult(best, self.history, self.out_dir)
 
 
+TEMP_PREFIXES = ("compact-lm-trial-", "compact-lm-checkpoint-")
+PID_FILE = "owner.pid"
+
+
+def _work_folder(prefix: str):
+    """A temporary folder holding a pid file (so a later trial can tell it was left by a dead process)."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    (Path(folder.name) / PID_FILE).write_text(str(os.getpid()), encoding="ascii")
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_folders(root: str | None = None) -> None:
+    """Remove this user's trial and checkpoint folders in the temporary folder whose owning process is gone
+    (a worker or driver that died skips its clean-up). Folders without a pid file are left alone."""
+    root = Path(root or tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for folder in entries:
+        if not folder.name.startswith(TEMP_PREFIXES):
+            continue
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.lstat().st_uid != os.getuid():
+                continue
+            pid = int((folder / PID_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _report(metrics: dict, files: dict[str, Path]) -> None:
     """tune.report with a checkpoint holding copies of `files` (name -> path)."""
     from ray import tune
-    with tempfile.TemporaryDirectory(prefix="compact-lm-checkpoint-") as staging:
+    with _work_folder("compact-lm-checkpoint-") as work:
+        staging = Path(work) / "checkpoint"   # the pid file stays outside the checkpoint
+        staging.mkdir()
         for name, path in files.items():
-            shutil.copyfile(path, Path(staging) / name)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
+            shutil.copyfile(path, staging / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
 
 
 def _evaluation_reporter(spec: dict):
@@ -123,7 +167,8 @@ def run_trial(params: dict) -> None:
     spec = params["trial"]
     config = TrainConfig.from_json(spec["train_config"])
     budget = Budget(spec["max_bytes"], spec["max_keystroke_ms"])
-    with threadpool_limits(limits=1), tempfile.TemporaryDirectory(prefix="compact-lm-trial-") as work:
+    remove_stale_folders()
+    with threadpool_limits(limits=1), _work_folder("compact-lm-trial-") as work:
         run = Path(work) / "run"
         resumed_from, final = _restore(run)
         if final is None:
@@ -147,17 +192,22 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
     final = {"trial": spec["index"], "architecture": spec["architecture"], "train_config": config.to_json()}
     try:
         model = trainer.run().model
-    except TrainingDiverged as error:   # a finding about this architecture, not a lost worker: no retry
-        final.update(steps=trainer.step, val_bpc=None, diverged=str(error), candidates=[], fits=0, best=None)
-        _write_final(run, final)
-        return final
+    except Interrupted:
+        raise
+    except CompactLMError as error:   # diverged (or another finding about this trial), not a lost worker: no retry
+        return _failed(run, final, trainer.step, error)
     val_bpc = model.info["metrics"]["val"]["bpc"]
     folder = run / "candidates"
     folder.mkdir(exist_ok=True)
-    rows = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
-                           finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
-                           train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
-                           val_text=split_texts(config)[1], typing_chars=spec["typing_chars"], folder=folder)
+    try:
+        rows = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
+                               finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
+                               train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
+                               val_text=split_texts(config)[1], typing_chars=spec["typing_chars"], folder=folder)
+    except Interrupted:
+        raise
+    except CompactLMError as error:   # the same on any worker: recorded, not retried
+        return _failed(run, final, trainer.step, error)
     for row in rows:
         row["fits"] = budget.fits(row)
     fitting = sorted((r for r in rows if r["fits"]), key=lambda r: rank_key(r, spec["objective"]))
@@ -168,6 +218,15 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
             shutil.copyfile(folder / f"{stem}{suffix}", run / f"{stem}{suffix}")
     final.update(steps=trainer.step, val_bpc=val_bpc, history=trainer.history, candidates=rows,
                  fits=len(fitting), best=best)
+    _write_final(run, final)
+    return final
+
+
+def _failed(run: Path, final: dict, step: int, error: CompactLMError) -> dict:
+    """A trial that ended in a CompactLMError (diverged, or its candidates could not be made): recorded in its
+    final record like a diverged trial (val_bpc None), so Tune does not retry it."""
+    final.update(steps=step, val_bpc=None, diverged=" ".join(str(error).split())[:300], candidates=[], fits=0,
+                 best=None)
     _write_final(run, final)
     return final
 
