@@ -27,3 +27,12 @@ def blas_description() -> str:
     if overrides:
         text += f"; environment sets {overrides} (unset both to let OpenBLAS pick its native kernel)"
     return text
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process of this machine has been busy since boot (Linux /proc/stat: user, nice,
+    system, irq, softirq; idle and iowait left out): the difference across a run counts every process it
+    started, Ray's own included, and anything else that ran meanwhile (so run on a quiet machine)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")

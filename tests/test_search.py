@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run
 from compact_lm.config import TrainConfig
 from compact_lm.opener import open_model
-from compact_lm.tools.search import SearchConfig
+from compact_lm.tools.search import SearchConfig, plan_trials
 from compact_lm.tools.search_estimate import lower_bound_bytes
 from compact_lm.tools.search_space import SearchSpace
 
@@ -114,7 +114,9 @@ def test_the_search_keeps_every_candidate_chooses_the_best_fitting_one_and_repor
     assert stopped and all(t["steps"] < 30 and t["stopped_at_percent"] < 100 and not t["candidates"] for t in stopped)
     assert summary["counts"]["done"] == len(finished) and summary["counts"]["stopped early"] == len(stopped)
     candidates = [{"trial": t["trial"], **c} for t in finished for c in t["candidates"]]
-    assert all(t["steps"] == 30 and len(t["candidates"]) == 4 for t in finished)   # 2 keeps x 2 precisions
+    # 2 keeps x 2 precisions: measured, or not made since their shapes alone exceed the budget
+    assert all(t["steps"] == 30 and len(t["candidates"]) + len(t["oversized"]) == 4 for t in finished)
+    assert all(o["min_bytes"] > MAX_BYTES for t in finished for o in t["oversized"])
     assert all(c["fits"] == (c["bytes"] <= MAX_BYTES) for c in candidates)   # no latency limit was given
     fitting = [c for c in candidates if c["fits"]]
     top = max(c["savings"] for c in fitting)
@@ -152,6 +154,20 @@ def test_the_config_is_saved_and_the_byte_estimate_is_a_close_lower_bound(local_
         for c in t["candidates"]:
             bound = lower_bound_bytes(train_config, vocab, c["keep"], c["precision"])
             assert bound <= c["bytes"] < bound + 3000, (t["label"], c["keep"], c["precision"])
+
+
+def test_a_candidate_whose_shapes_exceed_the_budget_is_not_made(tiny_model_path, tmp_path):
+    from compact_lm.tools.search_candidates import make_candidates
+    model = open_model(tiny_model_path)
+    config = TrainConfig.from_json(model.info["train_config"])
+    half, whole = (lower_bound_bytes(config, model.vocab, keep, "int8") for keep in (0.5, 1.0))
+    ids = model.vocab.encode("the cat sat on the mat. " * 20)
+    rows, skipped = make_candidates(model, keeps=[1.0, 0.5], precisions=["int8"], finetune_steps=2, train_ids=ids,
+                                    val_ids=ids, val_text="the cat sat on the mat. " * 4, typing_chars=60,
+                                    folder=tmp_path, max_bytes=(half + whole) // 2)
+    assert [(r["keep"], r["precision"]) for r in rows] == [(0.5, "int8")] and rows[0]["bytes"] <= (half + whole) // 2
+    assert skipped == [{"keep": 1.0, "precision": "int8", "min_bytes": whole}]
+    assert not (tmp_path / "keep1-int8.onnx").exists()
 
 
 # ------------------------------------------------------------------------------------ a real cluster
@@ -251,6 +267,10 @@ def test_on_a_ray_cluster_a_lost_worker_and_a_killed_driver_resume_to_the_same_m
     first_run = first_log.read_text()
     assert any(line.startswith("[") and "trial 1/3 (" in line and "failed; retrying from its last checkpoint" in line for line in first_run.splitlines()), first_run
     assert "resumed from its checkpoint at step" in resumed.stderr, resumed.stderr
+    import re
+    kept = re.search(r"resume: (\d+) trials kept from the earlier runs \((\d+) done", resumed.stderr)
+    assert kept and int(kept[2]) >= len(finished), resumed.stderr   # read back, not run again
+    assert (out / "ray" / "search-2").is_dir()   # the resume is an attempt of its own
     summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
     trials = {f"trial-{t['trial']:03d}": t for t in summary["trials"]}
     assert [t["status"] for t in trials.values()] == ["done"] * 3
@@ -356,6 +376,26 @@ def test_the_space_is_drawn_with_the_seed_without_repeats():
     assert space.sample(4, seed=1) != space.sample(4, seed=0)
 
 
+def test_architectures_that_cannot_fit_the_budget_are_passed_over_in_the_draw():
+    space = SearchSpace.from_json({**TINY_SPACE, "hidden": [16, 32, 512]})
+    config = SearchConfig(max_bytes=MAX_BYTES, trials=4, steps_per_trial=30, space=space)
+    labels = [spec["label"] for spec in plan_trials(config).specs]
+    # H512 (H256 at keep 0.5: over 100 KB) cannot fit 20,000 bytes: the four trials are the small ones
+    assert sorted(labels) == sorted(f"{c} L1 E8 H{h} d0" for c in ("gru", "rnn") for h in (16, 32))
+
+
+def test_every_trial_reports_its_cpu_time_and_the_table_sums_it(local_search):
+    out, _, summary = local_search
+    trials = summary["trials"]
+    assert all(t["cpu_s"] > 0 for t in trials)
+    assert summary["cpu_s"] == pytest.approx(sum(t["cpu_s"] for t in trials))
+    # a finished trial trained 30 steps and measured 4 candidates: more CPU than one stopped at its first rung
+    done = [t["cpu_s"] for t in trials if t["status"] == "done"]
+    stopped = [t["cpu_s"] for t in trials if t["status"] == "stopped early"]
+    assert min(done) > max(stopped)
+    assert f"{summary['cpu_s'] / 60:.1f} CPU-minutes in the trials" in (out / "search.md").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("flags, fragment", [
     (["--cells", "transformer"], "--cells: unknown cell 'transformer'; choose from rnn, gru, lstm"),
     (["--keeps", "1.5"], "--keeps: every fraction must be in (0, 1] (got 1.5)"),
@@ -368,36 +408,60 @@ def test_a_bad_setting_is_named_by_its_flag_in_one_line(flags, fragment, space_f
     assert not (tmp_path / "o").exists()
 
 
-def test_a_search_folder_someone_else_could_write_is_not_restored(tmp_path):
-    from compact_lm.errors import CompactLMError
-    from compact_lm.tools.search_ray import check_trusted
-    experiment = tmp_path / "search"
-    (experiment / "trial-001").mkdir(parents=True)
-    (experiment / "tuner.pkl").write_bytes(b"pickled by Tune")
-    check_trusted(str(experiment))   # this user's own files: fine
-    (experiment / "tuner.pkl").chmod(0o666)
-    with pytest.raises(CompactLMError, match="tuner.pkl is writable by every user"):
-        check_trusted(str(experiment))
+def _trial_folder(attempt: Path, index: int, checkpoints: dict[int, dict[str, bytes]], results=({"step": 10},)):
+    """A trial's folder as Tune leaves it: checkpoint_NNNNNN folders (name -> bytes) and result.json lines."""
+    folder = attempt / f"trial-{index:03d}"
+    for number, files in checkpoints.items():
+        (folder / f"checkpoint_{number:06d}").mkdir(parents=True)
+        for name, data in files.items():
+            (folder / f"checkpoint_{number:06d}" / name).write_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+    return folder
 
 
-def test_a_restored_progress_callback_prints_through_the_new_runs_settings():
-    """Tune pickles the callback with the experiment (its class by value); `--resume` unpickles it, and its
-    lines must go where the resumed run says (its log, its clock, or nowhere with --quiet), not the first run's."""
-    from types import SimpleNamespace
-    import ray.cloudpickle as cloudpickle
-    from compact_lm.tools import search_ray
-    first, second = [], []
-    search_ray.configure_progress(first.append, 3)
-    callback = cloudpickle.loads(cloudpickle.dumps(search_ray._progress_callback()))
-    search_ray.configure_progress(second.append, 3)
-    trial = SimpleNamespace(status="PENDING", config={"trial": {"index": 2, "label": "gru L1 E8 H16 d0"}},
-                            trial_id="t2", last_result={})
-    try:
-        callback.on_trial_start(0, [trial], trial)
-    finally:
-        search_ray.configure_progress(None, 0)
-    assert first == [] and len(second) == 1
-    assert "trial 2/3 (gru L1 E8 H16 d0) started  (1 running, 0 done, 0 stopped early, 0 failed, 0 waiting)" in second[0]
+def _npz_bytes() -> bytes:
+    import io
+    import numpy as np
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.arange(3))
+    return buffer.getvalue()
+
+
+def test_a_resume_reads_the_attempts_files_and_never_unpickles(tmp_path):
+    """Done (candidates in a checkpoint), stopped early and failed trials are kept; an unfinished one runs again
+    from its newest complete checkpoint (a truncated newer one is passed over); pickles are never loaded."""
+    import pickle
+    from compact_lm.tools.search_resume import next_attempt, recover
+    storage = tmp_path / "ray"
+    first = storage / "search"
+    trainer_files = {"state.npz": _npz_bytes(), "model.npz": _npz_bytes(), "history.json": b"[]"}
+    final = {"trial": 1, "steps": 30, "val_bpc": 2.5, "candidates": [], "fits": 0, "best": None}
+    _trial_folder(first, 1, {3: {"candidates.json": json.dumps(final).encode()}, 2: trainer_files},
+                  results=({"step": 30, "final": 1},))
+    _trial_folder(first, 2, {1: trainer_files}, results=({"step": 10, "budget_percent": 33.3, "val_bpc": 3.1},))
+    failed = _trial_folder(first, 3, {})
+    (failed / "error.txt").write_text("Traceback ...\nValueError: lost\n")
+    unfinished = _trial_folder(first, 4, {1: trainer_files, 2: {**trainer_files, "state.npz": _npz_bytes()[:20]}})
+
+    class Alarm:   # unpickling it would leave a file behind
+        def __reduce__(self):
+            return (Path.write_text, (tmp_path / "unpickled", "yes"))
+    (first / "tuner.pkl").write_bytes(pickle.dumps(Alarm()))
+    state = {"trial_data": [[json.dumps({"custom_dirname": f"trial-00{i}", "status": status,
+                                         "storage": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(Alarm()).hex()}}), "{}"]
+                            for i, status in ((1, "TERMINATED"), (2, "TERMINATED"), (3, "ERROR"), (4, "RUNNING"))]}
+    (first / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    specs = [{"index": i, "label": f"t{i}"} for i in (1, 2, 3, 4, 5)]
+    recovered = recover(str(storage), specs)
+    kept = {o["spec"]["index"]: o for o in recovered.outcomes}
+    assert kept[1]["final"] == final and kept[1]["error"] is None
+    assert kept[2]["final"] is None and kept[2]["metrics"]["budget_percent"] == 33.3 and kept[2]["error"] is None
+    assert kept[3]["error"] == "ValueError: lost"
+    assert [(s["index"], s["restore_from"]) for s in recovered.to_run] == [
+        (4, str(unfinished / "checkpoint_000001")), (5, None)]
+    assert next_attempt(str(storage)) == "search-2"
+    assert not (tmp_path / "unpickled").exists()
 
 
 def test_a_connect_timeout_must_be_positive(space_file, tmp_path, capsys):
@@ -416,16 +480,29 @@ def test_typing_chars_that_hold_no_complete_word_are_refused_in_one_line(space_f
     assert not (tmp_path / "o").exists()
 
 
+def test_a_trial_that_diverged_is_told_from_one_that_failed_otherwise():
+    from compact_lm.tools.search_report import trial_rows
+    base = {"steps": 5, "val_bpc": None, "candidates": [], "best": None, "cpu_s": 1.0}
+    outcomes = [{"spec": {"index": i, "label": "gru L1 E8 H16 d0", "architecture": {}, "train_config": {}},
+                 "metrics": {}, "final": {**base, **reason}, "error": None}
+                for i, reason in ((1, {"diverged": "training diverged at step 5: the loss is nan"}),
+                                  (2, {"error": "the corpus read on this node differs from the driver's"}))]
+    assert [(r["status"], r["error"]) for r in trial_rows(outcomes)] == [
+        ("diverged", "training diverged at step 5: the loss is nan"),
+        ("failed", "the corpus read on this node differs from the driver's")]
+
+
 def test_a_resume_that_would_start_over_and_a_used_storage_are_refused(tmp_path):
     from compact_lm.errors import CompactLMError
     from compact_lm.tools.search_ray import check_experiment
     saved = tmp_path / "saved"
     (saved / "search" / "trial-001").mkdir(parents=True)
     other = tmp_path / "other"
-    with pytest.raises(CompactLMError, match="cannot resume: Ray Tune cannot restore the experiment in .*other/search"):
-        check_experiment(str(other), resume=True, saved_experiment=str(saved / "search"))
-    check_experiment(str(other), resume=True, saved_experiment=str(other / "search"))   # nothing saved yet: fine
-    with pytest.raises(CompactLMError, match="experiment folder .*saved/search is not empty"):
+    with pytest.raises(CompactLMError, match="cannot resume: .*other holds no trials of this search, but trials were "
+                                             "saved in .*saved; pass the storage"):
+        check_experiment(str(other), resume=True, saved_storage=str(saved))
+    check_experiment(str(other), resume=True, saved_storage=str(other))   # nothing saved yet: fine
+    with pytest.raises(CompactLMError, match="the storage .*saved already holds a search's trials"):
         check_experiment(str(saved), resume=False)
     check_experiment(str(other), resume=False)
 

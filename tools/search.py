@@ -140,11 +140,10 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     from compact_lm.complete_eval import word_spans
     from compact_lm.data import StreamBatcher
     from compact_lm.trainer import prepare_corpus
-    from .search_estimate import check_byte_budget
+    from .search_estimate import can_fit, check_byte_budget
     from .search_trial import split_texts
-    architectures = config.space.sample(config.trials, config.seed)
-    configs = [trial_config(config, a) for a in architectures]
-    first = configs[0]
+    # the corpus, its vocabulary and the splits do not depend on the architecture
+    first = trial_config(config, config.space.architectures()[0])
     corpus = prepare_corpus(first)
     try:
         StreamBatcher(corpus.train, first.batch, first.seq_len)
@@ -161,7 +160,17 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     if not word_spans(texts[1][:config.typing_chars], default_is_boundary):
         raise SettingError("typing_chars", "{typing_chars} {value}: the first {value} characters of the validation "
                            "split hold no complete word to type; type more characters", value=config.typing_chars)
-    check_byte_budget(config, configs, corpus.vocab)
+    check_byte_budget(config, [first], corpus.vocab)
+    # an architecture none of whose candidates can fit is passed over: it would only spend a trial
+    shapes: dict[tuple, bool] = {}   # dropout does not change a file's bytes
+
+    def fits(architecture: dict) -> bool:
+        shape = tuple(architecture[k] for k in ("cell", "layers", "embed", "hidden"))
+        if shape not in shapes:
+            shapes[shape] = can_fit(config, trial_config(config, architecture), corpus.vocab)
+        return shapes[shape]
+    architectures = config.space.sample(config.trials, config.seed, accept=fits)
+    configs = [trial_config(config, a) for a in architectures]
     common = {"keeps": list(config.space.keeps), "precisions": list(config.space.precisions),
               "max_bytes": config.max_bytes, "max_keystroke_ms": config.max_keystroke_ms, "objective": config.objective,
               "typing_chars": config.typing_chars, "finetune_fraction": config.finetune_fraction,
@@ -242,8 +251,8 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
     "ray://HOST:PORT" joins a running cluster (a TCP probe first, `connect_timeout` seconds). `storage`: where
     Tune keeps the trials' checkpoints (default DIR/ray; a shared folder or a URI for a multi-machine cluster).
     Raises CompactLMError, after writing the tables, if no candidate met the budget."""
-    from .search_ray import (DEFAULT_CONNECT_TIMEOUT, check_experiment, configure_progress, experiment_path,
-                             ray_session, require_ray, run_tuner)
+    from .search_ray import (DEFAULT_CONNECT_TIMEOUT, check_experiment, configure_progress, ray_session,
+                             require_ray, run_tuner)
     from .search_report import build_report
     require_ray()
     began = time.perf_counter()
@@ -263,11 +272,11 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
     plan = plan_trials(config, crash_after=_crash_after)
     if resume and plan.corpus.digest != saved.get("corpus_sha256"):
         raise CompactLMError("the corpus differs from the one the search began on")
-    check_experiment(storage, resume=resume, saved_experiment=saved.get("experiment") if resume else None)
+    check_experiment(storage, resume=resume, saved_storage=saved.get("storage") if resume else None)
     with ray_session(address, cpus, DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout) as cluster_cpus:
         out.mkdir(parents=True, exist_ok=True)
         marker = {"format": MARKER_FORMAT, "version": FORMAT_VERSION, "status": "running", "config": config.to_json(),
-                  "storage": storage, "storage_default": default_storage, "experiment": experiment_path(storage),
+                  "storage": storage, "storage_default": default_storage,
                   "corpus_sha256": plan.corpus.digest}
         write_json(out / MARKER, marker)
         for name, text in zip(TEXT_FILES, plan.texts[1:]):
@@ -279,14 +288,14 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
             + f" each, {cluster_cpus} at a time ({'local Ray' if address is None else address}); budget {budget}; "
             f"objective {config.objective}; scheduler {config.scheduler}")
         if len(plan.specs) < config.trials:
-            log(f"note: the search space holds {len(plan.specs)} architectures, fewer than {config.trials} trials: "
-                "each runs once")
+            log(f"note: the search space holds {len(plan.specs)} architectures that can fit the budget, fewer than "
+                f"{config.trials} trials: each runs once")
         configure_progress(log, len(plan.specs))
         try:
             outcomes = run_tuner(plan.specs, storage, scheduler=config.scheduler, resume=resume)
         finally:
             configure_progress(None, 0)
-        summary = build_report(config, plan, outcomes, out, marker)
+        summary = build_report(config, plan, outcomes, out, marker, elapsed_s=time.perf_counter() - began)
     summary["elapsed_s"] = time.perf_counter() - began
     write_json(out / MARKER, summary)
     if summary["best"] is None:

@@ -95,15 +95,34 @@ def _corpus_names(value):
     return value
 
 
+def oversized(model, keeps, precisions, max_bytes: int | None) -> dict[tuple[float, str], int]:
+    """{(keep, precision): lower bound of its file's bytes} of the candidates that cannot fit `max_bytes`: the
+    bound is an untrained model of the same shapes, exported (search_estimate), so they need not be made."""
+    from compact_lm.config import TrainConfig
+    from .search_estimate import lower_bound_bytes
+    if max_bytes is None:
+        return {}
+    config = TrainConfig.from_json(model.info["train_config"])
+    bounds = {(float(k), p): lower_bound_bytes(config, model.vocab, k, p) for k in keeps for p in precisions}
+    return {key: size for key, size in bounds.items() if size > max_bytes}
+
+
 def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids, val_ids, val_text: str,
-                    typing_chars: int, folder: Path, log=None) -> list[dict]:
-    """Prune, quantize and export `model` for every keep x precision into `folder`; one measured row each."""
+                    typing_chars: int, folder: Path, log=None, max_bytes: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Prune, quantize and export `model` for every keep x precision into `folder`; one measured row each.
+    With `max_bytes`, a candidate whose shapes alone exceed it is not made (no fine-tuning, no measuring): it is
+    returned in the second list, with the lower bound of its bytes."""
     from compact_lm.export import export_model
     from .prune import CALIBRATION_CHARS, finetune_config, prune_model, target_sizes
     from .quantize import quantize_model
     rows = []
+    too_big = oversized(model, keeps, precisions, max_bytes)
+    skipped = [{"keep": k, "precision": p, "min_bytes": size} for (k, p), size in too_big.items()]
     unpruned_bpc = model.evaluate_ids(val_ids).bpc
     for keep in keeps:
+        made = [p for p in precisions if (float(keep), p) not in too_big]
+        if not made:
+            continue
         steps = 0
         if keep == 1.0:
             pruned = model
@@ -115,7 +134,7 @@ def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids,
                                  calibration_ids=train_ids[-CALIBRATION_CHARS:], work_dir=folder, log=log,
                                  val_ids=val_ids, unpruned_val_bpc=unpruned_bpc)
         original_info, pruned.info = pruned.info, deterministic_info(pruned.info)
-        for precision in precisions:
+        for precision in made:
             variant = pruned if precision == "fp32" else quantize_model(pruned)
             stem = candidate_stem(keep, precision)
             variant.save(folder / f"{stem}.npz")
@@ -125,4 +144,4 @@ def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids,
                    **measure(folder / f"{stem}.onnx", val_ids, val_text, typing_chars)}
             rows.append(row)
         pruned.info = original_info   # the trained model keeps its corpus paths: later keeps fine-tune from them
-    return rows
+    return rows, skipped

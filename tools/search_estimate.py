@@ -27,11 +27,19 @@ def lower_bound_bytes(train_config: TrainConfig, vocab, keep: float, precision: 
     from .quantize import quantize_model
     shape = train_config.model_config(vocab.size)
     shape = dataclasses.replace(shape, hidden_sizes=target_sizes(shape.hidden_sizes, keep=keep))
+    from .search_candidates import deterministic_info
+    # the metadata a shipped candidate carries at least: its train_config with the corpus as file names
     model = Model(shape, vocab, init_params(shape, np.random.default_rng(0), np.float32),
-                  {"steps": 0, "train_config": train_config.to_json()})
+                  deterministic_info({"steps": 0, "train_config": train_config.to_json()}))
     if precision == "int8":
         model = quantize_model(model)
     return len(build_model(model).SerializeToString())
+
+
+def can_fit(config, train_config: TrainConfig, vocab) -> bool:
+    """Whether some candidate of this architecture (its smallest keep fraction, either precision) can fit."""
+    keep = min(config.space.keeps)
+    return any(lower_bound_bytes(train_config, vocab, keep, p) <= config.max_bytes for p in config.space.precisions)
 
 
 def smallest_candidates(config, configs: list[TrainConfig], vocab) -> list[tuple[int, str]]:

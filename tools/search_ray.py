@@ -1,5 +1,6 @@
 """Everything of `compact-lm search` that talks to Ray: importing it, starting or joining a cluster, running
-(or restoring) the Tuner, one progress line per trial change, and reading each trial's results back.
+the Tuner (for a resume, on the trials the earlier attempts left unfinished: search_resume), one progress line
+per trial change, and reading each trial's results back.
 
 Ray is imported here only inside functions, so nothing else in compact-lm needs it.
 """
@@ -19,7 +20,6 @@ from pathlib import Path
 from compact_lm.errors import CompactLMError, Interrupted, SettingError
 
 INSTALL_HINT = 'pip install "compact-lm[search]"'
-EXPERIMENT = "search"               # the Tuner's experiment name: STORAGE/search
 MAX_FAILURES = 3                    # a lost worker's trial restarts from its checkpoint this many times
 # per trial; older ones are deleted. Tune then saves the experiment's state whenever a trial has checkpointed
 # this many times since the last save (besides every 10 s or so), so the saved state never names a deleted
@@ -168,8 +168,10 @@ def _progress(event: str, trials, trial, result: dict | None = None) -> None:
     elif event == "complete":
         last = trial.last_result or {}
         if last.get("final"):
-            if last.get("val_bpc") is None:
+            if last.get("val_bpc") is None and last.get("diverged"):
                 what = f"diverged at step {last.get('step')}"
+            elif last.get("val_bpc") is None:
+                what = f"failed at step {last.get('step')}: {last.get('error')}"
             elif last.get("best_bytes") is not None:
                 what = (f"done: {last['step']} steps, val {last['val_bpc']:.4f} bpc; best fitting candidate "
                         f"{last['best_bytes']:,} bytes, {last['best_savings']:.1%} savings, p50 {last['best_p50_ms']:.3f} ms")
@@ -178,6 +180,8 @@ def _progress(event: str, trials, trial, result: dict | None = None) -> None:
         else:
             what = (f"stopped early at step {last.get('step')} ({last.get('budget_percent', 0):.0f} % of its budget), "
                     f"val {last.get('val_bpc', float('nan')):.4f} bpc")
+        if last.get("cpu_s") is not None:
+            what += f"; {last['cpu_s']:,.0f} CPU s"
         _line(trials, f"{_name(trial)} {what}", trial, "done" if last.get("final") else "stopped early")
     elif event == "recover":
         _line(trials, f"{_name(trial)} failed; retrying from its last checkpoint", trial, "waiting")
@@ -213,52 +217,18 @@ def _progress_callback():
 
 
 # ------------------------------------------------------------------------------------------ tuning
-def experiment_path(storage: str) -> str:
-    """Where Tune keeps the experiment: STORAGE/search (a local folder or a URI)."""
-    return storage.rstrip("/") + "/" + EXPERIMENT
-
-
-def check_trusted(path: str) -> None:
-    """Refuse to restore an experiment someone else could have written: Tune's restore unpickles its files
-    (tuner.pkl, parts of the experiment state), which runs code. Every file and folder of a local experiment
-    must belong to this user and must not be writable by everyone. (A URI's store cannot be checked here.)"""
-    if "://" in path:
-        return
-    root = Path(path)
-    for item in [root, *root.rglob("*")]:
-        info = item.lstat()
-        if info.st_uid != os.getuid():
-            raise CompactLMError(f"refusing to resume: {item} belongs to another user (Ray Tune's restore unpickles "
-                                 f"the files in {root}: resume only a search you wrote)")
-        if info.st_mode & 0o002 and not item.is_symlink():
-            raise CompactLMError(f"refusing to resume: {item} is writable by every user (Ray Tune's restore unpickles "
-                                 f"the files in {root}: resume only a search you wrote)")
-
-
-def _has_trials(path: str) -> bool:
-    """Whether a local experiment folder holds a trial's folder (a URI's store is not listed here)."""
-    if "://" in path:
-        return False
-    folder = Path(path)
-    return folder.is_dir() and any(item.is_dir() and item.name.startswith("trial-") for item in folder.iterdir())
-
-
-def check_experiment(storage: str, *, resume: bool, saved_experiment: str | None = None) -> None:
-    """Refuse, in one line, a resume that would silently start over (the saved experiment cannot be restored
-    from `storage`, yet trials were saved) and a new search into a storage whose experiment folder is in use."""
-    path = experiment_path(storage)
+def check_experiment(storage: str, *, resume: bool, saved_storage: str | None = None) -> None:
+    """Refuse, in one line, a resume that would silently start over (no trial was saved in `storage`, yet the
+    search's own storage holds some) and a new search into a storage that already holds a search's trials."""
+    from .search_resume import has_trials
     if resume:
-        from ray import tune
-        if tune.Tuner.can_restore(path):
-            return
-        saved = [p for p in dict.fromkeys((path, saved_experiment)) if p and _has_trials(p)]
-        if saved:
-            raise CompactLMError(f"cannot resume: Ray Tune cannot restore the experiment in {path}, but trials were "
-                                 f"saved in {saved[0]}; pass the storage the search began with (--storage), or start "
-                                 "a new search in a new folder")
+        if not has_trials(storage) and saved_storage and saved_storage != storage and has_trials(saved_storage):
+            raise CompactLMError(f"cannot resume: {storage} holds no trials of this search, but trials were saved in "
+                                 f"{saved_storage}; pass the storage the search began with (--storage), or start a "
+                                 "new search in a new folder")
         return
-    if "://" not in path and Path(path).is_dir() and any(Path(path).iterdir()):
-        raise CompactLMError(f"the storage's experiment folder {path} is not empty (another search?): choose another "
+    if "://" not in storage and has_trials(storage):
+        raise CompactLMError(f"the storage {storage} already holds a search's trials (another search?): choose another "
                              "--storage or remove it")
 
 
@@ -268,31 +238,39 @@ def trial_name(trial) -> str:
 
 
 def run_tuner(specs: list[dict], storage: str, *, scheduler: str, resume: bool) -> list[dict]:
-    """Run every trial (or restore the experiment in `storage` and finish it); returns each trial's outcome."""
+    """Run every trial (with `resume`: those the earlier attempts in `storage` left unfinished, each from its
+    newest checkpoint; the others are read back as they were) as a new attempt; returns each trial's outcome."""
     from ray import tune
+    from .search_resume import next_attempt, recover
     from .search_trial import run_trial
+    settled = []
+    if resume:
+        recovered = recover(storage, specs)
+        settled, specs = recovered.outcomes, recovered.to_run
+        if _PROGRESS["log"] is not None:
+            kinds = ["done" if o["final"] else "failed" if o["error"] else "stopped early" for o in settled]
+            counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("done", "stopped early", "failed") if k in kinds)
+            _PROGRESS["log"](f"resume: {len(settled)} trials kept from the earlier runs ({counts or 'none'}), "
+                             f"{len(specs)} to run")
+        if not specs:
+            return settled
     trainable = tune.with_resources(run_trial, {"cpu": 1})
-    path = experiment_path(storage)
-    if resume and tune.Tuner.can_restore(path):
-        check_trusted(path)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        chosen = ASHAScheduler(time_attr="budget_percent", metric=ASHA_METRIC[0], mode=ASHA_METRIC[1], max_t=100,
+                               grace_period=ASHA_GRACE_PERCENT, reduction_factor=ASHA_REDUCTION)
     else:
-        if scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-            chosen = ASHAScheduler(time_attr="budget_percent", metric=ASHA_METRIC[0], mode=ASHA_METRIC[1], max_t=100,
-                                   grace_period=ASHA_GRACE_PERCENT, reduction_factor=ASHA_REDUCTION)
-        else:
-            from ray.tune.schedulers import FIFOScheduler
-            chosen = FIFOScheduler()
-        tuner = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search(specs)},
-            # reuse_actors: the next trial runs in a finished trial's worker (a trial keeps nothing in its process),
-            # saving a process start per trial
-            tune_config=tune.TuneConfig(scheduler=chosen, num_samples=1, reuse_actors=True,
-                                        trial_dirname_creator=trial_name, trial_name_creator=trial_name),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, verbose=0, callbacks=[_progress_callback()],
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
+        from ray.tune.schedulers import FIFOScheduler
+        chosen = FIFOScheduler()
+    tuner = tune.Tuner(
+        trainable, param_space={"trial": tune.grid_search(specs)},
+        # reuse_actors: the next trial runs in a finished trial's worker (a trial keeps nothing in its process),
+        # saving a process start per trial
+        tune_config=tune.TuneConfig(scheduler=chosen, num_samples=1, reuse_actors=True,
+                                    trial_dirname_creator=trial_name, trial_name_creator=trial_name),
+        run_config=tune.RunConfig(name=next_attempt(storage), storage_path=storage, verbose=0, callbacks=[_progress_callback()],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+                                  failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
     # Ctrl-C: Tune catches SIGINT, saves the experiment, stops the trials and returns normally (its trials then
     # read as terminated, and one that never reported has no config). A partial set of trials must not make a
     # report: Tune's handler, on a SIGINT, puts back the one it found, so `_sigint` installed here tells.
@@ -301,7 +279,7 @@ def run_tuner(specs: list[dict], storage: str, *, scheduler: str, resume: bool) 
     if caught() or _interrupted(grid):
         raise Interrupted("interrupted: run the same command with --resume to continue")
     by_index = {spec["index"]: spec for spec in specs}
-    return [_outcome(result, by_index) for result in grid]
+    return settled + [_outcome(result, by_index) for result in grid]
 
 
 @contextlib.contextmanager
@@ -348,7 +326,7 @@ def _trial_index(result) -> int | None:
 
 
 @dataclass
-class _Checkpoint:
+class StoredCheckpoint:
     """A trial's last checkpoint, read without Ray's objects leaking out."""
 
     checkpoint: object
@@ -369,7 +347,7 @@ def _outcome(result, by_index: dict[int, dict]) -> dict:
     """One trial as plain data: its spec, last metrics, error, and its final record (candidates.json) if any."""
     from .search_trial import FINAL_FILE
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str, type(None)))}
-    checkpoint = _Checkpoint(result.checkpoint) if result.checkpoint is not None else None
+    checkpoint = StoredCheckpoint(result.checkpoint) if result.checkpoint is not None else None
     final = checkpoint.read_json(FINAL_FILE) if checkpoint is not None and metrics.get("final") else None
     error = None
     if result.error is not None:

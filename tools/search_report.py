@@ -21,13 +21,16 @@ def trial_rows(outcomes: list[dict]) -> list[dict]:
         spec, metrics, final = outcome["spec"], outcome["metrics"], outcome["final"]
         row = {"trial": spec["index"], "label": spec["label"], "architecture": spec["architecture"],
                "train_config": spec["train_config"],   # every setting, defaults included: they may change later
-               "steps": metrics.get("step"), "val_bpc": metrics.get("val_bpc"), "candidates": [], "best": None}
+               "steps": metrics.get("step"), "val_bpc": metrics.get("val_bpc"), "candidates": [], "best": None,
+               "cpu_s": metrics.get("cpu_s")}   # the trial's CPU seconds (a stopped trial's: at its last report)
         if final is not None:
-            row.update(status="diverged" if final.get("diverged") else "done", steps=final["steps"],
+            status = "diverged" if final.get("diverged") else "failed" if final.get("error") else "done"
+            row.update(status=status, steps=final["steps"],
                        val_bpc=final["val_bpc"], candidates=final["candidates"], best=final["best"],
-                       history=[{"step": h["step"], "val_bpc": h.get("val_bpc")} for h in final.get("history", [])])
-            if final.get("diverged"):
-                row["error"] = final["diverged"]
+                       history=[{"step": h["step"], "val_bpc": h.get("val_bpc")} for h in final.get("history", [])],
+                       cpu_s=final.get("cpu_s", metrics.get("cpu_s")), oversized=final.get("oversized", []))
+            if final.get("diverged") or final.get("error"):
+                row["error"] = final.get("diverged") or final["error"]
         elif outcome["error"] is not None:
             row.update(status="failed", error=outcome["error"])
         elif metrics.get("step") is not None:
@@ -91,8 +94,9 @@ def score_on_test(path: Path, plan, typing_chars: int) -> dict:
                 "test_typed_chars": typing.chars}
 
 
-def build_report(config, plan, outcomes: list[dict], out: Path, marker: dict) -> dict:
-    """Tables, plot and the best model's files in `out`; returns the summary for search.json."""
+def build_report(config, plan, outcomes: list[dict], out: Path, marker: dict, elapsed_s: float | None = None) -> dict:
+    """Tables, plot and the best model's files in `out`; returns the summary for search.json. `elapsed_s`: the
+    wall time of the run so far."""
     rows = trial_rows(outcomes)
     candidates = all_candidates(rows)
     best = choose_best(candidates, config.objective)
@@ -100,6 +104,7 @@ def build_report(config, plan, outcomes: list[dict], out: Path, marker: dict) ->
                                                       "max_keystroke_ms": config.max_keystroke_ms},
                "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
                "trials": rows, "front": pareto_front(candidates), "best": None, "failure": None,
+               "cpu_s": sum(r["cpu_s"] or 0.0 for r in rows), "elapsed_s": elapsed_s,
                "texts": {"validation": "validation.txt", "test": "test.txt"}}
     if best is not None:
         outcome = next(o for o in outcomes if o["spec"]["index"] == best["trial"])
@@ -135,7 +140,10 @@ def markdown(config, summary: dict) -> str:
     objective = ("keystroke savings" if config.objective == "savings" else "validation bpc")
     lines = ["# compact-lm search", "", budget,
              f"Objective: {objective}, typing the first {config.typing_chars:,} characters of the validation split "
-             f"(`validation.txt`). {len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".", ""]
+             f"(`validation.txt`). {len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; "
+             f"{summary['cpu_s'] / 60:.1f} CPU-minutes in the trials"
+             + ("" if summary.get("elapsed_s") is None else f", {summary['elapsed_s'] / 60:.1f} minutes of wall time")
+             + ".", ""]
     lines += ["## Best model", ""]
     if best is not None:
         lines += [f"`best.onnx` (and `best.npz`): trial {best['trial']} ({best['label']}), keep {best['keep']:g}, "
@@ -147,13 +155,14 @@ def markdown(config, summary: dict) -> str:
     else:
         lines += [summary["failure"], ""]
     lines += ["## Trials", "",
-              "| trial | architecture | status | steps | val bpc | best fitting candidate | bytes | savings | p50 ms |",
-              "|---:|---|---|---:|---:|---|---:|---:|---:|"]
+              "| trial | architecture | status | steps | CPU s | val bpc | best fitting candidate | bytes | savings | p50 ms |",
+              "|---:|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         status = r["status"] + (f" at {r['stopped_at_percent']:.0f} %" if r.get("stopped_at_percent") is not None else "")
         b = r["best"] or {}
         chosen = f"keep {b['keep']:g} {b['precision']}" if b else ("none fits" if r["candidates"] else "-")
-        lines.append(f"| {r['trial']} | {r['label']} | {status} | {_num(r['steps'], ',')} | {_num(r['val_bpc'], '.4f')} | "
+        lines.append(f"| {r['trial']} | {r['label']} | {status} | {_num(r['steps'], ',')} | {_num(r['cpu_s'], ',.0f')} | "
+                     f"{_num(r['val_bpc'], '.4f')} | "
                      f"{chosen} | {_num(b.get('bytes'), ',')} | {_num(b.get('savings'), '.1%')} | {_num(b.get('p50_ms'), '.3f')} |")
     lines += ["", "## Candidates", "",
               "Every trained model, pruned to each keep fraction (fine-tuned) and in each precision, measured as "
@@ -165,6 +174,11 @@ def markdown(config, summary: dict) -> str:
             lines.append(f"| {r['trial']} | {r['label']} | {c['keep']:g} | {c['precision']} | {c['hidden_sizes']} | "
                          f"{c['bytes']:,} | {c['val_bpc']:.4f} | {c['savings']:.1%} | {c['p50_ms']:.3f} | "
                          f"{c['p90_ms']:.3f} | {'yes' if c['fits'] else 'no'} |")
+    skipped = [f"trial {r['trial']} keep {o['keep']:g} {o['precision']} (at least {o['min_bytes']:,} bytes)"
+               for r in rows for o in r.get("oversized", [])]
+    if skipped:
+        lines += ["", "Not made, since their shapes alone exceed the budget (an untrained model of the same shapes, "
+                  "exported, is that large): " + ", ".join(skipped) + "."]
     lines += ["", "## Front: the best savings for each size", "",
               "| bytes | savings | val bpc | p50 ms | trial | architecture | keep | precision | fits |",
               "|---:|---:|---:|---:|---:|---|---:|---|---|"]

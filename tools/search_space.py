@@ -81,11 +81,17 @@ class SearchSpace:
         return [{"cell": c, "layers": n, "embed": e, "hidden": h, "dropout": float(d)}
                 for c, n, e, h, d in itertools.product(self.cells, self.layers, self.embed, self.hidden, self.dropout)]
 
-    def sample(self, trials: int, seed: int) -> list[dict]:
-        """`trials` distinct architectures drawn with `seed` (all of them if the space holds fewer)."""
+    def sample(self, trials: int, seed: int, accept=None) -> list[dict]:
+        """`trials` distinct architectures drawn with `seed` (all of them if the space holds fewer); with
+        `accept`, an architecture it rejects is passed over and the next one drawn instead."""
         grid = self.architectures()
-        order = np.random.default_rng(seed).permutation(len(grid))[:trials]
-        return [grid[int(i)] for i in order]
+        drawn = []
+        for i in np.random.default_rng(seed).permutation(len(grid)):
+            if len(drawn) == trials:
+                break
+            if accept is None or accept(grid[int(i)]):
+                drawn.append(grid[int(i)])
+        return drawn
 
     def to_json(self) -> dict:
         """Plain JSON fields (the format of a space file)."""

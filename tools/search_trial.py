@@ -4,8 +4,8 @@
     trainer's own files (state.npz, model.npz, history.json) -> the candidates of the best model
     (search_candidates.make_candidates) -> a last report with candidates.json and the best fitting files.
 
-A trial that Tune restores (a lost worker, or `search --resume` after the driver died) gets its latest
-checkpoint back: the trainer's files go into a fresh folder and `Trainer(..., resume=True)` continues
+A trial that Tune restores (a lost worker) gets its latest checkpoint back, and so does a trial that
+`search --resume` runs again after the driver died (its spec names an earlier attempt's checkpoint): the trainer's files go into a fresh folder and `Trainer(..., resume=True)` continues
 bit-exactly, as `compact-lm train --resume` does. Scheduler decisions (ASHA) use `budget_percent`, which only
 the evaluations before the last one carry, so a trial is never stopped after its training is paid for.
 The test split is never read here: the driver scores the chosen model on it once.
@@ -16,16 +16,18 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from compact_lm.config import TrainConfig
-from compact_lm.errors import CompactLMError, Interrupted
+from compact_lm.errors import CompactLMError, Interrupted, TrainingDiverged
 from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
 
 from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
 
 FINAL_FILE = "candidates.json"
-CHECKPOINT_FILES = (STATE_FILE, MODEL_FILE, "history.json")
+CPU_FILE = "cpu.json"   # the trial's CPU seconds so far, carried across a restore
+CHECKPOINT_FILES = (STATE_FILE, MODEL_FILE, "history.json", CPU_FILE)
 
 
 def split_texts(config: TrainConfig) -> tuple[str, str, str]:
@@ -41,10 +43,11 @@ def split_texts(config: TrainConfig) -> tuple[str, str, str]:
 class ReportingTrainer(Trainer):
     """The trainer, telling Tune each evaluation's val bpc with a checkpoint of its files; no test split."""
 
-    def __init__(self, *args, report, resumed_from: int | None = None, **kwargs):
+    def __init__(self, *args, report, resumed_from: int | None = None, cpu=lambda: 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self._report = report
         self.resumed_from = resumed_from   # the checkpoint's step this run continues from (None: from scratch)
+        self.cpu_seconds = cpu             # the trial's CPU seconds so far, restored part included
 
     def budget_percent(self) -> float:
         """How much of the training budget is spent, 0-100 (steps, or minutes)."""
@@ -124,9 +127,10 @@ def _evaluation_reporter(spec: dict):
 
     def report(trainer: ReportingTrainer, row: dict) -> None:
         metrics = {"val_bpc": row["val_bpc"], "train_bpc": row["train_bpc"], "step": trainer.step,
-                   "resumed_from": trainer.resumed_from}
+                   "resumed_from": trainer.resumed_from, "cpu_s": trainer.cpu_seconds()}
         if not trainer.done():
             metrics["budget_percent"] = trainer.budget_percent()
+        _write_cpu(trainer.out_dir, metrics["cpu_s"])
         files = {name: trainer.out_dir / name for name in CHECKPOINT_FILES if (trainer.out_dir / name).exists()}
         _report(metrics, files)
         if crash_after is not None and trainer.resumed_from is None and trainer.step >= crash_after:
@@ -134,10 +138,26 @@ def _evaluation_reporter(spec: dict):
     return report
 
 
-def _restore(run: Path) -> tuple[int | None, dict | None]:
-    """Tune's latest checkpoint of this trial into `run`: (step it holds, its final record if training was done)."""
+def _write_cpu(run: Path, seconds: float) -> None:
+    (run / CPU_FILE).write_text(json.dumps({"cpu_s": seconds}), encoding="ascii")
+
+
+def _read_cpu(run: Path) -> float:
+    """CPU seconds a restored checkpoint had spent (0 without the file)."""
+    try:
+        return float(json.loads((run / CPU_FILE).read_text(encoding="ascii"))["cpu_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _restore(run: Path, restore_from: str | None = None) -> tuple[int | None, dict | None]:
+    """This trial's latest checkpoint into `run`: Tune's (a lost worker's trial, restarted in this attempt), else
+    `restore_from` (an earlier attempt's, for `search --resume`). Returns (step it holds, its final record if
+    training was done)."""
     from ray import tune
     checkpoint = tune.get_checkpoint()
+    if checkpoint is None and restore_from:
+        checkpoint = tune.Checkpoint(restore_from)
     if checkpoint is None:
         return None, None
     try:
@@ -168,25 +188,31 @@ def run_trial(params: dict) -> None:
     config = TrainConfig.from_json(spec["train_config"])
     budget = Budget(spec["max_bytes"], spec["max_keystroke_ms"])
     remove_stale_folders()
+    began = time.process_time()   # this worker's CPU: training, evaluations, candidates, Tune's reporting
     with threadpool_limits(limits=1), _work_folder("compact-lm-trial-") as work:
         run = Path(work) / "run"
-        resumed_from, final = _restore(run)
+        resumed_from, final = _restore(run, spec.get("restore_from"))
         if final is None:
-            final = _train_and_measure(spec, config, budget, run, resumed_from)
+            spent = _read_cpu(run)
+            final = _train_and_measure(spec, config, budget, run, resumed_from,
+                                       cpu=lambda: spent + time.process_time() - began)
         files = {FINAL_FILE: run / FINAL_FILE}
         if final.get("best"):
             stem = candidate_stem(final["best"]["keep"], final["best"]["precision"])
             files.update({f"{stem}{suffix}": run / f"{stem}{suffix}" for suffix in (".npz", ".onnx")})
         best = final.get("best") or {}
         _report({"val_bpc": final["val_bpc"], "step": final["steps"], "final": 1, "fits": final["fits"],
+                 "cpu_s": final.get("cpu_s"), "diverged": 1 if final.get("diverged") else 0, "error": final.get("error"),
                  "best_bytes": best.get("bytes"), "best_savings": best.get("savings"), "best_p50_ms": best.get("p50_ms"),
                  "resumed_from": resumed_from}, files)
 
 
-def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Path, resumed_from: int | None) -> dict:
-    """Train (or continue), then make and measure the candidates; writes candidates.json in `run`."""
+def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Path, resumed_from: int | None,
+                       cpu=lambda: 0.0) -> dict:
+    """Train (or continue), then make and measure the candidates; writes candidates.json in `run`.
+    `cpu()`: the trial's CPU seconds so far."""
     trainer = ReportingTrainer(config, run, resume=resumed_from is not None, progress=False, log=lambda _: None,
-                               report=_evaluation_reporter(spec), resumed_from=resumed_from)
+                               report=_evaluation_reporter(spec), resumed_from=resumed_from, cpu=cpu)
     if trainer.corpus.digest != spec["corpus_sha256"]:
         raise CompactLMError("the corpus read on this node differs from the driver's (give every node the same files)")
     final = {"trial": spec["index"], "architecture": spec["architecture"], "train_config": config.to_json()}
@@ -194,20 +220,23 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
         model = trainer.run().model
     except Interrupted:
         raise
-    except CompactLMError as error:   # diverged (or another finding about this trial), not a lost worker: no retry
-        return _failed(run, final, trainer.step, error)
+    except TrainingDiverged as error:   # a finding about this trial, not a lost worker: no retry
+        return _failed(run, final, trainer.step, error, cpu(), kind="diverged")
+    except CompactLMError as error:   # another finding of compact-lm's about this trial: recorded, not retried
+        return _failed(run, final, trainer.step, error, cpu())
     val_bpc = model.info["metrics"]["val"]["bpc"]
     folder = run / "candidates"
     folder.mkdir(exist_ok=True)
     try:
-        rows = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
-                               finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
-                               train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
-                               val_text=split_texts(config)[1], typing_chars=spec["typing_chars"], folder=folder)
+        rows, skipped = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
+                                        finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
+                                        train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
+                                        val_text=split_texts(config)[1], typing_chars=spec["typing_chars"],
+                                        folder=folder, max_bytes=spec["max_bytes"])
     except Interrupted:
         raise
     except CompactLMError as error:   # the same on any worker: recorded, not retried
-        return _failed(run, final, trainer.step, error)
+        return _failed(run, final, trainer.step, error, cpu())
     for row in rows:
         row["fits"] = budget.fits(row)
     fitting = sorted((r for r in rows if r["fits"]), key=lambda r: rank_key(r, spec["objective"]))
@@ -217,16 +246,16 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
         for suffix in (".npz", ".onnx"):
             shutil.copyfile(folder / f"{stem}{suffix}", run / f"{stem}{suffix}")
     final.update(steps=trainer.step, val_bpc=val_bpc, history=trainer.history, candidates=rows,
-                 fits=len(fitting), best=best)
+                 oversized=skipped, fits=len(fitting), best=best, cpu_s=cpu())
     _write_final(run, final)
     return final
 
 
-def _failed(run: Path, final: dict, step: int, error: CompactLMError) -> dict:
-    """A trial that ended in a CompactLMError (diverged, or its candidates could not be made): recorded in its
-    final record like a diverged trial (val_bpc None), so Tune does not retry it."""
-    final.update(steps=step, val_bpc=None, diverged=" ".join(str(error).split())[:300], candidates=[], fits=0,
-                 best=None)
+def _failed(run: Path, final: dict, step: int, error: CompactLMError, cpu_s: float, kind: str = "error") -> dict:
+    """A trial that ended in a CompactLMError (`kind` "diverged", or "error": its candidates could not be made,
+    ...): a final record without a model (val_bpc None) and the reason under `kind`, so Tune does not retry it."""
+    final.update(steps=step, val_bpc=None, candidates=[], fits=0, best=None, cpu_s=cpu_s)
+    final[kind] = " ".join(str(error).split())[:300]
     _write_final(run, final)
     return final
 
