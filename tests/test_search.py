@@ -158,13 +158,14 @@ def test_the_config_is_saved_and_the_byte_estimate_is_a_close_lower_bound(local_
 
 def test_a_candidate_whose_shapes_exceed_the_budget_is_not_made(tiny_model_path, tmp_path):
     from compact_lm.tools.search_candidates import make_candidates
+    from compact_lm.tools.search_estimate import oversized
     model = open_model(tiny_model_path)
     config = TrainConfig.from_json(model.info["train_config"])
     half, whole = (lower_bound_bytes(config, model.vocab, keep, "int8") for keep in (0.5, 1.0))
     ids = model.vocab.encode("the cat sat on the mat. " * 20)
     rows, skipped = make_candidates(model, keeps=[1.0, 0.5], precisions=["int8"], finetune_steps=2, train_ids=ids,
                                     val_ids=ids, val_text="the cat sat on the mat. " * 4, typing_chars=60,
-                                    folder=tmp_path, max_bytes=(half + whole) // 2)
+                                    folder=tmp_path, too_big=oversized(model, [1.0, 0.5], ["int8"], (half + whole) // 2))
     assert [(r["keep"], r["precision"]) for r in rows] == [(0.5, "int8")] and rows[0]["bytes"] <= (half + whole) // 2
     assert skipped == [{"keep": 1.0, "precision": "int8", "min_bytes": whole}]
     assert not (tmp_path / "keep1-int8.onnx").exists()

@@ -95,28 +95,17 @@ def _corpus_names(value):
     return value
 
 
-def oversized(model, keeps, precisions, max_bytes: int | None) -> dict[tuple[float, str], int]:
-    """{(keep, precision): lower bound of its file's bytes} of the candidates that cannot fit `max_bytes`: the
-    bound is an untrained model of the same shapes, exported (search_estimate), so they need not be made."""
-    from compact_lm.config import TrainConfig
-    from .search_estimate import lower_bound_bytes
-    if max_bytes is None:
-        return {}
-    config = TrainConfig.from_json(model.info["train_config"])
-    bounds = {(float(k), p): lower_bound_bytes(config, model.vocab, k, p) for k in keeps for p in precisions}
-    return {key: size for key, size in bounds.items() if size > max_bytes}
-
-
 def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids, val_ids, val_text: str,
-                    typing_chars: int, folder: Path, log=None, max_bytes: int | None = None) -> tuple[list[dict], list[dict]]:
+                    typing_chars: int, folder: Path, log=None,
+                    too_big: dict[tuple[float, str], int] | None = None) -> tuple[list[dict], list[dict]]:
     """Prune, quantize and export `model` for every keep x precision into `folder`; one measured row each.
-    With `max_bytes`, a candidate whose shapes alone exceed it is not made (no fine-tuning, no measuring): it is
-    returned in the second list, with the lower bound of its bytes."""
+    A candidate in `too_big` ({(keep, precision): lower bound of its bytes}, search_estimate.oversized) is not
+    made (no fine-tuning, no measuring): it is returned in the second list, with that bound."""
     from compact_lm.export import export_model
     from .prune import CALIBRATION_CHARS, finetune_config, prune_model, target_sizes
     from .quantize import quantize_model
     rows = []
-    too_big = oversized(model, keeps, precisions, max_bytes)
+    too_big = too_big or {}
     skipped = [{"keep": k, "precision": p, "min_bytes": size} for (k, p), size in too_big.items()]
     unpruned_bpc = model.evaluate_ids(val_ids).bpc
     for keep in keeps:

@@ -25,15 +25,25 @@ def lower_bound_bytes(train_config: TrainConfig, vocab, keep: float, precision: 
     from compact_lm.network import init_params
     from .prune import target_sizes
     from .quantize import quantize_model
+    from .search_candidates import deterministic_info
     shape = train_config.model_config(vocab.size)
     shape = dataclasses.replace(shape, hidden_sizes=target_sizes(shape.hidden_sizes, keep=keep))
-    from .search_candidates import deterministic_info
     # the metadata a shipped candidate carries at least: its train_config with the corpus as file names
     model = Model(shape, vocab, init_params(shape, np.random.default_rng(0), np.float32),
                   deterministic_info({"steps": 0, "train_config": train_config.to_json()}))
     if precision == "int8":
         model = quantize_model(model)
     return len(build_model(model).SerializeToString())
+
+
+def oversized(model, keeps, precisions, max_bytes: int | None) -> dict[tuple[float, str], int]:
+    """{(keep, precision): lower bound of its file's bytes} of the candidates that cannot fit `max_bytes`: the
+    bound is an untrained model of the same shapes, exported, so they need not be made."""
+    if max_bytes is None:
+        return {}
+    config = TrainConfig.from_json(model.info["train_config"])
+    bounds = {(float(k), p): lower_bound_bytes(config, model.vocab, k, p) for k in keeps for p in precisions}
+    return {key: size for key, size in bounds.items() if size > max_bytes}
 
 
 def can_fit(config, train_config: TrainConfig, vocab) -> bool:

@@ -7,14 +7,12 @@ Ray is imported here only inside functions, so nothing else in compact-lm needs 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from compact_lm.errors import CompactLMError, Interrupted, SettingError
@@ -325,26 +323,9 @@ def _trial_index(result) -> int | None:
     return None
 
 
-@dataclass
-class StoredCheckpoint:
-    """A trial's last checkpoint, read without Ray's objects leaking out."""
-
-    checkpoint: object
-
-    def read_json(self, name: str) -> dict | None:
-        with self.checkpoint.as_directory() as folder:
-            path = Path(folder) / name
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-    def copy(self, name: str, destination: Path) -> None:
-        from compact_lm.fileio import atomic_write
-        with self.checkpoint.as_directory() as folder:
-            data = (Path(folder) / name).read_bytes()
-        atomic_write(destination, lambda f: f.write(data))
-
-
 def _outcome(result, by_index: dict[int, dict]) -> dict:
     """One trial as plain data: its spec, last metrics, error, and its final record (candidates.json) if any."""
+    from .search_resume import StoredCheckpoint
     from .search_trial import FINAL_FILE
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str, type(None)))}
     checkpoint = StoredCheckpoint(result.checkpoint) if result.checkpoint is not None else None

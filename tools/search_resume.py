@@ -155,6 +155,24 @@ def _error_line(storage: Storage, folder: str) -> str:
 
 
 @dataclass
+class StoredCheckpoint:
+    """A trial's last checkpoint, read without Ray's objects leaking out."""
+
+    checkpoint: object
+
+    def read_json(self, name: str) -> dict | None:
+        with self.checkpoint.as_directory() as folder:
+            path = Path(folder) / name
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def copy(self, name: str, destination: Path) -> None:
+        from compact_lm.fileio import atomic_write
+        with self.checkpoint.as_directory() as folder:
+            data = (Path(folder) / name).read_bytes()
+        atomic_write(destination, lambda f: f.write(data))
+
+
+@dataclass
 class Recovered:
     """What the earlier attempts settled, and what the new attempt must run."""
 
@@ -165,7 +183,6 @@ class Recovered:
 def recover(storage_uri: str, specs: list[dict]) -> Recovered:
     """Look every planned trial up in the attempts of `storage_uri` (see the module's docstring)."""
     from ray import tune
-    from .search_ray import StoredCheckpoint
     from .search_trial import FINAL_FILE
     storage = Storage(storage_uri)
     names = attempts(storage)

@@ -24,6 +24,7 @@ from compact_lm.errors import CompactLMError, Interrupted, TrainingDiverged
 from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
 
 from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
+from .search_estimate import oversized
 
 FINAL_FILE = "candidates.json"
 CPU_FILE = "cpu.json"   # the trial's CPU seconds so far, carried across a restore
@@ -232,7 +233,8 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
                                         finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
                                         train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
                                         val_text=split_texts(config)[1], typing_chars=spec["typing_chars"],
-                                        folder=folder, max_bytes=spec["max_bytes"])
+                                        folder=folder,
+                                        too_big=oversized(model, spec["keeps"], spec["precisions"], spec["max_bytes"]))
     except Interrupted:
         raise
     except CompactLMError as error:   # the same on any worker: recorded, not retried
