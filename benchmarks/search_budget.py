@@ -1,6 +1,6 @@
 """Search against hand work, and ASHA against the full search, for one byte budget and CPU time.
 
-    python benchmarks/search_budget.py --baseline SWEEP/keep0.5-int8.onnx --baseline-cpu-minutes 17.3
+    python benchmarks/search_budget.py --baseline SWEEP/keep0.5-int8.onnx --baseline-cpu-minutes 15.0
 
 Runs `compact-lm search` on tinyshakespeare with `--max-bytes` (default 120,000) twice on a local Ray with
 `--cpus` workers: with ASHA (the default scheduler) and with `--scheduler none` (every trial trains its whole

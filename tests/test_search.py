@@ -437,7 +437,11 @@ def test_a_resume_reads_the_attempts_files_and_never_unpickles(tmp_path):
     storage = tmp_path / "ray"
     first = storage / "search"
     trainer_files = {"state.npz": _npz_bytes(), "model.npz": _npz_bytes(), "history.json": b"[]"}
-    final = {"trial": 1, "steps": 30, "val_bpc": 2.5, "candidates": [], "fits": 0, "best": None}
+    final = {"trial": 1, "architecture": {"cell": "gru"}, "steps": 30, "val_bpc": 2.5, "candidates": [], "fits": 0,
+             "best": None}
+    # trial 6 finished, but the kill cut its last checkpoint short: the chosen files are missing
+    cut = {**final, "trial": 6, "best": {"keep": 1.0, "precision": "int8", "bytes": 100}}
+    cut_short = _trial_folder(first, 6, {1: trainer_files, 2: {"candidates.json": json.dumps(cut).encode()}})
     _trial_folder(first, 1, {3: {"candidates.json": json.dumps(final).encode()}, 2: trainer_files},
                   results=({"step": 30, "final": 1},))
     _trial_folder(first, 2, {1: trainer_files}, results=({"step": 10, "budget_percent": 33.3, "val_bpc": 3.1},))
@@ -453,15 +457,17 @@ def test_a_resume_reads_the_attempts_files_and_never_unpickles(tmp_path):
                                          "storage": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(Alarm()).hex()}}), "{}"]
                             for i, status in ((1, "TERMINATED"), (2, "TERMINATED"), (3, "ERROR"), (4, "RUNNING"))]}
     (first / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
-    specs = [{"index": i, "label": f"t{i}"} for i in (1, 2, 3, 4, 5)]
+    specs = [{"index": i, "label": f"t{i}", "architecture": {"cell": "gru"}} for i in (1, 2, 3, 4, 5, 6)]
     recovered = recover(str(storage), specs)
     kept = {o["spec"]["index"]: o for o in recovered.outcomes}
     assert kept[1]["final"] == final and kept[1]["error"] is None
     assert kept[2]["final"] is None and kept[2]["metrics"]["budget_percent"] == 33.3 and kept[2]["error"] is None
     assert kept[3]["error"] == "ValueError: lost"
     assert [(s["index"], s["restore_from"]) for s in recovered.to_run] == [
-        (4, str(unfinished / "checkpoint_000001")), (5, None)]
+        (4, str(unfinished / "checkpoint_000001")), (5, None), (6, str(cut_short / "checkpoint_000001"))]
     assert next_attempt(str(storage)) == "search-2"
+    (storage / "search-3").mkdir()
+    assert next_attempt(str(storage)) == "search-4"   # after the newest, whatever is missing between
     assert not (tmp_path / "unpickled").exists()
 
 

@@ -29,7 +29,7 @@ from .search_space import SearchSpace, describe
 
 MARKER = "search.json"
 MARKER_FORMAT = "compact-lm-search"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: architectures that cannot fit are passed over in the draw; resume reads attempts
 DEFAULT_MINUTES = 5.0
 SCHEDULERS = ("asha", "none")
 TEXT_FILES = ("validation.txt", "test.txt")
@@ -270,13 +270,17 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
     default_storage = storage is None
     storage = storage or str(out / "ray")
     plan = plan_trials(config, crash_after=_crash_after)
+    labels = [spec["label"] for spec in plan.specs]
+    if resume and saved.get("trials_planned") not in (None, labels):
+        raise CompactLMError("the trials drawn now differ from those the search began with (another compact-lm "
+                             "version?): finish it with that version, or start a new search")
     if resume and plan.corpus.digest != saved.get("corpus_sha256"):
         raise CompactLMError("the corpus differs from the one the search began on")
     check_experiment(storage, resume=resume, saved_storage=saved.get("storage") if resume else None)
     with ray_session(address, cpus, DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout) as cluster_cpus:
         out.mkdir(parents=True, exist_ok=True)
         marker = {"format": MARKER_FORMAT, "version": FORMAT_VERSION, "status": "running", "config": config.to_json(),
-                  "storage": storage, "storage_default": default_storage,
+                  "storage": storage, "storage_default": default_storage, "trials_planned": labels,
                   "corpus_sha256": plan.corpus.digest}
         write_json(out / MARKER, marker)
         for name, text in zip(TEXT_FILES, plan.texts[1:]):
@@ -296,7 +300,6 @@ def search(config: SearchConfig | None, out_dir: str | Path, *, resume: bool = F
         finally:
             configure_progress(None, 0)
         summary = build_report(config, plan, outcomes, out, marker, elapsed_s=time.perf_counter() - began)
-    summary["elapsed_s"] = time.perf_counter() - began
     write_json(out / MARKER, summary)
     if summary["best"] is None:
         raise CompactLMError(summary["failure"])

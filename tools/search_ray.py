@@ -19,9 +19,8 @@ from compact_lm.errors import CompactLMError, Interrupted, SettingError
 
 INSTALL_HINT = 'pip install "compact-lm[search]"'
 MAX_FAILURES = 3                    # a lost worker's trial restarts from its checkpoint this many times
-# per trial; older ones are deleted. Tune then saves the experiment's state whenever a trial has checkpointed
-# this many times since the last save (besides every 10 s or so), so the saved state never names a deleted
-# checkpoint; with 1 it would save after every checkpoint of every trial, too often for a large cluster
+# checkpoints kept per trial (older ones are deleted): a kill can cut the newest short, and a resume then
+# continues from the one before it (search_resume)
 CHECKPOINTS_KEPT = 2
 ASHA_GRACE_PERCENT = 25             # ASHA compares trials at 25 % and 50 % of their training budget...
 ASHA_REDUCTION = 2                  # ...and stops those worse than the median at that point
@@ -225,7 +224,7 @@ def check_experiment(storage: str, *, resume: bool, saved_storage: str | None = 
                                  f"{saved_storage}; pass the storage the search began with (--storage), or start a "
                                  "new search in a new folder")
         return
-    if "://" not in storage and has_trials(storage):
+    if has_trials(storage):
         raise CompactLMError(f"the storage {storage} already holds a search's trials (another search?): choose another "
                              "--storage or remove it")
 
@@ -246,8 +245,11 @@ def run_tuner(specs: list[dict], storage: str, *, scheduler: str, resume: bool) 
         recovered = recover(storage, specs)
         settled, specs = recovered.outcomes, recovered.to_run
         if _PROGRESS["log"] is not None:
-            kinds = ["done" if o["final"] else "failed" if o["error"] else "stopped early" for o in settled]
-            counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("done", "stopped early", "failed") if k in kinds)
+            kinds = ["diverged" if (o["final"] or {}).get("diverged") else
+                     "failed" if o["error"] or (o["final"] or {}).get("error") else
+                     "done" if o["final"] else "stopped early" for o in settled]
+            counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("done", "stopped early", "diverged", "failed")
+                               if k in kinds)
             _PROGRESS["log"](f"resume: {len(settled)} trials kept from the earlier runs ({counts or 'none'}), "
                              f"{len(specs)} to run")
         if not specs:

@@ -142,7 +142,7 @@ def markdown(config, summary: dict) -> str:
              f"Objective: {objective}, typing the first {config.typing_chars:,} characters of the validation split "
              f"(`validation.txt`). {len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; "
              f"{summary['cpu_s'] / 60:.1f} CPU-minutes in the trials"
-             + ("" if summary.get("elapsed_s") is None else f", {summary['elapsed_s'] / 60:.1f} minutes of wall time")
+             + ("" if summary.get("elapsed_s") is None else f", {summary['elapsed_s'] / 60:.1f} minutes of wall time in this run")
              + ".", ""]
     lines += ["## Best model", ""]
     if best is not None:

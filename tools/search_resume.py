@@ -85,7 +85,10 @@ def attempts(storage: Storage) -> list[str]:
 def next_attempt(storage_uri: str) -> str:
     """The experiment name of a new attempt in this storage."""
     done = attempts(Storage(storage_uri))
-    return EXPERIMENT if not done else f"{EXPERIMENT}-{len(done) + 1}"
+    if not done:
+        return EXPERIMENT
+    last = done[-1]
+    return f"{EXPERIMENT}-{1 + (1 if last == EXPERIMENT else int(last[len(EXPERIMENT) + 1:]))}"
 
 
 def has_trials(storage_uri: str) -> bool:
@@ -114,13 +117,25 @@ def _statuses(storage: Storage, attempt: str) -> dict[str, str]:
         return {}   # a format this reader does not know: every unfinished trial runs again from its checkpoint
 
 
-def _complete(storage: Storage, path: str, names: list[str]) -> bool:
-    """Whether a checkpoint folder holds every file a resume needs, each readable (local .npz: zip CRCs)."""
+def _complete(storage: Storage, path: str, names: list[str], spec: dict) -> bool:
+    """Whether a checkpoint folder holds every file a resume needs, each readable (.npz: zip CRCs; the best
+    candidate's .onnx: the bytes it was measured at), and was made by this trial (its architecture)."""
+    from .search_candidates import candidate_stem
     from .search_trial import CHECKPOINT_FILES, FINAL_FILE
     needed = [FINAL_FILE] if FINAL_FILE in names else [n for n in CHECKPOINT_FILES[:3]]
-    if not all(n in names for n in needed):
-        return False
     try:
+        if FINAL_FILE in names:
+            final = json.loads(storage.read(f"{path}/{FINAL_FILE}"))
+            if final.get("architecture") != spec.get("architecture"):
+                return False
+            best = final.get("best")
+            if best:
+                stem = candidate_stem(best["keep"], best["precision"])
+                needed += [f"{stem}.npz", f"{stem}.onnx"]
+                if f"{stem}.onnx" in names and len(storage.read(f"{path}/{stem}.onnx")) != best["bytes"]:
+                    return False
+        if not all(n in names for n in needed):
+            return False
         for name in needed:
             data = storage.read(f"{path}/{name}")
             if name.endswith(".json"):
@@ -130,7 +145,7 @@ def _complete(storage: Storage, path: str, names: list[str]) -> bool:
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
                     if archive.testzip() is not None:
                         return False
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return False
     return True
 
@@ -200,7 +215,7 @@ def recover(storage_uri: str, specs: list[dict]) -> Recovered:
                 for name in checkpoints:
                     path = f"{folder}/{name}"
                     files = storage.files(path)
-                    if _complete(storage, path, files):
+                    if _complete(storage, path, files, spec):
                         newest = (path, folder)
                         final_at = path if FINAL_FILE in files else None
                         break

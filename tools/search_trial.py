@@ -212,19 +212,21 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
                        cpu=lambda: 0.0) -> dict:
     """Train (or continue), then make and measure the candidates; writes candidates.json in `run`.
     `cpu()`: the trial's CPU seconds so far."""
-    trainer = ReportingTrainer(config, run, resume=resumed_from is not None, progress=False, log=lambda _: None,
-                               report=_evaluation_reporter(spec), resumed_from=resumed_from, cpu=cpu)
-    if trainer.corpus.digest != spec["corpus_sha256"]:
-        raise CompactLMError("the corpus read on this node differs from the driver's (give every node the same files)")
     final = {"trial": spec["index"], "architecture": spec["architecture"], "train_config": config.to_json()}
+    trainer = None
     try:
+        trainer = ReportingTrainer(config, run, resume=resumed_from is not None, progress=False, log=lambda _: None,
+                                   report=_evaluation_reporter(spec), resumed_from=resumed_from, cpu=cpu)
+        if trainer.corpus.digest != spec["corpus_sha256"]:
+            raise CompactLMError("the corpus read on this node differs from the driver's (give every node the same "
+                                 "files)")
         model = trainer.run().model
     except Interrupted:
         raise
     except TrainingDiverged as error:   # a finding about this trial, not a lost worker: no retry
         return _failed(run, final, trainer.step, error, cpu(), kind="diverged")
     except CompactLMError as error:   # another finding of compact-lm's about this trial: recorded, not retried
-        return _failed(run, final, trainer.step, error, cpu())
+        return _failed(run, final, trainer.step if trainer else (resumed_from or 0), error, cpu())
     val_bpc = model.info["metrics"]["val"]["bpc"]
     folder = run / "candidates"
     folder.mkdir(exist_ok=True)
@@ -256,6 +258,7 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
 def _failed(run: Path, final: dict, step: int, error: CompactLMError, cpu_s: float, kind: str = "error") -> dict:
     """A trial that ended in a CompactLMError (`kind` "diverged", or "error": its candidates could not be made,
     ...): a final record without a model (val_bpc None) and the reason under `kind`, so Tune does not retry it."""
+    run.mkdir(parents=True, exist_ok=True)
     final.update(steps=step, val_bpc=None, candidates=[], fits=0, best=None, cpu_s=cpu_s)
     final[kind] = " ".join(str(error).split())[:300]
     _write_final(run, final)
