@@ -51,6 +51,7 @@ DEFAULT_SHARE = 0.25        # of the probability, for the dictionary's words whe
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_CLOCK = 2 ** 53         # clock and uses are whole numbers JavaScript holds exactly
 _REBASE = 600.0             # keys are kept below exp's range by shifting them all when one passes this
+_CANCELLED = 1e-6           # a ranking's total that loses more than this share to a subtraction is summed again
 _KEPT_RANKINGS = 1 << 14    # prefixes whose ranking is kept (all are dropped when there are more)
 
 
@@ -244,7 +245,7 @@ class UserWords:
             order = ranked[0]
             if old_key is not None:
                 del order[bisect.bisect_left(order, (-old_key, word))]
-                ranked[1] = max(ranked[1] - math.exp(old_key), 0.0)
+                _subtract(ranked, math.exp(old_key))
             bisect.insort(order, (-key, word))
             ranked[1] += math.exp(key)
 
@@ -254,7 +255,7 @@ class UserWords:
             ranked = self._ranked.get(word[:length])
             if ranked is not None:
                 del ranked[0][bisect.bisect_left(ranked[0], (-key, word))]
-                ranked[1] = max(ranked[1] - math.exp(key), 0.0)
+                _subtract(ranked, math.exp(key))
         del self._entries[word]
         del self._sorted[bisect.bisect_left(self._sorted, word)]
 
@@ -294,6 +295,19 @@ class UserWords:
         """W_prefix: the weight now of all the words that start with `prefix`."""
         with self._lock:
             return self._ranking(prefix)[1] * math.exp(self._base - self.clock * self._rate)
+
+
+def _subtract(ranked: list, amount: float) -> None:
+    """ranked's total minus a removed word's exp(key). When nearly all of the sum goes (the dominant word left),
+    the difference would be mostly rounding error (even negative): the total is summed again from the order,
+    left to right as compact_lm.js does."""
+    before = ranked[1]
+    after = before - amount
+    if after < before * _CANCELLED:
+        after = 0.0
+        for negative_key, _ in ranked[0]:
+            after += math.exp(-negative_key)
+    ranked[1] = after
 
 
 def _encodable(word: str) -> bool:

@@ -3,7 +3,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from compact_lm.autocomplete import Autocompleter
@@ -77,6 +77,9 @@ def test_forget_and_clear():
 
 
 @settings(max_examples=80, deadline=None)
+# found by Hypothesis: forgetting the dominant word left a ranking's total as rounding error (or 0)
+@example(0.05, [("learn", "abc"), ("learn", "ab"), ("learn", "ab"), ("learn", "ab"), ("look", "ab"), ("forget", "ab")])
+@example(0.05, [("learn", "abd"), ("learn", "ab"), ("learn", "abc"), ("forget", "ab"), ("look", "ab"), ("unlearn", "ab")])
 @given(st.sampled_from([3.0, 0.05]),   # 0.05: a key passes the rebase threshold within ~45 learned words
        st.lists(st.tuples(st.sampled_from(["learn", "learn", "learn", "unlearn", "forget", "look", "clear"]),
                           st.sampled_from(["ab", "abc", "abd", "b\u00e9", "bb", "abcd"])), max_size=120))

@@ -640,6 +640,7 @@ export const LEARNED_UNDO = 64;            // per session: the last learned word
 const MAX_CLOCK = 2 ** 53;
 const REBASE = 600;
 const KEPT_RANKINGS = 1 << 14;
+const CANCELLED = 1e-6;   // a ranking's total that loses more than this share to a subtraction is summed again
 
 function codePoints(text) {
   let n = 0;
@@ -650,6 +651,18 @@ function codePoints(text) {
 const isWhole = (value) => typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= MAX_CLOCK;
 /** Ranking order: most weight first (smaller -key), then code point order; as Python's (-key, word) tuples. */
 const byRank = (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : compareCodePoints(a[1], b[1]));
+
+// ranked's total minus a removed word's exp(key); when nearly all of the sum goes, the difference would be
+// mostly rounding error (even negative), so it is summed again from the order, left to right as Python
+function subtract(ranked, amount) {
+  const before = ranked.total;
+  let after = before - amount;
+  if (after < before * CANCELLED) {
+    after = 0;
+    for (const [negativeKey] of ranked.order) after += Math.exp(-negativeKey);
+  }
+  ranked.total = after;
+}
 
 function lowerBound(array, value, compare) {
   let lo = 0, hi = array.length;
@@ -846,7 +859,7 @@ export class UserWords {
       if (ranked === undefined) continue;
       if (oldKey !== null) {
         ranked.order.splice(lowerBound(ranked.order, [-oldKey, word], byRank), 1);
-        ranked.total = Math.max(ranked.total - Math.exp(oldKey), 0);
+        subtract(ranked, Math.exp(oldKey));
       }
       ranked.order.splice(lowerBound(ranked.order, [-key, word], byRank), 0, [-key, word]);
       ranked.total += Math.exp(key);
@@ -859,7 +872,7 @@ export class UserWords {
       const ranked = this._ranked.get(prefix);
       if (ranked === undefined) continue;
       ranked.order.splice(lowerBound(ranked.order, [-key, word], byRank), 1);
-      ranked.total = Math.max(ranked.total - Math.exp(key), 0);
+      subtract(ranked, Math.exp(key));
     }
     this._entries.delete(word);
     this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 1);
