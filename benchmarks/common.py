@@ -36,3 +36,28 @@ def machine_cpu_seconds() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def run_search(argv: list[str], out: Path) -> dict:
+    """`compact-lm search ... --out OUT` in a fresh process (a fresh local Ray): its wall time, the machine's
+    busy CPU seconds meanwhile, and its search.json."""
+    import json
+    import subprocess
+    import sys
+    import time
+    began, busy = time.perf_counter(), machine_cpu_seconds()
+    subprocess.run([sys.executable, "-m", "compact_lm", "search", *argv, "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    measured = {"wall_s": time.perf_counter() - began, "machine_cpu_s": machine_cpu_seconds() - busy}
+    return {**measured, "summary": json.loads((out / "search.json").read_text(encoding="utf-8"))}
+
+
+def runs_folder(out: str | None, prefix: str, space: dict) -> tuple[Path, Path]:
+    """The folder for a benchmark's searches (`out`, or a new temporary one) and the space file written in it."""
+    import json
+    import tempfile
+    root = Path(out or tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    space_file = root / "space.json"
+    space_file.write_text(json.dumps(space), encoding="utf-8")
+    return root, space_file

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-from common import blas_description, corpus, machine_cpu_seconds
+from common import blas_description, corpus, run_search, runs_folder
 
 # a space sized to the budget: 1-layer int8 files whose hidden sizes fit 120 KB unpruned (LSTM H144 does not: the
 # search passes it over), so no CPU goes to fine-tuning pruned copies; batch 32, since in short budgets more
@@ -30,20 +26,17 @@ SPACE = {"cells": ["gru", "lstm"], "layers": [1], "embed": [64], "hidden": [112,
          "dropout": [0.0, 0.1], "keeps": [1.0], "precisions": ["int8"], "fixed": {"batch": 32}}
 
 
-def run_search(args, space_file: Path, out: Path, scheduler: str) -> dict:
+def budget_run(args, space_file: Path, out: Path, scheduler: str) -> dict:
     """One search in a fresh process: its wall time and search.json (a finished run in `out` is read instead)."""
     if (out / "search.json").exists() and (out / "wall.json").exists():
         return {**json.loads((out / "wall.json").read_text()),
                 "summary": json.loads((out / "search.json").read_text(encoding="utf-8"))}
-    command = [sys.executable, "-m", "compact_lm", "search", "--corpus", str(corpus("tinyshakespeare.txt")),
-               "--space", str(space_file), "--max-bytes", str(args.max_bytes), "--trials", str(args.trials),
-               "--minutes-per-trial", str(args.minutes_per_trial), "--typing-chars", str(args.typing_chars),
-               "--scheduler", scheduler, "--cpus", str(args.cpus), "--seed", str(args.seed), "--out", str(out)]
-    began, busy = time.perf_counter(), machine_cpu_seconds()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    measured = {"wall_s": time.perf_counter() - began, "machine_cpu_s": machine_cpu_seconds() - busy}
-    (out / "wall.json").write_text(json.dumps(measured))
-    return {**measured, "summary": json.loads((out / "search.json").read_text(encoding="utf-8"))}
+    run = run_search(["--corpus", str(corpus("tinyshakespeare.txt")), "--space", str(space_file),
+                      "--max-bytes", str(args.max_bytes), "--trials", str(args.trials),
+                      "--minutes-per-trial", str(args.minutes_per_trial), "--typing-chars", str(args.typing_chars),
+                      "--scheduler", scheduler, "--cpus", str(args.cpus), "--seed", str(args.seed)], out)
+    (out / "wall.json").write_text(json.dumps({k: run[k] for k in ("wall_s", "machine_cpu_s")}))
+    return run
 
 
 def savings(path: Path, text: str) -> float:
@@ -81,14 +74,11 @@ def main() -> None:
     parser.add_argument("--out", help="folder for the runs (default: a temporary one; a run finished there is "
                                       "read, not run again)")
     args = parser.parse_args()
-    root = Path(args.out or tempfile.mkdtemp(prefix="search-budget-"))
-    root.mkdir(parents=True, exist_ok=True)
-    space_file = root / "space.json"
-    space_file.write_text(json.dumps(SPACE), encoding="utf-8")
+    root, space_file = runs_folder(args.out, "search-budget-", SPACE)
     print(blas_description(), "(each trial limits itself to 1 BLAS thread)")
     print(f"space {json.dumps(SPACE)}; {args.trials} trials of {args.minutes_per_trial:g} minutes, --max-bytes "
           f"{args.max_bytes:,}, --typing-chars {args.typing_chars:,}, --cpus {args.cpus}, seed {args.seed}; runs in {root}")
-    runs = {s: run_search(args, space_file, root / s, s) for s in args.schedulers}
+    runs = {s: budget_run(args, space_file, root / s, s) for s in args.schedulers}
     validation = (root / args.schedulers[0] / "validation.txt").read_text(encoding="utf-8")
     baseline_bytes = Path(args.baseline).stat().st_size
     base = savings(Path(args.baseline), validation)

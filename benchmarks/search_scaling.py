@@ -12,29 +12,18 @@ are counted over the command's whole wall time (imports, Ray's start, the report
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-from common import blas_description, machine_cpu_seconds
+from common import blas_description, run_search, runs_folder
 
 SPACE = {"cells": ["gru"], "layers": [1], "embed": [32, 48], "hidden": [128], "dropout": [0.0, 0.1, 0.2, 0.3],
          "keeps": [1.0, 0.5], "precisions": ["int8"]}
 
 
-def run_search(space_file: Path, out: Path, trials: int, steps: int, cpus: int) -> dict:
-    """One search in a fresh process; its wall time and search.json."""
-    command = [sys.executable, "-m", "compact_lm", "search", "--space", str(space_file), "--trials", str(trials),
-               "--steps-per-trial", str(steps), "--scheduler", "none", "--max-bytes", "200000",
-               "--cpus", str(cpus), "--out", str(out), "--quiet"]
-    began, busy = time.perf_counter(), machine_cpu_seconds()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    wall, busy = time.perf_counter() - began, machine_cpu_seconds() - busy
-    summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
-    return {"wall_s": wall, "machine_cpu_s": busy, "summary": summary}
+def scaling_run(space_file: Path, out: Path, trials: int, steps: int, cpus: int) -> dict:
+    """One search of the benchmark's trials on `cpus` local workers."""
+    return run_search(["--space", str(space_file), "--trials", str(trials), "--steps-per-trial", str(steps),
+                       "--scheduler", "none", "--max-bytes", "200000", "--cpus", str(cpus), "--quiet"], out)
 
 
 def main() -> None:
@@ -44,15 +33,12 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2], help="local Ray CPUs of each run")
     parser.add_argument("--out", help="folder for the runs (default: a temporary one)")
     args = parser.parse_args()
-    root = Path(args.out or tempfile.mkdtemp(prefix="search-scaling-"))
-    root.mkdir(parents=True, exist_ok=True)
-    space_file = root / "space.json"
-    space_file.write_text(json.dumps(SPACE), encoding="utf-8")
+    root, space_file = runs_folder(args.out, "search-scaling-", SPACE)
     print(blas_description(), "(each trial limits itself to 1 BLAS thread)")
     print(f"{args.trials} trials of {args.steps} steps each, scheduler none, bundled corpus; runs in {root}")
     results = {}
     for cpus in args.cpus:
-        result = run_search(space_file, root / f"cpus{cpus}", args.trials, args.steps, cpus)
+        result = scaling_run(space_file, root / f"cpus{cpus}", args.trials, args.steps, cpus)
         summary = result["summary"]
         models = [(t["label"], t["val_bpc"]) for t in summary["trials"]]
         results[cpus] = {**result, "models": models}

@@ -19,6 +19,7 @@ checkpoint (the new attempt's ASHA judges it again).
 """
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -48,17 +49,18 @@ class Storage:
     def __post_init__(self) -> None:
         self.fs, self.root = _filesystem(self.uri)
 
-    def folders(self, path: str) -> list[str]:
-        """Names of the folders in `path` (none if it does not exist)."""
+    def _names(self, path: str, kind: str) -> list[str]:
         import pyarrow.fs
         infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory)
+        return sorted(i.base_name for i in infos if i.type == getattr(pyarrow.fs.FileType, kind))
+
+    def folders(self, path: str) -> list[str]:
+        """Names of the folders in `path` (none if it does not exist)."""
+        return self._names(path, "Directory")
 
     def files(self, path: str) -> list[str]:
         """Names of the files in `path`."""
-        import pyarrow.fs
-        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.File)
+        return self._names(path, "File")
 
     def read(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as stream:
@@ -141,7 +143,6 @@ def _complete(storage: Storage, path: str, names: list[str], spec: dict) -> bool
             if name.endswith(".json"):
                 json.loads(data)
             elif name.endswith(".npz"):
-                import io
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
                     if archive.testzip() is not None:
                         return False
