@@ -20,6 +20,11 @@ more likely than the k-th best finished one: extending a word only lowers its pr
 that cut loses nothing. Ties sort by text (code point order). While the word being typed holds a
 character outside the vocabulary the model gives no word completion (next characters still come).
 
+With a lexicon (compact_lm/lexicon.py: a model file carries the words of its training split) the search
+keeps to the lexicon's words while the typed part of the word starts one of them: a beam extends only by a
+character that continues some word, and only whole words finish; a word typed outside the lexicon is
+completed by the model alone. The probabilities are the model's, not renormalized over the lexicon.
+
 With `user_words` (compact_lm.user_words.UserWords, or a path to its JSON file) sessions learn the words
 typed and completions mix the model's words with the user's (the rule is in user_words.py); a word
 holding an unknown character then gets the user's words alone.
@@ -30,13 +35,13 @@ from __future__ import annotations
 
 import math
 import os
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import CompactLMError
-from .user_words import MAX_WORD_CHARS, UserWords, open_user_words
+from .lexicon import MAX_WORD_CHARS, WORD_JOINERS, Lexicon, default_is_boundary, model_lexicon  # noqa: F401 (re-exported)
+from .user_words import UserWords, open_user_words
 from .vocab import START_TEXT, UNK_ID, Vocab
 
 # At most this many characters run through the model when several arrive at once (a paste, a
@@ -48,19 +53,11 @@ from .vocab import START_TEXT, UNK_ID, Vocab
 CONTEXT_CHARS = 1024
 MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 KB each at H=256)
 CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
+CACHED_PREFIXES = 1 << 15   # lexicon prefixes whose next characters are remembered (V bytes each; all dropped when full)
 LEARNED_UNDO = 64           # per session: the last learned words a backspace over their boundary takes back
-WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
 # Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
 ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\u2019\u201d\u00bb")
-
-
-def default_is_boundary(char: str) -> bool:
-    """Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not."""
-    if char in WORD_JOINERS:
-        return False
-    category = unicodedata.category(char)
-    return char.isspace() or category[0] in "PSZ" or category == "Cc"
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,8 @@ class Autocompleter:
 
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
                  context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
-                 sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None):
+                 sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None,
+                 lexicon: Lexicon | bool = True):
         self.user_words = open_user_words(user_words)
         self.backend = open_backend(model, threads=threads, sequence=sequence)
         self.vocab = vocab if vocab is not None else getattr(self.backend, "vocab", None)
@@ -130,6 +128,13 @@ class Autocompleter:
         else:
             boundary_set = frozenset(_check_text("boundaries", boundaries))
             self.is_boundary = boundary_set.__contains__
+        # the model's own lexicon was cut at the default boundaries: other boundaries go without it
+        if lexicon is True:
+            self.lexicon = getattr(self.backend, "lexicon", None) if boundaries is None else None
+        elif lexicon is False or isinstance(lexicon, Lexicon):
+            self.lexicon = lexicon or None
+        else:
+            raise CompactLMError(f"lexicon must be True, False or a Lexicon, got {type(lexicon).__name__}")
         tokens = self.vocab.tokens
         self._char_of = ["", *self.vocab.chars]          # <unk> is never part of a suggestion
         boundary = np.array([i != UNK_ID and self.is_boundary(c) for i, c in enumerate(tokens)])
@@ -143,6 +148,8 @@ class Autocompleter:
         self._next_mask[UNK_ID] = -np.inf
         self._normalized: dict[str, str] = {}
         self._char_ids: dict[str, np.ndarray] = {}
+        self._id_of = {c: i for i, c in enumerate(tokens) if i != UNK_ID}
+        self._lexicon_masks: dict[str, np.ndarray] = {}
         state = self.backend.initial_state(1)
         log_probs, state = self.backend.step(self.encode(START_TEXT)[-1:], state)
         # a checkpoint: (characters typed, state after them, log-probabilities of the next character)
@@ -215,8 +222,8 @@ class Autocompleter:
         if any(self._is_unknown(char) for char in word):   # no model completion (and no model call)
             return self._mix([], word, k, unknown=True)
         state, log_probs = self._start(prefix)
-        return self._mix(self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars),
-                         word, k)
+        return self._mix(self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars,
+                                      self.normalize(word)), word, k)
 
     def _mix(self, suggestions: list[Suggestion], word: str, k: int, unknown: bool = False,
              user_words: UserWords | None = ...) -> list[Suggestion]:
@@ -249,9 +256,37 @@ class Autocompleter:
         top = top[(-scores[top]).argsort(kind="stable")]
         return [Suggestion(self._char_of[i], math.exp(scores[i])) for i in top.tolist() if scores[i] > -np.inf]
 
-    def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int) -> list[Suggestion]:
-        """Beam search from (state, log_probs) to the k most likely distinct words, each with its probability of
-        ending whatever boundary character follows (log-sum-exp over the boundary columns, in float64)."""
+    def _lexicon_mask(self, prefix: str) -> np.ndarray:
+        """True for the characters that continue `prefix` in some lexicon word ([V] bool, kept)."""
+        mask = self._lexicon_masks.get(prefix)
+        if mask is None:
+            mask = np.zeros(self.vocab_size, dtype=bool)
+            mask[[self._id_of[c] for c in self.lexicon.next_chars(prefix) if c in self._id_of]] = True
+            if len(self._lexicon_masks) >= CACHED_PREFIXES:
+                self._lexicon_masks.clear()
+            self._lexicon_masks[prefix] = mask
+        return mask
+
+    def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
+                typed: str = "") -> list[Suggestion]:
+        """The k most likely distinct words from (state, log_probs): the lexicon's words first, while `typed`
+        (the part of the word already typed, normalized) starts one; if they are fewer than k, the model's
+        other words fill the rest."""
+        lexicon = self.lexicon
+        if lexicon is None or not lexicon.starts_word(typed):
+            return self._beam_search(state, log_probs, at_boundary, k, max_chars)
+        found = self._beam_search(state, log_probs, at_boundary, k, max_chars, typed, lexicon)
+        if len(found) < k:
+            texts = {s.text for s in found}
+            others = self._beam_search(state, log_probs, at_boundary, k + len(found), max_chars)
+            found += [s for s in others if s.text not in texts][:k - len(found)]
+        return found
+
+    def _beam_search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
+                     typed: str = "", lexicon: Lexicon | None = None) -> list[Suggestion]:
+        """Beam search from (state, log_probs) to the k most likely distinct words (with `lexicon`, words that
+        continue `typed` in it), each with its probability of ending whatever boundary character follows
+        (log-sum-exp over the boundary columns, in float64)."""
         vocab_size, beam, boundary_ids = self.vocab_size, self.beam, self._boundary_ids
         char_of, word_mask = self._char_of, self._word_mask
         step = self.backend.step
@@ -263,7 +298,8 @@ class Autocompleter:
             if depth > 1 or not at_boundary:     # at a boundary the next word has at least one character
                 added = False
                 for value, text in zip(_end_log_probs(scores.take(boundary_ids, axis=1)).tolist(), texts):
-                    if value > threshold:        # texts differ from each other and from every shorter word
+                    # texts differ from each other and from every shorter word
+                    if value > threshold and (lexicon is None or typed + text in lexicon):
                         finished.append((-value, text))
                         added = True
                 if added:
@@ -273,7 +309,10 @@ class Autocompleter:
                         threshold = -finished[-1][0]
             if depth == max_chars:
                 break
-            flat_scores = (scores + word_mask).ravel()
+            flat_scores = scores + word_mask
+            if lexicon is not None:   # only characters that continue a lexicon word (+ -inf for the others)
+                flat_scores[~np.array([self._lexicon_mask(typed + text) for text in texts])] = -np.inf
+            flat_scores = flat_scores.ravel()
             top = flat_scores.argpartition(-beam)[-beam:] if flat_scores.size > beam else np.arange(flat_scores.size)
             # a beam's own log p bounds every word it can become: at or below the k-th finished word, it is dropped
             top = top[flat_scores[top] > threshold]   # also drops the -inf of boundaries and <unk>
@@ -433,12 +472,12 @@ class Session:
         if self.in_unknown_word():
             return completer._mix([], word, k, unknown=True, user_words=self.user_words)
         _, state, log_probs = self._stack[-1]
-        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars), word, k,
-                              user_words=self.user_words)
+        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars,
+                                                completer.normalize(word)), word, k, user_words=self.user_words)
 
     def _typed_word(self) -> str:
         """The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer)."""
-        if self.user_words is None:
+        if self.user_words is None and self.completer.lexicon is None:
             return ""
         chars, is_boundary = self._chars, self.completer.is_boundary
         begin = len(chars)

@@ -89,6 +89,11 @@ class NumpyBackend:
         self.products = model.products(arithmetic)
         self._dtype = getattr(self.products, "dtype", np.float32)
 
+    @property
+    def lexicon(self):
+        """The model's lexicon (compact_lm/lexicon.py), or None."""
+        return self.model.lexicon
+
     def initial_state(self, batch: int) -> list:
         """Zero state for `batch` streams."""
         return zero_state(self.config, batch, self._dtype)

@@ -17,6 +17,8 @@ def _add_completion_options(p: argparse.ArgumentParser) -> None:
                    help="longest word completion in characters, counting the boundary that ends it (default 16)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="BLAS threads (default 1: one keystroke is too little work to split)")
+    p.add_argument("--no-lexicon", dest="lexicon", action="store_false",
+                   help="do not search the model's lexicon (the words of its training text) first")
 
 
 def _add_user_words(p: argparse.ArgumentParser, what: str) -> None:
@@ -34,7 +36,8 @@ def _existing_user_words(args) -> None:
 def _completer(args):
     from .autocomplete import Autocompleter
     return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads,
-                         sequence=getattr(args, "sequence", None), user_words=getattr(args, "user_words", None))
+                         sequence=getattr(args, "sequence", None), user_words=getattr(args, "user_words", None),
+                         lexicon=args.lexicon)
 
 
 def configure_complete(p: argparse.ArgumentParser) -> None:
@@ -130,6 +133,7 @@ def _cmd_eval_complete(args) -> int:
         raise CompactLMError(f"--text {args.text}: the file is empty")
     with blas_threads(args):
         result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
-                               beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words)
+                               beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words,
+                               lexicon=args.lexicon)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

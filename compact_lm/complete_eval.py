@@ -22,6 +22,7 @@ typed, so the dictionary holds only what was typed before: no peeking ahead.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,23 +31,11 @@ import numpy as np
 
 from .autocomplete import ATTACHING_PUNCTUATION, Autocompleter
 from .errors import CompactLMError, SettingError
+from .lexicon import word_spans  # noqa: F401 (re-exported: callers import it from here)
 
 ACCEPT_KEYSTROKES = 1
 DELETE_KEYSTROKES = 1   # removing the automatic space before a character that is neither a space nor attaching
 ACCURACY_AFTER = (1, 2, 3)
-
-
-def word_spans(text: str, is_boundary) -> list[tuple[int, int]]:
-    """(start, end) of every maximal run of word characters that a boundary character text[end] follows."""
-    spans, start = [], None
-    for i, char in enumerate(text):
-        if is_boundary(char):
-            if start is not None:
-                spans.append((start, i))
-            start = None
-        elif start is None:
-            start = i
-    return spans
 
 
 @dataclass(frozen=True)
@@ -152,7 +141,7 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
                   order: int | None = None, beam: int = 4, max_chars: int = 16, learn: bool = False,
-                  user_words: str | None = None) -> dict:
+                  user_words: str | None = None, lexicon: bool = True) -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
     "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
@@ -160,6 +149,8 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding). With `learn` (or a
     `user_words` file to start from, read and never written) also "learning": the model with a user
     dictionary that learns as the text is typed, in the same run, and its p50 latency over the model's.
+    The model searches its lexicon first (`lexicon`; "lexicon" gives its words and its bytes in the file); the
+    n-grams have none: their tables spell every word they have seen.
     """
     import os
     from .ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
@@ -167,7 +158,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     from .user_words import UserWords
     model = open_model(model_path)
     backend, train_config = model.backend(), model.info.get("train_config")
-    completer = Autocompleter(backend, beam=beam, max_chars=max_chars)
+    completer = Autocompleter(backend, beam=beam, max_chars=max_chars, lexicon=lexicon)
     start_words = UserWords(user_words) if user_words is not None else None   # a bad file fails before any work
     report = simulate_typing(completer, text, k)
     learning = None
@@ -175,7 +166,8 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         words = start_words if start_words is not None else UserWords()
         words.path = None   # never written back
         learned_from = len(words)
-        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words), text, k)
+        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words, lexicon=lexicon),
+                             text, k)
         learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words),
                     "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
     order = DEFAULT_ORDER if order is None else order
@@ -189,6 +181,9 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         if ngram.fit is not None:
             baselines[key]["fit"] = ngram.fit
     result = {"model": str(model_path), "model_bytes": model_bytes, **report.to_json(), **baselines}
+    stored = model.info.get("lexicon")
+    result["lexicon"] = None if completer.lexicon is None else {
+        "words": len(completer.lexicon), "bytes": len(json.dumps(stored)) if stored is not None else None}
     if learning is not None:
         result["learning"] = learning
     return result
@@ -229,6 +224,10 @@ def format_report(result: dict) -> str:
         if "contexts" in row:
             lines.append(f"  {name}: {row['contexts']:,} contexts + {row['ngrams']:,} n-grams ({row['encoding']})"
                          + (f", {row['bytes'] / result['model_bytes']:.1f}x the model file" if result.get("model_bytes") else ""))
+    lexicon = result.get("lexicon")
+    if lexicon:
+        lines.append(f"  model: searches its lexicon first, {lexicon['words']:,} words of its training text"
+                     + (f" ({lexicon['bytes']:,} bytes of the file)" if lexicon["bytes"] else ""))
     fit = result.get("matched_baseline", {}).get("fit")
     if fit:
         scored = sum(c["heldout_bpc"] is not None for c in fit["candidates"])

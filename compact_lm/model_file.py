@@ -17,13 +17,14 @@ import numpy as np
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import save_npz
+from .lexicon import Lexicon, model_lexicon
 from .metrics import Metrics, evaluate_ids
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_KIND = "compact-lm-model"
 # metadata carried from file to file (a pruned or quantized model keeps its history)
-INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization")
+INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization", "lexicon")
 
 
 def model_metadata(config: ModelConfig, vocab: Vocab, info: dict, **fields) -> dict:
@@ -72,6 +73,19 @@ class ModelFile:
     def num_params(self) -> int:
         """Weights and biases (an int8 model's scales not counted)."""
         return int(sum(a.size for n, a in self.arrays.items() if not n.endswith(".scale")))
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        """The words of the training split the file carries (compact_lm/lexicon.py), or None; decoded once."""
+        value = self.info.get("lexicon")
+        cached = self.__dict__.get("_lexicon")
+        if cached is None or cached[0] is not value:
+            cached = self.__dict__["_lexicon"] = (value, model_lexicon(self.info, self._where()))
+        return cached[1]
+
+    def _where(self) -> str:
+        """How errors about this model's metadata name it."""
+        return "the file"
 
     def metadata_fields(self) -> dict:
         """The kind's own metadata entries (dtype, quantized, scheme)."""

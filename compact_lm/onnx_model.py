@@ -36,6 +36,9 @@ class OnnxModel(ModelFile):
     format = "onnx"
     runtime = "onnxruntime"
 
+    def _where(self) -> str:
+        return str(self.path)
+
     def _refuse(self, purpose: str | None = None) -> CompactLMError:
         needs = f"{purpose} needs" if purpose else "give"
         return CompactLMError(f"{self.path} is an exported ONNX graph: {needs} the .npz model file it was exported from")

@@ -36,7 +36,9 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
     path = Path(path)
     if path.suffix.lower() == ".onnx" and not _is_zip(path):
         from .onnx_model import OnnxModel
-        return OnnxModel(path, threads=threads, sequence=sequence)
+        model = OnnxModel(path, threads=threads, sequence=sequence)
+        model.lexicon   # a damaged lexicon is refused when the file is opened
+        return model
     if sequence is not None:
         raise CompactLMError("a sequence graph goes with an .onnx step graph")
     return _load_npz_model(path)
@@ -57,7 +59,9 @@ def _load_npz_model(path: Path) -> ModelFile:
         raise CompactLMError(f"{path} has invalid metadata: {error}") from None
     info = {k: v for k, v in meta.items() if k in INFO_KEYS}
     try:
-        return kind.from_file(config, vocab, arrays, meta, info)
+        model = kind.from_file(config, vocab, arrays, meta, info)
+        model.lexicon   # a damaged lexicon is refused when the file is opened
+        return model
     except (KeyError, TypeError, ValueError) as error:
         raise CompactLMError(f"{path} has invalid metadata: {error}") from None
     except CompactLMError as error:

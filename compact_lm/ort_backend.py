@@ -110,6 +110,15 @@ class OrtBackend:
         """Whether `run` uses a sequence graph (else it loops the step graph)."""
         return self._sequence is not None
 
+    @property
+    def lexicon(self):
+        """The file's lexicon (compact_lm/lexicon.py), or None; decoded on first use."""
+        cached = self.__dict__.get("_lexicon")
+        if cached is None:
+            from .lexicon import model_lexicon
+            cached = self.__dict__["_lexicon"] = (model_lexicon(self.metadata, str(self.path)),)
+        return cached[0]
+
     def initial_state(self, batch: int) -> list:
         """Zero state for `batch` streams."""
         return [tuple(np.zeros((batch, hidden), dtype=np.float32) for _ in names)

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .data import REPLACE_HINT, StreamBatcher, read_corpus, split_ids
 from .errors import Interrupted, SettingError, TrainingDiverged
 from .fileio import atomic_write, load_npz, png_bytes, save_npz
+from .lexicon import Lexicon
 from .model import Model
 from .network import head_log_probs, init_params, loss_and_grads, run_hidden, zero_state
 from .optim import SGD, AdamW, FlatParams, clip_global_norm, lr_at
@@ -146,6 +147,7 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self._lexicon: dict | None = None
         self.log = log or (lambda message: print(message, file=sys.stderr))
         state_path = self.out_dir / STATE_FILE
         saved = None
@@ -298,8 +300,10 @@ class Trainer:
         return Model(self.model_config, self.corpus.vocab, params, self._model_info())
 
     def _model_info(self, metrics: dict | None = None) -> dict:
+        if self._lexicon is None:   # the words of the training split, for word completion (lexicon.py)
+            self._lexicon = Lexicon.from_text(self.corpus.vocab.decode(self.corpus.train)).to_json()
         return {"steps": self.step, "train_config": self.config.to_json(),
-                "metrics": metrics or {}, "chars_seen": self.chars_seen}
+                "metrics": metrics or {}, "chars_seen": self.chars_seen, "lexicon": self._lexicon}
 
     def evaluate(self) -> dict:
         """Validation metrics of the current weights; checkpoint; returns the history row."""

@@ -40,11 +40,11 @@ import threading
 from pathlib import Path
 
 from .errors import CompactLMError
+from .lexicon import MAX_WORD_CHARS
 
 FORMAT = "compact-lm-user-words"
 VERSION = 1
 MIN_WORD_CHARS = 2          # a one-letter word saves nothing when completed
-MAX_WORD_CHARS = 40
 DEFAULT_MAX_WORDS = 5000
 DEFAULT_HALF_LIFE = 300.0   # learned words
 DEFAULT_SHARE = 0.25        # of the probability, for the dictionary's words when one continues the prefix

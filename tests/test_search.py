@@ -24,7 +24,7 @@ from compact_lm.tools.search_space import SearchSpace
 TINY_SPACE = {"cells": ["gru", "rnn"], "layers": [1], "embed": [8], "hidden": [16, 32], "dropout": [0.0],
               "keeps": [1.0, 0.5], "precisions": ["int8", "fp32"],
               "fixed": {"batch": 4, "seq_len": 16, "warmup_steps": 2, "lr": 0.01}}
-MAX_BYTES = 20_000
+MAX_BYTES = 32_000   # the tiny models (about 2-20 kB) and the bundled corpus's lexicon (11.5 kB) that each carries
 TYPED = 300
 TINY = ["--trials", "3", "--steps-per-trial", "30", "--eval-every", "10", "--typing-chars", str(TYPED),
         "--max-bytes", str(MAX_BYTES)]
@@ -147,12 +147,13 @@ def test_the_config_is_saved_and_the_byte_estimate_is_a_close_lower_bound(local_
     config = SearchConfig.from_json(summary["config"])
     assert config == SearchConfig(max_bytes=MAX_BYTES, trials=3, steps_per_trial=30, eval_every=10, typing_chars=TYPED,
                                   space=SearchSpace.from_json(TINY_SPACE))
-    vocab = open_model(out / "best.npz").vocab
+    best = open_model(out / "best.npz")
+    vocab, lexicon = best.vocab, best.info["lexicon"]   # every trial's model carries the corpus's lexicon
     for t in (t for t in summary["trials"] if t["status"] == "done"):
         train_config = TrainConfig.from_json(t["train_config"])   # each trial's whole config is saved
         assert train_config.to_json() == t["train_config"] and train_config.cell == t["architecture"]["cell"]
         for c in t["candidates"]:
-            bound = lower_bound_bytes(train_config, vocab, c["keep"], c["precision"])
+            bound = lower_bound_bytes(train_config, vocab, c["keep"], c["precision"], lexicon)
             assert bound <= c["bytes"] < bound + 3000, (t["label"], c["keep"], c["precision"])
 
 
@@ -161,7 +162,7 @@ def test_a_candidate_whose_shapes_exceed_the_budget_is_not_made(tiny_model_path,
     from compact_lm.tools.search_estimate import oversized
     model = open_model(tiny_model_path)
     config = TrainConfig.from_json(model.info["train_config"])
-    half, whole = (lower_bound_bytes(config, model.vocab, keep, "int8") for keep in (0.5, 1.0))
+    half, whole = (lower_bound_bytes(config, model.vocab, keep, "int8", model.info["lexicon"]) for keep in (0.5, 1.0))
     ids = model.vocab.encode("the cat sat on the mat. " * 20)
     rows, skipped = make_candidates(model, keeps=[1.0, 0.5], precisions=["int8"], finetune_steps=2, train_ids=ids,
                                     val_ids=ids, val_text="the cat sat on the mat. " * 4, typing_chars=60,

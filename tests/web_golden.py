@@ -24,6 +24,7 @@ import onnx
 
 from compact_lm.autocomplete import CONTEXT_CHARS, Autocompleter, default_is_boundary
 from compact_lm.errors import CompactLMError
+from compact_lm.lexicon import Lexicon
 from compact_lm.complete_eval import word_spans
 from compact_lm.onnx_scan import unsafe_onnx_feature
 from compact_lm.ort_backend import OrtBackend
@@ -233,6 +234,13 @@ def _wordy(model, seed: int):
     return model
 
 
+def _with_lexicon(model, text: str):
+    """`model` carrying the lexicon of `text` (as the trainer saves it: the words of the normalized, encoded text)."""
+    vocab = model.vocab
+    model.info["lexicon"] = Lexicon.from_text(vocab.decode(vocab.encode(text))).to_json()
+    return model
+
+
 def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
     """The model configurations: name, model, whether to export a sequence graph, which graph is the source
     ("step", or "sequence" for a sequence graph alone), Autocompleter options (JavaScript's names), how many
@@ -248,7 +256,8 @@ def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
         configs.append(dict(name="tiny-gru-fp32-seq", model=load(tiny_npz), sequence=True, source="step",
                             options={"beam": 4, "maxChars": 16}, prefixes=500, sessions=(6, 40)))
     configs += [
-        dict(name="gru-fp32-step", model=_wordy(random_model("gru", (32,), embed=12, vocab=full, seed=1, scale=2.5), 1),
+        dict(name="gru-fp32-step",
+             model=_with_lexicon(_wordy(random_model("gru", (32,), embed=12, vocab=full, seed=1, scale=2.5), 1), train),
              sequence=False, source="step", options={"beam": 4, "maxChars": 16}, prefixes=500, sessions=(4, 30)),
         dict(name="lstm-int8-2layer-seq",
              model=quantize_model(_wordy(random_model("lstm", (16, 9), embed=10, vocab=full, seed=2, scale=2.5), 2)),
@@ -257,7 +266,7 @@ def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
              model=_wordy(random_model("rnn", (16, 9), embed=8, vocab=lower, seed=3, scale=2.5), 3),
              sequence=True, source="step", options={"beam": 5, "maxChars": 12}, prefixes=500, sessions=(6, 40)),
         dict(name="gru-int8-lower-step",
-             model=quantize_model(_wordy(random_model("gru", (20,), embed=8, vocab=lower, seed=4, scale=2.5), 4)),
+             model=quantize_model(_with_lexicon(_wordy(random_model("gru", (20,), embed=8, vocab=lower, seed=4, scale=2.5), 4), train)),
              sequence=False, source="step", options={"beam": 1, "maxChars": 8}, prefixes=300, sessions=(3, 30),
              user_words={"maxWords": 60, "halfLife": 30, "share": 0.3}),
         dict(name="lstm-fp32-unknowns-seqonly",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from compact_lm.errors import SettingError
+from compact_lm.lexicon import Lexicon
 from compact_lm.model import Model
 from compact_lm.vocab import UNK_ID, Vocab
 
@@ -63,6 +64,9 @@ def drop_rare_characters(model: Model, counts: np.ndarray, min_count: int,
     config = type(model.config)(cell=model.config.cell, vocab_size=vocab.size, embed_size=model.config.embed_size,
                                 hidden_sizes=model.config.hidden_sizes)
     info = {k: v for k, v in model.info.items() if k != "metrics"}
+    if model.lexicon is not None:   # a word holding a dropped character can no longer be spelled
+        gone = {tokens[i] for i in dropped}
+        info["lexicon"] = Lexicon(w for w in model.lexicon.words if gone.isdisjoint(w)).to_json()
     return Model(config, vocab, params, info), [tokens[i] for i in dropped]
 
 

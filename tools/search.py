@@ -139,6 +139,7 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     from compact_lm.autocomplete import default_is_boundary
     from compact_lm.complete_eval import word_spans
     from compact_lm.data import StreamBatcher
+    from compact_lm.lexicon import Lexicon
     from compact_lm.trainer import prepare_corpus
     from .search_estimate import can_fit, check_byte_budget
     from .search_trial import split_texts
@@ -160,14 +161,15 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     if not word_spans(texts[1][:config.typing_chars], default_is_boundary):
         raise SettingError("typing_chars", "{typing_chars} {value}: the first {value} characters of the validation "
                            "split hold no complete word to type; type more characters", value=config.typing_chars)
-    check_byte_budget(config, [first], corpus.vocab)
+    lexicon = Lexicon.from_text(corpus.vocab.decode(corpus.train)).to_json()   # what every trained model carries
+    check_byte_budget(config, [first], corpus.vocab, lexicon)
     # an architecture none of whose candidates can fit is passed over: it would only spend a trial
     shapes: dict[tuple, bool] = {}   # dropout does not change a file's bytes
 
     def fits(architecture: dict) -> bool:
         shape = tuple(architecture[k] for k in ("cell", "layers", "embed", "hidden"))
         if shape not in shapes:
-            shapes[shape] = can_fit(config, trial_config(config, architecture), corpus.vocab)
+            shapes[shape] = can_fit(config, trial_config(config, architecture), corpus.vocab, lexicon)
         return shapes[shape]
     architectures = config.space.sample(config.trials, config.seed, accept=fits)
     configs = [trial_config(config, a) for a in architectures]

@@ -922,6 +922,85 @@ function openUserWords(userWords) {
   throw new CompactLMError(`userWords must be a UserWords or its JSON document (an object or its text), got ${typeof userWords}`);
 }
 
+// ---------------------------------------------------------------------------------------- lexicon
+export const LEXICON_ENCODING = "zlib-base64";
+const CACHED_PREFIXES = 1 << 12;     // lexicon prefixes whose next-character masks are remembered
+const MAX_LEXICON_BYTES = 64 * 1024 * 1024;
+
+/** The words of a model's training split (compact_lm/lexicon.py's Lexicon): membership, whether a string
+ * starts some word, and which code points continue it. */
+export class Lexicon {
+  constructor(words) {
+    this.words = words;   // sorted in code point order, distinct
+    this._set = new Set(words);
+  }
+
+  get size() {
+    return this.words.length;
+  }
+
+  has(word) {
+    return this._set.has(word);
+  }
+
+  /** Whether some word begins with `prefix`. */
+  startsWord(prefix) {
+    const at = lowerBound(this.words, prefix, compareCodePoints);
+    return at < this.words.length && this.words[at].startsWith(prefix);
+  }
+
+  /** The code points that follow `prefix` in some word (a Set). */
+  nextChars(prefix) {
+    const words = this.words, found = new Set();
+    let at = lowerBound(words, prefix, compareCodePoints);
+    while (at < words.length && words[at].startsWith(prefix)) {
+      if (words[at].length === prefix.length) {
+        at += 1;
+        continue;
+      }
+      const char = String.fromCodePoint(words[at].codePointAt(prefix.length));
+      found.add(char);
+      at = lowerBound(words, prefix + char + "\u{10ffff}", compareCodePoints);
+    }
+    return found;
+  }
+
+  /** The lexicon of a metadata value ({encoding, words, data}: zlib-compressed sorted words, base64), checked. */
+  static async fromMetadata(value, name) {
+    const damaged = (why) => new CompactLMError(`${name} has a damaged lexicon${why}`);
+    if (value === null || typeof value !== "object" || value.encoding !== LEXICON_ENCODING || typeof value.data !== "string"
+        || !Number.isInteger(value.words)) {
+      throw damaged(` (expected encoding '${LEXICON_ENCODING}', words and data)`);
+    }
+    let text;
+    try {
+      const packed = Uint8Array.from(atob(value.data), (c) => c.charCodeAt(0));
+      const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate"));
+      const reader = stream.getReader(), parts = [];
+      let length = 0;
+      for (;;) {
+        const { done, value: part } = await reader.read();
+        if (done) break;
+        length += part.length;
+        if (length > MAX_LEXICON_BYTES) {
+          await reader.cancel();
+          throw damaged(` (over ${MAX_LEXICON_BYTES} bytes)`);
+        }
+        parts.push(part);
+      }
+      text = new TextDecoder("utf-8", { fatal: true }).decode(await new Blob(parts).arrayBuffer());
+    } catch (error) {
+      if (error instanceof CompactLMError) throw error;
+      throw damaged(`: ${String(error.message || error).split("\n")[0].slice(0, 120)}`);
+    }
+    const words = text ? text.split("\n") : [];
+    let ok = words.length === value.words && !words.includes("");
+    for (let i = 1; ok && i < words.length; i++) ok = compareCodePoints(words[i - 1], words[i]) < 0;
+    if (!ok) throw damaged(` (its words are not ${value.words} sorted distinct words)`);
+    return new Lexicon(words);
+  }
+}
+
 // ------------------------------------------------------------------------------------ autocomplete
 /**
  * Next characters and word completions from a compact-lm .onnx file; `session()` for keystroke use.
@@ -933,7 +1012,8 @@ export class Autocompleter {
    * or file path (Node). Options: ort (the onnxruntime-web or onnxruntime-node module; default
    * globalThis.ort), beam (4), maxChars (16), sequence (the model's sequence graph, same kinds, for
    * pasted text in one run), boundaries (a string of boundary characters instead of the default rule),
-   * contextChars (1024), executionProviders (default ["cpu"] with onnxruntime-node, else ["wasm"]),
+   * contextChars (1024), lexicon (true: search the file's lexicon of training words, as Python; false: not;
+   * with other boundaries it is not used), executionProviders (default ["cpu"] with onnxruntime-node, else ["wasm"]),
    * sessionOptions (merged into onnxruntime's), name / sequenceName (for byte sources in error messages).
    */
   static async create(source, options = {}) {
@@ -963,7 +1043,9 @@ export class Autocompleter {
       const model = new Model(ort, file, isStep ? main : null, isStep ? sequenceSession : (sequenceSession || main));
       await model.probe(main, file.meta.graph, file.name);
       if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
-      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords });
+      const useLexicon = (options.lexicon ?? true) && (options.boundaries === undefined || options.boundaries === null);
+      const lexicon = useLexicon && file.meta.lexicon !== undefined ? await Lexicon.fromMetadata(file.meta.lexicon, file.name) : null;
+      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon });
       await completer._init();
       return completer;
     } catch (error) {
@@ -973,9 +1055,11 @@ export class Autocompleter {
     }
   }
 
-  constructor(model, { beam, maxChars, contextChars, boundaries, userWords = null }) {
+  constructor(model, { beam, maxChars, contextChars, boundaries, userWords = null, lexicon = null }) {
     this.model = model;
     this.userWords = userWords;
+    this.lexicon = lexicon;
+    this._lexiconMasks = new Map();
     this.metadata = model.meta;
     this.beam = beam;
     this.maxChars = maxChars;
@@ -1121,7 +1205,8 @@ export class Autocompleter {
     // a word holding an unknown character: no model completion, no run
     if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], word, k, true, this.userWords);
     const { state, logProbs } = await this._start(prefix);
-    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars);
+    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars,
+      this.normalize(word));
     return this._mix(found, word, k, false, this.userWords);
   }
 
@@ -1151,9 +1236,39 @@ export class Autocompleter {
     return top.map((i) => ({ text: this._charOf[i], prob: Math.exp(scores[i]) }));
   }
 
-  /** Beam search from (state, logProbs) to the k most likely distinct words, each with its probability of
-   * ending whatever boundary character follows (log-sum-exp over the boundary columns, in float64). */
-  async _search(state, logProbs, atBoundary, k, maxChars) {
+  /** 0 for the characters that continue `prefix` in some lexicon word, -inf for the others (kept). */
+  _lexiconMask(prefix) {
+    let mask = this._lexiconMasks.get(prefix);
+    if (mask === undefined) {
+      mask = new Float64Array(this.vocabSize).fill(-Infinity);
+      for (const char of this.lexicon.nextChars(prefix)) {
+        const id = this._idOf.get(char);
+        if (id !== undefined) mask[id] = 0;
+      }
+      if (this._lexiconMasks.size >= CACHED_PREFIXES) this._lexiconMasks.clear();
+      this._lexiconMasks.set(prefix, mask);
+    }
+    return mask;
+  }
+
+  /** The k most likely distinct words from (state, logProbs): the lexicon's words first, while `typed` (the part
+   * of the word already typed, normalized) starts one; if they are fewer than k, the model's other words fill the rest. */
+  async _search(state, logProbs, atBoundary, k, maxChars, typed = "") {
+    const lexicon = this.lexicon;
+    if (!lexicon || !lexicon.startsWord(typed)) return this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, null);
+    const found = await this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexicon);
+    if (found.length < k) {
+      const texts = new Set(found.map((s) => s.text));
+      const others = await this._beamSearch(state, logProbs, atBoundary, k + found.length, maxChars, typed, null);
+      found.push(...others.filter((s) => !texts.has(s.text)).slice(0, k - found.length));
+    }
+    return found;
+  }
+
+  /** Beam search from (state, logProbs) to the k most likely distinct words (with `lexicon`, words that continue
+   * `typed` in it), each with its probability of ending whatever boundary character follows (log-sum-exp over
+   * the boundary columns, in float64). */
+  async _beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexicon) {
     const v = this.vocabSize, beam = this.beam, boundaryIds = this._boundaryIds, width = boundaryIds.length;
     const charOf = this._charOf, wordMask = this._wordMask;
     let finished = [];            // [-log p, text] of the best k so far: sorted best first, ties by text
@@ -1173,7 +1288,8 @@ export class Autocompleter {
             for (let j = 0; j < width; j++) total += Math.exp(scores[b * v + boundaryIds[j]] - top);
             value = top + Math.log(total);
           }
-          if (value > threshold) {           // texts differ from each other and from every shorter word
+          // texts differ from each other and from every shorter word
+          if (value > threshold && (!lexicon || lexicon.has(typed + texts[b]))) {
             finished.push([-value, texts[b]]);
             added = true;
           }
@@ -1187,6 +1303,12 @@ export class Autocompleter {
       if (depth === maxChars) break;
       const flat = new Float64Array(scores.length);
       for (let i = 0; i < scores.length; i++) flat[i] = scores[i] + wordMask[i % v];
+      if (lexicon) {   // only characters that continue a lexicon word
+        for (let b = 0; b < texts.length; b++) {
+          const mask = this._lexiconMask(typed + texts[b]);
+          for (let c = 0; c < v; c++) flat[b * v + c] += mask[c];
+        }
+      }
       // a beam's own log p bounds every word it can become: at or below the k-th finished word, it is dropped
       const top = best(flat, beam, threshold).sort((a, b) => a - b);   // also drops boundaries and <unk> (-inf)
       if (!top.length) break;
@@ -1305,7 +1427,7 @@ export class Session {
 
   /** The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer). */
   _typedWord() {
-    if (!this.userWords) return "";
+    if (!this.userWords && !this.completer.lexicon) return "";
     const chars = this._chars, isBoundary = this.completer.isBoundary;
     let begin = chars.length;
     while (begin > 0 && !isBoundary(chars[begin - 1]) && chars.length - begin <= MAX_WORD_CHARS) begin -= 1;
@@ -1368,7 +1490,8 @@ export class Session {
     const userWords = this.userWords;
     const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
     if (unknown) return completer._mix([], word, k, true, userWords);
-    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars), word, k, false, userWords);
+    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars, completer.normalize(word)),
+      word, k, false, userWords);
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */

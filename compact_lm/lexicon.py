@@ -1,0 +1,131 @@
+"""Words and the lexicon: what a word is, and the words of the training text that completion searches among.
+
+A word is a maximal run of word characters; whitespace, punctuation and symbols are boundaries, apostrophes
+and the hyphen are not ("don't", "o'er", "well-known" are one word). `word_spans` finds the words a boundary
+ends.
+
+A model file carries its lexicon: every word of its training split (as the vocabulary normalizes it, at
+most MAX_WORD_CHARS long, none touching an unknown character), in the metadata key "lexicon":
+    {"encoding": "zlib-base64", "words": N, "data": base64(zlib(the words sorted by code point, joined by "\\n"))}
+Word completion searches only these words while the word being typed is the start of one of them (the
+decoding a phone keyboard does with its word list: the model's beam never spends a slot on a misspelling, and
+a rare long word the model spells badly is still found letter by letter); a word typed outside the lexicon is
+completed as before, by the model alone. Measured in docs/experiments.md ("The lexicon"): on
+tinyshakespeare 14,360 words in 43,744 bytes (11 % of the int8 GRU-256's file).
+web/compact_lm.js reads the same key and searches the same way.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import re
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterable
+
+from .errors import CompactLMError
+from .vocab import UNK_TEXT
+
+WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
+MAX_WORD_CHARS = 40                    # longer runs are not words anyone completes (URLs, base64, ...)
+ENCODING = "zlib-base64"
+MAX_LEXICON_BYTES = 64 * 1024 * 1024   # decompressed: a file claiming more is refused (a zip bomb)
+
+
+def default_is_boundary(char: str) -> bool:
+    """Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not."""
+    if char in WORD_JOINERS:
+        return False
+    category = unicodedata.category(char)
+    return char.isspace() or category[0] in "PSZ" or category == "Cc"
+
+
+def word_spans(text: str, is_boundary: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """(start, end) of every maximal run of word characters that a boundary character text[end] follows."""
+    spans, start = [], None
+    for i, char in enumerate(text):
+        if is_boundary(char):
+            if start is not None:
+                spans.append((start, i))
+            start = None
+        elif start is None:
+            start = i
+    return spans
+
+
+class Lexicon:
+    """A sorted set of words: membership, whether a string starts some word, and which characters continue it."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = sorted(set(words))   # code point order, as JavaScript's compareCodePoints
+        self._set = frozenset(self.words)
+
+    @classmethod
+    def from_text(cls, text: str, is_boundary: Callable[[str], bool] = default_is_boundary) -> "Lexicon":
+        """The words of `text` (already normalized) that a boundary ends, leaving out any next to `<unk>` (U+FFFD).
+
+        The same words as `word_spans`, found by one regular expression over the text's boundary characters
+        (a training split of a million characters takes a fraction of a second)."""
+        boundaries = "".join(sorted(c for c in set(text) if is_boundary(c)))
+        if not boundaries:
+            return cls([])
+        words = (match.group() for match in re.finditer(f"[^{re.escape(boundaries)}]+", text)
+                 if match.end() < len(text) and match.end() - match.start() <= MAX_WORD_CHARS
+                 and text[match.end()] != UNK_TEXT and not (match.start() and text[match.start() - 1] == UNK_TEXT))
+        return cls(words)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._set
+
+    def starts_word(self, prefix: str) -> bool:
+        """Whether some word begins with `prefix` (every string begins the words of a non-empty lexicon)."""
+        at = bisect.bisect_left(self.words, prefix)
+        return at < len(self.words) and self.words[at].startswith(prefix)
+
+    def next_chars(self, prefix: str) -> set[str]:
+        """The code points that follow `prefix` in some word (one binary search per distinct one)."""
+        words, length, found = self.words, len(prefix), set()
+        at = bisect.bisect_left(words, prefix)
+        while at < len(words) and words[at].startswith(prefix):
+            if len(words[at]) == length:   # the prefix itself is a word
+                at += 1
+                continue
+            char = words[at][length]
+            found.add(char)
+            at = bisect.bisect_left(words, prefix + char + "\U0010ffff", at)   # past the words going on with char
+        return found
+
+    def to_json(self) -> dict:
+        """The metadata value: the sorted words joined by newlines, zlib-compressed, base64."""
+        data = zlib.compress("\n".join(self.words).encode("utf-8"), 9)
+        return {"encoding": ENCODING, "words": len(self.words), "data": base64.b64encode(data).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, value, where: str) -> "Lexicon":
+        """The lexicon of a metadata value, or a one-line CompactLMError naming `where` (the file)."""
+        if not isinstance(value, dict) or value.get("encoding") != ENCODING or not isinstance(value.get("data"), str) \
+                or isinstance(value.get("words"), bool) or not isinstance(value.get("words"), int):
+            raise CompactLMError(f"{where} has a damaged lexicon (expected encoding {ENCODING!r}, words and data)")
+        try:
+            packed = base64.b64decode(value["data"].encode("ascii"), validate=True)
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(packed, MAX_LEXICON_BYTES)
+            text = raw.decode("utf-8")
+        except (UnicodeError, binascii.Error, zlib.error) as error:
+            raise CompactLMError(f"{where} has a damaged lexicon: {str(error).splitlines()[0][:120]}") from None
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise CompactLMError(f"{where} has a damaged lexicon (cut off, or over {MAX_LEXICON_BYTES:,} bytes)")
+        words = text.split("\n") if text else []
+        if len(words) != value["words"] or "" in words or any(a >= b for a, b in zip(words, words[1:])):
+            raise CompactLMError(f"{where} has a damaged lexicon (its words are not {value['words']:,} sorted distinct words)")
+        return cls(words)
+
+
+def model_lexicon(info: dict, where: str) -> Lexicon | None:
+    """The lexicon a model's metadata carries (None for a file without one)."""
+    value = info.get("lexicon")
+    return None if value is None else Lexicon.from_json(value, where)

@@ -1,0 +1,139 @@
+"""The lexicon: the words of the training split, stored in the model file, that word completion searches first."""
+import base64
+import json
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compact_lm import load
+from compact_lm.autocomplete import Autocompleter
+from compact_lm.backends import NumpyBackend
+from compact_lm.errors import CompactLMError
+from compact_lm.lexicon import Lexicon, default_is_boundary, word_spans
+from compact_lm.opener import open_model
+from cli_helpers import assert_one_line_error, run as run_cli
+from test_autocomplete import brute_force, tiny_model
+
+WORDS = ["a", "ab", "abb", "ba", "bab", "bbba"]   # over tiny_model's word characters a and b
+
+
+def test_words_of_a_text_are_those_a_boundary_ends_away_from_unknowns():
+    text = "don't stop, well-known x\ufffdy zz\ufffd \ufffdqq ok! last"
+    assert Lexicon.from_text(text).words == sorted({"don't", "stop", "well-known", "ok"})
+
+
+def test_words_of_a_long_text_match_word_spans(alice_text):
+    spans = {alice_text[s:e] for s, e in word_spans(alice_text, default_is_boundary) if e - s <= 40}
+    assert set(Lexicon.from_text(alice_text).words) == spans
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="ab\u00e9\U0001f600z", min_size=1, max_size=5), max_size=25),
+       st.text(alphabet="ab\u00e9\U0001f600z", max_size=4))
+def test_prefix_queries_agree_with_a_scan(words, prefix):
+    lexicon = Lexicon(words)
+    assert lexicon.starts_word(prefix) == any(w.startswith(prefix) for w in words)
+    assert lexicon.next_chars(prefix) == {w[len(prefix)] for w in words if w.startswith(prefix) and len(w) > len(prefix)}
+    assert Lexicon.from_json(json.loads(json.dumps(lexicon.to_json())), "f").words == sorted(set(words))
+
+
+def _damaged(data: bytes, words: int) -> dict:
+    return {"encoding": "zlib-base64", "words": words, "data": base64.b64encode(data).decode()}
+
+
+@pytest.mark.parametrize("value, why", [
+    ({"encoding": "gzip", "words": 1, "data": ""}, "expected encoding"),
+    ({"encoding": "zlib-base64", "words": 1, "data": "!!"}, "damaged lexicon"),
+    (_damaged(b"not zlib", 1), "damaged lexicon"),
+    (_damaged(zlib.compress(b"b\na"), 2), "not 2 sorted distinct words"),
+    (_damaged(zlib.compress(b"a\nb"), 3), "not 3 sorted distinct words"),
+    (_damaged(zlib.compress(b"a\nb")[:-3], 2), "cut off"),
+    (_damaged(zlib.compress(b"\xff\xfe"), 1), "damaged lexicon"),
+])
+def test_a_damaged_lexicon_is_one_line_naming_the_file(value, why):
+    with pytest.raises(CompactLMError, match=why) as error:
+        Lexicon.from_json(value, "model.onnx")
+    assert str(error.value).startswith("model.onnx has a damaged lexicon") and "\n" not in str(error.value)
+
+
+def test_a_lexicon_that_inflates_past_the_limit_is_refused(monkeypatch):
+    monkeypatch.setattr("compact_lm.lexicon.MAX_LEXICON_BYTES", 1000)
+    with pytest.raises(CompactLMError, match="over 1,000 bytes"):
+        Lexicon.from_json(_damaged(zlib.compress(b"a" * 5000), 1), "f")
+
+
+def _completer(words, **options):
+    model = tiny_model("gru")
+    backend = NumpyBackend(model)
+    # a beam as wide as every unfinished word makes the search exhaustive (as in test_autocomplete)
+    return model, backend, Autocompleter(backend, beam=16, max_chars=5, lexicon=Lexicon(words), **options)
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "b", "ab ", "ba. b"])
+def test_lexicon_words_come_first_in_model_order_then_the_other_words(prefix):
+    model, backend, completer = _completer(WORDS)
+    typed = prefix.split(" ")[-1].split(".")[-1]
+    every = brute_force(backend, model.vocab, prefix, 5)
+    inside = [text for _, text in every if typed + text in WORDS]
+    outside = [text for _, text in every if typed + text not in WORDS]
+    got = [s.text for s in completer.complete(prefix, k=4)]
+    want = (inside + outside)[:4]
+    assert got == want
+
+
+def test_a_word_typed_outside_the_lexicon_is_completed_by_the_model_alone():
+    _, backend, completer = _completer(WORDS)
+    plain = Autocompleter(backend, beam=16, max_chars=5, lexicon=False)
+    assert completer.complete("aa", k=3) == plain.complete("aa", k=3)   # no lexicon word starts with "aa"
+    assert [s.text for s in completer.complete("b", k=3)] == ["a", "ab", "bba"] != [s.text for s in plain.complete("b", k=3)]
+
+
+def test_sessions_search_the_lexicon_as_complete_does():
+    _, _, completer = _completer(WORDS)
+    session = completer.session()
+    for prefix in ["b", "ba", "ba ", "ba a"]:
+        session.backspace(len(session.text))
+        session.type(prefix)
+        assert session.suggestions(3) == completer.complete(prefix, k=3)
+
+
+def test_other_boundaries_go_without_the_models_lexicon(tiny_model_path):
+    assert Autocompleter(tiny_model_path).lexicon is not None
+    assert Autocompleter(tiny_model_path, boundaries=" \n").lexicon is None
+
+
+def test_training_saves_the_words_of_the_training_split(tiny_model_path):
+    model = load(tiny_model_path)
+    train = model.vocab.decode(model.vocab.encode(open(model.info["train_config"]["corpus"][0], encoding="utf-8").read()))
+    train = train[:int(round(len(train) * model.info["train_config"]["split"][0]))]
+    assert model.lexicon.words == Lexicon.from_text(train).words and len(model.lexicon) > 100
+
+
+def test_quantize_and_export_carry_the_lexicon(tiny_model_path, tiny_onnx_path, tmp_path):
+    from compact_lm.tools.quantize import quantize_model
+    words = load(tiny_model_path).lexicon.words
+    quantized = quantize_model(load(tiny_model_path))
+    quantized.save(tmp_path / "q.npz")
+    assert open_model(tmp_path / "q.npz").lexicon.words == words
+    assert open_model(tiny_onnx_path).lexicon.words == words
+
+
+def test_dropping_characters_drops_the_words_that_hold_them(tiny_model_path, alice_text):
+    from compact_lm.tools.prune_vocab import character_counts, drop_rare_characters
+    model = load(tiny_model_path)
+    counts = character_counts(model, model.vocab.encode(alice_text))
+    smaller, dropped = drop_rare_characters(model, counts, 40, np.zeros(0, np.int64))
+    assert dropped and len(smaller.lexicon) < len(model.lexicon)
+    assert all(set(w).isdisjoint(dropped) for w in smaller.lexicon.words)
+    assert set(smaller.lexicon.words) == {w for w in model.lexicon.words if set(w).isdisjoint(dropped)}
+
+
+def test_a_model_file_with_a_damaged_lexicon_is_refused_in_one_line(tiny_model_path, tmp_path, capsys):
+    model = load(tiny_model_path)
+    model.info["lexicon"] = {**model.info["lexicon"], "words": 1}
+    model.save(tmp_path / "bad.npz")
+    code, _, err = run_cli(capsys, "complete", tmp_path / "bad.npz", "Alice was b")
+    assert_one_line_error(code, err, str(tmp_path / "bad.npz"), "has a damaged lexicon")
