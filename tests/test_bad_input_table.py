@@ -109,6 +109,16 @@ def _earlier_int8_scheme(files: Path, tmp: Path) -> Path:
     return tmp / "old-int8.npz"
 
 
+def _damaged_lexicon(files: Path, tmp: Path) -> Path:
+    """model.npz whose lexicon claims one word where it holds many."""
+    from compact_lm import load
+    model = load(files / "model.npz")
+    from compact_lm.lexicon import Lexicon
+    model.info["lexicon"] = {**Lexicon(["quick", "the"]).to_json(), "words": 1}
+    model.save(tmp / "lex.npz")
+    return tmp / "lex.npz"
+
+
 def _write(tmp: Path, name: str, data: bytes) -> Path:
     (tmp / name).write_bytes(data)
     return tmp / name
@@ -132,6 +142,7 @@ BUILDERS = {
     "quantize twice": lambda f, t: ["quantize", f / "int8.npz", "--out", t / "qq.npz"],
     "prune a quantized model": lambda f, t: ["prune", f / "int8.npz", "--keep", "0.5", "--out", t / "p.npz"],
     "int8 model of an earlier scheme": lambda f, t: ["eval", _earlier_int8_scheme(f, t), "--text", f / "text.txt"],
+    "model whose lexicon is damaged": lambda f, t: ["complete", _damaged_lexicon(f, t), "the qu"],
     "export over its input": lambda f, t: ["export", _copy(f, t, "same.npz"), "--out", t / "same.npz"],
     "export into a missing folder (writes neither file)": lambda f, t: ["export", f / "model.npz", "--out", t / "m.onnx",
                                                   "--sequence", t / "missing" / "seq.onnx"],
