@@ -22,8 +22,10 @@ character outside the vocabulary the model gives no word completion (next charac
 
 With a lexicon (compact_lm/lexicon.py: a model file carries the words of its training split) the search
 keeps to the lexicon's words while the typed part of the word starts one of them: a beam extends only by a
-character that continues some word, and only whole words finish; a word typed outside the lexicon is
-completed by the model alone. The probabilities are the model's, not renormalized over the lexicon.
+character that continues some word, and only whole words finish. If that gives fewer than k words, the
+model's other words fill the rest, after them (so a list is in probability order within those two tiers).
+A word typed outside the lexicon is completed by the model alone. The probabilities are the model's, not
+renormalized over the lexicon.
 
 With `user_words` (compact_lm.user_words.UserWords, or a path to its JSON file) sessions learn the words
 typed and completions mix the model's words with the user's (the rule is in user_words.py); a word
@@ -102,9 +104,9 @@ def open_backend(model, *, threads: int = 1, sequence: str | os.PathLike | None 
 class Autocompleter:
     """Next characters and word completions from any Backend; `session()` for keystroke-by-keystroke use.
 
-    Thread-safe without a lock: after construction nothing here is written but two character caches (single
-    dict operations), every call works on its own arrays, and the Backend must accept concurrent calls
-    (NumpyBackend and OrtBackend do: no buffers are kept between calls). One instance serves every thread
+    Thread-safe without a lock: after construction nothing here is written but two character caches and the
+    lexicon's mask cache (single dict operations), every call works on its own arrays, and the Backend must
+    accept concurrent calls (NumpyBackend and OrtBackend do: no buffers are kept between calls). One instance serves every thread
     of a server; each thread uses its own sessions.
     """
 
@@ -149,11 +151,20 @@ class Autocompleter:
         self._normalized: dict[str, str] = {}
         self._char_ids: dict[str, np.ndarray] = {}
         self._id_of = {c: i for i, c in enumerate(tokens) if i != UNK_ID}
-        self._lexicon_masks: dict[str, np.ndarray] = {}
         state = self.backend.initial_state(1)
         log_probs, state = self.backend.step(self.encode(START_TEXT)[-1:], state)
         # a checkpoint: (characters typed, state after them, log-probabilities of the next character)
         self._root = (0, state, log_probs[0])
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        """The words completion searches first (None: the model alone); may be set to another Lexicon or None."""
+        return self._lexicon
+
+    @lexicon.setter
+    def lexicon(self, lexicon: Lexicon | None) -> None:
+        self._lexicon = lexicon
+        self._lexicon_masks = {}   # the masks were the old lexicon's
 
     # ------------------------------------------------------------------------------ text -> ids
     def normalize(self, text: str) -> str:
@@ -242,7 +253,11 @@ class Autocompleter:
         for candidate, share in found:
             text = candidate[len(typed):]
             probs[text] = probs.get(text, 0.0) + lam * share
-        ranked = sorted(probs.items(), key=lambda item: (-item[1], item[0]))[:k]
+        # the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
+        lexicon = self.lexicon if self.lexicon is not None and not unknown and self.lexicon.starts_word(typed) else None
+        users = {candidate[len(typed):] for candidate, _ in found}
+        fill = set() if lexicon is None else {t for t in probs if t not in users and typed + t not in lexicon}
+        ranked = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
         return [Suggestion(text, prob) for text, prob in ranked]
 
     def _is_unknown(self, char: str) -> bool:

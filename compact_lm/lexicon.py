@@ -7,11 +7,11 @@ ends.
 A model file carries its lexicon: every word of its training split (as the vocabulary normalizes it, at
 most MAX_WORD_CHARS long, none touching an unknown character), in the metadata key "lexicon":
     {"encoding": "zlib-base64", "words": N, "data": base64(zlib(the words sorted by code point, joined by "\\n"))}
-Word completion searches only these words while the word being typed is the start of one of them (the
+Word completion searches these words first while the word being typed is the start of one of them (the
 decoding a phone keyboard does with its word list: the model's beam never spends a slot on a misspelling, and
-a rare long word the model spells badly is still found letter by letter); a word typed outside the lexicon is
-completed as before, by the model alone. Measured in docs/experiments.md ("The lexicon"): on
-tinyshakespeare 14,360 words in 43,744 bytes (11 % of the int8 GRU-256's file).
+a rare long word the model spells badly is still found letter by letter); the model's other words fill the
+slots they leave; a word typed outside the lexicon is completed as before, by the model alone. Measured in docs/experiments.md ("The lexicon"): on
+tinyshakespeare 14,360 words in 58,328 bytes of base64 (21 % more on the int8 GRU-256's file).
 web/compact_lm.js reads the same key and searches the same way.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ from .vocab import UNK_TEXT
 WORD_JOINERS = frozenset("'\u2019-")   # apostrophes and the hyphen: "don't", "o'er", "well-known" are one word
 MAX_WORD_CHARS = 40                    # longer runs are not words anyone completes (URLs, base64, ...)
 ENCODING = "zlib-base64"
-MAX_LEXICON_BYTES = 64 * 1024 * 1024   # decompressed: a file claiming more is refused (a zip bomb)
+MAX_LEXICON_BYTES = 32 * 1024 * 1024   # decompressed: a file claiming more is refused (a zip bomb)
+MAX_LEXICON_WORDS = 2_000_000          # and more words than this (a bomb of newlines) are never split out
 
 
 def default_is_boundary(char: str) -> bool:
@@ -96,7 +97,9 @@ class Lexicon:
                 continue
             char = words[at][length]
             found.add(char)
-            at = bisect.bisect_left(words, prefix + char + "\U0010ffff", at)   # past the words going on with char
+            if char == "\U0010ffff":   # the last code point: no word goes on with a later one
+                break
+            at = bisect.bisect_left(words, prefix + chr(ord(char) + 1), at)   # past the words going on with char
         return found
 
     def to_json(self) -> dict:
@@ -106,22 +109,34 @@ class Lexicon:
 
     @classmethod
     def from_json(cls, value, where: str) -> "Lexicon":
-        """The lexicon of a metadata value, or a one-line CompactLMError naming `where` (the file)."""
+        """The lexicon of a metadata value, or a one-line CompactLMError naming `where` (the file).
+
+        web/compact_lm.js's Lexicon.fromMetadata accepts and refuses the same values with the same messages."""
+        count = value.get("words") if isinstance(value, dict) else None
+        # a whole number as JSON gives it (JavaScript cannot tell 2.0 from 2)
+        whole = isinstance(count, (int, float)) and not isinstance(count, bool) and count == count // 1
         if not isinstance(value, dict) or value.get("encoding") != ENCODING or not isinstance(value.get("data"), str) \
-                or isinstance(value.get("words"), bool) or not isinstance(value.get("words"), int):
-            raise CompactLMError(f"{where} has a damaged lexicon (expected encoding {ENCODING!r}, words and data)")
+                or not whole or not 0 <= count <= MAX_LEXICON_WORDS:
+            raise CompactLMError(f"{where} has a damaged lexicon (expected encoding {ENCODING!r}, words from 0 to "
+                                 f"{MAX_LEXICON_WORDS:,} and data)")
+        count = int(count)
         try:
             packed = base64.b64decode(value["data"].encode("ascii"), validate=True)
             inflater = zlib.decompressobj()
             raw = inflater.decompress(packed, MAX_LEXICON_BYTES)
+            if inflater.unconsumed_tail:
+                raise CompactLMError(f"{where} has a damaged lexicon (over {MAX_LEXICON_BYTES:,} bytes inflated)")
+            if not inflater.eof:   # (bytes after the stream's end are ignored, as zlib.decompress and Node do)
+                raise zlib.error("cut off")
             text = raw.decode("utf-8")
-        except (UnicodeError, binascii.Error, zlib.error) as error:
-            raise CompactLMError(f"{where} has a damaged lexicon: {str(error).splitlines()[0][:120]}") from None
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise CompactLMError(f"{where} has a damaged lexicon (cut off, or over {MAX_LEXICON_BYTES:,} bytes)")
+        except (UnicodeError, binascii.Error, zlib.error):
+            raise CompactLMError(f"{where} has a damaged lexicon (not the base64 of a zlib stream of UTF-8 text)") from None
+        damaged = f"{where} has a damaged lexicon (its words are not {count:,} sorted distinct words)"
+        if (text.count("\n") + 1 if text else 0) != count:   # counted before anything is split out
+            raise CompactLMError(damaged)
         words = text.split("\n") if text else []
-        if len(words) != value["words"] or "" in words or any(a >= b for a, b in zip(words, words[1:])):
-            raise CompactLMError(f"{where} has a damaged lexicon (its words are not {value['words']:,} sorted distinct words)")
+        if "" in words or any(a >= b for a, b in zip(words, words[1:])):
+            raise CompactLMError(damaged)
         return cls(words)
 
 

@@ -76,16 +76,19 @@ class ModelFile:
 
     @property
     def lexicon(self) -> Lexicon | None:
-        """The words of the training split the file carries (compact_lm/lexicon.py), or None; decoded once."""
+        """The words of the training split the file carries (compact_lm/lexicon.py), or None; decoded when first
+        used (a damaged one fails then, so a caller that never uses it can still open the file)."""
         value = self.info.get("lexicon")
         cached = self.__dict__.get("_lexicon")
         if cached is None or cached[0] is not value:
             cached = self.__dict__["_lexicon"] = (value, model_lexicon(self.info, self._where()))
         return cached[1]
 
+    loaded_from: str | None = None   # the file it was read from, if any
+
     def _where(self) -> str:
         """How errors about this model's metadata name it."""
-        return "the file"
+        return self.loaded_from or "the model"
 
     def metadata_fields(self) -> dict:
         """The kind's own metadata entries (dtype, quantized, scheme)."""

@@ -36,9 +36,7 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
     path = Path(path)
     if path.suffix.lower() == ".onnx" and not _is_zip(path):
         from .onnx_model import OnnxModel
-        model = OnnxModel(path, threads=threads, sequence=sequence)
-        model.lexicon   # a damaged lexicon is refused when the file is opened
-        return model
+        return OnnxModel(path, threads=threads, sequence=sequence)
     if sequence is not None:
         raise CompactLMError("a sequence graph goes with an .onnx step graph")
     return _load_npz_model(path)
@@ -60,7 +58,7 @@ def _load_npz_model(path: Path) -> ModelFile:
     info = {k: v for k, v in meta.items() if k in INFO_KEYS}
     try:
         model = kind.from_file(config, vocab, arrays, meta, info)
-        model.lexicon   # a damaged lexicon is refused when the file is opened
+        model.loaded_from = str(path)   # what errors about its metadata (a damaged lexicon, read when used) name
         return model
     except (KeyError, TypeError, ValueError) as error:
         raise CompactLMError(f"{path} has invalid metadata: {error}") from None

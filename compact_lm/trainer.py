@@ -147,7 +147,6 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self._lexicon: dict | None = None
         self.log = log or (lambda message: print(message, file=sys.stderr))
         state_path = self.out_dir / STATE_FILE
         saved = None
@@ -188,6 +187,8 @@ class Trainer:
             raise SettingError("teacher", "the teacher's vocabulary differs from the model's")
         self.teacher = teacher if config.distill > 0 else None
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
+        # the words of the training split, which every saved model carries for word completion (lexicon.py)
+        self._lexicon = Lexicon.from_text(self.corpus.vocab.decode(self.corpus.train)).to_json()
         # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
         _check_writable(self.out_dir)
         if len(self.corpus.val) < 2:
@@ -300,8 +301,6 @@ class Trainer:
         return Model(self.model_config, self.corpus.vocab, params, self._model_info())
 
     def _model_info(self, metrics: dict | None = None) -> dict:
-        if self._lexicon is None:   # the words of the training split, for word completion (lexicon.py)
-            self._lexicon = Lexicon.from_text(self.corpus.vocab.decode(self.corpus.train)).to_json()
         return {"steps": self.step, "train_config": self.config.to_json(),
                 "metrics": metrics or {}, "chars_seen": self.chars_seen, "lexicon": self._lexicon}
 
@@ -376,7 +375,8 @@ class Trainer:
             self.last_lr = float(meta["last_lr"])
             if meta.get("best_info") is not None:
                 best = {name: arrays[f"best.{name}"] for name in self.flat.names}
-                self.best = Model(self.model_config, self.corpus.vocab, best, meta["best_info"])
+                # a state saved before models carried a lexicon gets one (the training split is the same)
+                self.best = Model(self.model_config, self.corpus.vocab, best, {**meta["best_info"], "lexicon": self._lexicon})
         except (KeyError, ValueError, TypeError) as error:
             raise SettingError("resume", "{path} is damaged ({error})", path=self.out_dir / STATE_FILE, error=error) from None
 

@@ -31,8 +31,8 @@ def test_words_of_a_long_text_match_word_spans(alice_text):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet="ab\u00e9\U0001f600z", min_size=1, max_size=5), max_size=25),
-       st.text(alphabet="ab\u00e9\U0001f600z", max_size=4))
+@given(st.lists(st.text(alphabet="ab\u00e9\ud7ff\ue000\U0001f600z\U0010ffff", min_size=1, max_size=5), max_size=25),
+       st.text(alphabet="ab\u00e9\ud7ff\U0001f600z\U0010ffff", max_size=4))
 def test_prefix_queries_agree_with_a_scan(words, prefix):
     lexicon = Lexicon(words)
     assert lexicon.starts_word(prefix) == any(w.startswith(prefix) for w in words)
@@ -50,7 +50,9 @@ def _damaged(data: bytes, words: int) -> dict:
     (_damaged(b"not zlib", 1), "damaged lexicon"),
     (_damaged(zlib.compress(b"b\na"), 2), "not 2 sorted distinct words"),
     (_damaged(zlib.compress(b"a\nb"), 3), "not 3 sorted distinct words"),
-    (_damaged(zlib.compress(b"a\nb")[:-3], 2), "cut off"),
+    (_damaged(zlib.compress(b"a\nb")[:-3], 2), "not the base64 of a zlib stream"),
+    ({"encoding": "zlib-base64", "words": 2.5, "data": ""}, "expected encoding"),
+    ({"encoding": "zlib-base64", "words": 3_000_000, "data": ""}, "words from 0 to 2,000,000"),
     (_damaged(zlib.compress(b"\xff\xfe"), 1), "damaged lexicon"),
 ])
 def test_a_damaged_lexicon_is_one_line_naming_the_file(value, why):
@@ -61,7 +63,7 @@ def test_a_damaged_lexicon_is_one_line_naming_the_file(value, why):
 
 def test_a_lexicon_that_inflates_past_the_limit_is_refused(monkeypatch):
     monkeypatch.setattr("compact_lm.lexicon.MAX_LEXICON_BYTES", 1000)
-    with pytest.raises(CompactLMError, match="over 1,000 bytes"):
+    with pytest.raises(CompactLMError, match="over 1,000 bytes inflated"):
         Lexicon.from_json(_damaged(zlib.compress(b"a" * 5000), 1), "f")
 
 
@@ -137,3 +139,56 @@ def test_a_model_file_with_a_damaged_lexicon_is_refused_in_one_line(tiny_model_p
     model.save(tmp_path / "bad.npz")
     code, _, err = run_cli(capsys, "complete", tmp_path / "bad.npz", "Alice was b")
     assert_one_line_error(code, err, str(tmp_path / "bad.npz"), "has a damaged lexicon")
+
+
+def test_the_last_code_point_ends_the_scan():
+    lexicon = Lexicon(["x\U0010ffff", "x\U0010ffffa", "xa", "y"])
+    assert lexicon.next_chars("x") == {"a", "\U0010ffff"} and lexicon.next_chars("") == {"x", "y"}
+
+
+def test_a_damaged_lexicon_is_read_only_when_used(tiny_model_path, tmp_path, capsys):
+    model = load(tiny_model_path)
+    model.info["lexicon"] = {**model.info["lexicon"], "words": 1}
+    model.save(tmp_path / "bad.npz")
+    code, out, _ = run_cli(capsys, "complete", tmp_path / "bad.npz", "Alice was b", "--no-lexicon")
+    assert code == 0 and out
+
+
+def test_a_null_lexicon_is_none(tiny_model_path):
+    model = load(tiny_model_path)
+    model.info["lexicon"] = None
+    assert model.lexicon is None and Autocompleter(model).lexicon is None
+
+
+def test_the_users_words_keep_the_lexicon_words_before_the_fill():
+    from compact_lm.user_words import UserWords
+    _, _, completer = _completer(["ba", "zz"], user_words=UserWords())
+    alone = [s.text for s in completer.complete("b", k=3)]
+    completer.user_words.learn("bbbbb")
+    mixed = [s.text for s in completer.complete("b", k=3)]
+    assert alone[0] == "a" and mixed[:2] == ["a", "bbbb"] or mixed[:2] == ["bbbb", "a"]
+    assert set(mixed[2:]) <= set(alone[1:])
+
+
+def test_setting_another_lexicon_forgets_the_old_ones_prefixes():
+    _, backend, completer = _completer(["ba"])
+    completer.complete("b", k=2)
+    completer.lexicon = Lexicon(["bb"])
+    fresh = Autocompleter(backend, beam=16, max_chars=5, lexicon=Lexicon(["bb"]))
+    assert completer.complete("b", k=2) == fresh.complete("b", k=2)
+
+
+def test_a_run_resumed_from_a_state_without_a_lexicon_saves_one(tmp_path, small_corpus):
+    from compact_lm.fileio import load_npz, save_npz
+    from compact_lm.trainer import STATE_FILE, Trainer
+    from conftest import tiny_config
+    config = tiny_config(small_corpus, steps=20, eval_every=10)
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    for _ in range(10):
+        trainer.train_step()
+    trainer.evaluate()
+    arrays, meta = load_npz(tmp_path / "run" / STATE_FILE, "state")
+    meta["best_info"].pop("lexicon")   # as a state saved by the version before lexicons
+    save_npz(tmp_path / "run" / STATE_FILE, arrays, meta)
+    Trainer(config, tmp_path / "run", resume=True, progress=False)   # rewrites model.npz from the state's best
+    assert load(tmp_path / "run" / "model.npz").lexicon.words == trainer.current_model().lexicon.words

@@ -15,8 +15,10 @@ code point, to compare with JavaScript's Unicode property escapes, String.normal
 """
 from __future__ import annotations
 
+import base64
 import json
 import unicodedata
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -368,6 +370,15 @@ def _python_error(path: Path, sequence: Path | None = None) -> str:
     raise AssertionError(f"{path} loads in Python")
 
 
+def _python_completer_error(path: Path) -> str:
+    """What Python's Autocompleter says of a file whose lexicon it refuses (read when completion first needs it)."""
+    try:
+        Autocompleter(str(path))
+    except CompactLMError as error:
+        return str(error)
+    raise AssertionError(f"{path} loads in Python")
+
+
 def _with_props(source: Path, target: Path, change) -> Path:
     model = onnx.load(str(source))
     props = {p.key: p.value for p in model.metadata_props}
@@ -396,7 +407,7 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
     cases = []
 
     def add(name: str, path: Path, what: str, sequence: Path | None = None) -> None:
-        message = _python_error(path, sequence)
+        message = _python_error(path, sequence) if what != "lexicon" else _python_completer_error(path)
         exact = True
         if path.exists() and path.is_file():
             try:
@@ -437,6 +448,17 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
         normalization=json.dumps({"unit": "code_point", "steps": ["NFC", "lowercase"]}))), "normalization")
     add("start-text", _with_props(good, faults / "start.onnx", lambda p: p.update(start_text=json.dumps("\n\n"))),
         "start text")
+    lexicon = json.loads(onnx.load(str(good)).metadata_props[[p.key for p in onnx.load(str(good)).metadata_props].index("lexicon")].value)
+    packed = zlib.compress("\n".join(Lexicon.from_json(lexicon, "golden").words).encode("utf-8"))
+    for name, value in [("count", {**lexicon, "words": 1}), ("words-float", {**lexicon, "words": 2.5}),
+                        ("encoding", {**lexicon, "encoding": "gzip"}), ("too-many", {**lexicon, "words": 3_000_000}),
+                        ("not-base64", {**lexicon, "data": "!!" + lexicon["data"]}),
+                        ("base64-newline", {**lexicon, "data": lexicon["data"][:8] + "\n" + lexicon["data"][8:]}),
+                        ("base64-unpadded", {**lexicon, "data": base64.b64encode(packed + b"xy").decode().rstrip("=")}),
+                        ("zlib-cut", {**lexicon, "data": base64.b64encode(packed[:-5]).decode()}),
+                        ("not-a-dict", [1, 2])]:
+        add(f"lexicon-{name}", _with_props(good, faults / f"lexicon-{name}.onnx",
+                                           lambda p, v=value: p.update(lexicon=json.dumps(v))), "lexicon")
     add("missing-file", faults / "nope.onnx", "missing")
     add("folder", faults, "folder")
     add("step-as-sequence", good, "wrong sequence", sequence=step_paths["gru-int8-lower-step"])

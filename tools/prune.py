@@ -363,4 +363,8 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
                 ("; kept the model before fine-tuning" if entry.get("kept_the_pruned_model") else ""))
         history.append(entry)
     current.info["pruning"] = history
+    # the source's words, whichever text fine-tuning read (its trainer saves that text's)
+    current.info.pop("lexicon", None)
+    if model.info.get("lexicon") is not None:
+        current.info["lexicon"] = model.info["lexicon"]
     return current

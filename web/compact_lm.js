@@ -925,13 +925,15 @@ function openUserWords(userWords) {
 // ---------------------------------------------------------------------------------------- lexicon
 export const LEXICON_ENCODING = "zlib-base64";
 const CACHED_PREFIXES = 1 << 12;     // lexicon prefixes whose next-character masks are remembered
-const MAX_LEXICON_BYTES = 64 * 1024 * 1024;
+const MAX_LEXICON_BYTES = 32 * 1024 * 1024;   // inflated: more is refused (a zip bomb)
+const MAX_LEXICON_WORDS = 2000000;            // and more words than this are never split out
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;   // as Python's b64decode(validate=True)
 
 /** The words of a model's training split (compact_lm/lexicon.py's Lexicon): membership, whether a string
  * starts some word, and which code points continue it. */
 export class Lexicon {
   constructor(words) {
-    this.words = words;   // sorted in code point order, distinct
+    this.words = [...new Set(words)].sort(compareCodePoints);   // code point order, distinct (as Python's sorted)
     this._set = new Set(words);
   }
 
@@ -958,45 +960,57 @@ export class Lexicon {
         at += 1;
         continue;
       }
-      const char = String.fromCodePoint(words[at].codePointAt(prefix.length));
-      found.add(char);
-      at = lowerBound(words, prefix + char + "\u{10ffff}", compareCodePoints);
+      const code = words[at].codePointAt(prefix.length);
+      found.add(String.fromCodePoint(code));
+      if (code === 0x10ffff) break;   // the last code point: no word goes on with a later one
+      at = lowerBound(words, prefix + String.fromCodePoint(code + 1), compareCodePoints);   // past the words going on with it
     }
     return found;
   }
 
-  /** The lexicon of a metadata value ({encoding, words, data}: zlib-compressed sorted words, base64), checked. */
+  /** The lexicon of a metadata value ({encoding, words, data}: zlib-compressed sorted words, base64), checked as
+   * compact_lm/lexicon.py's Lexicon.from_json checks it, with the same one-line messages. */
   static async fromMetadata(value, name) {
-    const damaged = (why) => new CompactLMError(`${name} has a damaged lexicon${why}`);
-    if (value === null || typeof value !== "object" || value.encoding !== LEXICON_ENCODING || typeof value.data !== "string"
-        || !Number.isInteger(value.words)) {
-      throw damaged(` (expected encoding '${LEXICON_ENCODING}', words and data)`);
+    const damaged = (why) => new CompactLMError(`${name} has a damaged lexicon (${why})`);
+    const count = value !== null && typeof value === "object" ? value.words : undefined;
+    if (value === null || typeof value !== "object" || Array.isArray(value) || value.encoding !== LEXICON_ENCODING
+        || typeof value.data !== "string" || !Number.isInteger(count) || count < 0 || count > MAX_LEXICON_WORDS) {
+      throw damaged(`expected encoding '${LEXICON_ENCODING}', words from 0 to ${MAX_LEXICON_WORDS.toLocaleString("en-US")} and data`);
+    }
+    if (typeof DecompressionStream !== "function") {
+      throw new CompactLMError(`${name} has a lexicon, and this platform has no DecompressionStream to read it: `
+        + "create the Autocompleter with { lexicon: false }");
     }
     let text;
     try {
+      if (!BASE64.test(value.data)) throw new Error("not base64");
       const packed = Uint8Array.from(atob(value.data), (c) => c.charCodeAt(0));
-      const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate"));
-      const reader = stream.getReader(), parts = [];
+      const reader = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate")).getReader();
+      const parts = [];
       let length = 0;
       for (;;) {
         const { done, value: part } = await reader.read();
         if (done) break;
         length += part.length;
         if (length > MAX_LEXICON_BYTES) {
-          await reader.cancel();
-          throw damaged(` (over ${MAX_LEXICON_BYTES} bytes)`);
+          await reader.cancel().catch(() => {});
+          throw damaged(`over ${MAX_LEXICON_BYTES.toLocaleString("en-US")} bytes inflated`);
         }
         parts.push(part);
       }
-      text = new TextDecoder("utf-8", { fatal: true }).decode(await new Blob(parts).arrayBuffer());
+      text = strictUtf8.decode(await new Blob(parts).arrayBuffer());
     } catch (error) {
       if (error instanceof CompactLMError) throw error;
-      throw damaged(`: ${String(error.message || error).split("\n")[0].slice(0, 120)}`);
+      throw damaged("not the base64 of a zlib stream of UTF-8 text");
     }
+    const why = `its words are not ${count.toLocaleString("en-US")} sorted distinct words`;
+    let lines = text ? 1 : 0;   // counted before anything is split out
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines += 1;
+    if (lines !== count) throw damaged(why);
     const words = text ? text.split("\n") : [];
-    let ok = words.length === value.words && !words.includes("");
+    let ok = !words.includes("");
     for (let i = 1; ok && i < words.length; i++) ok = compareCodePoints(words[i - 1], words[i]) < 0;
-    if (!ok) throw damaged(` (its words are not ${value.words} sorted distinct words)`);
+    if (!ok) throw damaged(why);
     return new Lexicon(words);
   }
 }
@@ -1044,7 +1058,8 @@ export class Autocompleter {
       await model.probe(main, file.meta.graph, file.name);
       if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
       const useLexicon = (options.lexicon ?? true) && (options.boundaries === undefined || options.boundaries === null);
-      const lexicon = useLexicon && file.meta.lexicon !== undefined ? await Lexicon.fromMetadata(file.meta.lexicon, file.name) : null;
+      const stored = file.meta.lexicon;   // (absent or null in a file without one)
+      const lexicon = useLexicon && stored !== undefined && stored !== null ? await Lexicon.fromMetadata(stored, file.name) : null;
       const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon });
       await completer._init();
       return completer;
@@ -1059,7 +1074,6 @@ export class Autocompleter {
     this.model = model;
     this.userWords = userWords;
     this.lexicon = lexicon;
-    this._lexiconMasks = new Map();
     this.metadata = model.meta;
     this.beam = beam;
     this.maxChars = maxChars;
@@ -1090,6 +1104,16 @@ export class Autocompleter {
     this._nextMask[unk] = -Infinity;
     this._normalized = new Map();
     this._unknownChar = new Map();
+  }
+
+  /** The words completion searches first (null: the model alone); may be set to another Lexicon or null. */
+  get lexicon() {
+    return this._lexicon;
+  }
+
+  set lexicon(lexicon) {
+    this._lexicon = lexicon;
+    this._lexiconMasks = new Map();   // the masks were the old lexicon's
   }
 
   async _init() {
@@ -1224,7 +1248,12 @@ export class Autocompleter {
       const text = candidate.slice(typed.length);
       probs.set(text, (probs.get(text) ?? 0) + share * part);
     }
-    return [...probs.entries()].sort((a, b) => (a[1] > b[1] ? -1 : a[1] < b[1] ? 1 : compareCodePoints(a[0], b[0])))
+    // the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
+    const lexicon = this.lexicon && !unknown && this.lexicon.startsWord(typed) ? this.lexicon : null;
+    const users = new Set(found.map(([candidate]) => candidate.slice(typed.length)));
+    const fill = (text) => (lexicon && !users.has(text) && !lexicon.has(typed + text) ? 1 : 0);
+    return [...probs.entries()].sort((a, b) => (fill(a[0]) - fill(b[0])
+      || (a[1] > b[1] ? -1 : a[1] < b[1] ? 1 : compareCodePoints(a[0], b[0]))))
       .slice(0, k).map(([text, prob]) => ({ text, prob }));
   }
 
