@@ -86,12 +86,12 @@ def _check_text(name: str, text) -> str:
     return text
 
 
-def open_backend(model, *, threads: int = 1, sequence: str | os.PathLike | None = None):
+def open_backend(model, *, threads: int = 1, sequence: str | os.PathLike | None = None, check_lexicon: bool = True):
     """A Backend for `model`: a model file path (`compact_lm.open_model`: .npz run by NumPy, .onnx by
     onnxruntime with `sequence`, the same model's sequence graph, for pasted text), a loaded model, or a Backend."""
     if isinstance(model, (str, os.PathLike)):
         from .opener import open_model
-        return open_model(model, threads=threads, sequence=sequence).backend()
+        return open_model(model, threads=threads, sequence=sequence, check_lexicon=check_lexicon).backend()
     if sequence is not None:
         raise CompactLMError("a sequence graph goes with an .onnx step graph")
     if all(callable(getattr(model, name, None)) for name in ("initial_state", "step", "run")):
@@ -115,7 +115,9 @@ class Autocompleter:
                  sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None,
                  lexicon: Lexicon | bool = True):
         self.user_words = open_user_words(user_words)
-        self.backend = open_backend(model, threads=threads, sequence=sequence)
+        # a file's lexicon is read only if it will be searched (a damaged one then fails here, naming the file)
+        self.backend = open_backend(model, threads=threads, sequence=sequence,
+                                    check_lexicon=lexicon is True and boundaries is None)
         self.vocab = vocab if vocab is not None else getattr(self.backend, "vocab", None)
         if not isinstance(self.vocab, Vocab):
             raise CompactLMError("the backend has no .vocab: pass vocab=")
@@ -158,13 +160,15 @@ class Autocompleter:
 
     @property
     def lexicon(self) -> Lexicon | None:
-        """The words completion searches first (None: the model alone); may be set to another Lexicon or None."""
-        return self._lexicon
+        """The words completion searches first (None: the model alone); may be set to another Lexicon or None,
+        even while other threads search (each search keeps the lexicon it started with)."""
+        return self._lexicon_state[0]
 
     @lexicon.setter
     def lexicon(self, lexicon: Lexicon | None) -> None:
-        self._lexicon = lexicon
-        self._lexicon_masks = {}   # the masks were the old lexicon's
+        if lexicon is not None and not isinstance(lexicon, Lexicon):
+            raise CompactLMError(f"lexicon must be a Lexicon or None, got {type(lexicon).__name__}")
+        self._lexicon_state = (lexicon or None, {})   # with its own mask cache, replaced in one assignment
 
     # ------------------------------------------------------------------------------ text -> ids
     def normalize(self, text: str) -> str:
@@ -254,7 +258,8 @@ class Autocompleter:
             text = candidate[len(typed):]
             probs[text] = probs.get(text, 0.0) + lam * share
         # the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
-        lexicon = self.lexicon if self.lexicon is not None and not unknown and self.lexicon.starts_word(typed) else None
+        lexicon = self.lexicon
+        lexicon = lexicon if lexicon is not None and not unknown and lexicon.starts_word(typed) else None
         users = {candidate[len(typed):] for candidate, _ in found}
         fill = set() if lexicon is None else {t for t in probs if t not in users and typed + t not in lexicon}
         ranked = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
@@ -271,15 +276,16 @@ class Autocompleter:
         top = top[(-scores[top]).argsort(kind="stable")]
         return [Suggestion(self._char_of[i], math.exp(scores[i])) for i in top.tolist() if scores[i] > -np.inf]
 
-    def _lexicon_mask(self, prefix: str) -> np.ndarray:
-        """True for the characters that continue `prefix` in some lexicon word ([V] bool, kept)."""
-        mask = self._lexicon_masks.get(prefix)
+    def _lexicon_mask(self, state: tuple, prefix: str) -> np.ndarray:
+        """True for the characters that continue `prefix` in some word of `state`'s lexicon ([V] bool, kept)."""
+        lexicon, masks = state
+        mask = masks.get(prefix)
         if mask is None:
             mask = np.zeros(self.vocab_size, dtype=bool)
-            mask[[self._id_of[c] for c in self.lexicon.next_chars(prefix) if c in self._id_of]] = True
-            if len(self._lexicon_masks) >= CACHED_PREFIXES:
-                self._lexicon_masks.clear()
-            self._lexicon_masks[prefix] = mask
+            mask[[self._id_of[c] for c in lexicon.next_chars(prefix) if c in self._id_of]] = True
+            if len(masks) >= CACHED_PREFIXES:
+                masks.clear()
+            masks[prefix] = mask
         return mask
 
     def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
@@ -287,10 +293,11 @@ class Autocompleter:
         """The k most likely distinct words from (state, log_probs): the lexicon's words first, while `typed`
         (the part of the word already typed, normalized) starts one; if they are fewer than k, the model's
         other words fill the rest."""
-        lexicon = self.lexicon
+        lexicon_state = self._lexicon_state
+        lexicon = lexicon_state[0]
         if lexicon is None or not lexicon.starts_word(typed):
             return self._beam_search(state, log_probs, at_boundary, k, max_chars)
-        found = self._beam_search(state, log_probs, at_boundary, k, max_chars, typed, lexicon)
+        found = self._beam_search(state, log_probs, at_boundary, k, max_chars, typed, lexicon_state)
         if len(found) < k:
             texts = {s.text for s in found}
             others = self._beam_search(state, log_probs, at_boundary, k + len(found), max_chars)
@@ -298,10 +305,11 @@ class Autocompleter:
         return found
 
     def _beam_search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
-                     typed: str = "", lexicon: Lexicon | None = None) -> list[Suggestion]:
-        """Beam search from (state, log_probs) to the k most likely distinct words (with `lexicon`, words that
-        continue `typed` in it), each with its probability of ending whatever boundary character follows
-        (log-sum-exp over the boundary columns, in float64)."""
+                     typed: str = "", lexicon_state: tuple | None = None) -> list[Suggestion]:
+        """Beam search from (state, log_probs) to the k most likely distinct words (with `lexicon_state`, a
+        (Lexicon, mask cache) pair, words that continue `typed` in it), each with its probability of ending
+        whatever boundary character follows (log-sum-exp over the boundary columns, in float64)."""
+        lexicon = lexicon_state[0] if lexicon_state is not None else None
         vocab_size, beam, boundary_ids = self.vocab_size, self.beam, self._boundary_ids
         char_of, word_mask = self._char_of, self._word_mask
         step = self.backend.step
@@ -326,7 +334,7 @@ class Autocompleter:
                 break
             flat_scores = scores + word_mask
             if lexicon is not None:   # only characters that continue a lexicon word (+ -inf for the others)
-                flat_scores[~np.array([self._lexicon_mask(typed + text) for text in texts])] = -np.inf
+                flat_scores[~np.array([self._lexicon_mask(lexicon_state, typed + text) for text in texts])] = -np.inf
             flat_scores = flat_scores.ravel()
             top = flat_scores.argpartition(-beam)[-beam:] if flat_scores.size > beam else np.arange(flat_scores.size)
             # a beam's own log p bounds every word it can become: at or below the k-th finished word, it is dropped

@@ -102,6 +102,11 @@ class Lexicon:
             at = bisect.bisect_left(words, prefix + chr(ord(char) + 1), at)   # past the words going on with char
         return found
 
+    def fits(self) -> bool:
+        """Whether a reader takes this lexicon (at most MAX_LEXICON_WORDS words, MAX_LEXICON_BYTES inflated)."""
+        return len(self.words) <= MAX_LEXICON_WORDS and \
+            sum(len(w.encode("utf-8")) + 1 for w in self.words) <= MAX_LEXICON_BYTES + 1
+
     def to_json(self) -> dict:
         """The metadata value: the sorted words joined by newlines, zlib-compressed, base64."""
         data = zlib.compress("\n".join(self.words).encode("utf-8"), 9)
@@ -126,8 +131,10 @@ class Lexicon:
             raw = inflater.decompress(packed, MAX_LEXICON_BYTES)
             if inflater.unconsumed_tail:
                 raise CompactLMError(f"{where} has a damaged lexicon (over {MAX_LEXICON_BYTES:,} bytes inflated)")
-            if not inflater.eof:   # (bytes after the stream's end are ignored, as zlib.decompress and Node do)
-                raise zlib.error("cut off")
+            # the stream must end the data: its last 4 bytes are the Adler-32 of what it inflates to (the check
+            # web/compact_lm.js makes, as Node's DecompressionStream lets bytes after the end pass)
+            if not inflater.eof or packed[-4:] != zlib.adler32(raw).to_bytes(4, "big"):
+                raise zlib.error("cut off, or bytes after its end")
             text = raw.decode("utf-8")
         except (UnicodeError, binascii.Error, zlib.error):
             raise CompactLMError(f"{where} has a damaged lexicon (not the base64 of a zlib stream of UTF-8 text)") from None

@@ -99,7 +99,8 @@ class ModelFile:
         return model_metadata(self.config, self.vocab, self.info, **self.metadata_fields())
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically."""
+        """Write the model atomically (a damaged lexicon is refused, not copied)."""
+        self.lexicon
         save_npz(path, self.arrays, self.metadata())
 
     def backend(self, **options):

@@ -30,16 +30,21 @@ def _is_zip(path: Path) -> bool:
 
 
 def open_model(path: str | os.PathLike, *, threads: int = 1,
-               sequence: str | os.PathLike | None = None) -> ModelFile:
+               sequence: str | os.PathLike | None = None, check_lexicon: bool = True) -> ModelFile:
     """The model in `path` (float or int8 `.npz`, or `.onnx` run by onnxruntime with `threads` threads and
-    `sequence`, the same model's sequence graph, for pasted text); one-line CompactLMError if it is not one."""
+    `sequence`, the same model's sequence graph, for pasted text); one-line CompactLMError if it is not one,
+    or if its lexicon is damaged (unless not `check_lexicon`: completion without the lexicon never reads it)."""
     path = Path(path)
     if path.suffix.lower() == ".onnx" and not _is_zip(path):
         from .onnx_model import OnnxModel
-        return OnnxModel(path, threads=threads, sequence=sequence)
-    if sequence is not None:
+        model = OnnxModel(path, threads=threads, sequence=sequence)
+    elif sequence is not None:
         raise CompactLMError("a sequence graph goes with an .onnx step graph")
-    return _load_npz_model(path)
+    else:
+        model = _load_npz_model(path)
+    if check_lexicon:
+        model.lexicon   # decoded once and kept; a damaged one names the file
+    return model
 
 
 def _load_npz_model(path: Path) -> ModelFile:

@@ -188,7 +188,11 @@ class Trainer:
         self.teacher = teacher if config.distill > 0 else None
         self.batcher = StreamBatcher(self.corpus.train, config.batch, config.seq_len)
         # the words of the training split, which every saved model carries for word completion (lexicon.py)
-        self._lexicon = Lexicon.from_text(self.corpus.vocab.decode(self.corpus.train)).to_json()
+        lexicon = Lexicon.from_text(self.corpus.vocab.decode(self.corpus.train))
+        self._lexicon = lexicon.to_json() if lexicon.fits() else None
+        if self._lexicon is None:
+            self.log(f"note: the training split has {len(lexicon):,} distinct words, more than a lexicon holds: "
+                     "the model carries none (completion uses the model alone)")
         # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
         _check_writable(self.out_dir)
         if len(self.corpus.val) < 2:
@@ -302,7 +306,8 @@ class Trainer:
 
     def _model_info(self, metrics: dict | None = None) -> dict:
         return {"steps": self.step, "train_config": self.config.to_json(),
-                "metrics": metrics or {}, "chars_seen": self.chars_seen, "lexicon": self._lexicon}
+                "metrics": metrics or {}, "chars_seen": self.chars_seen,
+                **({"lexicon": self._lexicon} if self._lexicon is not None else {})}
 
     def evaluate(self) -> dict:
         """Validation metrics of the current weights; checkpoint; returns the history row."""
@@ -376,7 +381,10 @@ class Trainer:
             if meta.get("best_info") is not None:
                 best = {name: arrays[f"best.{name}"] for name in self.flat.names}
                 # a state saved before models carried a lexicon gets one (the training split is the same)
-                self.best = Model(self.model_config, self.corpus.vocab, best, {**meta["best_info"], "lexicon": self._lexicon})
+                info = {k: v for k, v in meta["best_info"].items() if k != "lexicon"}
+                if self._lexicon is not None:
+                    info["lexicon"] = self._lexicon
+                self.best = Model(self.model_config, self.corpus.vocab, best, info)
         except (KeyError, ValueError, TypeError) as error:
             raise SettingError("resume", "{path} is damaged ({error})", path=self.out_dir / STATE_FILE, error=error) from None
 

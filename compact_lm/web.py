@@ -243,6 +243,7 @@ def check_model(model: str | os.PathLike, sequence: str | os.PathLike | None):
         raise CompactLMError(f"{model} is a {opened.graph} graph: give the step graph "
                              "(and the sequence graph with --sequence)")
     opened.backend()   # onnxruntime opens and runs the graph(s): a damaged file or a mismatched sequence graph fails here
+    opened.lexicon     # the page searches it: a damaged one fails here, not in the browser
     return opened
 
 

@@ -62,6 +62,7 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
 def export_model(model: ModelFile, path: str | os.PathLike, *, sequence: bool = False,
                  native_rnn: bool = False) -> None:
     """Export `model` as an .onnx file (step graph unless `sequence`; int8 if the model is quantized)."""
+    model.lexicon   # a damaged lexicon is refused, not exported
     save_model(build_model(model, sequence=sequence, native_rnn=native_rnn), path)
 
 

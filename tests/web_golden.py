@@ -456,6 +456,8 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
                         ("base64-newline", {**lexicon, "data": lexicon["data"][:8] + "\n" + lexicon["data"][8:]}),
                         ("base64-unpadded", {**lexicon, "data": base64.b64encode(packed + b"xy").decode().rstrip("=")}),
                         ("zlib-cut", {**lexicon, "data": base64.b64encode(packed[:-5]).decode()}),
+                        ("zlib-junk", {**lexicon, "data": base64.b64encode(packed + b"junk!!").decode()}),
+                        ("words-minus-zero", {**lexicon, "words": -0.0}),
                         ("not-a-dict", [1, 2])]:
         add(f"lexicon-{name}", _with_props(good, faults / f"lexicon-{name}.onnx",
                                            lambda p, v=value: p.update(lexicon=json.dumps(v))), "lexicon")

@@ -932,8 +932,9 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 /** The words of a model's training split (compact_lm/lexicon.py's Lexicon): membership, whether a string
  * starts some word, and which code points continue it. */
 export class Lexicon {
-  constructor(words) {
-    this.words = [...new Set(words)].sort(compareCodePoints);   // code point order, distinct (as Python's sorted)
+  constructor(words, { sorted = false } = {}) {
+    // code point order, distinct (as Python's sorted(set(words))); `sorted`: they already are
+    this.words = sorted ? words : [...new Set(words)].sort(compareCodePoints);
     this._set = new Set(words);
   }
 
@@ -972,7 +973,8 @@ export class Lexicon {
    * compact_lm/lexicon.py's Lexicon.from_json checks it, with the same one-line messages. */
   static async fromMetadata(value, name) {
     const damaged = (why) => new CompactLMError(`${name} has a damaged lexicon (${why})`);
-    const count = value !== null && typeof value === "object" ? value.words : undefined;
+    const words0 = value !== null && typeof value === "object" ? value.words : undefined;
+    const count = typeof words0 === "number" ? words0 + 0 : words0;   // (JSON's -0 is Python's 0)
     if (value === null || typeof value !== "object" || Array.isArray(value) || value.encoding !== LEXICON_ENCODING
         || typeof value.data !== "string" || !Number.isInteger(count) || count < 0 || count > MAX_LEXICON_WORDS) {
       throw damaged(`expected encoding '${LEXICON_ENCODING}', words from 0 to ${MAX_LEXICON_WORDS.toLocaleString("en-US")} and data`);
@@ -998,7 +1000,11 @@ export class Lexicon {
         }
         parts.push(part);
       }
-      text = strictUtf8.decode(await new Blob(parts).arrayBuffer());
+      const inflated = new Uint8Array(await new Blob(parts).arrayBuffer());
+      // the stream must end the data: its last 4 bytes are the Adler-32 of what it inflates to (Node's
+      // DecompressionStream lets bytes after the end pass, browsers do not; Python checks the same)
+      if (packed.length < 4 || readUint32(packed, packed.length - 4) !== adler32(inflated)) throw new Error("trailing bytes");
+      text = strictUtf8.decode(inflated);
     } catch (error) {
       if (error instanceof CompactLMError) throw error;
       throw damaged("not the base64 of a zlib stream of UTF-8 text");
@@ -1011,8 +1017,22 @@ export class Lexicon {
     let ok = !words.includes("");
     for (let i = 1; ok && i < words.length; i++) ok = compareCodePoints(words[i - 1], words[i]) < 0;
     if (!ok) throw damaged(why);
-    return new Lexicon(words);
+    return new Lexicon(words, { sorted: true });
   }
+}
+
+/** The Adler-32 checksum of `bytes` (zlib's), as an unsigned 32-bit number. */
+function adler32(bytes) {
+  let a = 1, b = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    a = (a + bytes[i]) % 65521;
+    b = (b + a) % 65521;
+  }
+  return (b * 65536 + a) >>> 0;
+}
+
+function readUint32(bytes, at) {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
 }
 
 // ------------------------------------------------------------------------------------ autocomplete
@@ -1108,12 +1128,15 @@ export class Autocompleter {
 
   /** The words completion searches first (null: the model alone); may be set to another Lexicon or null. */
   get lexicon() {
-    return this._lexicon;
+    return this._lexiconState.lexicon;
   }
 
   set lexicon(lexicon) {
-    this._lexicon = lexicon;
-    this._lexiconMasks = new Map();   // the masks were the old lexicon's
+    if (lexicon !== null && lexicon !== undefined && !(lexicon instanceof Lexicon)) {
+      throw new CompactLMError(`lexicon must be a Lexicon or null, got ${typeof lexicon}`);
+    }
+    // with its own mask cache, replaced in one assignment: a search under way keeps the lexicon it started with
+    this._lexiconState = { lexicon: lexicon && lexicon.size ? lexicon : null, masks: new Map() };
   }
 
   async _init() {
@@ -1249,7 +1272,7 @@ export class Autocompleter {
       probs.set(text, (probs.get(text) ?? 0) + share * part);
     }
     // the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
-    const lexicon = this.lexicon && !unknown && this.lexicon.startsWord(typed) ? this.lexicon : null;
+    const current = this.lexicon, lexicon = current && !unknown && current.startsWord(typed) ? current : null;
     const users = new Set(found.map(([candidate]) => candidate.slice(typed.length)));
     const fill = (text) => (lexicon && !users.has(text) && !lexicon.has(typed + text) ? 1 : 0);
     return [...probs.entries()].sort((a, b) => (fill(a[0]) - fill(b[0])
@@ -1266,16 +1289,17 @@ export class Autocompleter {
   }
 
   /** 0 for the characters that continue `prefix` in some lexicon word, -inf for the others (kept). */
-  _lexiconMask(prefix) {
-    let mask = this._lexiconMasks.get(prefix);
+  _lexiconMask(lexiconState, prefix) {
+    const masks = lexiconState.masks;
+    let mask = masks.get(prefix);
     if (mask === undefined) {
       mask = new Float64Array(this.vocabSize).fill(-Infinity);
-      for (const char of this.lexicon.nextChars(prefix)) {
+      for (const char of lexiconState.lexicon.nextChars(prefix)) {
         const id = this._idOf.get(char);
         if (id !== undefined) mask[id] = 0;
       }
-      if (this._lexiconMasks.size >= CACHED_PREFIXES) this._lexiconMasks.clear();
-      this._lexiconMasks.set(prefix, mask);
+      if (masks.size >= CACHED_PREFIXES) masks.clear();
+      masks.set(prefix, mask);
     }
     return mask;
   }
@@ -1283,9 +1307,9 @@ export class Autocompleter {
   /** The k most likely distinct words from (state, logProbs): the lexicon's words first, while `typed` (the part
    * of the word already typed, normalized) starts one; if they are fewer than k, the model's other words fill the rest. */
   async _search(state, logProbs, atBoundary, k, maxChars, typed = "") {
-    const lexicon = this.lexicon;
+    const lexiconState = this._lexiconState, lexicon = lexiconState.lexicon;
     if (!lexicon || !lexicon.startsWord(typed)) return this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, null);
-    const found = await this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexicon);
+    const found = await this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexiconState);
     if (found.length < k) {
       const texts = new Set(found.map((s) => s.text));
       const others = await this._beamSearch(state, logProbs, atBoundary, k + found.length, maxChars, typed, null);
@@ -1297,7 +1321,8 @@ export class Autocompleter {
   /** Beam search from (state, logProbs) to the k most likely distinct words (with `lexicon`, words that continue
    * `typed` in it), each with its probability of ending whatever boundary character follows (log-sum-exp over
    * the boundary columns, in float64). */
-  async _beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexicon) {
+  async _beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexiconState) {
+    const lexicon = lexiconState ? lexiconState.lexicon : null;
     const v = this.vocabSize, beam = this.beam, boundaryIds = this._boundaryIds, width = boundaryIds.length;
     const charOf = this._charOf, wordMask = this._wordMask;
     let finished = [];            // [-log p, text] of the best k so far: sorted best first, ties by text
@@ -1334,7 +1359,7 @@ export class Autocompleter {
       for (let i = 0; i < scores.length; i++) flat[i] = scores[i] + wordMask[i % v];
       if (lexicon) {   // only characters that continue a lexicon word
         for (let b = 0; b < texts.length; b++) {
-          const mask = this._lexiconMask(typed + texts[b]);
+          const mask = this._lexiconMask(lexiconState, typed + texts[b]);
           for (let c = 0; c < v; c++) flat[b * v + c] += mask[c];
         }
       }
