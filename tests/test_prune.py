@@ -164,6 +164,8 @@ def test_fine_tuning_that_makes_things_worse_keeps_the_pruned_model(tmp_path, sm
     assert entry["kept_the_pruned_model"] and entry["val_bpc_after_finetune"] > entry["val_bpc_before_finetune"]
     expected = prune_once(trained, (8,), criterion="activation", calibration_ids=ids)
     assert all(np.array_equal(pruned.params[n], expected.params[n]) for n in expected.params)
+    # it carries its validation metrics, as a fine-tuned model does (the demo prints them)
+    assert pruned.info["metrics"]["val"]["bpc"] == pytest.approx(entry["val_bpc_before_finetune"])
 
 
 def test_target_sizes():

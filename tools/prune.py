@@ -340,7 +340,8 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
         entry = {"round": r, "hidden_sizes": list(step_sizes), "criterion": criterion}
         steps = finetune_steps // rounds + (finetune_steps % rounds if r == rounds else 0)
         if steps:
-            entry["val_bpc_before_finetune"] = current.evaluate_ids(val_ids).bpc
+            before = current.evaluate_ids(val_ids)
+            entry["val_bpc_before_finetune"] = before.bpc
             settings = train_config.to_json()
             config = train_config.__class__.from_json({**settings, **_budget(settings, steps)})
             if work_dir is not None:
@@ -356,6 +357,7 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
                 current = tuned
             else:
                 entry["kept_the_pruned_model"] = True
+                current.info["metrics"] = {"val": before.to_json()}   # as a fine-tuned model's: what callers read
         if log:
             log(f"round {r}/{rounds}: hidden {list(step_sizes)}" +
                 (f", val {entry['val_bpc_before_finetune']:.4f} bpc after pruning, "
