@@ -42,20 +42,23 @@ def test_prefix_queries_agree_with_a_scan(words, prefix):
 
 
 def _damaged(data: bytes, words: int) -> dict:
-    return {"encoding": "zlib-base64", "words": words, "data": base64.b64encode(data).decode()}
+    return {"encoding": "front-zlib-base64", "words": words, "data": base64.b64encode(data).decode()}
 
 
 @pytest.mark.parametrize("value, why", [
     ({"encoding": "gzip", "words": 1, "data": ""}, "expected encoding"),
-    ({"encoding": "zlib-base64", "words": 1, "data": "!!"}, "damaged lexicon"),
+    ({"encoding": "front-zlib-base64", "words": 1, "data": "!!"}, "damaged lexicon"),
     (_damaged(b"not zlib", 1), "damaged lexicon"),
-    (_damaged(zlib.compress(b"b\na"), 2), "not 2 sorted distinct words"),
-    (_damaged(zlib.compress(b"a\nb"), 3), "not 3 sorted distinct words"),
-    (_damaged(zlib.compress(b"a\nb")[:-3], 2), "not the base64 of a zlib stream"),
-    (_damaged(zlib.compress(b"a\nb") + b"junk!!", 2), "not the base64 of a zlib stream"),
-    (_damaged(zlib.compress(b"a\nb"), -0.0), "not 0 sorted distinct words"),
-    ({"encoding": "zlib-base64", "words": 2.5, "data": ""}, "expected encoding"),
-    ({"encoding": "zlib-base64", "words": 3_000_000, "data": ""}, "words from 0 to 2,000,000"),
+    (_damaged(zlib.compress(b"0b\n0a"), 2), "not 2 sorted distinct words"),
+    (_damaged(zlib.compress(b"0a\n0b"), 3), "not 3 sorted distinct words"),
+    (_damaged(zlib.compress(b"0a\n2b"), 2), "not 2 sorted distinct words"),   # shares 2 of "a"'s 1 code point
+    (_damaged(zlib.compress(b"0a\n1"), 2), "not 2 sorted distinct words"),    # nothing after what it shares
+    (_damaged(zlib.compress(b"0a\n\n0b"), 3), "not 3 sorted distinct words"),
+    (_damaged(zlib.compress(b"0a\n0b")[:-3], 2), "not the base64 of a zlib stream"),
+    (_damaged(zlib.compress(b"0a\n0b") + b"junk!!", 2), "not the base64 of a zlib stream"),
+    (_damaged(zlib.compress(b"0a\n0b"), -0.0), "not 0 sorted distinct words"),
+    ({"encoding": "front-zlib-base64", "words": 2.5, "data": ""}, "expected encoding"),
+    ({"encoding": "front-zlib-base64", "words": 3_000_000, "data": ""}, "words from 0 to 2,000,000"),
     (_damaged(zlib.compress(b"\xff\xfe"), 1), "damaged lexicon"),
 ])
 def test_a_damaged_lexicon_is_one_line_naming_the_file(value, why):

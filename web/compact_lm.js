@@ -923,7 +923,8 @@ function openUserWords(userWords) {
 }
 
 // ---------------------------------------------------------------------------------------- lexicon
-export const LEXICON_ENCODING = "zlib-base64";
+export const LEXICON_ENCODING = "front-zlib-base64";
+const FRONT = 0x30;   // a line starts with the code point FRONT + n, n the code points shared with the word before
 const CACHED_PREFIXES = 1 << 12;     // lexicon prefixes whose next-character masks are remembered
 const MAX_LEXICON_BYTES = 32 * 1024 * 1024;   // inflated: more is refused (a zip bomb)
 const MAX_LEXICON_WORDS = 2000000;            // and more words than this are never split out
@@ -969,7 +970,8 @@ export class Lexicon {
     return found;
   }
 
-  /** The lexicon of a metadata value ({encoding, words, data}: zlib-compressed sorted words, base64), checked as
+  /** The lexicon of a metadata value ({encoding, words, data}: the sorted words front-coded one per line,
+   * zlib-compressed, base64), checked as
    * compact_lm/lexicon.py's Lexicon.from_json checks it, with the same one-line messages. */
   static async fromMetadata(value, name) {
     const damaged = (why) => new CompactLMError(`${name} has a damaged lexicon (${why})`);
@@ -1013,10 +1015,17 @@ export class Lexicon {
     let lines = text ? 1 : 0;   // counted before anything is split out
     for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines += 1;
     if (lines !== count) throw damaged(why);
-    const words = text ? text.split("\n") : [];
-    let ok = !words.includes("");
-    for (let i = 1; ok && i < words.length; i++) ok = compareCodePoints(words[i - 1], words[i]) < 0;
-    if (!ok) throw damaged(why);
+    const words = [];
+    let previous = [];   // the code points of the word before
+    for (const line of text ? text.split("\n") : []) {
+      const first = line.codePointAt(0);
+      const shared = first === undefined ? -1 : first - FRONT;
+      const rest = first === undefined ? "" : line.slice(first > 0xffff ? 2 : 1);
+      if (!(shared >= 0 && shared <= previous.length) || rest === "") throw damaged(why);
+      previous = previous.slice(0, shared).concat(Array.from(rest, (c) => c.codePointAt(0)));
+      words.push(String.fromCodePoint(...previous));
+    }
+    for (let i = 1; i < words.length; i++) if (compareCodePoints(words[i - 1], words[i]) >= 0) throw damaged(why);
     return new Lexicon(words, { sorted: true });
   }
 }
