@@ -64,6 +64,8 @@ class Lexicon:
 
     def __init__(self, words: Iterable[str]):
         self.words = sorted(set(words))   # code point order, as JavaScript's compareCodePoints
+        if self.words and (not self.words[0] or any("\n" in w for w in self.words)):
+            raise CompactLMError("a lexicon's words are non-empty and hold no newline")
         self._set = frozenset(self.words)
 
     @classmethod
@@ -106,13 +108,9 @@ class Lexicon:
             at = bisect.bisect_left(words, prefix + chr(ord(char) + 1), at)   # past the words going on with char
         return found
 
-    def fits(self) -> bool:
-        """Whether a reader takes this lexicon (at most MAX_LEXICON_WORDS words, MAX_LEXICON_BYTES inflated)."""
-        return len(self.words) <= MAX_LEXICON_WORDS and \
-            sum(len(w.encode("utf-8")) + 1 for w in self.words) <= MAX_LEXICON_BYTES + 1
-
-    def to_json(self) -> dict:
-        """The metadata value: the sorted words front-coded, one per line, zlib-compressed, base64."""
+    def _front_coded(self) -> bytes:
+        """The sorted words, one per line, each as chr(FRONT + n) and its rest, n the code points (at most
+        MAX_WORD_CHARS) it shares with the word before; UTF-8."""
         lines, previous = [], ""
         for word in self.words:
             shared, limit = 0, min(len(word), len(previous), MAX_WORD_CHARS)
@@ -120,7 +118,15 @@ class Lexicon:
                 shared += 1
             lines.append(chr(FRONT + shared) + word[shared:])
             previous = word
-        data = zlib.compress("\n".join(lines).encode("utf-8"), 9)
+        return "\n".join(lines).encode("utf-8")
+
+    def fits(self) -> bool:
+        """Whether a reader takes this lexicon (at most MAX_LEXICON_WORDS words, MAX_LEXICON_BYTES inflated)."""
+        return len(self.words) <= MAX_LEXICON_WORDS and len(self._front_coded()) <= MAX_LEXICON_BYTES
+
+    def to_json(self) -> dict:
+        """The metadata value: the sorted words front-coded, one per line, zlib-compressed, base64."""
+        data = zlib.compress(self._front_coded(), 9)
         return {"encoding": ENCODING, "words": len(self.words), "data": base64.b64encode(data).decode("ascii")}
 
     @classmethod
@@ -154,8 +160,9 @@ class Lexicon:
             raise CompactLMError(damaged)
         words, previous = [], ""
         for line in text.split("\n") if text else []:
+            # a writer shares at most MAX_WORD_CHARS: more would let a few bytes rebuild a huge word
             shared = ord(line[0]) - FRONT if line else -1
-            if not 0 <= shared <= len(previous) or len(line) < 2:
+            if not 0 <= shared <= min(len(previous), MAX_WORD_CHARS) or len(line) < 2:
                 raise CompactLMError(damaged)
             previous = previous[:shared] + line[1:]
             words.append(previous)

@@ -54,6 +54,7 @@ def _damaged(data: bytes, words: int) -> dict:
     (_damaged(zlib.compress(b"0a\n2b"), 2), "not 2 sorted distinct words"),   # shares 2 of "a"'s 1 code point
     (_damaged(zlib.compress(b"0a\n1"), 2), "not 2 sorted distinct words"),    # nothing after what it shares
     (_damaged(zlib.compress(b"0a\n\n0b"), 3), "not 3 sorted distinct words"),
+    (_damaged(zlib.compress(("0" + "a" * 50 + "\n" + chr(0x30 + 41) + "b").encode()), 2), "not 2 sorted"),   # shares 41
     (_damaged(zlib.compress(b"0a\n0b")[:-3], 2), "not the base64 of a zlib stream"),
     (_damaged(zlib.compress(b"0a\n0b") + b"junk!!", 2), "not the base64 of a zlib stream"),
     (_damaged(zlib.compress(b"0a\n0b"), -0.0), "not 0 sorted distinct words"),
@@ -242,3 +243,26 @@ def test_a_search_keeps_the_lexicon_it_started_with():
     completer.backend = Swapping()
     completer.lexicon = Lexicon(WORDS)
     assert completer.complete("b", k=3) == want and completer.lexicon is None
+
+
+def test_long_words_share_at_most_forty_code_points_and_come_back():
+    words = ["a" * 60, "a" * 60 + "b", "a" * 45 + "c", "b"]
+    value = Lexicon(words).to_json()
+    assert Lexicon.from_json(value, "f").words == sorted(words)
+    front = zlib.decompress(base64.b64decode(value["data"])).decode().split("\n")
+    assert max(ord(line[0]) - 0x30 for line in front) == 40
+
+
+def test_fits_measures_what_the_reader_inflates(monkeypatch):
+    monkeypatch.setattr("compact_lm.lexicon.MAX_LEXICON_BYTES", 1000)
+    lexicon = Lexicon([chr(0x4E00 + i) + "abcdef" for i in range(100)])   # nothing shared: a byte more per word
+    assert not lexicon.fits()
+    with pytest.raises(CompactLMError, match="over 1,000 bytes"):
+        Lexicon.from_json(lexicon.to_json(), "f")
+    assert Lexicon(lexicon.words[:90]).fits() and Lexicon.from_json(Lexicon(lexicon.words[:90]).to_json(), "f")
+
+
+@pytest.mark.parametrize("words", [[""], ["a", "b\nc"]])
+def test_a_lexicon_refuses_words_no_file_could_hold(words):
+    with pytest.raises(CompactLMError, match="non-empty and hold no newline"):
+        Lexicon(words)

@@ -449,7 +449,10 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
     add("start-text", _with_props(good, faults / "start.onnx", lambda p: p.update(start_text=json.dumps("\n\n"))),
         "start text")
     lexicon = json.loads(onnx.load(str(good)).metadata_props[[p.key for p in onnx.load(str(good)).metadata_props].index("lexicon")].value)
-    packed = zlib.compress("\n".join(Lexicon.from_json(lexicon, "golden").words).encode("utf-8"))
+    packed = zlib.compress(Lexicon.from_json(lexicon, "golden")._front_coded())
+
+    def coded(text: str) -> str:
+        return base64.b64encode(zlib.compress(text.encode("utf-8"))).decode()
     for name, value in [("count", {**lexicon, "words": 1}), ("words-float", {**lexicon, "words": 2.5}),
                         ("encoding", {**lexicon, "encoding": "gzip"}), ("too-many", {**lexicon, "words": 3_000_000}),
                         ("not-base64", {**lexicon, "data": "!!" + lexicon["data"]}),
@@ -458,6 +461,11 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
                         ("zlib-cut", {**lexicon, "data": base64.b64encode(packed[:-5]).decode()}),
                         ("zlib-junk", {**lexicon, "data": base64.b64encode(packed + b"junk!!").decode()}),
                         ("words-minus-zero", {**lexicon, "words": -0.0}),
+                        ("front-too-long", {**lexicon, "words": 2, "data": coded("0ab\n3c")}),
+                        ("front-over-40", {**lexicon, "words": 2, "data": coded("0" + "a" * 50 + "\n" + chr(0x30 + 41) + "b")}),
+                        ("front-only", {**lexicon, "words": 2, "data": coded("0ab\n1")}),
+                        ("front-first-shares", {**lexicon, "words": 1, "data": coded("1ab")}),
+                        ("front-astral", {**lexicon, "words": 2, "data": coded("0ab\n\U0001f600c")}),
                         ("not-a-dict", [1, 2])]:
         add(f"lexicon-{name}", _with_props(good, faults / f"lexicon-{name}.onnx",
                                            lambda p, v=value: p.update(lexicon=json.dumps(v))), "lexicon")

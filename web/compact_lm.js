@@ -928,7 +928,19 @@ const FRONT = 0x30;   // a line starts with the code point FRONT + n, n the code
 const CACHED_PREFIXES = 1 << 12;     // lexicon prefixes whose next-character masks are remembered
 const MAX_LEXICON_BYTES = 32 * 1024 * 1024;   // inflated: more is refused (a zip bomb)
 const MAX_LEXICON_WORDS = 2000000;            // and more words than this are never split out
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;   // as Python's b64decode(validate=True)
+
+
+/** Whether `text` is padded standard base64, as Python's b64decode(validate=True) takes it (a loop: a regular
+ * expression overflows the stack on megabytes). */
+function isBase64(text) {
+  if (text.length % 4) return false;
+  const end = text.endsWith("==") ? text.length - 2 : text.endsWith("=") ? text.length - 1 : text.length;
+  for (let i = 0; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (!((c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47)) return false;
+  }
+  return true;
+}
 
 /** The words of a model's training split (compact_lm/lexicon.py's Lexicon): membership, whether a string
  * starts some word, and which code points continue it. */
@@ -936,6 +948,9 @@ export class Lexicon {
   constructor(words, { sorted = false } = {}) {
     // code point order, distinct (as Python's sorted(set(words))); `sorted`: they already are
     this.words = sorted ? words : [...new Set(words)].sort(compareCodePoints);
+    if (this.words.length && (!this.words[0] || this.words.some((w) => w.includes("\n")))) {
+      throw new CompactLMError("a lexicon's words are non-empty and hold no newline");
+    }
     this._set = new Set(words);
   }
 
@@ -987,7 +1002,7 @@ export class Lexicon {
     }
     let text;
     try {
-      if (!BASE64.test(value.data)) throw new Error("not base64");
+      if (!isBase64(value.data)) throw new Error("not base64");
       const packed = Uint8Array.from(atob(value.data), (c) => c.charCodeAt(0));
       const reader = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate")).getReader();
       const parts = [];
@@ -1016,14 +1031,18 @@ export class Lexicon {
     for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines += 1;
     if (lines !== count) throw damaged(why);
     const words = [];
-    let previous = [];   // the code points of the word before
+    let previous = "";
     for (const line of text ? text.split("\n") : []) {
-      const first = line.codePointAt(0);
-      const shared = first === undefined ? -1 : first - FRONT;
-      const rest = first === undefined ? "" : line.slice(first > 0xffff ? 2 : 1);
-      if (!(shared >= 0 && shared <= previous.length) || rest === "") throw damaged(why);
-      previous = previous.slice(0, shared).concat(Array.from(rest, (c) => c.codePointAt(0)));
-      words.push(String.fromCodePoint(...previous));
+      // a valid front code is one code unit (FRONT + at most MAX_WORD_CHARS), as Python refuses any other
+      const shared = line.length ? line.charCodeAt(0) - FRONT : -1;
+      if (!(shared >= 0 && shared <= MAX_WORD_CHARS) || line.length < 2) throw damaged(why);
+      let at = 0;   // code units of the first `shared` code points of the word before
+      for (let k = 0; k < shared; k++) {
+        if (at >= previous.length) throw damaged(why);
+        at += previous.codePointAt(at) > 0xffff ? 2 : 1;
+      }
+      previous = previous.slice(0, at) + line.slice(1);
+      words.push(previous);
     }
     for (let i = 1; i < words.length; i++) if (compareCodePoints(words[i - 1], words[i]) >= 0) throw damaged(why);
     return new Lexicon(words, { sorted: true });
