@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CompactLMError
-from .lexicon import MAX_WORD_CHARS, WORD_JOINERS, Lexicon, default_is_boundary, model_lexicon  # noqa: F401 (re-exported)
+from .lexicon import MAX_WORD_CHARS, Lexicon, default_is_boundary
 from .user_words import UserWords, open_user_words
 from .vocab import START_TEXT, UNK_ID, Vocab
 
@@ -234,20 +234,21 @@ class Autocompleter:
         while start and not self.is_boundary(prefix[start - 1]):
             start -= 1
         word = prefix[start:]
+        typed = self.normalize(word)
         if any(self._is_unknown(char) for char in word):   # no model completion (and no model call)
-            return self._mix([], word, k, unknown=True)
+            return self._mix([], typed, k, unknown=True)
         state, log_probs = self._start(prefix)
         return self._mix(self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars,
-                                      self.normalize(word)), word, k)
+                                      typed), typed, k)
 
-    def _mix(self, suggestions: list[Suggestion], word: str, k: int, unknown: bool = False,
+    def _mix(self, suggestions: list[Suggestion], typed: str, k: int, unknown: bool = False,
              user_words: UserWords | None = ...) -> list[Suggestion]:
-        """The model's completions of the typed `word` mixed with the user's words that continue it:
-        p = (1 - lam) p_model + lam * weight share (user_words.py); the user's alone for an unknown word."""
+        """The model's completions of the typed part of the word (`typed`, normalized) mixed with the user's words
+        that continue it: p = (1 - lam) p_model + lam * weight share (user_words.py); the user's alone for an
+        unknown word."""
         user_words = self.user_words if user_words is ... else user_words
         if user_words is None:
             return suggestions
-        typed = self.normalize(word)
         found, lam = user_words.continuing(typed, k)
         if not found:
             return suggestions
@@ -491,12 +492,12 @@ class Session:
         completer = self.completer
         k = _positive("k", k)
         max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
-        word = self._typed_word()
+        typed = completer.normalize(self._typed_word())
         if self.in_unknown_word():
-            return completer._mix([], word, k, unknown=True, user_words=self.user_words)
+            return completer._mix([], typed, k, unknown=True, user_words=self.user_words)
         _, state, log_probs = self._stack[-1]
-        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars,
-                                                completer.normalize(word)), word, k, user_words=self.user_words)
+        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars, typed), typed, k,
+                              user_words=self.user_words)
 
     def _typed_word(self) -> str:
         """The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer)."""

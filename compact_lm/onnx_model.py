@@ -65,6 +65,7 @@ class OnnxModel(ModelFile):
             if self._backend is None:
                 from .ort_backend import OrtBackend
                 self._backend = OrtBackend(self.path, threads=self._threads, sequence_path=self._sequence)
+                self._backend.lexicon_from = lambda: self.lexicon   # decoded once, by this model (ModelFile.lexicon)
         return self._backend
 
     def as_float(self, refusal: str):

@@ -110,13 +110,16 @@ class OrtBackend:
         """Whether `run` uses a sequence graph (else it loops the step graph)."""
         return self._sequence is not None
 
+    lexicon_from = None   # a function giving the lexicon, when the model that opened the file has decoded it
+
     @property
     def lexicon(self):
         """The file's lexicon (compact_lm/lexicon.py), or None; decoded on first use."""
         cached = self.__dict__.get("_lexicon")
         if cached is None:
             from .lexicon import model_lexicon
-            cached = self.__dict__["_lexicon"] = (model_lexicon(self.metadata, str(self.path)),)
+            decode = self.lexicon_from or (lambda: model_lexicon(self.metadata, str(self.path)))
+            cached = self.__dict__["_lexicon"] = (decode(),)
         return cached[0]
 
     def initial_state(self, batch: int) -> list:

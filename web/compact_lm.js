@@ -1276,20 +1276,19 @@ export class Autocompleter {
     const chars = Array.from(prefix);
     let start = chars.length;
     while (start && !this.isBoundary(chars[start - 1])) start -= 1;
-    const word = chars.slice(start).join("");
+    const typed = this.normalize(chars.slice(start).join(""));
     // a word holding an unknown character: no model completion, no run
-    if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], word, k, true, this.userWords);
+    if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], typed, k, true, this.userWords);
     const { state, logProbs } = await this._start(prefix);
-    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars,
-      this.normalize(word));
-    return this._mix(found, word, k, false, this.userWords);
+    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars, typed);
+    return this._mix(found, typed, k, false, this.userWords);
   }
 
-  /** The model's completions of the typed `word` mixed with the user's words that continue it:
-   * p = (1 - share) p_model + share * weight share (compact_lm/user_words.py); the user's alone for an unknown word. */
-  _mix(suggestions, word, k, unknown, userWords) {
+  /** The model's completions of the typed part of the word (`typed`, normalized) mixed with the user's words that
+   * continue it: p = (1 - share) p_model + share * weight share (compact_lm/user_words.py); the user's alone for
+   * an unknown word. */
+  _mix(suggestions, typed, k, unknown, userWords) {
     if (!userWords) return suggestions;
-    const typed = this.normalize(word);
     const { found, share: dictionaryShare } = userWords.continuing(typed, k);
     if (!found.length) return suggestions;
     const share = unknown ? 1.0 : dictionaryShare;
@@ -1568,12 +1567,11 @@ export class Session {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord(), word = this._typedWord();
+    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord(), typed = completer.normalize(this._typedWord());
     const userWords = this.userWords;
     const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
-    if (unknown) return completer._mix([], word, k, true, userWords);
-    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars, completer.normalize(word)),
-      word, k, false, userWords);
+    if (unknown) return completer._mix([], typed, k, true, userWords);
+    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars, typed), typed, k, false, userWords);
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */
