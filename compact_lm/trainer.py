@@ -354,7 +354,8 @@ class Trainer:
                 "rng": self.rng.bit_generator.state, "data": self.batcher.position(), "history": self.history,
                 "data_sha256": self.corpus.digest, "loss_sum": self._loss_sum, "loss_count": self._loss_count,
                 "last_lr": getattr(self, "last_lr", 0.0),
-                "best_info": self.best.info if self.best is not None else None}
+                # (its lexicon is the run's, rebuilt on resume: not stored twice)
+                "best_info": {k: v for k, v in self.best.info.items() if k != "lexicon"} if self.best is not None else None}
         meta.update(self.corpus.vocab.to_json())
         save_npz(self.out_dir / STATE_FILE, arrays, meta)
 
@@ -380,7 +381,7 @@ class Trainer:
             self.last_lr = float(meta["last_lr"])
             if meta.get("best_info") is not None:
                 best = {name: arrays[f"best.{name}"] for name in self.flat.names}
-                # a state saved before models carried a lexicon gets one (the training split is the same)
+                # the run's lexicon (not in the state; a state saved before models carried one gets it too)
                 info = {k: v for k, v in meta["best_info"].items() if k != "lexicon"}
                 if self._lexicon is not None:
                     info["lexicon"] = self._lexicon
