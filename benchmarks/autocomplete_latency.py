@@ -65,7 +65,7 @@ def naive_runner(path: Path, completer: Autocompleter, text: str):
         log_probs, h = session.run(["log_probs", "state_out"], {"tokens": np.array([token]), "state": h})
         return h, log_probs[0]
 
-    def complete(h, log_probs, at_boundary: bool, k=3, beam=4, max_chars=16):
+    def complete(h, log_probs, k=3, beam=4, max_chars=16):
         beams, finished = [("", 0.0, h, log_probs)], []
         for depth in range(1, max_chars + 1):
             candidates = []
@@ -73,7 +73,7 @@ def naive_runner(path: Path, completer: Autocompleter, text: str):
                 for token in range(1, len(chars)):
                     total = score + float(lp[token])
                     if boundary[token]:
-                        if depth > 1 or not at_boundary:
+                        if depth > 1:   # never the word as typed, as Autocompleter
                             finished.append((total, text_so_far + chars[token]))
                     else:
                         candidates.append((total, text_so_far + chars[token], state, token))
@@ -98,7 +98,7 @@ def naive_runner(path: Path, completer: Autocompleter, text: str):
             state[2] += 1
             began = clock()
             state[0], state[1] = step(ids.get(char, 0), state[0])
-            complete(state[0], state[1], completer.is_boundary(char))
+            complete(state[0], state[1])
             times.append(clock() - began)
         return times
     return run

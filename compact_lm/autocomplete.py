@@ -14,7 +14,8 @@ A word completion is a run of word characters that a boundary character (whitesp
 by default) ends; its text is the rest of the word without that boundary, and its probability is the
 word's probability of ending there, whatever boundary follows:
     p(w | prefix) = sum over boundaries b of prod_i p(c_i | prefix c_<i) * p(b | prefix w),
-so the k suggestions are k different words. Beam search keeps the `beam` most likely unfinished words;
+so the k suggestions are k different words, each at least one character long: the word as typed,
+complete, is what the space bar gives (as a suggestion it would take a slot and save nothing). Beam search keeps the `beam` most likely unfinished words;
 all of them advance in one batched `step` per character. The search stops when no unfinished word is
 more likely than the k-th best finished one: extending a word only lowers its probability mass, so
 that cut loses nothing. Ties sort by text (code point order). While the word being typed holds a
@@ -23,7 +24,7 @@ character outside the vocabulary the model gives no word completion (next charac
 With a lexicon (compact_lm/lexicon.py: a model file carries the words of its training split) the search
 keeps to the lexicon's words while the typed part of the word starts one of them: a beam extends only by a
 character that continues some word, and only whole words finish. If that gives fewer than k words, the
-model's other words fill the rest, after them (so a list is in probability order within those two tiers).
+model's other words fill the rest (chosen after them; every list is shown most likely first).
 A word typed outside the lexicon is completed by the model alone. The probabilities are the model's, not
 renormalized over the lexicon.
 
@@ -238,8 +239,7 @@ class Autocompleter:
         if any(self._is_unknown(char) for char in word):   # no model completion (and no model call)
             return self._mix([], typed, k, unknown=True)
         state, log_probs = self._start(prefix)
-        return self._mix(self._search(state, log_probs, not prefix or self.is_boundary(prefix[-1]), k, max_chars,
-                                      typed), typed, k)
+        return self._mix(self._search(state, log_probs, k, max_chars, typed), typed, k)
 
     def _mix(self, suggestions: list[Suggestion], typed: str, k: int, unknown: bool = False,
              user_words: UserWords | None = ...) -> list[Suggestion]:
@@ -249,22 +249,26 @@ class Autocompleter:
         user_words = self.user_words if user_words is ... else user_words
         if user_words is None:
             return suggestions
-        found, lam = user_words.continuing(typed, k)
+        found, lam = user_words.continuing(typed, k + 1)   # one more: the word as typed is no completion
         if not found:
             return suggestions
         if unknown:
             lam = 1.0
         probs = {s.text: (1.0 - lam) * s.prob for s in suggestions}
+        users = set()
         for candidate, share in found:
             text = candidate[len(typed):]
-            probs[text] = probs.get(text, 0.0) + lam * share
-        # the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
+            # not the word as typed (no completion), nor a hand-edited entry that spans a boundary ("New York")
+            if text and not any(self.is_boundary(char) for char in text):
+                probs[text] = probs.get(text, 0.0) + lam * share
+                users.add(text)
+        # chosen as _search chooses: the lexicon's words and the user's first, then the model's other words (the
+        # fill); shown most likely first
         lexicon = self.lexicon
         lexicon = lexicon if lexicon is not None and not unknown and lexicon.starts_word(typed) else None
-        users = {candidate[len(typed):] for candidate, _ in found}
         fill = set() if lexicon is None else {t for t in probs if t not in users and typed + t not in lexicon}
-        ranked = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
-        return [Suggestion(text, prob) for text, prob in ranked]
+        chosen = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
+        return sorted((Suggestion(text, prob) for text, prob in chosen), key=_shown_order)
 
     def _is_unknown(self, char: str) -> bool:
         """Whether the typed code point `char` maps (after normalization) to `<unk>`."""
@@ -289,23 +293,23 @@ class Autocompleter:
             masks[prefix] = mask
         return mask
 
-    def _search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
-                typed: str = "") -> list[Suggestion]:
+    def _search(self, state: list, log_probs: np.ndarray, k: int, max_chars: int, typed: str = "") -> list[Suggestion]:
         """The k most likely distinct words from (state, log_probs): the lexicon's words first, while `typed`
         (the part of the word already typed, normalized) starts one; if they are fewer than k, the model's
         other words fill the rest."""
         lexicon_state = self._lexicon_state
         lexicon = lexicon_state[0]
         if lexicon is None or not lexicon.starts_word(typed):
-            return self._beam_search(state, log_probs, at_boundary, k, max_chars)
-        found = self._beam_search(state, log_probs, at_boundary, k, max_chars, typed, lexicon_state)
+            return self._beam_search(state, log_probs, k, max_chars)
+        found = self._beam_search(state, log_probs, k, max_chars, typed, lexicon_state)
         if len(found) < k:
             texts = {s.text for s in found}
-            others = self._beam_search(state, log_probs, at_boundary, k + len(found), max_chars)
+            others = self._beam_search(state, log_probs, k + len(found), max_chars)
             found += [s for s in others if s.text not in texts][:k - len(found)]
+            found.sort(key=_shown_order)
         return found
 
-    def _beam_search(self, state: list, log_probs: np.ndarray, at_boundary: bool, k: int, max_chars: int,
+    def _beam_search(self, state: list, log_probs: np.ndarray, k: int, max_chars: int,
                      typed: str = "", lexicon_state: tuple | None = None) -> list[Suggestion]:
         """Beam search from (state, log_probs) to the k most likely distinct words (with `lexicon_state`, a
         (Lexicon, mask cache) pair, words that continue `typed` in it), each with its probability of ending
@@ -319,7 +323,9 @@ class Autocompleter:
         texts = [""]
         scores = log_probs[None, :].astype(np.float64)   # [beams, V]: log p of each beam + its next character
         for depth in range(1, max_chars + 1):
-            if depth > 1 or not at_boundary:     # at a boundary the next word has at least one character
+            # a completion adds at least one character: the word as typed, complete, is the space bar's
+            # (as a suggestion it would take a slot and save no keystroke)
+            if depth > 1:
                 added = False
                 for value, text in zip(_end_log_probs(scores.take(boundary_ids, axis=1)).tolist(), texts):
                     # texts differ from each other and from every shorter word
@@ -348,6 +354,11 @@ class Autocompleter:
             log_probs, state = step(chars, state)
             scores = log_probs + flat_scores[top][:, None]
         return [Suggestion(text, math.exp(-score)) for score, text in finished]
+
+
+def _shown_order(suggestion: Suggestion) -> tuple[float, str]:
+    """How a list is shown: most likely first, ties by text (code point order)."""
+    return -suggestion.prob, suggestion.text
 
 
 def _end_log_probs(ends: np.ndarray) -> np.ndarray:
@@ -484,9 +495,6 @@ class Session:
         if stack[-1][0] < target:   # inside pasted text: recompute from the checkpoint before it
             self._push(*self.completer._advance(stack[-1][1], "".join(self._chars[stack[-1][0]:])))
 
-    def _at_boundary(self) -> bool:
-        return not self._chars or self.completer.is_boundary(self._chars[-1])
-
     def suggestions(self, k: int = 3, max_chars: int | None = None) -> list[Suggestion]:
         """The k most likely completions of the word being typed (or of the next word at a boundary)."""
         completer = self.completer
@@ -496,7 +504,7 @@ class Session:
         if self.in_unknown_word():
             return completer._mix([], typed, k, unknown=True, user_words=self.user_words)
         _, state, log_probs = self._stack[-1]
-        return completer._mix(completer._search(state, log_probs, self._at_boundary(), k, max_chars, typed), typed, k,
+        return completer._mix(completer._search(state, log_probs, k, max_chars, typed), typed, k,
                               user_words=self.user_words)
 
     def _typed_word(self) -> str:

@@ -72,18 +72,17 @@ class UniformBackend:
 
 
 def brute_force(backend, vocab, prefix: str, max_chars: int) -> list[tuple[float, str]]:
-    """Every word (word characters a boundary then ends) of at most max_chars characters, the boundary counted,
-    with its exact log p: log sum over boundaries b of p(word + b), from the model's steps along the word."""
+    """Every completion (1 or more word characters a boundary then ends) of at most max_chars characters, the
+    boundary counted, with its exact log p: log sum over boundaries b of p(word + b), from the model's steps."""
     ids = vocab.encode("\n" + prefix).astype(np.int64)
     log_probs, state = backend.run(ids[None, :], backend.initial_state(1))
-    at_boundary = not prefix or default_is_boundary(prefix[-1])
     chars = vocab.tokens
     boundary = [i for i in range(1, vocab.size) if default_is_boundary(chars[i])]
     word = [i for i in range(1, vocab.size) if not default_is_boundary(chars[i])]
     found = []
 
     def expand(text, score, state, log_p, depth):
-        if depth > 1 or not at_boundary:
+        if depth > 1:
             found.append((math.log(sum(math.exp(score + float(log_p[b])) for b in boundary)), text))
         if depth == max_chars:
             return
@@ -130,8 +129,7 @@ def test_completions_are_the_exact_top_k(cell, prefix):
     got = completer.complete(prefix, k=6)
     assert [s.text for s in got] == [text for _, text in want]
     np.testing.assert_allclose([s.prob for s in got], [math.exp(lp) for lp, _ in want], rtol=1e-5)
-    at_boundary = prefix == "" or prefix[-1] in " .\n"
-    assert all(len(s.text) >= 1 for s in got) if at_boundary else True
+    assert all(len(s.text) >= 1 for s in got)   # never the word as typed: the space bar's, it saves nothing
     assert len({s.text for s in got}) == len(got) == 6
 
 
@@ -150,13 +148,13 @@ def test_ties_are_ordered_alphabetically_without_duplicates():
     completer = Autocompleter(UniformBackend(vocab))
     p = 1 / vocab.size
     # a word's probability sums its three boundaries (\n, space, .): "a" ends here with 3p, "a" + "b" with 3p^2
-    inside = completer.complete("a", k=5)     # the word as typed, then one-letter words tied, then two-letter ones
-    assert [s.text for s in inside] == ["", "a", "b", "aa", "ab"]
-    np.testing.assert_allclose([s.prob for s in inside], [3 * p, 3 * p ** 2, 3 * p ** 2, 3 * p ** 3, 3 * p ** 3])
+    inside = completer.complete("a", k=5)     # one-letter completions tied, then two-letter ones (never "")
+    assert [s.text for s in inside] == ["a", "b", "aa", "ab", "ba"]
+    np.testing.assert_allclose([s.prob for s in inside], [3 * p ** 2, 3 * p ** 2, 3 * p ** 3, 3 * p ** 3, 3 * p ** 3])
     at_boundary = completer.complete("ab ", k=6)   # the next word: at least one letter
     assert [s.text for s in at_boundary] == ["a", "b", "aa", "ab", "ba", "bb"]
     short = completer.complete("a", k=50, max_chars=2)   # every word of at most two characters, boundary counted
-    assert short == inside[:3]
+    assert short == inside[:2]
 
 
 @pytest.fixture(scope="module")

@@ -291,6 +291,22 @@ def test_mixed_probabilities_follow_the_rule():
             assert prob == pytest.approx(0.75 * model[text])
 
 
+def test_the_word_as_typed_is_no_suggestion_and_leaves_its_slot_to_another():
+    words = UserWords()
+    for word in ("xyzzy", "xyz", "xyzq"):
+        words.learn(word)
+    shown = completer(words).complete("the xyz", 3)
+    assert "" not in [s.text for s in shown] and {"zy", "q"} <= {s.text for s in shown} and len(shown) == 3
+
+
+def test_a_hand_edited_word_spanning_a_boundary_is_never_proposed(tmp_path):
+    path = tmp_path / "words.json"
+    path.write_text(json.dumps({"format": "compact-lm-user-words", "version": 1, "clock": 1,
+                                "words": {"xy zzy": {"count": 1, "last": 1, "weight": 1.0}}}))
+    shown = completer(str(path)).complete("the xy", 3)
+    assert all(" " not in s.text for s in shown) and len(shown) == 3
+
+
 def test_simulated_typing_never_peeks_ahead():
     """A made-up word typed once cannot be completed; typed a second time, it is (learned from the first)."""
     once = simulate_typing(completer(UserWords()), "the xyzzyq cat ", 3)

@@ -131,15 +131,6 @@ export function compareCodePoints(a, b) {
   return a.length - b.length;
 }
 
-function lastCodePoint(text) {
-  const n = text.length;
-  if (n >= 2) {
-    const low = text.charCodeAt(n - 1), high = text.charCodeAt(n - 2);
-    if (low >= 0xdc00 && low <= 0xdfff && high >= 0xd800 && high <= 0xdbff) return text.slice(n - 2);
-  }
-  return text.slice(n - 1);
-}
-
 function positive(name, value) {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
     throw new CompactLMError(`${name} must be a whole number >= 1, got ${pyRepr(value)}`);
@@ -1280,7 +1271,7 @@ export class Autocompleter {
     // a word holding an unknown character: no model completion, no run
     if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], typed, k, true, this.userWords);
     const { state, logProbs } = await this._start(prefix);
-    const found = await this._search(state, logProbs, !prefix || this.isBoundary(lastCodePoint(prefix)), k, maxChars, typed);
+    const found = await this._search(state, logProbs, k, maxChars, typed);
     return this._mix(found, typed, k, false, this.userWords);
   }
 
@@ -1289,22 +1280,26 @@ export class Autocompleter {
    * an unknown word. */
   _mix(suggestions, typed, k, unknown, userWords) {
     if (!userWords) return suggestions;
-    const { found, share: dictionaryShare } = userWords.continuing(typed, k);
+    // one more: the word as typed is no completion
+    const { found, share: dictionaryShare } = userWords.continuing(typed, k + 1);
     if (!found.length) return suggestions;
     const share = unknown ? 1.0 : dictionaryShare;
-    const probs = new Map();
+    const probs = new Map(), users = new Set();
     for (const s of suggestions) probs.set(s.text, (1.0 - share) * s.prob);
     for (const [candidate, part] of found) {
       const text = candidate.slice(typed.length);
+      // not the word as typed (no completion), nor a hand-edited entry that spans a boundary ("New York")
+      if (!text || Array.from(text).some((char) => this.isBoundary(char))) continue;
       probs.set(text, (probs.get(text) ?? 0) + share * part);
+      users.add(text);
     }
-    // the lexicon's words and the user's first, then the model's other words (the fill), as _search ranks them
+    // chosen as _search chooses: the lexicon's words and the user's first, then the model's other words (the
+    // fill); shown most likely first
     const current = this.lexicon, lexicon = current && !unknown && current.startsWord(typed) ? current : null;
-    const users = new Set(found.map(([candidate]) => candidate.slice(typed.length)));
     const fill = (text) => (lexicon && !users.has(text) && !lexicon.has(typed + text) ? 1 : 0);
     return [...probs.entries()].sort((a, b) => (fill(a[0]) - fill(b[0])
       || (a[1] > b[1] ? -1 : a[1] < b[1] ? 1 : compareCodePoints(a[0], b[0]))))
-      .slice(0, k).map(([text, prob]) => ({ text, prob }));
+      .slice(0, k).map(([text, prob]) => ({ text, prob })).sort(shownOrder);
   }
 
   _nextChars(logProbs, k) {
@@ -1332,15 +1327,17 @@ export class Autocompleter {
   }
 
   /** The k most likely distinct words from (state, logProbs): the lexicon's words first, while `typed` (the part
-   * of the word already typed, normalized) starts one; if they are fewer than k, the model's other words fill the rest. */
-  async _search(state, logProbs, atBoundary, k, maxChars, typed = "") {
+   * of the word already typed, normalized) starts one; if they are fewer than k, the model's other words fill the
+   * rest (shown most likely first). */
+  async _search(state, logProbs, k, maxChars, typed = "") {
     const lexiconState = this._lexiconState, lexicon = lexiconState.lexicon;
-    if (!lexicon || !lexicon.startsWord(typed)) return this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, null);
-    const found = await this._beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexiconState);
+    if (!lexicon || !lexicon.startsWord(typed)) return this._beamSearch(state, logProbs, k, maxChars, typed, null);
+    const found = await this._beamSearch(state, logProbs, k, maxChars, typed, lexiconState);
     if (found.length < k) {
       const texts = new Set(found.map((s) => s.text));
-      const others = await this._beamSearch(state, logProbs, atBoundary, k + found.length, maxChars, typed, null);
+      const others = await this._beamSearch(state, logProbs, k + found.length, maxChars, typed, null);
       found.push(...others.filter((s) => !texts.has(s.text)).slice(0, k - found.length));
+      found.sort(shownOrder);
     }
     return found;
   }
@@ -1348,7 +1345,7 @@ export class Autocompleter {
   /** Beam search from (state, logProbs) to the k most likely distinct words (with `lexicon`, words that continue
    * `typed` in it), each with its probability of ending whatever boundary character follows (log-sum-exp over
    * the boundary columns, in float64). */
-  async _beamSearch(state, logProbs, atBoundary, k, maxChars, typed, lexiconState) {
+  async _beamSearch(state, logProbs, k, maxChars, typed, lexiconState) {
     const lexicon = lexiconState ? lexiconState.lexicon : null;
     const v = this.vocabSize, beam = this.beam, boundaryIds = this._boundaryIds, width = boundaryIds.length;
     const charOf = this._charOf, wordMask = this._wordMask;
@@ -1357,7 +1354,9 @@ export class Autocompleter {
     let texts = [""];
     let scores = Float64Array.from(logProbs.subarray(0, v));   // [beams * V]: log p of each beam + its next character
     for (let depth = 1; depth <= maxChars; depth++) {
-      if (depth > 1 || !atBoundary) {        // at a boundary the next word has at least one character
+      // a completion adds at least one character: the word as typed, complete, is the space bar's
+      // (as a suggestion it would take a slot and save no keystroke)
+      if (depth > 1) {
         let added = false;
         for (let b = 0; b < texts.length; b++) {
           // log p of the beam's word ending here: log-sum-exp over the boundary columns, summed left to right
@@ -1407,6 +1406,11 @@ export class Autocompleter {
     }
     return finished.map(([score, text]) => ({ text, prob: Math.exp(-score) }));
   }
+}
+
+/** How a list is shown: most likely first, ties by text (code point order). */
+function shownOrder(a, b) {
+  return a.prob > b.prob ? -1 : a.prob < b.prob ? 1 : compareCodePoints(a.text, b.text);
 }
 
 /** Indices of the (at most) `count` largest values above `floor`, largest first, ties by lower index. */
@@ -1558,20 +1562,16 @@ export class Session {
     return settled(base.ready);
   }
 
-  _atBoundary() {
-    return !this._chars.length || this.completer.isBoundary(this._chars[this._chars.length - 1]);
-  }
-
   /** The k most likely completions of the word being typed (or of the next word at a boundary). */
   async suggestions(k = 3, maxChars = undefined) {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const atBoundary = this._atBoundary(), unknown = this.inUnknownWord(), typed = completer.normalize(this._typedWord());
+    const unknown = this.inUnknownWord(), typed = completer.normalize(this._typedWord());
     const userWords = this.userWords;
     const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
     if (unknown) return completer._mix([], typed, k, true, userWords);
-    return completer._mix(await completer._search(state, logProbs, atBoundary, k, maxChars, typed), typed, k, false, userWords);
+    return completer._mix(await completer._search(state, logProbs, k, maxChars, typed), typed, k, false, userWords);
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */
