@@ -15,8 +15,9 @@ by default) ends; its text is the rest of the word without that boundary, and it
 word's probability of ending there, whatever boundary follows:
     p(w | prefix) = sum over boundaries b of prod_i p(c_i | prefix c_<i) * p(b | prefix w),
 so the k suggestions are k different words, each at least one character long: the word as typed,
-complete, is what the space bar gives (as a suggestion it would take a slot and save nothing). Beam search keeps the `beam` most likely unfinished words;
-all of them advance in one batched `step` per character. The search stops when no unfinished word is
+complete, is what the space bar gives (as a suggestion it would take a slot and save nothing). Beam
+search keeps the `beam` most likely unfinished words; all of them advance in one batched `step` per
+character. The search stops when no unfinished word is
 more likely than the k-th best finished one: extending a word only lowers its probability mass, so
 that cut loses nothing. Ties sort by text (code point order). While the word being typed holds a
 character outside the vocabulary the model gives no word completion (next characters still come).
@@ -30,7 +31,9 @@ renormalized over the lexicon.
 
 With `user_words` (compact_lm.user_words.UserWords, or a path to its JSON file) sessions learn the words
 typed and completions mix the model's words with the user's (the rule is in user_words.py); a word
-holding an unknown character then gets the user's words alone.
+holding an unknown character then gets the user's words alone. With `context_cache=True` a learning
+session also keeps the model's state where each learned word began, and weighs the user's words by how
+alike the contexts are (context_cache.py).
 
 This module imports numpy (and onnxruntime when given an .onnx path) and nothing heavier.
 """
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .context_cache import ContextCache
 from .errors import CompactLMError
 from .lexicon import MAX_WORD_CHARS, Lexicon, default_is_boundary
 from .user_words import UserWords, open_user_words
@@ -114,8 +118,9 @@ class Autocompleter:
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
                  context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
                  sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None,
-                 lexicon: Lexicon | bool = True):
+                 lexicon: Lexicon | bool = True, context_cache: bool = False):
         self.user_words = open_user_words(user_words)
+        self.context_cache = bool(context_cache)   # sessions that learn also weigh words by context (context_cache.py)
         # a file's lexicon is read only if it will be searched (a damaged one then fails here, naming the file)
         self.backend = open_backend(model, threads=threads, sequence=sequence,
                                     check_lexicon=lexicon is True and boundaries is None)
@@ -242,14 +247,16 @@ class Autocompleter:
         return self._mix(self._search(state, log_probs, k, max_chars, typed), typed, k)
 
     def _mix(self, suggestions: list[Suggestion], typed: str, k: int, unknown: bool = False,
-             user_words: UserWords | None = ...) -> list[Suggestion]:
+             user_words: UserWords | None = ..., context: list[tuple[str, float]] | None = None) -> list[Suggestion]:
         """The model's completions of the typed part of the word (`typed`, normalized) mixed with the user's words
         that continue it: p = (1 - lam) p_model + lam * weight share (user_words.py); the user's alone for an
         unknown word."""
         user_words = self.user_words if user_words is ... else user_words
         if user_words is None:
             return suggestions
-        found, lam = user_words.continuing(typed, k + 1)   # one more: the word as typed is no completion
+        # a session's words weighed by their contexts take the dictionary's place (context_cache.py); else k + 1
+        # of the dictionary's words (the word as typed is no completion)
+        found, lam = (context, user_words.share) if context else user_words.continuing(typed, k + 1)
         if not found:
             return suggestions
         if unknown:
@@ -258,7 +265,8 @@ class Autocompleter:
         users = set()
         for candidate, share in found:
             text = candidate[len(typed):]
-            # not the word as typed (no completion), nor a hand-edited entry that spans a boundary ("New York")
+            # not the word as typed (no completion), nor a word that spans a boundary (a hand-edited entry, "New
+            # York", or one whose normalization made a boundary character)
             if text and not any(self.is_boundary(char) for char in text):
                 probs[text] = probs.get(text, 0.0) + lam * share
                 users.add(text)
@@ -399,7 +407,9 @@ class Session:
     def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
         self.completer = completer
         self.user_words = user_words
-        self._learned: list[tuple[int, tuple]] = []  # (position of the boundary that ended it, undo) per learned word
+        self._learned: list[tuple] = []              # (where the boundary that ended it is, undo, cache slot) per word
+        # with the completer's context_cache: learned words with the state where each began (memory only)
+        self._cache = ContextCache() if completer.context_cache else None
         self._chars: list[str] = []                  # code points typed so far
         self._stack: list[tuple] = [completer._root]  # checkpoints, lengths increasing
         self._unknown_at: list[int] = []             # positions of typed characters that became <unk>, increasing
@@ -448,9 +458,12 @@ class Session:
                 begin -= 1
             if end - begin > MAX_WORD_CHARS:
                 continue
-            undo = self.user_words.learn(self.completer.normalize("".join(chars[begin:end])))
+            word = self.completer.normalize("".join(chars[begin:end]))
+            undo = self.user_words.learn(word)
             if undo is not None:
-                self._learned.append((end, undo))
+                state = None if self._cache is None else self._state_at(begin)   # none inside a paste
+                slot = None if state is None else (self._cache.add(state, word), word)
+                self._learned.append((end, undo, slot))
                 if len(self._learned) > 2 * LEARNED_UNDO:
                     del self._learned[:LEARNED_UNDO]
 
@@ -482,9 +495,11 @@ class Session:
         self._auto_space = None
         learned = self._learned
         while not swap and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
-            undo = learned.pop()[1]
+            _, undo, slot = learned.pop()
             if self.user_words is not None:
                 self.user_words.unlearn(undo)
+                if slot is not None:
+                    self._cache.remove(*slot)
         del self._chars[target:]
         unknown_at = self._unknown_at
         while unknown_at and unknown_at[-1] >= target:
@@ -500,12 +515,30 @@ class Session:
         completer = self.completer
         k = _positive("k", k)
         max_chars = completer.max_chars if max_chars is None else _positive("max_chars", max_chars)
-        typed = completer.normalize(self._typed_word())
+        raw = self._typed_word()
+        typed = completer.normalize(raw)
+        context = self._context(len(raw), typed, k + 1)
         if self.in_unknown_word():
-            return completer._mix([], typed, k, unknown=True, user_words=self.user_words)
+            return completer._mix([], typed, k, unknown=True, user_words=self.user_words, context=context)
         _, state, log_probs = self._stack[-1]
         return completer._mix(completer._search(state, log_probs, k, max_chars, typed), typed, k,
-                              user_words=self.user_words)
+                              user_words=self.user_words, context=context)
+
+    def _context(self, typed_chars: int, typed: str, k: int) -> list[tuple[str, float]] | None:
+        """The context cache's k words continuing `typed` (of `typed_chars` code points as typed), or None: not
+        learning, nothing kept, or the word began inside a paste (context_cache.py)."""
+        if self.user_words is None or self._cache is None or not self._cache.added or typed_chars > MAX_WORD_CHARS:
+            return None
+        state = self._state_at(len(self._chars) - typed_chars)
+        return None if state is None else (self._cache.continuing(state, typed, k, self.user_words) or None)
+
+    def _state_at(self, length: int) -> np.ndarray | None:
+        """The last layer's h after the first `length` characters, if a checkpoint holds it (not inside a paste)."""
+        stack = self._stack
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i][0] <= length:
+                return stack[i][1][-1][0] if stack[i][0] == length else None
+        return None
 
     def _typed_word(self) -> str:
         """The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer)."""

@@ -25,6 +25,12 @@ def _add_user_words(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--user-words", metavar="FILE", default=None, help=f"the user's own words (a JSON file): {what}")
 
 
+def _add_context_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--context-cache", action="store_true",
+                   help="while learning, also weigh each word typed by how much its context resembles the present "
+                        "one (in memory only; more keystrokes saved, slower: docs/cli.md)")
+
+
 def _existing_user_words(args) -> None:
     """A command that only reads --user-words needs the file to exist (a mistyped path is not an empty dictionary)."""
     if args.user_words is not None:
@@ -37,7 +43,7 @@ def _completer(args):
     from .autocomplete import Autocompleter
     return Autocompleter(args.model, beam=args.beam, max_chars=args.max_chars, threads=args.threads,
                          sequence=getattr(args, "sequence", None), user_words=getattr(args, "user_words", None),
-                         lexicon=args.lexicon)
+                         lexicon=args.lexicon, context_cache=getattr(args, "context_cache", False))
 
 
 def configure_complete(p: argparse.ArgumentParser) -> None:
@@ -97,6 +103,7 @@ def configure_repl(p: argparse.ArgumentParser) -> None:
     _add_completion_options(p)
     p.add_argument("--sequence", metavar="SEQ.onnx", help="the model's sequence graph: pasted text in one call")
     _add_user_words(p, "learns the words you type and saves them at every newline and on exit (created if missing)")
+    _add_context_cache(p)
     p.set_defaults(run=_cmd_repl)
 
 
@@ -121,6 +128,7 @@ def configure_eval_complete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learn", action="store_true",
                    help="also score the model learning the user's words as the text is typed (from an empty dictionary)")
     _add_user_words(p, "--learn starts from its words (read, never written)")
+    _add_context_cache(p)
     p.set_defaults(run=_cmd_eval_complete)
 
 
@@ -128,12 +136,14 @@ def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
     _existing_user_words(args)
+    if args.context_cache and not (args.learn or args.user_words):
+        raise CompactLMError("--context-cache weighs the words learning finds: give --learn (or --user-words FILE)")
     text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
     if not text:
         raise CompactLMError(f"--text {args.text}: the file is empty")
     with blas_threads(args):
         result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
                                beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words,
-                               lexicon=args.lexicon)
+                               lexicon=args.lexicon, context_cache=args.context_cache)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -141,14 +141,15 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
                   order: int | None = None, beam: int = 4, max_chars: int = 16, learn: bool = False,
-                  user_words: str | None = None, lexicon: bool = True) -> dict:
+                  user_words: str | None = None, lexicon: bool = True, context_cache: bool = False) -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
     "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
     at most the model file's bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split).
     Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding). With `learn` (or a
     `user_words` file to start from, read and never written) also "learning": the model with a user
-    dictionary that learns as the text is typed, in the same run, and its p50 latency over the model's.
+    dictionary that learns as the text is typed, in the same run, and its p50 latency over the model's (with
+    `context_cache`, the session also weighs the words it learned by their contexts: context_cache.py).
     The model searches its lexicon first (`lexicon`; "lexicon" gives its words and its bytes in the file); the
     n-grams have none: their tables spell every word they have seen.
     """
@@ -166,9 +167,9 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         words = start_words if start_words is not None else UserWords()
         words.path = None   # never written back
         learned_from = len(words)
-        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words, lexicon=lexicon),
-                             text, k)
-        learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words),
+        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words, lexicon=lexicon,
+                                           context_cache=context_cache), text, k)
+        learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words), "context_cache": context_cache,
                     "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
     order = DEFAULT_ORDER if order is None else order
     train = training_ids(train_config, completer.vocab, corpus)
@@ -198,7 +199,8 @@ def format_report(result: dict) -> str:
     k, after = result["k"], [str(n) for n in ACCURACY_AFTER]
     rows = [("model", result)]
     if "learning" in result:
-        rows.append(("model + learning the user's words", {**result["learning"], "model_bytes": result["model_bytes"]}))
+        name = "model + learning the user's words" + (" + context" if result["learning"].get("context_cache") else "")
+        rows.append((name, {**result["learning"], "model_bytes": result["model_bytes"]}))
     rows.append((f"full: {result['baseline']['name']}", result["baseline"]))
     if "matched_baseline" in result:
         rows.append((f"size-matched: {result['matched_baseline']['name']}", result["matched_baseline"]))

@@ -23,7 +23,9 @@ Mixing with the model (Autocompleter._mix), for the word being typed with prefix
     P(w | p) = (1 - share) P_model(w | p) + share * weight(w) / W_p
 where W_p is the total weight of the dictionary's words that continue p, and share = 0 when there are
 none (the suggestions are then the model's). A word the model's search did not return counts
-P_model = 0. `share` and `half_life` were chosen by measurement, against a share that grows with the
+P_model = 0. A session with the context cache (compact_lm/context_cache.py, opt-in) puts its weights, which
+also say how alike the contexts are, in the place of weight(w) / W_p while a word it kept continues p.
+`share` and `half_life` were chosen by measurement, against a share that grows with the
 evidence W_p / (W_p + prior) (docs/experiments.md, "Learning the user's words"). A word that holds a
 character outside the model's vocabulary gets the dictionary's words alone.
 
@@ -85,6 +87,7 @@ class UserWords:
         self._lock = threading.RLock()
         self.clock = 0
         self.changes = 0                      # counts every change (learn, unlearn, forget, clear): when to save
+        self.removals = 0                     # counts the words that left (unlearned, forgotten, evicted, cleared)
         self._entries: dict[str, list] = {}   # word -> [count, last use, weight at last use]
         self._sorted: list[str] = []          # the words in code point order, for prefix ranges
         self._base = 0.0                      # keys are stored minus this
@@ -227,6 +230,7 @@ class UserWords:
             self._sorted.clear()
             self._ranked.clear()
             self.changes += 1
+            self.removals += 1
 
     def _put(self, word: str, entry: list) -> None:
         """Store `entry` for `word` (new or not) and update every kept ranking of a prefix of `word`."""
@@ -258,6 +262,7 @@ class UserWords:
                 _subtract(ranked, math.exp(key))
         del self._entries[word]
         del self._sorted[bisect.bisect_left(self._sorted, word)]
+        self.removals += 1   # (after the word is gone: a reader that sees the count sees the removal)
 
     def _rebase(self) -> None:
         """Shift every key so the largest is 0 (exp stays in range as the clock grows); rankings are rebuilt."""

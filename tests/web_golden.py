@@ -269,8 +269,8 @@ def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
              sequence=True, source="step", options={"beam": 5, "maxChars": 12}, prefixes=500, sessions=(6, 40)),
         dict(name="gru-int8-lower-step",
              model=quantize_model(_with_lexicon(_wordy(random_model("gru", (20,), embed=8, vocab=lower, seed=4, scale=2.5), 4), train)),
-             sequence=False, source="step", options={"beam": 1, "maxChars": 8}, prefixes=300, sessions=(3, 30),
-             user_words={"maxWords": 60, "halfLife": 30, "share": 0.3}),
+             sequence=False, source="step", options={"beam": 1, "maxChars": 8, "contextCache": True}, prefixes=300,
+             sessions=(3, 30), user_words={"maxWords": 60, "halfLife": 30, "share": 0.3}),
         dict(name="lstm-fp32-unknowns-seqonly",
              model=_wordy(random_model("lstm", (12,), embed=8, vocab=front, seed=5, scale=2.5), 5),
              sequence=True, source="sequence", options={"beam": 4, "maxChars": 16, "boundaries": " \n.,;:!?", "contextChars": 48},
@@ -305,7 +305,7 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
         seq_arg = sequence if config["sequence"] and config["source"] == "step" else None
         ac = Autocompleter(str(source), beam=options["beam"], max_chars=options["maxChars"],
                            boundaries=options.get("boundaries"), context_chars=options.get("contextChars", CONTEXT_CHARS),
-                           sequence=str(seq_arg) if seq_arg else None)
+                           sequence=str(seq_arg) if seq_arg else None, context_cache=options.get("contextCache", False))
         start_words = None
         if config.get("user_words"):
             start_words = _start_words(ac, alice_text, folder / f"userwords-{name}.json", config["user_words"])
@@ -325,7 +325,42 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
     write_faults(folder, step_paths)
     write_unicode(folder)
     write_ties(folder)
+    write_context_cache(folder)
     return summary
+
+
+def write_context_cache(folder: Path, trials: int = 120) -> None:
+    """context_cache.json: random runs of ContextCache (small sizes, so the ring wraps) beside a small UserWords
+    (so words are evicted and forgotten): adds with their states, take-backs, forgets, and after each step a
+    query with Python's answer."""
+    import random
+    from compact_lm.context_cache import ContextCache
+    rng = random.Random(2)
+    vocab = ["aa", "ab", "abc", "bb", "ba", "\U0010ffff\U0010ffff", "\U0010ffffa", "cc", "dd", "ee"]
+    cases = []
+    for _ in range(trials):
+        size = rng.randint(1, 6)
+        cache, held, ops, slots = ContextCache(size=size, half_life=5.0), UserWords(max_words=5), [], []
+        for _ in range(40):
+            roll = rng.random()
+            if roll < 0.6:
+                word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(3)]
+                if held.learn(word) is not None:
+                    slots.append((cache.add(np.array(state, np.float32), word), word))
+                    ops.append({"op": "add", "word": word, "state": state})
+            elif roll < 0.8 and slots:
+                slot, word = rng.choice(slots)
+                cache.remove(slot, word)
+                ops.append({"op": "remove", "slot": slot, "word": word})
+            elif roll < 0.9:
+                word = rng.choice(vocab)
+                held.forget(word)
+                ops.append({"op": "forget", "word": word})
+            state, prefix = [rng.gauss(0, 1) for _ in range(3)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])
+            found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
+            ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
+        cases.append({"size": size, "ops": ops})
+    (folder / "context_cache.json").write_text(json.dumps(cases), encoding="utf-8")
 
 
 def _start_words(ac: Autocompleter, alice_text: str, path: Path, options: dict) -> UserWords:

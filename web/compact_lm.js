@@ -479,6 +479,7 @@ function checkedLayout(name, props, session) {
     layout.stateInputs = ins.flat();
     layout.stateOutputs = outs.flat();
     layout.widths = ins.flatMap((layer, i) => layer.map(() => sizes[i]));
+    layout.lastHidden = layout.stateInputs.length - ins[ins.length - 1].length;   // the last layer's h
     layout.vocabSize = tokens.length;
   } catch (error) {
     throw new CompactLMError(`${name} has invalid compact-lm metadata: ${error.message}`);
@@ -530,6 +531,7 @@ class Model {
     this.stateInputs = file.layout.stateInputs;
     this.stateOutputs = file.layout.stateOutputs;
     this.widths = file.layout.widths;
+    this.lastHidden = file.layout.lastHidden;
     this.fetches = [LOG_PROBS, ...this.stateOutputs];
     this.step_ = stepSession;          // null when the source is a sequence graph
     this.sequence = sequenceSession;   // null without one
@@ -690,6 +692,7 @@ export class UserWords {
     this._rate = Math.log(2) / halfLife;
     this.clock = 0;
     this.changes = 0;
+    this.removals = 0;           // words that left (unlearned, forgotten, evicted, cleared)
     this._entries = new Map();   // word -> [count, last use, weight at last use]
     this._sorted = [];           // the words in code point order
     this._base = 0;
@@ -824,6 +827,7 @@ export class UserWords {
     this._sorted = [];
     this._ranked.clear();
     this.changes += 1;
+    this.removals += 1;
   }
 
   _prefixes(word) {
@@ -858,6 +862,7 @@ export class UserWords {
   }
 
   _remove(word) {
+    this.removals += 1;
     const key = this._key(word);
     for (const prefix of this._prefixes(word)) {
       const ranked = this._ranked.get(prefix);
@@ -911,6 +916,126 @@ function openUserWords(userWords) {
   if (userWords === undefined || userWords === null || userWords instanceof UserWords) return userWords ?? null;
   if (typeof userWords === "object" || typeof userWords === "string") return UserWords.fromJSON(userWords, {}, "the userWords option");
   throw new CompactLMError(`userWords must be a UserWords or its JSON document (an object or its text), got ${typeof userWords}`);
+}
+
+// ----------------------------------------------------------------------------------- context cache
+export const CONTEXT_THETA = 10.0, CONTEXT_HALF_LIFE = 300.0, CONTEXT_SIZE = 1000;
+
+/** The state as a vector of length 1 (divided in float64, then rounded to float32), as context_cache._unit. */
+function unitVector(values) {
+  const vector = Float64Array.from(values);
+  let sum = 0;
+  for (let i = 0; i < vector.length; i++) sum += vector[i] * vector[i];
+  const norm = Math.sqrt(sum);
+  if (norm > 0) for (let i = 0; i < vector.length; i++) vector[i] /= norm;
+  return Float32Array.from(vector);
+}
+
+/**
+ * A session's last `size` learned words, each with the model's state where it began (the last layer's h):
+ * in memory only, never saved. weight(w | h) = sum over uses i of w of exp(theta cos(h, h_i) - (now - t_i)
+ * ln 2 / halfLife); the words continuing the typed part share it. As compact_lm/context_cache.py, step for
+ * step; a use's state may still be on its way (a promise): it lands when computed, settle() waits for all.
+ */
+export class ContextCache {
+  constructor({ size = CONTEXT_SIZE, theta = CONTEXT_THETA, halfLife = CONTEXT_HALF_LIFE } = {}) {
+    this.size = size;
+    this.theta = theta;
+    this._rate = Math.log(2.0) / halfLife;
+    this._vectors = [];                          // unit-length state per slot (Float32Array; undefined until it lands)
+    this._words = new Array(size).fill(null);   // the word in each slot (null: empty or taken back)
+    this._times = new Float64Array(size);        // when each slot's word was added
+    this._inflight = new Set();                  // states not yet landed
+    this.added = 0;                              // words added so far (the clock; slot = added % size)
+    this._version = 0;                           // changes whenever a slot does
+    this._query = null;                          // {version, held, changes, state, words, weights}
+    this._unheld = new Set();                    // words kept here the dictionary no longer has, as of its
+    this._removalsSeen = null;                   // `removals` count then (a word added is held)
+    this._heldSeen = null;
+  }
+
+  /** Keep `word` with (a promise of) the model's state where it began; returns its slot. */
+  add(state, word) {
+    const slot = this.added % this.size;
+    this._words[slot] = word;
+    this._vectors[slot] = undefined;
+    this._unheld.delete(word);
+    this.added += 1;
+    const added = this.added;
+    this._times[slot] = added;
+    this._version += 1;
+    const landed = Promise.resolve(state).then((values) => {
+      if (this._times[slot] === added) { this._vectors[slot] = unitVector(values); this._version += 1; }
+    }, () => {   // the model failed (that error reaches whoever awaits the state): the use is left out
+      if (this._times[slot] === added && this._words[slot] === word) { this._words[slot] = null; this._version += 1; }
+    });
+    this._inflight.add(landed);
+    landed.then(() => this._inflight.delete(landed));
+    return slot;
+  }
+
+  /** Take back the word added in `slot` (if the slot still holds it). */
+  remove(slot, word) {
+    if (this._words[slot] === word) {
+      this._words[slot] = null;
+      this._version += 1;
+    }
+  }
+
+  /** Wait until every state added so far has landed. */
+  async settle() {
+    while (this._inflight.size) await Promise.all([...this._inflight]);
+  }
+
+  /** The k words of most weight that continue `prefix` (and that `held`, the dictionary, has), as [word, weight /
+   * total weight of the words continuing prefix], most first, ties in code point order; [] if none. */
+  continuing(state, prefix, k, held) {
+    let query = this._query;
+    const same = query && query.version === this._version && query.held === held && query.changes === held.changes
+      && query.state.length === state.length && query.state.every((x, i) => x === state[i]);
+    if (!same) {
+      query = this._query = { version: this._version, held, changes: held.changes, state: Float32Array.from(state),
+        ...this._weigh(state, held) };
+    }
+    const { words, weights } = query;
+    const lo = lowerBound(words, prefix, compareCodePoints);
+    let hi = prefix ? lo : words.length;
+    while (hi < words.length && words[hi].startsWith(prefix)) hi += 1;
+    let total = 0;
+    for (let i = lo; i < hi; i++) total += weights[i];   // left to right, as Python
+    if (!(total > 0)) return [];
+    const top = [];
+    for (let i = lo; i < hi; i++) top.push(i);
+    top.sort((a, b) => (weights[a] > weights[b] ? -1 : weights[a] < weights[b] ? 1 : a - b));
+    return top.slice(0, k).map((i) => [words[i], weights[i] / total]);
+  }
+
+  /** The words in some slot. */
+  _live() {
+    return new Set(this._words.filter((w) => w !== null));
+  }
+
+  _weigh(state, held) {
+    const used = Math.min(this.added, this.size), query = unitVector(state), totals = new Map();
+    for (let slot = 0; slot < used; slot++) {
+      const word = this._words[slot], vector = this._vectors[slot];
+      if (word === null || vector === undefined) continue;
+      let cosine = 0;
+      for (let i = 0; i < vector.length; i++) cosine += vector[i] * query[i];
+      const weight = Math.exp(this.theta * cosine - (this.added - this._times[slot]) * this._rate);
+      totals.set(word, (totals.get(word) ?? 0) + weight);
+    }
+    const removals = held.removals;   // (read first, as Python)
+    if (removals !== this._removalsSeen || held !== this._heldSeen) {   // words left the dictionary: which of ours
+      this._unheld = new Set([...this._live()].filter((w) => !held.has(w)));
+      this._removalsSeen = removals;
+      this._heldSeen = held;
+    } else if (this._unheld.size) {   // a word learned again (by another session) is proposed again
+      this._unheld = new Set([...this._unheld].filter((w) => !held.has(w)));
+    }
+    const words = [...totals.keys()].filter((w) => totals.get(w) !== 0 && !this._unheld.has(w)).sort(compareCodePoints);
+    return { words, weights: Float64Array.from(words, (w) => totals.get(w)) };
+  }
 }
 
 // ---------------------------------------------------------------------------------------- lexicon
@@ -1066,7 +1191,8 @@ export class Autocompleter {
    * globalThis.ort), beam (4), maxChars (16), sequence (the model's sequence graph, same kinds, for
    * pasted text in one run), boundaries (a string of boundary characters instead of the default rule),
    * contextChars (1024), lexicon (true: search the file's lexicon of training words, as Python; false: not;
-   * with other boundaries it is not used), executionProviders (default ["cpu"] with onnxruntime-node, else ["wasm"]),
+   * with other boundaries it is not used), contextCache (default false; true: sessions that learn also weigh each
+   * learned word by its context, compact_lm/context_cache.py, at a cost in latency), executionProviders (default ["cpu"] with onnxruntime-node, else ["wasm"]),
    * sessionOptions (merged into onnxruntime's), name / sequenceName (for byte sources in error messages).
    */
   static async create(source, options = {}) {
@@ -1099,7 +1225,8 @@ export class Autocompleter {
       const useLexicon = (options.lexicon ?? true) && (options.boundaries === undefined || options.boundaries === null);
       const stored = file.meta.lexicon;   // (absent or null in a file without one)
       const lexicon = useLexicon && stored !== undefined && stored !== null ? await Lexicon.fromMetadata(stored, file.name) : null;
-      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon });
+      const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon,
+        contextCache: Boolean(options.contextCache) });
       await completer._init();
       return completer;
     } catch (error) {
@@ -1109,8 +1236,9 @@ export class Autocompleter {
     }
   }
 
-  constructor(model, { beam, maxChars, contextChars, boundaries, userWords = null, lexicon = null }) {
+  constructor(model, { beam, maxChars, contextChars, boundaries, userWords = null, lexicon = null, contextCache = false }) {
     this.model = model;
+    this.contextCache = contextCache;
     this.userWords = userWords;
     this.lexicon = lexicon;
     this.metadata = model.meta;
@@ -1278,17 +1406,20 @@ export class Autocompleter {
   /** The model's completions of the typed part of the word (`typed`, normalized) mixed with the user's words that
    * continue it: p = (1 - share) p_model + share * weight share (compact_lm/user_words.py); the user's alone for
    * an unknown word. */
-  _mix(suggestions, typed, k, unknown, userWords) {
+  _mix(suggestions, typed, k, unknown, userWords, context = null) {
     if (!userWords) return suggestions;
-    // one more: the word as typed is no completion
-    const { found, share: dictionaryShare } = userWords.continuing(typed, k + 1);
+    // a session's words weighed by their contexts take the dictionary's place (ContextCache); else k + 1 of the
+    // dictionary's words (the word as typed is no completion)
+    const { found, share: dictionaryShare } = context ? { found: context, share: userWords.share }
+      : userWords.continuing(typed, k + 1);
     if (!found.length) return suggestions;
     const share = unknown ? 1.0 : dictionaryShare;
     const probs = new Map(), users = new Set();
     for (const s of suggestions) probs.set(s.text, (1.0 - share) * s.prob);
     for (const [candidate, part] of found) {
       const text = candidate.slice(typed.length);
-      // not the word as typed (no completion), nor a hand-edited entry that spans a boundary ("New York")
+      // not the word as typed (no completion), nor a word that spans a boundary (a hand-edited entry, "New
+      // York", or one whose normalization made a boundary character)
       if (!text || Array.from(text).some((char) => this.isBoundary(char))) continue;
       probs.set(text, (probs.get(text) ?? 0) + share * part);
       users.add(text);
@@ -1450,7 +1581,9 @@ export class Session {
   constructor(completer, userWords = null) {
     this.completer = completer;
     this.userWords = userWords;
-    this._learned = [];                  // [position of the boundary that ended it, undo] per learned word
+    this._learned = [];                  // [position of the boundary that ended it, undo, cache slot] per learned word
+    // with the completer's contextCache: learned words with the state where each began (memory only)
+    this._cache = completer.contextCache ? new ContextCache() : null;
     this._chars = [];                    // code points typed so far
     this._stack = [completer._root];     // checkpoints, lengths increasing
     this._unknownAt = [];                // positions of typed characters that became <unk>, increasing
@@ -1502,9 +1635,11 @@ export class Session {
       let begin = end - 1;
       while (begin > 0 && !isBoundary(chars[begin - 1]) && end - begin <= MAX_WORD_CHARS) begin -= 1;
       if (end - begin > MAX_WORD_CHARS) continue;
-      const undo = this.userWords.learn(this.completer.normalize(chars.slice(begin, end).join("")));
+      const word = this.completer.normalize(chars.slice(begin, end).join(""));
+      const undo = this.userWords.learn(word);
       if (undo !== null) {
-        this._learned.push([end, undo]);
+        const state = this._cache ? this._stateAt(begin) : null;   // none inside a paste
+        this._learned.push([end, undo, state === null ? null : [this._cache.add(state, word), word]]);
         if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
       }
     }
@@ -1546,8 +1681,11 @@ export class Session {
     this._autoSpace = null;
     const learned = this._learned;
     while (!swap && learned.length && learned[learned.length - 1][0] >= target) {   // the boundary that ended a learned word goes
-      const undo = learned.pop()[1];
-      if (this.userWords) this.userWords.unlearn(undo);
+      const [, undo, slot] = learned.pop();
+      if (this.userWords) {
+        this.userWords.unlearn(undo);
+        if (slot) this._cache.remove(...slot);
+      }
     }
     this._chars.length = target;
     while (this._unknownAt.length && this._unknownAt[this._unknownAt.length - 1] >= target) this._unknownAt.pop();
@@ -1567,11 +1705,37 @@ export class Session {
     const completer = this.completer;
     positive("k", k);
     maxChars = maxChars === undefined || maxChars === null ? completer.maxChars : positive("maxChars", maxChars);
-    const unknown = this.inUnknownWord(), typed = completer.normalize(this._typedWord());
+    const raw = this._typedWord(), unknown = this.inUnknownWord(), typed = completer.normalize(raw);
     const userWords = this.userWords;
-    const { state, logProbs } = await this._stack[this._stack.length - 1].ready;   // (waits for typing, as always)
-    if (unknown) return completer._mix([], typed, k, true, userWords);
-    return completer._mix(await completer._search(state, logProbs, k, maxChars, typed), typed, k, false, userWords);
+    const pending = this._context(Array.from(raw).length, typed, k + 1, userWords);
+    // (waits for typing, as always; both awaited together, so a failed step leaves no promise unhandled)
+    const [{ state, logProbs }, context] = await Promise.all([this._stack[this._stack.length - 1].ready, pending]);
+    if (unknown) return completer._mix([], typed, k, true, userWords, context);
+    return completer._mix(await completer._search(state, logProbs, k, maxChars, typed), typed, k, false, userWords, context);
+  }
+
+  /** The context cache's k words continuing `typed` (of `typedChars` code points as typed), or null: not learning,
+   * nothing kept, or the word began inside a paste (compact_lm/context_cache.py). */
+  async _context(typedChars, typed, k, userWords) {
+    if (!userWords || !this._cache || !this._cache.added || typedChars > MAX_WORD_CHARS) return null;
+    const state = this._stateAt(this._chars.length - typedChars);
+    if (state === null) return null;
+    const vector = await state;
+    await this._cache.settle();
+    const found = this._cache.continuing(vector, typed, k, userWords);
+    return found.length ? found : null;
+  }
+
+  /** A promise of the last layer's h after the first `length` characters, if a checkpoint holds it (not inside a paste). */
+  _stateAt(length) {
+    const stack = this._stack, index = this.completer.model.lastHidden;
+    if (index === undefined) return null;   // a model object that does not say where its h is
+    for (let i = stack.length - 1; i >= 0; i--) {
+      if (stack[i].length <= length) {
+        return stack[i].length === length ? stack[i].ready.then((value) => value.state[index].data) : null;
+      }
+    }
+    return null;
   }
 
   /** Whether the word being typed (the characters after the last boundary) holds an unknown character. */

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import { Autocompleter, CompactLMError, defaultIsBoundary, readMetadataProps } from "../compact_lm.js";
+import { Autocompleter, CompactLMError, ContextCache, UserWords, defaultIsBoundary, readMetadataProps } from "../compact_lm.js";
 import { GOLDEN, SKIP, compare, modelFiles, modelTests, open, ortNode, readJson, report } from "./golden_helpers.js";
 
 modelTests(0, 2);
@@ -135,6 +135,27 @@ test("word boundaries and per-code-point normalization agree with Python's unico
 
 test("golden cases are present", { skip: SKIP }, () => {
   assert.ok(modelFiles().length >= 1, `no model-*.json in ${GOLDEN}`);
+});
+
+test("the context cache: Python's words and shares through adds, take-backs, forgets and a full ring", { skip: SKIP }, async () => {
+  const problems = [];
+  let queries = 0;
+  for (const [n, c] of readJson("context_cache.json").entries()) {
+    const cache = new ContextCache({ size: c.size, halfLife: 5.0 }), held = new UserWords({ maxWords: 5 });
+    for (const op of c.ops) {
+      if (op.op === "add") {
+        if (held.learn(op.word) !== null) cache.add(Promise.resolve(Float32Array.from(op.state)), op.word);
+      } else if (op.op === "remove") cache.remove(op.slot, op.word);
+      else if (op.op === "forget") held.forget(op.word);
+      else {
+        queries += 1;
+        await cache.settle();
+        const got = cache.continuing(Float32Array.from(op.state), op.prefix, 3, held).map(([text, prob]) => ({ text, prob }));
+        problems.push(...compare(got, op.expected, `case ${n} prefix ${JSON.stringify(op.prefix)}`));
+      }
+    }
+  }
+  report(problems, queries);
 });
 
 test("exact ties: finished words in Python's order, by text in code point order", { skip: SKIP }, async () => {

@@ -1,0 +1,163 @@
+"""Learning within a session: the words it learned, each with the model's state where the word began.
+
+The user's dictionary (user_words.py) knows how often and how lately each word was used, not after what.
+A learning session also keeps, for its last `size` learned words, the model's hidden state at the start
+of the word (the last layer's h: the network's summary of the text before the word). These live in the
+session's memory only: states are derived from the text, so they are never written anywhere, and each
+session starts without them. A completion weighs every earlier use of a word by how much its context
+resembles the present one (a neural cache, Grave et al. 2017, here over word starts) and by its recency,
+as the dictionary does:
+    weight(w | h) = sum over uses i of w of exp(theta * cos(h, h_i) - (now - t_i) ln 2 / half_life)
+with h the state where the word being typed began, t_i counting the words added. The words that continue
+the typed part p of the word share
+    P_cache(w | h, p) = weight(w | h) / sum over the words v continuing p of weight(v | h),
+which takes the dictionary's place in the mixture (Autocompleter._mix) whenever some use continues p; the
+dictionary serves the rest (words of earlier sessions, words begun inside a paste). A word the dictionary
+no longer holds (forgotten, cleared, evicted) is never proposed from here. THETA, the half-life and SIZE
+were chosen by measurement (docs/experiments.md, "The context cache").
+
+The state of a word start is the same for every keystroke of the word, so the weights are computed once
+per word (one [size, H] product) and each keystroke after that is a lookup.
+
+web/compact_lm.js's ContextCache is this class step for step (tests/web_golden.py checks that they agree).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .user_words import UserWords
+
+THETA = 10.0                # how sharply the cosine of two contexts selects (exp(theta * cos))
+HALF_LIFE = 300.0           # words added: as the dictionary's default
+SIZE = 1000                 # uses kept per session (H float32 each: 1 MB at H = 256)
+
+
+class ContextCache:
+    """A session's last `size` learned words with the model's state where each began (memory only)."""
+
+    def __init__(self, size: int = SIZE, theta: float = THETA, half_life: float = HALF_LIFE):
+        self.size, self.theta = size, theta
+        self._rate = math.log(2.0) / half_life
+        self._vectors: np.ndarray | None = None   # [size, H] float32: unit-length states, row = slot
+        self._words: list[str | None] = [None] * size   # the word in each slot (None: empty or taken back)
+        self._times = np.zeros(size)               # when each slot's word was added
+        # the distinct words in a slot, in code point order, and each slot's index into them (-1: none), so that
+        # one bincount sums the weights per word already in that order
+        self._sorted: list[str] = []
+        self._slots_of: dict[str, int] = {}       # word -> slots holding it
+        self._index = np.full(size, -1)
+        self.added = 0                             # words added so far (the clock; slot = added % size)
+        self._version = 0                          # changes whenever a slot does
+        self._query: tuple | None = None           # (versions, state, weights in _sorted's order)
+        # words kept here that the dictionary no longer has, as of its `removals` count then (a word added is held)
+        self._unheld: set[str] = set()
+        self._removals_seen, self._held_seen = None, None
+
+    def add(self, state: np.ndarray, word: str) -> int:
+        """Keep `word` with `state` (the model's hidden state where the word began); returns its slot."""
+        vector = _unit(state)
+        if self._vectors is None:
+            self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)
+        slot = self.added % self.size
+        self._empty(slot)
+        self._vectors[slot] = vector
+        self._words[slot] = word
+        count = self._slots_of.get(word, 0)
+        if not count:   # a new word: the indices at and after its place move up one
+            at = bisect.bisect_left(self._sorted, word)
+            self._sorted.insert(at, word)
+            self._index[self._index >= at] += 1
+        self._slots_of[word] = count + 1
+        self._index[slot] = bisect.bisect_left(self._sorted, word)
+        self._unheld.discard(word)
+        self.added += 1
+        self._times[slot] = self.added
+        self._version += 1
+        return slot
+
+    def remove(self, slot: int, word: str) -> None:
+        """Take back the word added in `slot` (if the slot still holds it)."""
+        if self._words[slot] == word:
+            self._empty(slot)
+            self._version += 1
+
+    def _empty(self, slot: int) -> None:
+        word = self._words[slot]
+        if word is None:
+            return
+        self._words[slot] = None
+        self._index[slot] = -1
+        count = self._slots_of.pop(word) - 1
+        if count:
+            self._slots_of[word] = count
+        else:   # its last use: the indices after it move down one
+            at = bisect.bisect_left(self._sorted, word)
+            del self._sorted[at]
+            self._index[self._index > at] -= 1
+
+    def continuing(self, state: np.ndarray, prefix: str, k: int, held: UserWords) -> list[tuple[str, float]]:
+        """The k words of most weight that continue `prefix` (and are in `held`, the dictionary), as (word,
+        weight / total weight of the words continuing prefix), most first, ties in code point order; [] if none.
+        The weights are computed once per state (a word's keystrokes share its start's) and change."""
+        query = self._query
+        version = (self._version, id(held), held.changes)   # the dictionary's changes too (forget, clear)
+        if query is None or query[0] != version or not (query[1] is state or np.array_equal(query[1], state)):
+            query = self._query = (version, state, *self._weigh(state, held))   # (states are never changed in place)
+        weights, words = query[2], self._sorted
+        lo, hi = _prefix_range(words, prefix)
+        part = weights[lo:hi]
+        total = float(np.cumsum(part)[-1]) if part.size else 0.0   # summed left to right, as compact_lm.js
+        if not total > 0.0:
+            return []
+        top = np.argpartition(-part, k - 1)[:k].tolist() if part.size > 4 * k else range(part.size)
+        top = sorted((i for i in top if part[i] > 0.0), key=lambda i: (-part[i], i))   # ties: code point order
+        return [(words[lo + i], float(part[i]) / total) for i in top[:k]]
+
+    def _weigh(self, state: np.ndarray, held: UserWords) -> tuple[np.ndarray]:
+        """weight(w | state) of every word in _sorted (0 for one `held` does not have)."""
+        count = len(self._sorted)
+        if self._vectors is None or not count:
+            return (np.zeros(0),)
+        used = min(self.added, self.size)
+        # cosines in float32 (the rows and the query rounded to float32; JavaScript sums the same float32 products
+        # in float64: they agree to about 1e-7), the rest in float64
+        exponents = (self._vectors[:used] @ _unit(state)).astype(np.float64)
+        exponents *= self.theta
+        exponents -= (self.added - self._times[:used]) * self._rate
+        # one sum per word, in slot order; bin 0 takes the empty slots (index -1)
+        totals = np.bincount(self._index[:used] + 1, np.exp(exponents), minlength=count + 1)[1:]
+        removals = held.removals   # (read first: a removal during the scan is seen next time)
+        if removals != self._removals_seen or held is not self._held_seen:   # words left it: which of ours
+            self._unheld = {word for word in self._sorted if word not in held}
+            self._removals_seen, self._held_seen = removals, held
+        elif self._unheld:   # a word learned again (by another session) is proposed again
+            self._unheld = {word for word in self._unheld if word not in held}
+        if self._unheld:
+            totals[[bisect.bisect_left(self._sorted, word) for word in self._unheld if word in self._slots_of]] = 0.0
+        return (totals,)
+
+
+def _prefix_range(words: list[str], prefix: str) -> tuple[int, int]:
+    """[lo, hi): the words (in code point order) that start with `prefix`."""
+    lo = bisect.bisect_left(words, prefix)
+    if not prefix:
+        return lo, len(words)
+    last = ord(prefix[-1])
+    if last < 0x10FFFF:   # every word that starts with prefix sorts before prefix with its last code point + 1
+        return lo, bisect.bisect_left(words, prefix[:-1] + chr(last + 1), lo)
+    hi = lo
+    while hi < len(words) and words[hi].startswith(prefix):
+        hi += 1
+    return lo, hi
+
+
+def _unit(state: np.ndarray) -> np.ndarray:
+    """The state as a vector of length 1 (divided in float64, then rounded to float32; a zero vector stays zero)."""
+    vector = np.asarray(state, dtype=np.float64).ravel()
+    norm = math.sqrt(float(vector @ vector))
+    return (vector / norm if norm > 0 else vector).astype(np.float32)

@@ -1,0 +1,173 @@
+"""The context cache: each learned word with the model's state where it began, weighed by context and recency."""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compact_lm.autocomplete import Autocompleter
+from compact_lm.context_cache import ContextCache, _prefix_range
+from compact_lm.user_words import UserWords
+from conftest import random_model
+
+TEXT = "the cat sat on a mat. the dog ran to the cat!\n"
+
+
+def completer(words=None, **options) -> Autocompleter:
+    return Autocompleter(random_model("gru", (8,), embed=6, text=TEXT + "xyzqwkj", seed=3), user_words=words, **options)
+
+
+def held(*words) -> UserWords:
+    dictionary = UserWords()
+    for word in words:
+        dictionary.learn(word)
+    return dictionary
+
+
+def test_shares_follow_the_rule():
+    rng = np.random.default_rng(0)
+    cache, words = ContextCache(size=8, theta=10.0, half_life=3.0), ["tea", "ten", "tea", "cat", "tent"]
+    states = [rng.standard_normal((1, 6)).astype(np.float32) for _ in words]
+    for state, word in zip(states, words):
+        cache.add(state, word)
+    query = rng.standard_normal((1, 6)).astype(np.float32)
+    unit = lambda v: v.ravel().astype(np.float64) / np.linalg.norm(v.astype(np.float64))
+    weight = {}
+    for age, (state, word) in enumerate(reversed(list(zip(states, words)))):
+        weight[word] = weight.get(word, 0.0) + math.exp(10.0 * unit(state) @ unit(query) - age * math.log(2) / 3.0)
+    continuing = {w: v for w, v in weight.items() if w.startswith("te")}
+    total = sum(continuing.values())
+    got = cache.continuing(query, "te", 5, held(*words))
+    assert [w for w, _ in got] == sorted(continuing, key=lambda w: -continuing[w])
+    np.testing.assert_allclose([s for _, s in got], [continuing[w] / total for w, _ in got], rtol=1e-5)
+
+
+def test_the_oldest_use_goes_when_the_cache_is_full():
+    cache, state = ContextCache(size=2), np.ones((1, 4), np.float32)
+    first = cache.add(state, "alpha")
+    cache.add(state, "beta")
+    cache.add(state, "gamma")   # takes alpha's slot
+    dictionary = held("alpha", "beta", "gamma")
+    assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
+    cache.remove(first, "alpha")   # the slot holds gamma now: nothing is taken back
+    assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
+
+
+def test_a_word_taken_back_is_not_proposed():
+    cache, state = ContextCache(size=4), np.ones((1, 4), np.float32)
+    slot = cache.add(state, "alpha")
+    cache.add(state, "beta")
+    cache.remove(slot, "alpha")
+    assert [w for w, _ in cache.continuing(state, "", 5, held("alpha", "beta"))] == ["beta"]
+
+
+def test_a_word_the_dictionary_forgot_is_never_proposed():
+    cache, state, dictionary = ContextCache(), np.ones((1, 4), np.float32), held("alpha", "beta")
+    cache.add(state, "alpha")
+    cache.add(state, "beta")
+    assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"alpha", "beta"}
+    dictionary.forget("alpha")
+    assert cache.continuing(state, "", 5, dictionary) == [("beta", 1.0)]
+    dictionary.clear()
+    assert cache.continuing(state, "", 5, dictionary) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab\U0010ffff\ud7ff\ue000", min_size=1, max_size=4), unique=True),
+       st.text(alphabet="ab\U0010ffff\ud7ff\ue000", max_size=3))
+def test_the_prefix_range_is_every_word_that_starts_with_the_prefix(words, prefix):
+    words = sorted(words)
+    lo, hi = _prefix_range(words, prefix)
+    assert words[lo:hi] == [w for w in words if w.startswith(prefix)]
+
+
+def test_a_session_keeps_the_state_where_each_word_began():
+    ac = completer(UserWords(), context_cache=True)
+    session = ac.session()
+    for char in "the cat ":
+        session.type(char)
+    probe = ac.session()
+    probe.type("the ")   # pasted: one run, the same state
+    expected = probe.state()[0][-1][0]
+    row = session._cache._vectors[1].astype(np.float64)
+    want = expected.ravel().astype(np.float64) / np.linalg.norm(expected.astype(np.float64))
+    np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-6)
+    assert session._cache.added == 2
+
+
+def test_a_word_begun_inside_a_paste_is_learned_but_not_kept_with_a_state():
+    words = UserWords()
+    session = completer(words, context_cache=True).session()
+    session.type("the cat ")   # "the" begins where the paste does (a checkpoint); "cat" inside it
+    assert "cat" in words and session._cache.added == 1 and session._cache._sorted == ["the"]
+
+
+def test_backspace_over_the_boundary_takes_the_cached_use_back():
+    words = UserWords()
+    words.learn("xyzzy")   # known before: taking the use back leaves it in the dictionary
+    session = completer(words, context_cache=True).session()
+    for char in "xyzzy ":
+        session.type(char)
+    session.backspace(1)
+    assert "xyzzy" in words and session._cache.continuing(session._state_at(0), "", 3, words) == []
+
+
+def test_a_word_learned_again_elsewhere_is_proposed_again():
+    cache, state, dictionary = ContextCache(), np.ones((1, 4), np.float32), held("alpha", "beta")
+    cache.add(state, "alpha")
+    cache.add(state, "beta")
+    dictionary.forget("alpha")
+    assert [w for w, _ in cache.continuing(state, "", 5, dictionary)] == ["beta"]
+    dictionary.learn("alpha")   # by another session sharing the dictionary (not through this cache)
+    assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"alpha", "beta"}
+
+
+def test_javascript_has_the_same_settings():
+    import re
+    from pathlib import Path
+    from compact_lm import context_cache
+    source = (Path(__file__).resolve().parents[1] / "web" / "compact_lm.js").read_text(encoding="utf-8")
+    found = re.search(r"CONTEXT_THETA = ([\d.]+), CONTEXT_HALF_LIFE = ([\d.]+), CONTEXT_SIZE = (\d+);", source)
+    assert found, "the context cache's settings not found in web/compact_lm.js"
+    assert (float(found[1]), float(found[2]), int(found[3])) == (
+        context_cache.THETA, context_cache.HALF_LIFE, context_cache.SIZE)
+
+
+def test_eval_complete_refuses_the_cache_without_learning(tiny_model_path, tmp_path, capsys):
+    from cli_helpers import run
+    text = tmp_path / "t.txt"
+    text.write_text("Alice was beginning to get very tired.\n")
+    code, _, err = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--context-cache")
+    assert code != 0 and "--context-cache" in err and "--learn" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_saved_dictionary_is_the_same_with_or_without_the_cache(tmp_path):
+    documents = []
+    for cache in (False, True):
+        words = UserWords(tmp_path / f"w{cache}.json")
+        session = completer(words, context_cache=cache).session()
+        for char in TEXT * 2:
+            session.type(char)
+        words.save()
+        documents.append(json.loads(words.path.read_text()))
+    assert documents[0] == documents[1]
+
+
+def test_off_by_default_and_without_learning():
+    assert completer(UserWords()).session()._cache is None
+    session = completer(None, context_cache=True).session()
+    for char in "xyzzy x":
+        session.type(char)
+    assert session._cache.added == 0 and session._context(1, "x", 4) is None
+
+
+def test_eval_complete_reports_the_cache(tiny_model_path, tmp_path, capsys):
+    from cli_helpers import run
+    text = tmp_path / "t.txt"
+    text.write_text("Alice was beginning to get very tired of sitting by her sister on the bank. Alice was tired.\n")
+    code, out, _ = run(capsys, "eval-complete", tiny_model_path, "--text", text, "--learn", "--context-cache", "--json")
+    result = json.loads(out)
+    assert code == 0
+    assert result["learning"]["context_cache"] is True and 0.0 <= result["learning"]["keystroke_savings"] < 1.0
