@@ -249,8 +249,8 @@ class Autocompleter:
     def _mix(self, suggestions: list[Suggestion], typed: str, k: int, unknown: bool = False,
              user_words: UserWords | None = ..., context: list[tuple[str, float]] | None = None) -> list[Suggestion]:
         """The model's completions of the typed part of the word (`typed`, normalized) mixed with the user's words
-        that continue it: p = (1 - lam) p_model + lam * weight share (user_words.py); the user's alone for an
-        unknown word."""
+        that continue it: p = (1 - lam) p_model + lam * weight share (user_words.py; `context`: the context cache's
+        (word, share) list in the dictionary's place); the user's alone for an unknown word."""
         user_words = self.user_words if user_words is ... else user_words
         if user_words is None:
             return suggestions
@@ -402,6 +402,8 @@ class Session:
     words), so a typo corrected before going on is not kept. The accept's space swapped for punctuation
     is the same boundary: the word is learned once. `user_words` may be set to None and back at any time
     (an editor does so while the caret moves: what the session types or deletes then changes nothing).
+    With the Autocompleter's `context_cache`, each learned word is also kept with the model's state where it
+    began (a word begun inside a paste has none), in this session's memory only (context_cache.py).
     """
 
     def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
@@ -462,8 +464,7 @@ class Session:
             undo = self.user_words.learn(word)
             if undo is not None:
                 state = None if self._cache is None else self._state_at(begin)   # none inside a paste
-                slot = None if state is None else (self._cache.add(state, word), word)
-                self._learned.append((end, undo, slot))
+                self._learned.append((end, undo, None if state is None else self._cache.add(state, word)))
                 if len(self._learned) > 2 * LEARNED_UNDO:
                     del self._learned[:LEARNED_UNDO]
 
@@ -495,11 +496,11 @@ class Session:
         self._auto_space = None
         learned = self._learned
         while not swap and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
-            _, undo, slot = learned.pop()
+            _, undo, use = learned.pop()
             if self.user_words is not None:
                 self.user_words.unlearn(undo)
-                if slot is not None:
-                    self._cache.remove(*slot)
+                if use is not None:
+                    self._cache.remove(use)
         del self._chars[target:]
         unknown_at = self._unknown_at
         while unknown_at and unknown_at[-1] >= target:
@@ -530,7 +531,9 @@ class Session:
         if self.user_words is None or self._cache is None or not self._cache.added or typed_chars > MAX_WORD_CHARS:
             return None
         state = self._state_at(len(self._chars) - typed_chars)
-        return None if state is None else (self._cache.continuing(state, typed, k, self.user_words) or None)
+        found = [] if state is None else self._cache.continuing(state, typed, k, self.user_words)
+        # only the word as typed (no completion): the dictionary's words are better than none
+        return found if any(word != typed for word, _ in found) else None
 
     def _state_at(self, length: int) -> np.ndarray | None:
         """The last layer's h after the first `length` characters, if a checkpoint holds it (not inside a paste)."""

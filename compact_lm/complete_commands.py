@@ -109,6 +109,8 @@ def configure_repl(p: argparse.ArgumentParser) -> None:
 
 def _cmd_repl(args) -> int:
     from .repl import repl
+    if args.context_cache and args.user_words is None:
+        raise CompactLMError("--context-cache weighs the words learning finds: give --user-words FILE")
     with blas_threads(args):
         repl(_completer(args), args.k)
     return 0
@@ -136,8 +138,6 @@ def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
     _existing_user_words(args)
-    if args.context_cache and not (args.learn or args.user_words):
-        raise CompactLMError("--context-cache weighs the words learning finds: give --learn (or --user-words FILE)")
     text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
     if not text:
         raise CompactLMError(f"--text {args.text}: the file is empty")

@@ -157,6 +157,8 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     from .ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
     from .opener import open_model
     from .user_words import UserWords
+    if context_cache and not (learn or user_words is not None):
+        raise CompactLMError("--context-cache weighs the words learning finds: give --learn (or --user-words FILE)")
     model = open_model(model_path)
     backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars, lexicon=lexicon)

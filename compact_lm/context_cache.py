@@ -49,17 +49,17 @@ class ContextCache:
         # the distinct words in a slot, in code point order, and each slot's index into them (-1: none), so that
         # one bincount sums the weights per word already in that order
         self._sorted: list[str] = []
-        self._slots_of: dict[str, int] = {}       # word -> slots holding it
+        self._uses: dict[str, int] = {}           # word -> how many slots hold it
         self._index = np.full(size, -1)
         self.added = 0                             # words added so far (the clock; slot = added % size)
         self._version = 0                          # changes whenever a slot does
-        self._query: tuple | None = None           # (versions, state, weights in _sorted's order)
+        self._query: tuple | None = None           # (versions, dictionary, state, weights in _sorted's order)
         # words kept here that the dictionary no longer has, as of its `removals` count then (a word added is held)
         self._unheld: set[str] = set()
         self._removals_seen, self._held_seen = None, None
 
-    def add(self, state: np.ndarray, word: str) -> int:
-        """Keep `word` with `state` (the model's hidden state where the word began); returns its slot."""
+    def add(self, state: np.ndarray, word: str) -> tuple[int, int]:
+        """Keep `word` with `state` (the model's hidden state where the word began); returns what `remove` takes."""
         vector = _unit(state)
         if self._vectors is None:
             self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)
@@ -67,22 +67,23 @@ class ContextCache:
         self._empty(slot)
         self._vectors[slot] = vector
         self._words[slot] = word
-        count = self._slots_of.get(word, 0)
+        count = self._uses.get(word, 0)
         if not count:   # a new word: the indices at and after its place move up one
             at = bisect.bisect_left(self._sorted, word)
             self._sorted.insert(at, word)
             self._index[self._index >= at] += 1
-        self._slots_of[word] = count + 1
+        self._uses[word] = count + 1
         self._index[slot] = bisect.bisect_left(self._sorted, word)
         self._unheld.discard(word)
         self.added += 1
         self._times[slot] = self.added
         self._version += 1
-        return slot
+        return slot, self.added
 
-    def remove(self, slot: int, word: str) -> None:
-        """Take back the word added in `slot` (if the slot still holds it)."""
-        if self._words[slot] == word:
+    def remove(self, use: tuple[int, int]) -> None:
+        """Take back one `add` (its return value), if its slot still holds that use."""
+        slot, added = use
+        if self._times[slot] == added and self._words[slot] is not None:
             self._empty(slot)
             self._version += 1
 
@@ -92,9 +93,9 @@ class ContextCache:
             return
         self._words[slot] = None
         self._index[slot] = -1
-        count = self._slots_of.pop(word) - 1
+        count = self._uses.pop(word) - 1
         if count:
-            self._slots_of[word] = count
+            self._uses[word] = count
         else:   # its last use: the indices after it move down one
             at = bisect.bisect_left(self._sorted, word)
             del self._sorted[at]
@@ -105,24 +106,27 @@ class ContextCache:
         weight / total weight of the words continuing prefix), most first, ties in code point order; [] if none.
         The weights are computed once per state (a word's keystrokes share its start's) and change."""
         query = self._query
-        version = (self._version, id(held), held.changes)   # the dictionary's changes too (forget, clear)
-        if query is None or query[0] != version or not (query[1] is state or np.array_equal(query[1], state)):
-            query = self._query = (version, state, *self._weigh(state, held))   # (states are never changed in place)
-        weights, words = query[2], self._sorted
+        version = (self._version, held.changes)   # the dictionary's changes too (forget, clear)
+        if (query is None or query[0] != version or query[1] is not held
+                or not (query[2] is state or np.array_equal(query[2], state))):
+            query = self._query = (version, held, state, self._weigh(state, held))   # (states are never changed in place)
+        weights, words = query[3], self._sorted
         lo, hi = _prefix_range(words, prefix)
         part = weights[lo:hi]
         total = float(np.cumsum(part)[-1]) if part.size else 0.0   # summed left to right, as compact_lm.js
         if not total > 0.0:
             return []
         top = np.argpartition(-part, k - 1)[:k].tolist() if part.size > 4 * k else range(part.size)
-        top = sorted((i for i in top if part[i] > 0.0), key=lambda i: (-part[i], i))   # ties: code point order
+        # ties: code point order (an exact tie across the k-th place, which argpartition may cut either way, needs
+        # two uses with the very same weight: equal states and ages, so it does not arise)
+        top = sorted((i for i in top if part[i] > 0.0), key=lambda i: (-part[i], i))
         return [(words[lo + i], float(part[i]) / total) for i in top[:k]]
 
-    def _weigh(self, state: np.ndarray, held: UserWords) -> tuple[np.ndarray]:
+    def _weigh(self, state: np.ndarray, held: UserWords) -> np.ndarray:
         """weight(w | state) of every word in _sorted (0 for one `held` does not have)."""
         count = len(self._sorted)
         if self._vectors is None or not count:
-            return (np.zeros(0),)
+            return np.zeros(0)
         used = min(self.added, self.size)
         # cosines in float32 (the rows and the query rounded to float32; JavaScript sums the same float32 products
         # in float64: they agree to about 1e-7), the rest in float64
@@ -138,8 +142,8 @@ class ContextCache:
         elif self._unheld:   # a word learned again (by another session) is proposed again
             self._unheld = {word for word in self._unheld if word not in held}
         if self._unheld:
-            totals[[bisect.bisect_left(self._sorted, word) for word in self._unheld if word in self._slots_of]] = 0.0
-        return (totals,)
+            totals[[bisect.bisect_left(self._sorted, word) for word in self._unheld if word in self._uses]] = 0.0
+        return totals
 
 
 def _prefix_range(words: list[str], prefix: str) -> tuple[int, int]:

@@ -3,7 +3,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,15 +50,15 @@ def test_the_oldest_use_goes_when_the_cache_is_full():
     cache.add(state, "gamma")   # takes alpha's slot
     dictionary = held("alpha", "beta", "gamma")
     assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
-    cache.remove(first, "alpha")   # the slot holds gamma now: nothing is taken back
+    cache.remove(first)   # the slot holds gamma now: nothing is taken back
     assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
 
 
 def test_a_word_taken_back_is_not_proposed():
     cache, state = ContextCache(size=4), np.ones((1, 4), np.float32)
-    slot = cache.add(state, "alpha")
+    use = cache.add(state, "alpha")
     cache.add(state, "beta")
-    cache.remove(slot, "alpha")
+    cache.remove(use)
     assert [w for w, _ in cache.continuing(state, "", 5, held("alpha", "beta"))] == ["beta"]
 
 
@@ -171,3 +170,37 @@ def test_eval_complete_reports_the_cache(tiny_model_path, tmp_path, capsys):
     result = json.loads(out)
     assert code == 0
     assert result["learning"]["context_cache"] is True and 0.0 <= result["learning"]["keystroke_savings"] < 1.0
+
+
+def test_the_state_kept_is_the_last_layers_h():
+    ac = Autocompleter(random_model("lstm", (6, 5), embed=4, text=TEXT, seed=1), user_words=UserWords(), context_cache=True)
+    session = ac.session()
+    for char in "the ":
+        session.type(char)
+    began = ac._root[1][-1][0].ravel().astype(np.float64)   # "the" began right after the start text
+    np.testing.assert_allclose(session._cache._vectors[0], began / np.linalg.norm(began), rtol=1e-6, atol=1e-7)
+
+
+def test_a_cache_that_knows_only_the_word_as_typed_leaves_it_to_the_dictionary():
+    words = held("thermal", "thermal", "thermal")
+    session = completer(words, context_cache=True).session()
+    for char in "the the":
+        session.type(char)
+    assert session._context(3, "the", 4) is None   # the cache holds "the" alone: no completion of "the"
+    assert "rmal" in [s.text for s in session.suggestions(3)]
+
+
+def test_a_session_given_another_dictionary_proposes_none_of_the_old_ones_words():
+    session = completer(UserWords(), context_cache=True).session()
+    for char in "xyzzy ":
+        session.type(char)
+    session.suggestions(3)   # the cache has looked at the first dictionary
+    session.user_words = held("xylophone")
+    session.type("x")
+    assert "yzzy" not in [s.text for s in session.suggestions(3)]
+
+
+def test_repl_refuses_the_cache_without_user_words(tiny_model_path, capsys):
+    from cli_helpers import run
+    code, _, err = run(capsys, "repl", tiny_model_path, "--context-cache")
+    assert code != 0 and "--context-cache" in err and "--user-words" in err and len(err.strip().splitlines()) == 1

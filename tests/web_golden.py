@@ -263,7 +263,8 @@ def _models(alice_text: str, tiny_npz: Path | None) -> list[dict]:
              sequence=False, source="step", options={"beam": 4, "maxChars": 16}, prefixes=500, sessions=(4, 30)),
         dict(name="lstm-int8-2layer-seq",
              model=quantize_model(_wordy(random_model("lstm", (16, 9), embed=10, vocab=full, seed=2, scale=2.5), 2)),
-             sequence=True, source="step", options={"beam": 3, "maxChars": 10}, prefixes=500, sessions=(6, 40)),
+             sequence=True, source="step", options={"beam": 3, "maxChars": 10, "contextCache": True}, prefixes=500,
+             sessions=(6, 40), user_words={"maxWords": 300, "halfLife": 100, "share": 0.25}),   # h of the 2nd layer
         dict(name="rnn-fp32-2layer-lower-seq",
              model=_wordy(random_model("rnn", (16, 9), embed=8, vocab=lower, seed=3, scale=2.5), 3),
              sequence=True, source="step", options={"beam": 5, "maxChars": 12}, prefixes=500, sessions=(6, 40)),
@@ -346,12 +347,12 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
             if roll < 0.6:
                 word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(3)]
                 if held.learn(word) is not None:
-                    slots.append((cache.add(np.array(state, np.float32), word), word))
+                    slots.append(cache.add(np.array(state, np.float32), word))
                     ops.append({"op": "add", "word": word, "state": state})
             elif roll < 0.8 and slots:
-                slot, word = rng.choice(slots)
-                cache.remove(slot, word)
-                ops.append({"op": "remove", "slot": slot, "word": word})
+                use = rng.choice(slots)   # (slot, added): an older use's slot may hold a newer one by now
+                cache.remove(use)
+                ops.append({"op": "remove", "use": list(use)})
             elif roll < 0.9:
                 word = rng.choice(vocab)
                 held.forget(word)

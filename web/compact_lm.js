@@ -862,7 +862,6 @@ export class UserWords {
   }
 
   _remove(word) {
-    this.removals += 1;
     const key = this._key(word);
     for (const prefix of this._prefixes(word)) {
       const ranked = this._ranked.get(prefix);
@@ -872,6 +871,7 @@ export class UserWords {
     }
     this._entries.delete(word);
     this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 1);
+    this.removals += 1;   // (after the word is gone, as Python)
   }
 
   _rebase() {
@@ -938,6 +938,7 @@ function unitVector(values) {
  * step; a use's state may still be on its way (a promise): it lands when computed, settle() waits for all.
  */
 export class ContextCache {
+  /** size: the uses kept; theta: how sharply the cosine selects; halfLife: in words added (as Python's). */
   constructor({ size = CONTEXT_SIZE, theta = CONTEXT_THETA, halfLife = CONTEXT_HALF_LIFE } = {}) {
     this.size = size;
     this.theta = theta;
@@ -954,7 +955,7 @@ export class ContextCache {
     this._heldSeen = null;
   }
 
-  /** Keep `word` with (a promise of) the model's state where it began; returns its slot. */
+  /** Keep `word` with (a promise of) the model's state where it began; returns what remove() takes. */
   add(state, word) {
     const slot = this.added % this.size;
     this._words[slot] = word;
@@ -971,12 +972,12 @@ export class ContextCache {
     });
     this._inflight.add(landed);
     landed.then(() => this._inflight.delete(landed));
-    return slot;
+    return [slot, added];
   }
 
-  /** Take back the word added in `slot` (if the slot still holds it). */
-  remove(slot, word) {
-    if (this._words[slot] === word) {
+  /** Take back one add() (its return value), if its slot still holds that use. */
+  remove([slot, added]) {
+    if (this._times[slot] === added && this._words[slot] !== null) {
       this._words[slot] = null;
       this._version += 1;
     }
@@ -1575,7 +1576,9 @@ function best(values, count, floor) {
  * words alone (none without them). With `userWords` (the Autocompleter's, or session({userWords})), every
  * word typed to a boundary is learned, and a backspace that deletes that boundary takes it back (the last
  * LEARNED_UNDO words); `userWords` may be set to null and back at any time (the page does so while the
- * caret moves: what the session types or deletes then changes nothing). As Python's Session.
+ * caret moves: what the session types or deletes then changes nothing). With the completer's contextCache,
+ * each learned word is also kept with the model's state where it began, in the session's memory only
+ * (ContextCache). As Python's Session.
  */
 export class Session {
   constructor(completer, userWords = null) {
@@ -1639,7 +1642,7 @@ export class Session {
       const undo = this.userWords.learn(word);
       if (undo !== null) {
         const state = this._cache ? this._stateAt(begin) : null;   // none inside a paste
-        this._learned.push([end, undo, state === null ? null : [this._cache.add(state, word), word]]);
+        this._learned.push([end, undo, state === null ? null : this._cache.add(state, word)]);
         if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
       }
     }
@@ -1681,10 +1684,10 @@ export class Session {
     this._autoSpace = null;
     const learned = this._learned;
     while (!swap && learned.length && learned[learned.length - 1][0] >= target) {   // the boundary that ended a learned word goes
-      const [, undo, slot] = learned.pop();
+      const [, undo, use] = learned.pop();
       if (this.userWords) {
         this.userWords.unlearn(undo);
-        if (slot) this._cache.remove(...slot);
+        if (use) this._cache.remove(use);
       }
     }
     this._chars.length = target;
@@ -1723,7 +1726,8 @@ export class Session {
     const vector = await state;
     await this._cache.settle();
     const found = this._cache.continuing(vector, typed, k, userWords);
-    return found.length ? found : null;
+    // only the word as typed (no completion): the dictionary's words are better than none
+    return found.some(([word]) => word !== typed) ? found : null;
   }
 
   /** A promise of the last layer's h after the first `length` characters, if a checkpoint holds it (not inside a paste). */

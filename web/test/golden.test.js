@@ -145,7 +145,7 @@ test("the context cache: Python's words and shares through adds, take-backs, for
     for (const op of c.ops) {
       if (op.op === "add") {
         if (held.learn(op.word) !== null) cache.add(Promise.resolve(Float32Array.from(op.state)), op.word);
-      } else if (op.op === "remove") cache.remove(op.slot, op.word);
+      } else if (op.op === "remove") cache.remove(op.use);
       else if (op.op === "forget") held.forget(op.word);
       else {
         queries += 1;
