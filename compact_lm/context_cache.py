@@ -17,7 +17,10 @@ no longer holds (forgotten, cleared, evicted) is never proposed from here. THETA
 were chosen by measurement (docs/experiments.md, "The context cache").
 
 The state of a word start is the same for every keystroke of the word, so the weights are computed once
-per word (one [size, H] product) and each keystroke after that is a lookup.
+per word (one [size, POOLED] product) and each keystroke after that is a lookup. The cosine is taken between
+states pooled to POOLED numbers (unit i summed into i mod POOLED, a fixed random-like projection: the units of
+a network have no order): at H = 256 the kept uses take 256 KB instead of 1 MB, which the next word's search
+no longer has to fetch back into the cache, at the same keystroke savings (docs/experiments.md).
 
 web/compact_lm.js's ContextCache is this class step for step (tests/web_golden.py checks that they agree).
 """
@@ -34,7 +37,8 @@ if TYPE_CHECKING:
 
 THETA = 10.0                # how sharply the cosine of two contexts selects (exp(theta * cos))
 HALF_LIFE = 300.0           # words added: as the dictionary's default
-SIZE = 1000                 # uses kept per session (H float32 each: 1 MB at H = 256)
+SIZE = 1000                 # uses kept per session
+POOLED = 64                 # a state's units summed into this many (unit i into i mod POOLED): 256 KB of float32 uses
 
 
 class ContextCache:
@@ -43,24 +47,26 @@ class ContextCache:
     def __init__(self, size: int = SIZE, theta: float = THETA, half_life: float = HALF_LIFE):
         self.size, self.theta = size, theta
         self._rate = math.log(2.0) / half_life
-        self._vectors: np.ndarray | None = None   # [size, H] float32: unit-length states, row = slot
+        self._vectors: np.ndarray | None = None   # [size, POOLED] float32: unit-length pooled states, row = slot
         self._words: list[str | None] = [None] * size   # the word in each slot (None: empty or taken back)
         self._times = np.zeros(size)               # when each slot's word was added
-        # the distinct words in a slot, in code point order, and each slot's index into them (-1: none), so that
+        self._stamps = np.zeros(size)              # that times ln 2 / half_life
+        # the distinct words in a slot, in code point order, and each slot's index into them, so that
         # one bincount sums the weights per word already in that order
         self._sorted: list[str] = []
         self._uses: dict[str, int] = {}           # word -> how many slots hold it
-        self._index = np.full(size, -1)
+        self._bins = np.zeros(size, dtype=np.intp)   # 1 + that index (0: none), bincount's bins
         self.added = 0                             # words added so far (the clock; slot = added % size)
         self._version = 0                          # changes whenever a slot does
         self._query: tuple | None = None           # (versions, dictionary, state, weights in _sorted's order)
         # words kept here that the dictionary no longer has, as of its `removals` count then (a word added is held)
         self._unheld: set[str] = set()
         self._removals_seen, self._held_seen = None, None
+        self._last_unit: tuple | None = None       # (state, _unit(state)): a word's start is queried, then added
 
     def add(self, state: np.ndarray, word: str) -> tuple[int, int]:
         """Keep `word` with `state` (the model's hidden state where the word began); returns what `remove` takes."""
-        vector = _unit(state)
+        vector = self._unit(state)
         if self._vectors is None:
             self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)
         slot = self.added % self.size
@@ -71,12 +77,13 @@ class ContextCache:
         if not count:   # a new word: the indices at and after its place move up one
             at = bisect.bisect_left(self._sorted, word)
             self._sorted.insert(at, word)
-            self._index[self._index >= at] += 1
+            self._bins[self._bins > at] += 1
         self._uses[word] = count + 1
-        self._index[slot] = bisect.bisect_left(self._sorted, word)
+        self._bins[slot] = bisect.bisect_left(self._sorted, word) + 1
         self._unheld.discard(word)
         self.added += 1
         self._times[slot] = self.added
+        self._stamps[slot] = self.added * self._rate
         self._version += 1
         return slot, self.added
 
@@ -92,14 +99,14 @@ class ContextCache:
         if word is None:
             return
         self._words[slot] = None
-        self._index[slot] = -1
+        self._bins[slot] = 0
         count = self._uses.pop(word) - 1
         if count:
             self._uses[word] = count
         else:   # its last use: the indices after it move down one
             at = bisect.bisect_left(self._sorted, word)
             del self._sorted[at]
-            self._index[self._index > at] -= 1
+            self._bins[self._bins > at + 1] -= 1
 
     def continuing(self, state: np.ndarray, prefix: str, k: int, held: UserWords) -> list[tuple[str, float]]:
         """The k words of most weight that continue `prefix` (and are in `held`, the dictionary), as (word,
@@ -107,20 +114,27 @@ class ContextCache:
         The weights are computed once per state (a word's keystrokes share its start's) and change."""
         query = self._query
         version = (self._version, held.changes)   # the dictionary's changes too (forget, clear)
-        if (query is None or query[0] != version or query[1] is not held
-                or not (query[2] is state or np.array_equal(query[2], state))):
-            query = self._query = (version, held, state, self._weigh(state, held))   # (states are never changed in place)
+        # the same state object (checkpoints are never changed in place; an equal copy only costs a recomputation)
+        if query is None or query[0] != version or query[1] is not held or query[2] is not state:
+            query = self._query = (version, held, state, self._weigh(state, held))
         weights, words = query[3], self._sorted
         lo, hi = _prefix_range(words, prefix)
-        part = weights[lo:hi]
-        total = float(np.cumsum(part)[-1]) if part.size else 0.0   # summed left to right, as compact_lm.js
+        if hi - lo > 8 * k:   # many words (a word start): in NumPy
+            part = weights[lo:hi]
+            total = float(part.sum())   # (pairwise: JavaScript's sum from left to right agrees within rounding)
+            # ties: code point order (an exact tie across the k-th place, which argpartition may cut either way,
+            # needs two uses with the very same weight: equal states and ages, so it does not arise)
+            top = np.argpartition(part, -k)[-k:]
+            top = dict(zip(top.tolist(), part[top].tolist()))
+        else:   # a few: in Python floats, faster than NumPy's per-call cost
+            top = dict(enumerate(weights[lo:hi].tolist()))
+            total = 0.0
+            for weight in top.values():   # left to right, as compact_lm.js
+                total += weight
         if not total > 0.0:
             return []
-        top = np.argpartition(-part, k - 1)[:k].tolist() if part.size > 4 * k else range(part.size)
-        # ties: code point order (an exact tie across the k-th place, which argpartition may cut either way, needs
-        # two uses with the very same weight: equal states and ages, so it does not arise)
-        top = sorted((i for i in top if part[i] > 0.0), key=lambda i: (-part[i], i))
-        return [(words[lo + i], float(part[i]) / total) for i in top[:k]]
+        ranked = sorted((-weight, i) for i, weight in top.items() if weight > 0.0)[:k]
+        return [(words[lo + i], -negative / total) for negative, i in ranked]
 
     def _weigh(self, state: np.ndarray, held: UserWords) -> np.ndarray:
         """weight(w | state) of every word in _sorted (0 for one `held` does not have)."""
@@ -130,11 +144,11 @@ class ContextCache:
         used = min(self.added, self.size)
         # cosines in float32 (the rows and the query rounded to float32; JavaScript sums the same float32 products
         # in float64: they agree to about 1e-7), the rest in float64
-        exponents = (self._vectors[:used] @ _unit(state)).astype(np.float64)
-        exponents *= self.theta
-        exponents -= (self.added - self._times[:used]) * self._rate
-        # one sum per word, in slot order; bin 0 takes the empty slots (index -1)
-        totals = np.bincount(self._index[:used] + 1, np.exp(exponents), minlength=count + 1)[1:]
+        exponents = np.multiply(self._vectors[:used] @ self._unit(state), self.theta, dtype=np.float64)
+        exponents += self._stamps[:used]   # - (now - t_i) rate = t_i rate - now rate (few NumPy calls: each costs)
+        exponents -= self.added * self._rate
+        # one sum per word, in slot order; bin 0 takes the empty slots
+        totals = np.bincount(self._bins[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
         removals = held.removals   # (read first: a removal during the scan is seen next time)
         if removals != self._removals_seen or held is not self._held_seen:   # words left it: which of ours
             self._unheld = {word for word in self._sorted if word not in held}
@@ -144,6 +158,14 @@ class ContextCache:
         if self._unheld:
             totals[[bisect.bisect_left(self._sorted, word) for word in self._unheld if word in self._uses]] = 0.0
         return totals
+
+
+    def _unit(self, state: np.ndarray) -> np.ndarray:
+        """_unit(state), remembered for the last state (its word's start: queried first, added when the word ends)."""
+        last = self._last_unit
+        if last is None or last[0] is not state:
+            last = self._last_unit = (state, _unit(state))
+        return last[1]
 
 
 def _prefix_range(words: list[str], prefix: str) -> tuple[int, int]:
@@ -161,7 +183,12 @@ def _prefix_range(words: list[str], prefix: str) -> tuple[int, int]:
 
 
 def _unit(state: np.ndarray) -> np.ndarray:
-    """The state as a vector of length 1 (divided in float64, then rounded to float32; a zero vector stays zero)."""
-    vector = np.asarray(state, dtype=np.float64).ravel()
-    norm = math.sqrt(float(vector @ vector))
-    return (vector / norm if norm > 0 else vector).astype(np.float32)
+    """The state pooled to at most POOLED numbers (unit i added to sum i mod POOLED, in unit order, in float64) as a
+    vector of length 1 (divided in float64, then rounded to float32; a zero vector stays zero)."""
+    vector = np.asarray(state).reshape(-1)
+    if vector.size % POOLED and vector.size > POOLED:
+        vector = np.concatenate((vector, np.zeros(-vector.size % POOLED, vector.dtype)))
+    # (a sum over the first axis adds the rows one after the other: the order compact_lm.js adds them in)
+    pooled = vector.reshape(-1, min(POOLED, vector.size)).sum(axis=0, dtype=np.float64)
+    norm = math.sqrt(float(pooled @ pooled))
+    return (pooled / norm if norm > 0 else pooled).astype(np.float32)

@@ -128,10 +128,26 @@ def test_javascript_has_the_same_settings():
     from pathlib import Path
     from compact_lm import context_cache
     source = (Path(__file__).resolve().parents[1] / "web" / "compact_lm.js").read_text(encoding="utf-8")
-    found = re.search(r"CONTEXT_THETA = ([\d.]+), CONTEXT_HALF_LIFE = ([\d.]+), CONTEXT_SIZE = (\d+);", source)
+    found = re.search(r"CONTEXT_THETA = ([\d.]+), CONTEXT_HALF_LIFE = ([\d.]+), CONTEXT_SIZE = (\d+), "
+                      r"CONTEXT_POOLED = (\d+);", source)
     assert found, "the context cache's settings not found in web/compact_lm.js"
-    assert (float(found[1]), float(found[2]), int(found[3])) == (
-        context_cache.THETA, context_cache.HALF_LIFE, context_cache.SIZE)
+    assert (float(found[1]), float(found[2]), int(found[3]), int(found[4])) == (
+        context_cache.THETA, context_cache.HALF_LIFE, context_cache.SIZE, context_cache.POOLED)
+
+
+def test_states_are_pooled_unit_by_unit_modulo_pooled():
+    from compact_lm import context_cache
+    state = np.arange(1, 2 * context_cache.POOLED + 6, dtype=np.float32)[None, :]   # not a multiple of POOLED
+    pooled = np.zeros(context_cache.POOLED)
+    for unit, value in enumerate(state.ravel()):
+        pooled[unit % context_cache.POOLED] += value
+    np.testing.assert_allclose(context_cache._unit(state), pooled / np.linalg.norm(pooled), rtol=1e-6)
+
+
+def test_a_state_of_at_most_pooled_units_is_only_scaled():
+    from compact_lm import context_cache
+    state = np.array([[3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_array_equal(context_cache._unit(state), np.array([0.6, 0.8], dtype=np.float32))
 
 
 def test_eval_complete_refuses_the_cache_without_learning(tiny_model_path, tmp_path, capsys):

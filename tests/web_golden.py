@@ -342,10 +342,11 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
     for _ in range(trials):
         size = rng.randint(1, 6)
         cache, held, ops, slots = ContextCache(size=size, half_life=5.0), UserWords(max_words=5), [], []
+        units = rng.choice([3, 64, 200])   # more than context_cache.POOLED (64): pooled, 200 not a multiple of it
         for _ in range(40):
             roll = rng.random()
             if roll < 0.6:
-                word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(3)]
+                word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(units)]
                 if held.learn(word) is not None:
                     slots.append(cache.add(np.array(state, np.float32), word))
                     ops.append({"op": "add", "word": word, "state": state})
@@ -357,7 +358,7 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
                 word = rng.choice(vocab)
                 held.forget(word)
                 ops.append({"op": "forget", "word": word})
-            state, prefix = [rng.gauss(0, 1) for _ in range(3)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])
+            state, prefix = [rng.gauss(0, 1) for _ in range(units)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])
             found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
             ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
         cases.append({"size": size, "ops": ops})

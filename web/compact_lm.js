@@ -919,11 +919,13 @@ function openUserWords(userWords) {
 }
 
 // ----------------------------------------------------------------------------------- context cache
-export const CONTEXT_THETA = 10.0, CONTEXT_HALF_LIFE = 300.0, CONTEXT_SIZE = 1000;
+export const CONTEXT_THETA = 10.0, CONTEXT_HALF_LIFE = 300.0, CONTEXT_SIZE = 1000, CONTEXT_POOLED = 64;
 
-/** The state as a vector of length 1 (divided in float64, then rounded to float32), as context_cache._unit. */
+/** The state pooled to at most CONTEXT_POOLED numbers (unit i added to sum i mod CONTEXT_POOLED, in unit order, in
+ * float64) as a vector of length 1 (divided in float64, then rounded to float32), as context_cache._unit. */
 function unitVector(values) {
-  const vector = Float64Array.from(values);
+  const vector = new Float64Array(Math.min(values.length, CONTEXT_POOLED));
+  for (let i = 0; i < values.length; i++) vector[i % vector.length] += values[i];
   let sum = 0;
   for (let i = 0; i < vector.length; i++) sum += vector[i] * vector[i];
   const norm = Math.sqrt(sum);
