@@ -108,8 +108,9 @@ class Server:
 
     def __init__(self, folder: Path, log: Path):
         self.log = log
-        self.process = subprocess.Popen([sys.executable, "-m", "compact_lm", "serve", str(folder), "--port", "0"],
-                                        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        # faulthandler: a server that does not stop writes where each of its threads is (stop() shows it)
+        self.process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "compact_lm", "serve", str(folder),
+                                         "--port", "0"], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
         line = self.process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if not match:
@@ -122,6 +123,10 @@ class Server:
         self.process.send_signal(signal.SIGINT)
         try:
             return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)   # faulthandler writes every thread's stack to the log
+            self.process.wait(timeout=10)
+            pytest.fail(f"compact-lm serve did not stop on Ctrl-C; its threads:\n{self.log.read_text()[-6000:]}")
         finally:
             if self.process.poll() is None:
                 self.process.kill()
