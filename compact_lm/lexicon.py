@@ -40,10 +40,17 @@ MAX_LEXICON_WORDS = 2_000_000          # and more words than this (a bomb of new
 
 def default_is_boundary(char: str) -> bool:
     """Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not."""
-    if char in WORD_JOINERS:
-        return False
-    category = unicodedata.category(char)
-    return char.isspace() or category[0] in "PSZ" or category == "Cc"
+    answer = _BOUNDARY.get(char)
+    if answer is None:   # (a keystroke asks about a dozen times: the Unicode lookup is 5x a dict's)
+        answer = char not in WORD_JOINERS and (char.isspace() or unicodedata.category(char)[0] in "PSZ"
+                                               or unicodedata.category(char) == "Cc")
+        if len(_BOUNDARY) < CACHED_BOUNDARY_CHARS:
+            _BOUNDARY[char] = answer
+    return answer
+
+
+CACHED_BOUNDARY_CHARS = 1 << 12   # characters whose answer is remembered (process-wide; single dict operations)
+_BOUNDARY: dict[str, bool] = {}
 
 
 def word_spans(text: str, is_boundary: Callable[[str], bool]) -> list[tuple[int, int]]:

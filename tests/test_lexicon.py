@@ -267,3 +267,15 @@ def test_fits_measures_what_the_reader_inflates(monkeypatch):
 def test_a_lexicon_refuses_words_no_file_could_hold(words):
     with pytest.raises(CompactLMError, match="non-empty and hold no newline"):
         Lexicon(words)
+
+
+def test_the_boundary_answers_stay_right_and_bounded_past_the_remembered_characters():
+    import unicodedata
+    from compact_lm import lexicon
+    chars = [chr(c) for c in range(0x20, 0x20 + 2 * lexicon.CACHED_BOUNDARY_CHARS)]
+    for _ in range(2):   # asked twice: the second time from the table where remembered
+        for char in chars:
+            expected = char not in "'\u2019-" and (char.isspace() or unicodedata.category(char)[0] in "PSZ"
+                                                   or unicodedata.category(char) == "Cc")
+            assert lexicon.default_is_boundary(char) == expected, repr(char)
+    assert len(lexicon._BOUNDARY) <= lexicon.CACHED_BOUNDARY_CHARS
