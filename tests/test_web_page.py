@@ -108,9 +108,12 @@ class Server:
 
     def __init__(self, folder: Path, log: Path):
         self.log = log
-        # faulthandler: a server that does not stop writes where each of its threads is (stop() shows it)
+        # faulthandler: a server that does not stop writes where each of its threads is (stop() shows it).
+        # SIGINT as a terminal gives it: a shell starts a background job (`pytest ... &`) with SIGINT ignored, which
+        # its children inherit, and Python then never raises KeyboardInterrupt.
         self.process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "compact_lm", "serve", str(folder),
-                                         "--port", "0"], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+                                         "--port", "0"], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         line = self.process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if not match:
