@@ -20,7 +20,7 @@ The state of a word start is the same for every keystroke of the word, so the we
 per word (one [size, POOLED] product) and each keystroke after that is a lookup. The cosine is taken between
 states pooled to POOLED numbers (unit i summed into i mod POOLED, a fixed random-like projection: the units of
 a network have no order): at H = 256 the kept uses take 256 KB instead of 1 MB, which the next word's search
-no longer has to fetch back into the cache, at the same keystroke savings (docs/experiments.md).
+no longer has to fetch back into the cache, within 0.1 point of the same keystroke savings (docs/experiments.md).
 
 web/compact_lm.js's ContextCache is this class step for step (tests/web_golden.py checks that they agree).
 """
@@ -65,8 +65,9 @@ class ContextCache:
         self._last_unit: tuple | None = None       # (state, _unit(state)): a word's start is queried, then added
 
     def add(self, state: np.ndarray, word: str) -> tuple[int, int]:
-        """Keep `word` with `state` (the model's hidden state where the word began); returns what `remove` takes."""
-        vector = self._unit(state)
+        """Keep `word` with `state` (the model's hidden state where the word began; never changed afterwards: it is
+        recognized by identity); returns what `remove` takes."""
+        vector = self._unit_of(state)
         if self._vectors is None:
             self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)
         slot = self.added % self.size
@@ -144,7 +145,7 @@ class ContextCache:
         used = min(self.added, self.size)
         # cosines in float32 (the rows and the query rounded to float32; JavaScript sums the same float32 products
         # in float64: they agree to about 1e-7), the rest in float64
-        exponents = np.multiply(self._vectors[:used] @ self._unit(state), self.theta, dtype=np.float64)
+        exponents = np.multiply(self._vectors[:used] @ self._unit_of(state), self.theta, dtype=np.float64)
         exponents += self._stamps[:used]   # - (now - t_i) rate = t_i rate - now rate (few NumPy calls: each costs)
         exponents -= self.added * self._rate
         # one sum per word, in slot order; bin 0 takes the empty slots
@@ -160,8 +161,9 @@ class ContextCache:
         return totals
 
 
-    def _unit(self, state: np.ndarray) -> np.ndarray:
-        """_unit(state), remembered for the last state (its word's start: queried first, added when the word ends)."""
+    def _unit_of(self, state: np.ndarray) -> np.ndarray:
+        """_unit(state), remembered for the last state object (its word's start: queried first, added when the word
+        ends). A state is never changed after it is passed here (the session's checkpoints are not)."""
         last = self._last_unit
         if last is None or last[0] is not state:
             last = self._last_unit = (state, _unit(state))

@@ -44,7 +44,7 @@ def default_is_boundary(char: str) -> bool:
     if answer is None:   # (a keystroke asks about a dozen times: the Unicode lookup is 5x a dict's)
         answer = char not in WORD_JOINERS and (char.isspace() or unicodedata.category(char)[0] in "PSZ"
                                                or unicodedata.category(char) == "Cc")
-        if len(_BOUNDARY) < CACHED_BOUNDARY_CHARS:
+        if len(_BOUNDARY) < CACHED_BOUNDARY_CHARS and len(char) == 1:
             _BOUNDARY[char] = answer
     return answer
 

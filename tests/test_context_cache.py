@@ -144,6 +144,37 @@ def test_states_are_pooled_unit_by_unit_modulo_pooled():
     np.testing.assert_allclose(context_cache._unit(state), pooled / np.linalg.norm(pooled), rtol=1e-6)
 
 
+def test_states_are_pooled_in_float64():
+    from compact_lm import context_cache
+    state = np.zeros((1, 3 * context_cache.POOLED), dtype=np.float32)
+    state[0, 0], state[0, context_cache.POOLED], state[0, 2 * context_cache.POOLED], state[0, 1] = 1e8, 1.0, -1e8, 1.0
+    # 1e8 + 1 - 1e8: 1 in float64, 0 in float32
+    np.testing.assert_allclose(context_cache._unit(state)[:2], [math.sqrt(0.5)] * 2, rtol=1e-6)
+
+
+def test_many_words_under_one_prefix_match_a_brute_force_sum():
+    from compact_lm import context_cache
+    rng = np.random.default_rng(3)
+    words = [f"a{i:02d}" for i in range(60)]   # more than 8 k continue "" and "a": the NumPy path
+    cache, held, uses = ContextCache(size=100, half_life=50.0), UserWords(max_words=100), []
+    for _ in range(150):
+        word, state = words[rng.integers(60)], rng.standard_normal((1, 70)).astype(np.float32)
+        held.learn(word)
+        cache.add(state, word)
+        uses = (uses + [(word, context_cache._unit(state))])[-100:]   # the ring keeps the last 100
+    query = rng.standard_normal((1, 70)).astype(np.float32)
+    weights = {}
+    for age, (word, vector) in enumerate(reversed(uses)):
+        cosine = float(vector.astype(np.float64) @ context_cache._unit(query).astype(np.float64))
+        weights[word] = weights.get(word, 0.0) + math.exp(10.0 * cosine - age * math.log(2.0) / 50.0)
+    for prefix in ("", "a", "a1"):
+        chosen = {w: v for w, v in weights.items() if w.startswith(prefix)}
+        expected = sorted(chosen, key=lambda w: (-chosen[w], w))[:4]
+        found = cache.continuing(query, prefix, 4, held)
+        assert [w for w, _ in found] == expected
+        np.testing.assert_allclose([p for _, p in found], [chosen[w] / sum(chosen.values()) for w in expected], rtol=1e-5)
+
+
 def test_a_state_of_at_most_pooled_units_is_only_scaled():
     from compact_lm import context_cache
     state = np.array([[3.0, 4.0]], dtype=np.float32)

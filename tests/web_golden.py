@@ -362,7 +362,39 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
             found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
             ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
         cases.append({"size": size, "ops": ops})
+    cases += [_pooled_in_float64_case(), _many_words_case(rng)]
     (folder / "context_cache.json").write_text(json.dumps(cases), encoding="utf-8")
+
+
+def _replay_case(size: int, max_words: int, adds: list[tuple[str, list[float]]], queries: list[tuple[list[float], str]]) -> dict:
+    """A context_cache.json case: `adds` (word, state) learned and kept in order, then `queries` with Python's answers."""
+    from compact_lm.context_cache import ContextCache
+    cache, held, ops = ContextCache(size=size, half_life=5.0), UserWords(max_words=max_words), []
+    for word, state in adds:
+        if held.learn(word) is not None:
+            cache.add(np.array(state, np.float32), word)
+            ops.append({"op": "add", "word": word, "state": state})
+    for state, prefix in queries:
+        found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
+        ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
+    return {"size": size, "maxWords": max_words, "ops": ops}
+
+
+def _pooled_in_float64_case() -> dict:
+    """Units 0, 64 and 128 pool into one sum: 1e8 + 1 - 1e8 is 1 in float64 and 0 in float32, which moves the
+    cosine with the query from 0.71 to 1 and the shares by 1e-3 (the golden tolerance is 1e-5)."""
+    cancelling, first, second = [0.0] * 192, [0.0] * 192, [0.0] * 192
+    cancelling[0], cancelling[64], cancelling[128], cancelling[1] = 1e8, 1.0, -1e8, 1.0
+    first[0], second[1] = 1.0, 1.0
+    return _replay_case(4, 5, [("aa", cancelling), ("bb", first)], [(second, "")])
+
+
+def _many_words_case(rng) -> dict:
+    """60 words under one prefix (more than 8 k: the cache's NumPy path), 70-unit states (pooled), a ring that wraps."""
+    words = ["a" + chr(98 + i % 20) + chr(98 + i // 20) for i in range(60)]
+    adds = [(rng.choice(words), [rng.gauss(0, 1) for _ in range(70)]) for _ in range(150)]
+    queries = [([rng.gauss(0, 1) for _ in range(70)], prefix) for prefix in ("", "a", "ab", "", "a")]
+    return _replay_case(100, 100, adds, queries)
 
 
 def _start_words(ac: Autocompleter, alice_text: str, path: Path, options: dict) -> UserWords:

@@ -141,7 +141,7 @@ test("the context cache: Python's words and shares through adds, take-backs, for
   const problems = [];
   let queries = 0;
   for (const [n, c] of readJson("context_cache.json").entries()) {
-    const cache = new ContextCache({ size: c.size, halfLife: 5.0 }), held = new UserWords({ maxWords: 5 });
+    const cache = new ContextCache({ size: c.size, halfLife: 5.0 }), held = new UserWords({ maxWords: c.maxWords ?? 5 });
     for (const op of c.ops) {
       if (op.op === "add") {
         if (held.learn(op.word) !== null) cache.add(Promise.resolve(Float32Array.from(op.state)), op.word);
