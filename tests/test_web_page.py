@@ -109,11 +109,12 @@ class Server:
     def __init__(self, folder: Path, log: Path):
         self.log = log
         # faulthandler: a server that does not stop writes where each of its threads is (stop() shows it).
-        # SIGINT as a terminal gives it: a shell starts a background job (`pytest ... &`) with SIGINT ignored, which
-        # its children inherit, and Python then never raises KeyboardInterrupt.
-        self.process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "compact_lm", "serve", str(folder),
-                                         "--port", "0"], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
-                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # Ctrl-C raises KeyboardInterrupt as in a terminal: a shell starts a background job (`pytest ... &`) with
+        # SIGINT ignored, which its children inherit, and Python then leaves it ignored.
+        command = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "from compact_lm.cli import main; sys.exit(main(sys.argv[1:]))")
+        self.process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", command, "serve", str(folder),
+                                         "--port", "0"], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
         line = self.process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if not match:
@@ -128,7 +129,10 @@ class Server:
             return self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGABRT)   # faulthandler writes every thread's stack to the log
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
             pytest.fail(f"compact-lm serve did not stop on Ctrl-C; its threads:\n{self.log.read_text()[-6000:]}")
         finally:
             if self.process.poll() is None:
