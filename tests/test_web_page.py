@@ -383,6 +383,33 @@ def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_
     page.close()
 
 
+def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server, python_completer):
+    """Accept a learned word, then ",": the page's words are Python's after type, accept, type "," (the word learned
+    once: a backspace and the comma would take it back and learn it again, moving the clock by two)."""
+    from compact_lm.autocomplete import Autocompleter
+    from compact_lm.user_words import UserWords
+    page = open_page(browser, server.url, DESKTOP)
+    page.locator("#learn").check()
+    page.locator("#text").focus()
+    page.keyboard.type("Zyzzyx and Zy")
+    chips = shown_for(page, "Zyzzyx and Zy")["chips"]
+    assert "zzyx" in chips
+    page.locator("#suggestions .chip").nth(chips.index("zzyx")).click()
+    shown_for(page, "Zyzzyx and Zyzzyx ")
+    page.keyboard.type(",")
+    shown_for(page, "Zyzzyx and Zyzzyx,")
+    words = UserWords()
+    session = Autocompleter(python_completer.backend, user_words=words).session()
+    session.type("Zyzzyx and Zy")
+    session.accept("zzyx")
+    session.type(",")
+    assert session.text == "Zyzzyx and Zyzzyx,"
+    stored = json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))
+    assert stored == words.to_json() and stored["clock"] == 3   # Zyzzyx, and, Zyzzyx
+    assert page.errors == []
+    page.close()
+
+
 def test_the_page_fetches_only_its_own_files_and_nothing_while_typing(browser, server):
     page = browser.new_page(viewport=DESKTOP)
     requests = []

@@ -206,6 +206,7 @@ let dismissed = false;       // Esc hid the suggestions until the next change
 let wanted = null;           // the context the last change asked for
 let attaching = new Set();   // ATTACHING_PUNCTUATION of compact_lm.js
 let autoSpace = null;        // {value, caret} right after an accept inserted its space
+let accepted = null;         // session.text right after session.accept, until the next sync
 let UserWordsType = null;    // compact_lm.js's UserWords
 let userWords = null;        // the user's words while "Learn my words" is on
 let savedChanges = 0;        // userWords.changes when last stored
@@ -230,6 +231,17 @@ function codePoints(text) {
 async function sync(target) {
   const current = session.text;
   if (current === target) return;
+  const after = accepted === current;
+  accepted = null;
+  if (after && current.endsWith(" ")) {
+    // punctuation typed over an accept's space (onBeforeInput): the session swaps that space itself, keeping the
+    // word learned once (a backspace and the punctuation would take the word back and learn it again)
+    const rest = target.slice(current.length - 1);
+    if (target.startsWith(current.slice(0, -1)) && rest && attaching.has([...rest][0])) {
+      await session.type(rest);
+      return;
+    }
+  }
   let common = 0;
   const limit = Math.min(current.length, target.length);
   while (common < limit && current.charCodeAt(common) === target.charCodeAt(common)) common++;
@@ -304,9 +316,12 @@ async function accept(index) {
   if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
   const area = els.text;
   area.focus();
-  // plain typing, not session.accept: the page swaps the space itself (onBeforeInput), and sync() types
-  // whatever the textarea holds, so the session must not swap a second time
-  if (session.text === shown.context) session.type(shown.suggestions[index].text + " ");   // else sync does
+  // the textarea gets the word and a space; the session accepts it (sync then lets the session swap that space
+  // for punctuation typed next, as onBeforeInput does in the textarea)
+  if (session.text === shown.context) {   // else sync types it
+    session.accept(shown.suggestions[index].text);
+    accepted = session.text;
+  }
   insert(shown.suggestions[index].text + " ");
   autoSpace = { value: area.value, caret: area.selectionEnd };
   await idle();
