@@ -98,7 +98,7 @@ class TrainConfig:
     hidden: int = 256
     # optimisation
     seq_len: int = 128
-    batch: int = 64
+    batch: int = 16                       # more updates in a time budget: docs/experiments.md, "Training recipe"
     optimizer: str = "adamw"
     lr: float = 2e-2                      # with min_lr_ratio 0: docs/experiments.md, "Training recipe"
     min_lr_ratio: float = 0.0

@@ -80,7 +80,7 @@ def test_missing_corpus(tmp_path, capsys):
 def test_corpus_shorter_than_one_window(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("a short text")
     code, _, err = run(capsys, "train", "--corpus", tmp_path / "short.txt", "--out", tmp_path / "run")
-    assert_one_line_error(code, err, "fewer than one window", "--batch 64 x --seq-len 128")
+    assert_one_line_error(code, err, "fewer than one window", "--batch 16 x --seq-len 128")
     assert not (tmp_path / "run").exists()
 
 
