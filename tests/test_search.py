@@ -569,3 +569,10 @@ def test_a_sigint_tune_caught_is_told_after_fit_returns():
         with _sigint() as caught:
             fit(interrupt)
         assert caught() == interrupt and signal.getsignal(signal.SIGINT) is before
+
+
+def test_trials_train_at_batch_64_unless_the_space_fixes_one():
+    from compact_lm.tools.search import trial_config
+    architecture = {"cell": "gru", "layers": 1, "embed": 16, "hidden": 32, "dropout": 0.0}
+    assert trial_config(SearchConfig(max_bytes=100_000, space=SearchSpace()), architecture).batch == 64
+    assert trial_config(SearchConfig(max_bytes=100_000, space=SearchSpace(fixed={"batch": 8})), architecture).batch == 8

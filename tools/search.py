@@ -118,9 +118,14 @@ class Plan:
     texts: tuple[str, str, str]   # training, validation, test text (normalized)
 
 
+SEARCH_BATCH = 64   # streams per trial unless the space's fixed settings say otherwise
+
+
 def trial_config(config: SearchConfig, architecture: dict) -> TrainConfig:
     """The TrainConfig of one trial: the space's fixed settings, the architecture, the budget and the seed."""
-    settings = {**config.space.fixed, **architecture, "corpus": config.corpus, "seed": config.seed,
+    # 64 streams unless the space fixes another batch: the search's reports every eval_every steps (ASHA's rungs)
+    # and its figures (docs/search.md) were measured there; the trainer's default, 16, is a 10-minute run's
+    settings = {"batch": SEARCH_BATCH, **config.space.fixed, **architecture, "corpus": config.corpus, "seed": config.seed,
                 "eval_every": config.eval_every, **config.budget()}
     if "split" in settings:
         settings["split"] = tuple(settings["split"])
