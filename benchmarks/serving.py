@@ -116,7 +116,7 @@ def main() -> None:
         folder = Path(tmp)
         if args.model is None:
             print(f"training a GRU E=64 H=256 on the bundled corpus for {args.steps} steps ...", file=sys.stderr)
-            config = TrainConfig(cell="gru", embed=64, hidden=256, steps=args.steps, eval_every=args.steps)
+            config = TrainConfig(cell="gru", embed=64, hidden=256, steps=args.steps, eval_every=args.steps, batch=64)
             model = compact_lm.train(config, folder / "run").model
         else:
             model = compact_lm.load(args.model)

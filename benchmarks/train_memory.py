@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "compact_lm", "train", "--corpus", str(corpus("gutenberg_en.txt.gz")),
-                   "--cell", "gru", "--hidden", "256", "--minutes", str(args.minutes), "--threads", "1",
+                   "--cell", "gru", "--hidden", "256", "--batch", "64", "--minutes", str(args.minutes), "--threads", "1",
                    "--out", out, "--quiet"]
         print(blas_description())
         print("command: compact-lm", " ".join(command[3:]))

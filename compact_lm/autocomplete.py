@@ -476,6 +476,10 @@ class Session:
         self.type(" ")
         self._auto_space = len(self._chars)
 
+    def keep_space(self) -> None:
+        """After `accept`: its space stays, whatever is typed next (an editor whose own text kept it)."""
+        self._auto_space = None
+
     def _push(self, state: list, log_probs: np.ndarray) -> None:
         self._stack.append((len(self._chars), state, log_probs))
         if len(self._stack) > 2 * MAX_CHECKPOINTS:   # drop the older half (the root stays)

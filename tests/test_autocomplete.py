@@ -216,6 +216,14 @@ def test_a_straight_quote_after_an_accepted_word_keeps_the_space(quote):
     assert session.text == f"welcome {quote}ab"
 
 
+def test_keep_space_after_an_accept_keeps_it_before_punctuation():
+    session = Autocompleter(NumpyBackend(tiny_model())).session()
+    session.accept("welcome")
+    session.keep_space()                     # an editor whose text kept the space: so does the session
+    session.type(",")
+    assert session.text == "welcome ,"
+
+
 def test_accept_appends_the_word_and_a_space_that_attaching_punctuation_replaces():
     counting = CountingBackend(NumpyBackend(tiny_model()))
     completer = Autocompleter(counting)

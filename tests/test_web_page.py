@@ -406,6 +406,19 @@ def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server,
     assert session.text == "Zyzzyx and Zyzzyx,"
     stored = json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))
     assert stored == words.to_json() and stored["clock"] == 3   # Zyzzyx, and, Zyzzyx
+    shown = shown_for(page, session.text)
+    assert shown["chips"] == [s.text for s in session.suggestions(3)]
+    assert [c["text"] for c in shown["state"]["next"]] == [s.text for s in session.next_chars(5)]
+    # a key between the accept and the comma (Delete, at the end: nothing to delete) ends the page's swap: the
+    # textarea keeps the space, and so does the session
+    page.locator("#suggestions .chip").first.click()
+    accepted = session.text + shown["chips"][0] + " "
+    shown_for(page, accepted)
+    page.keyboard.press("Delete")
+    page.keyboard.type(",")
+    kept = shown_for(page, accepted + ",")
+    assert kept["value"] == accepted + ","
+    assert kept["next"] == [s.text for s in python_completer.next_chars(accepted + ",", 5)]
     assert page.errors == []
     page.close()
 

@@ -207,6 +207,7 @@ let wanted = null;           // the context the last change asked for
 let attaching = new Set();   // ATTACHING_PUNCTUATION of compact_lm.js
 let autoSpace = null;        // {value, caret} right after an accept inserted its space
 let accepted = null;         // session.text right after session.accept, until the next sync
+let swapped = false;         // onBeforeInput replaced an accept's space by punctuation, until the next sync
 let UserWordsType = null;    // compact_lm.js's UserWords
 let userWords = null;        // the user's words while "Learn my words" is on
 let savedChanges = 0;        // userWords.changes when last stored
@@ -231,16 +232,18 @@ function codePoints(text) {
 async function sync(target) {
   const current = session.text;
   if (current === target) return;
-  const after = accepted === current;
+  const after = accepted === current, spaceSwapped = swapped;
   accepted = null;
-  if (after && current.endsWith(" ")) {
+  swapped = false;
+  if (after) {
     // punctuation typed over an accept's space (onBeforeInput): the session swaps that space itself, keeping the
     // word learned once (a backspace and the punctuation would take the word back and learn it again)
     const rest = target.slice(current.length - 1);
-    if (target.startsWith(current.slice(0, -1)) && rest && attaching.has([...rest][0])) {
+    if (spaceSwapped && target.startsWith(current.slice(0, -1)) && rest && attaching.has([...rest][0])) {
       await session.type(rest);
       return;
     }
+    session.keepSpace();   // anything else (a paste, a drop, an input method's text): the textarea kept its space
   }
   let common = 0;
   const limit = Math.min(current.length, target.length);
@@ -318,7 +321,9 @@ async function accept(index) {
   area.focus();
   // the textarea gets the word and a space; the session accepts it (sync then lets the session swap that space
   // for punctuation typed next, as onBeforeInput does in the textarea)
-  if (session.text === shown.context) {   // else sync types it
+  // learned only where typing learns: at the end of the text, nothing selected (else sync types it, not learning)
+  const atEnd = area.selectionStart === area.selectionEnd && area.selectionEnd === area.value.length;
+  if (atEnd && session.text === shown.context) {
     session.accept(shown.suggestions[index].text);
     accepted = session.text;
   }
@@ -336,6 +341,7 @@ function onBeforeInput(event) {
   const area = els.text;
   if (area.value !== spot.value || area.selectionStart !== spot.caret || area.selectionEnd !== spot.caret) return;
   event.preventDefault();
+  swapped = true;
   area.setSelectionRange(spot.caret - 1, spot.caret);   // select the automatic space, type over it
   insert(event.data);
 }
@@ -366,6 +372,8 @@ function wireEditor() {
   area.addEventListener("beforeinput", onBeforeInput);
   // the caret moved (arrows, a click, a selection): the suggestions follow the text before it
   document.addEventListener("selectionchange", () => {
+    // a caret moved away from an accept's space: punctuation typed later no longer replaces it
+    if (autoSpace && (area.selectionStart !== autoSpace.caret || area.selectionEnd !== autoSpace.caret)) autoSpace = null;
     if (document.activeElement === area && session && context() !== wanted) schedule();
   });
   // keep the focus (and the caret) in the text area when a chip is pressed, then append its text

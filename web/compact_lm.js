@@ -1670,6 +1670,11 @@ export class Session {
     return done;
   }
 
+  /** After accept(): its space stays, whatever is typed next (an editor whose own text kept it). As Python's. */
+  keepSpace() {
+    this._autoSpace = null;
+  }
+
   /** Delete the last n characters: restores a stored state (a model run only inside pasted text). */
   backspace(n = 1) {
     if (typeof n !== "number" || !Number.isInteger(n) || n < 0) {
