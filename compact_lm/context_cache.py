@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .lexicon import prefix_range
+
 if TYPE_CHECKING:
     from .user_words import UserWords
 
@@ -50,7 +52,6 @@ class ContextCache:
         self._vectors: np.ndarray | None = None   # [size, POOLED] float32: unit-length pooled states, row = slot
         self._words: list[str | None] = [None] * size   # the word in each slot (None: empty or taken back)
         self._times = np.zeros(size)               # when each slot's word was added
-        self._stamps = np.zeros(size)              # that times ln 2 / half_life
         # the distinct words in a slot, in code point order, and each slot's index into them, so that
         # one bincount sums the weights per word already in that order
         self._sorted: list[str] = []
@@ -84,7 +85,6 @@ class ContextCache:
         self._unheld.discard(word)
         self.added += 1
         self._times[slot] = self.added
-        self._stamps[slot] = self.added * self._rate
         self._version += 1
         return slot, self.added
 
@@ -119,7 +119,7 @@ class ContextCache:
         if query is None or query[0] != version or query[1] is not held or query[2] is not state:
             query = self._query = (version, held, state, self._weigh(state, held))
         weights, words = query[3], self._sorted
-        lo, hi = _prefix_range(words, prefix)
+        lo, hi = prefix_range(words, prefix)
         if hi - lo > 8 * k:   # many words (a word start): in NumPy
             part = weights[lo:hi]
             total = float(part.sum())   # (pairwise: JavaScript's sum from left to right agrees within rounding)
@@ -146,8 +146,7 @@ class ContextCache:
         # cosines in float32 (the rows and the query rounded to float32; JavaScript sums the same float32 products
         # in float64: they agree to about 1e-7), the rest in float64
         exponents = np.multiply(self._vectors[:used] @ self._unit_of(state), self.theta, dtype=np.float64)
-        exponents += self._stamps[:used]   # - (now - t_i) rate = t_i rate - now rate (few NumPy calls: each costs)
-        exponents -= self.added * self._rate
+        exponents -= (self.added - self._times[:used]) * self._rate
         # one sum per word, in slot order; bin 0 takes the empty slots
         totals = np.bincount(self._bins[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
         removals = held.removals   # (read first: a removal during the scan is seen next time)
@@ -168,20 +167,6 @@ class ContextCache:
         if last is None or last[0] is not state:
             last = self._last_unit = (state, _unit(state))
         return last[1]
-
-
-def _prefix_range(words: list[str], prefix: str) -> tuple[int, int]:
-    """[lo, hi): the words (in code point order) that start with `prefix`."""
-    lo = bisect.bisect_left(words, prefix)
-    if not prefix:
-        return lo, len(words)
-    last = ord(prefix[-1])
-    if last < 0x10FFFF:   # every word that starts with prefix sorts before prefix with its last code point + 1
-        return lo, bisect.bisect_left(words, prefix[:-1] + chr(last + 1), lo)
-    hi = lo
-    while hi < len(words) and words[hi].startswith(prefix):
-        hi += 1
-    return lo, hi
 
 
 def _unit(state: np.ndarray) -> np.ndarray:

@@ -53,6 +53,20 @@ CACHED_BOUNDARY_CHARS = 1 << 12   # characters whose answer is remembered (proce
 _BOUNDARY: dict[str, bool] = {}
 
 
+def prefix_range(words: list[str], prefix: str) -> tuple[int, int]:
+    """[lo, hi): the words of `words` (sorted in code point order) that start with `prefix` (two binary searches)."""
+    lo = bisect.bisect_left(words, prefix)
+    if not prefix:
+        return lo, len(words)
+    last = ord(prefix[-1])
+    if last < 0x10FFFF:   # every word that starts with prefix sorts before prefix with its last code point + 1
+        return lo, bisect.bisect_left(words, prefix[:-1] + chr(last + 1), lo)
+    hi = lo
+    while hi < len(words) and words[hi].startswith(prefix):
+        hi += 1
+    return lo, hi
+
+
 def word_spans(text: str, is_boundary: Callable[[str], bool]) -> list[tuple[int, int]]:
     """(start, end) of every maximal run of word characters that a boundary character text[end] follows."""
     spans, start = [], None

@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 
 from .errors import CompactLMError
-from .lexicon import MAX_WORD_CHARS
+from .lexicon import MAX_WORD_CHARS, prefix_range
 
 FORMAT = "compact-lm-user-words"
 VERSION = 1
@@ -275,9 +275,7 @@ class UserWords:
         """[(-key, word) of the words that start with prefix, most weight first; sum of exp(key)], kept."""
         ranked = self._ranked.get(prefix)
         if ranked is None:
-            start = end = bisect.bisect_left(self._sorted, prefix)   # the words continuing prefix follow it
-            while end < len(self._sorted) and self._sorted[end].startswith(prefix):
-                end += 1
+            start, end = prefix_range(self._sorted, prefix)
             order = sorted((-self._key(w), w) for w in self._sorted[start:end])
             total = 0.0
             for negative_key, _ in order:   # left to right, as compact_lm.js

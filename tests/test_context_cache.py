@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compact_lm.autocomplete import Autocompleter
-from compact_lm.context_cache import ContextCache, _prefix_range
+from compact_lm.context_cache import ContextCache
+from compact_lm.lexicon import prefix_range
 from compact_lm.user_words import UserWords
 from conftest import random_model
 
@@ -78,7 +79,7 @@ def test_a_word_the_dictionary_forgot_is_never_proposed():
        st.text(alphabet="ab\U0010ffff\ud7ff\ue000", max_size=3))
 def test_the_prefix_range_is_every_word_that_starts_with_the_prefix(words, prefix):
     words = sorted(words)
-    lo, hi = _prefix_range(words, prefix)
+    lo, hi = prefix_range(words, prefix)
     assert words[lo:hi] == [w for w in words if w.startswith(prefix)]
 
 

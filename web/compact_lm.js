@@ -667,6 +667,14 @@ function lowerBound(array, value, compare) {
   return lo;
 }
 
+/** [lo, hi): the words of `words` (sorted in code point order) that start with `prefix`, as lexicon.prefix_range. */
+function prefixRange(words, prefix) {
+  const lo = lowerBound(words, prefix, compareCodePoints);
+  let hi = prefix ? lo : words.length;
+  while (hi < words.length && words[hi].startsWith(prefix)) hi += 1;
+  return [lo, hi];
+}
+
 /**
  * The user's own words, as compact_lm/user_words.py line for line (same JSON document, same ranking and
  * mixing, the same floating-point operations in the same order): a bounded dictionary of words with counts
@@ -885,9 +893,7 @@ export class UserWords {
   _ranking(prefix) {
     let ranked = this._ranked.get(prefix);
     if (ranked === undefined) {
-      const start = lowerBound(this._sorted, prefix, compareCodePoints);
-      let end = start;
-      while (end < this._sorted.length && this._sorted[end].startsWith(prefix)) end += 1;
+      const [start, end] = prefixRange(this._sorted, prefix);
       const order = this._sorted.slice(start, end).map((w) => [-this._key(w), w]).sort(byRank);
       let total = 0;
       for (const [negativeKey] of order) total += Math.exp(-negativeKey);   // left to right, as Python
@@ -1001,9 +1007,7 @@ export class ContextCache {
         ...this._weigh(state, held) };
     }
     const { words, weights } = query;
-    const lo = lowerBound(words, prefix, compareCodePoints);
-    let hi = prefix ? lo : words.length;
-    while (hi < words.length && words[hi].startsWith(prefix)) hi += 1;
+    const [lo, hi] = prefixRange(words, prefix);
     let total = 0;
     for (let i = lo; i < hi; i++) total += weights[i];   // left to right, as Python
     if (!(total > 0)) return [];
