@@ -36,6 +36,9 @@ from .lexicon import word_spans  # noqa: F401 (re-exported: callers import it fr
 ACCEPT_KEYSTROKES = 1
 DELETE_KEYSTROKES = 1   # removing the automatic space before a character that is neither a space nor attaching
 ACCURACY_AFTER = (1, 2, 3)
+# keystrokes per turn when completers are timed side by side (the model with and without learning): turns short
+# enough that both see the same machine load, long enough that each runs with its own data in the CPU's caches
+SIDE_BY_SIDE_BLOCK = 500
 
 
 @dataclass(frozen=True)
@@ -65,57 +68,88 @@ class TypingReport:
 
 def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingReport:
     """Type `text` (normalized like the model's input) key by key with top-k word completion."""
-    text = completer.normalize(text)
-    spans = word_spans(text, completer.is_boundary)
-    word_at = np.full(len(text) + 1, -1)        # position -> word being typed there (completions asked)
-    for index, (start, end) in enumerate(spans):
-        word_at[start:end] = index
-    ranks: list[list[int | None]] = [[] for _ in spans]   # per word: rank of the right completion after n chars
-    latencies = []
-    session = completer.session()
-    clock = time.perf_counter
-    for position in range(len(text) + 1):
-        index = word_at[position]
-        began = clock()
-        if position:
-            session.type(text[position - 1])
-        if index < 0:
-            continue
-        shown = session.suggestions(k)
-        latencies.append(clock() - began)
-        start, end = spans[index]
-        wanted = text[position:end]
-        texts = [s.text for s in shown]
-        ranks[index].append(texts.index(wanted) if wanted in texts else None)
+    return simulate_typing_side_by_side([completer], text, k)[0]
 
-    keystrokes = len(text)
-    accepts = []
-    for (start, end), word_ranks in zip(spans, ranks):
-        after = text[end]   # the boundary that follows the word
-        for typed, rank in enumerate(word_ranks):
-            rest = end - (start + typed)   # characters the accept types, the automatic space aside
-            if after == " ":
-                saved = rest + 1 - ACCEPT_KEYSTROKES
-            elif after in ATTACHING_PUNCTUATION:
-                saved = rest - ACCEPT_KEYSTROKES
-            else:
-                saved = rest - ACCEPT_KEYSTROKES - DELETE_KEYSTROKES
-            if rank is not None and saved > 0:
-                keystrokes -= saved
-                accepts.append((start + typed, end))
-                break
-    top1, topk = {}, {}
-    for typed in ACCURACY_AFTER:
-        counted = [r[typed] for r in ranks if len(r) > typed]
-        top1[str(typed)] = sum(r == 0 for r in counted) / len(counted) if counted else None
-        topk[str(typed)] = sum(r is not None for r in counted) / len(counted) if counted else None
-    latency = {}
-    if latencies:
-        ms = np.array(latencies) * 1e3
-        latency = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-                   "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
-    return TypingReport(chars=len(text), words=len(spans), keystrokes=keystrokes, k=k,
-                        top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency, accepts=accepts)
+
+def simulate_typing_side_by_side(completers: list[Autocompleter], text: str, k: int = 3,
+                                 block: int = SIDE_BY_SIDE_BLOCK) -> list[TypingReport]:
+    """simulate_typing for each completer, in turns of `block` keystrokes (each its own session; the one that
+    went first goes last in the next turn), so that their latencies are measured under the same machine load.
+    In blocks rather than key by key: a completer typing alone runs with its own data in the CPU's caches, as it
+    would in use (key by key, each would pay for the other's data: learning's extra arrays slowed the model
+    without learning and shrank the ratio between them)."""
+    typists = [_Typist(completer, text, k) for completer in completers]
+    positions = typists[0].positions if typists else 0
+    for turn, begin in enumerate(range(0, positions, block)):
+        for typist in (typists if turn % 2 == 0 else typists[::-1]):
+            typist.type(begin, min(begin + block, positions))
+    return [typist.report() for typist in typists]
+
+
+class _Typist:
+    """One session typing a text key by key: what it was shown after each key and how long each key took."""
+
+    def __init__(self, completer: Autocompleter, text: str, k: int):
+        self.text = text = completer.normalize(text)
+        self.k = k
+        self.spans = spans = word_spans(text, completer.is_boundary)
+        self.word_at = np.full(len(text) + 1, -1)        # position -> word being typed there (completions asked)
+        for index, (start, end) in enumerate(spans):
+            self.word_at[start:end] = index
+        self.ranks: list[list[int | None]] = [[] for _ in spans]   # per word: rank of the right completion after n chars
+        self.latencies: list[float] = []
+        self.session = completer.session()
+        self.positions = len(text) + 1
+
+    def type(self, begin: int, end: int) -> None:
+        """Type the keys of positions [begin, end) (position p types text[p - 1], then asks for completions)."""
+        text, word_at, spans, ranks, k = self.text, self.word_at, self.spans, self.ranks, self.k
+        session, latencies, clock = self.session, self.latencies, time.perf_counter
+        for position in range(begin, end):
+            index = word_at[position]
+            began = clock()
+            if position:
+                session.type(text[position - 1])
+            if index < 0:
+                continue
+            shown = session.suggestions(k)
+            latencies.append(clock() - began)
+            start, end_of_word = spans[index]
+            wanted = text[position:end_of_word]
+            texts = [s.text for s in shown]
+            ranks[index].append(texts.index(wanted) if wanted in texts else None)
+
+    def report(self) -> TypingReport:
+        """The keystrokes with completion (the cost model of this module's docstring), accuracy and latency."""
+        text, spans, ranks = self.text, self.spans, self.ranks
+        keystrokes = len(text)
+        accepts = []
+        for (start, end), word_ranks in zip(spans, ranks):
+            after = text[end]   # the boundary that follows the word
+            for typed, rank in enumerate(word_ranks):
+                rest = end - (start + typed)   # characters the accept types, the automatic space aside
+                if after == " ":
+                    saved = rest + 1 - ACCEPT_KEYSTROKES
+                elif after in ATTACHING_PUNCTUATION:
+                    saved = rest - ACCEPT_KEYSTROKES
+                else:
+                    saved = rest - ACCEPT_KEYSTROKES - DELETE_KEYSTROKES
+                if rank is not None and saved > 0:
+                    keystrokes -= saved
+                    accepts.append((start + typed, end))
+                    break
+        top1, topk = {}, {}
+        for typed in ACCURACY_AFTER:
+            counted = [r[typed] for r in ranks if len(r) > typed]
+            top1[str(typed)] = sum(r == 0 for r in counted) / len(counted) if counted else None
+            topk[str(typed)] = sum(r is not None for r in counted) / len(counted) if counted else None
+        latency = {}
+        if self.latencies:
+            ms = np.array(self.latencies) * 1e3
+            latency = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                       "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
+        return TypingReport(chars=len(text), words=len(spans), keystrokes=keystrokes, k=self.k,
+                            top1_accuracy=top1, topk_accuracy=topk, latency_ms=latency, accepts=accepts)
 
 
 def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:
@@ -163,14 +197,17 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars, lexicon=lexicon)
     start_words = UserWords(user_words) if user_words is not None else None   # a bad file fails before any work
-    report = simulate_typing(completer, text, k)
     learning = None
-    if learn or user_words is not None:
+    if not (learn or user_words is not None):
+        report = simulate_typing(completer, text, k)
+    else:
         words = start_words if start_words is not None else UserWords()
         words.path = None   # never written back
         learned_from = len(words)
-        on = simulate_typing(Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words, lexicon=lexicon,
-                                           context_cache=context_cache), text, k)
+        learner = Autocompleter(backend, beam=beam, max_chars=max_chars, user_words=words, lexicon=lexicon,
+                                context_cache=context_cache)
+        # side by side: the p50 ratio compares the two under the same machine load
+        report, on = simulate_typing_side_by_side([completer, learner], text, k)
         learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words), "context_cache": context_cache,
                     "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
     order = DEFAULT_ORDER if order is None else order

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
-from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, word_spans
+from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, simulate_typing_side_by_side, word_spans
 from compact_lm.vocab import Vocab
 from cli_helpers import run
 from conftest import random_model
@@ -182,3 +182,30 @@ def test_the_simulation_counts_what_a_real_session_takes(tiny_model_path, alice_
         keystrokes, position = keystrokes + 1, position + 1
     assert session.text == text
     assert keystrokes == report.keystrokes
+
+
+def test_side_by_side_typing_reports_what_typing_alone_does(tiny_model_path, alice_text):
+    from compact_lm.user_words import UserWords
+    backend, text = Autocompleter(str(tiny_model_path)).backend, alice_text[5000:5400]
+    alone = [simulate_typing(Autocompleter(backend, user_words=words), text) for words in (None, UserWords())]
+    together = simulate_typing_side_by_side([Autocompleter(backend, user_words=words) for words in (None, UserWords())],
+                                            text, block=7)
+    for one, other in zip(alone, together):
+        assert (one.keystrokes, one.accepts, one.top1_accuracy) == (other.keystrokes, other.accepts, other.top1_accuracy)
+    assert together[1].keystrokes != together[0].keystrokes   # learning changed something: the two were not mixed up
+
+
+def test_side_by_side_typing_takes_turns_in_blocks_each_starting_a_turn_in_turn(tiny_model_path):
+    typed = []
+
+    class Recording(Autocompleter):
+        def session(self, *args):
+            session = super().session(*args)
+            type_text = session.type
+            session.type = lambda text: (typed.append(self.name), type_text(text))
+            return session
+
+    completers = [Recording(str(tiny_model_path)) for _ in range(2)]
+    completers[0].name, completers[1].name = "a", "b"
+    simulate_typing_side_by_side(completers, "the cat sat on the mat", block=5)   # 22 keys: positions 1-22 type
+    assert "".join(typed) == "aaaa" + "bbbb" + "bbbbb" + "aaaaa" + "aaaaa" + "bbbbb" + "bbbbb" + "aaaaa" + "aaa" + "bbb"
