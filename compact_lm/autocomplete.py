@@ -261,22 +261,27 @@ class Autocompleter:
             return suggestions
         if unknown:
             lam = 1.0
-        probs = {s.text: (1.0 - lam) * s.prob for s in suggestions}
-        users = set()
+        keep, cut, is_boundary = 1.0 - lam, len(typed), self.is_boundary
+        probs = {s.text: keep * s.prob for s in suggestions}
+        users = []
         for candidate, share in found:
-            text = candidate[len(typed):]
+            text = candidate[cut:]
             # not the word as typed (no completion), nor a word that spans a boundary (a hand-edited entry, "New
             # York", or one whose normalization made a boundary character)
-            if text and not any(self.is_boundary(char) for char in text):
+            if text and not any(map(is_boundary, text)):
                 probs[text] = probs.get(text, 0.0) + lam * share
-                users.add(text)
+                users.append(text)
         # chosen as _search chooses: the lexicon's words and the user's first, then the model's other words (the
         # fill); shown most likely first
         lexicon = self.lexicon
-        lexicon = lexicon if lexicon is not None and not unknown and lexicon.starts_word(typed) else None
-        fill = set() if lexicon is None else {t for t in probs if t not in users and typed + t not in lexicon}
-        chosen = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
-        return sorted((Suggestion(text, prob) for text, prob in chosen), key=_shown_order)
+        if lexicon is None or unknown or not lexicon.starts_word(typed):
+            chosen = sorted(probs.items(), key=_most_likely_first)[:k]
+        else:
+            fill = {text for text in probs if typed + text not in lexicon}.difference(users)
+            chosen = sorted(probs.items(), key=lambda item: (item[0] in fill, -item[1], item[0]))[:k]
+            if fill:
+                chosen.sort(key=_most_likely_first)
+        return [Suggestion(text, prob) for text, prob in chosen]
 
     def _is_unknown(self, char: str) -> bool:
         """Whether the typed code point `char` maps (after normalization) to `<unk>`."""
@@ -362,6 +367,11 @@ class Autocompleter:
             log_probs, state = step(chars, state)
             scores = log_probs + flat_scores[top][:, None]
         return [Suggestion(text, math.exp(-score)) for score, text in finished]
+
+
+def _most_likely_first(item: tuple[str, float]) -> tuple[float, str]:
+    """How (text, probability) pairs are shown: most likely first, ties by text (code point order)."""
+    return -item[1], item[0]
 
 
 def _shown_order(suggestion: Suggestion) -> tuple[float, str]:
