@@ -188,3 +188,30 @@ def test_validation_bpc_equals_eval_of_the_validation_text(tmp_path, small_corpu
     n_train, n_val = int(round(len(text) * 0.9)), int(round(len(text) * 0.05))
     again = result.model.evaluate(text[n_train:n_train + n_val])
     assert again.bpc == pytest.approx(result.model.info["metrics"]["val"]["bpc"], rel=1e-6)
+
+
+def _rows(val, train):
+    return [{"step": 10 * (i + 1), "val_bpc": v, "train_bpc": t} for i, (v, t) in enumerate(zip(val, train))]
+
+
+def test_memorizing_note_needs_a_sustained_rise_while_training_improves():
+    from compact_lm.trainer import memorizing_note
+    falling = [3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4]
+    note = memorizing_note(_rows([2.5, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9], falling))
+    assert note is not None and "2.400 at step 20" in note and "now 2.900" in note and "2.900 to 2.400" in note
+    assert memorizing_note(_rows([2.5, 2.4, 2.5, 2.6, 2.44, 2.8, 2.9], falling)) is None   # one came back near the best
+    assert memorizing_note(_rows([2.5, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9], [2.0] * 7)) is None   # training did not improve
+    assert memorizing_note(_rows([2.5, 2.4, 2.6, 2.7, 2.8, 2.9], falling[:6])) is None     # the best is one of the last 5
+
+
+def test_a_run_that_learns_its_text_by_heart_is_told_once(tmp_path):
+    import random
+    rng = random.Random(0)
+    corpus = tmp_path / "random.txt"
+    corpus.write_text("".join(rng.choice("abcdefgh ") for _ in range(1000)), encoding="utf-8")   # nothing to generalize
+    logs = []
+    config = tiny_config(corpus, steps=150, hidden=64, lr=0.03, dropout=0.0)
+    history = Trainer(config, tmp_path / "run", progress=False, log=logs.append).run().history
+    assert history[-1]["val_bpc"] > min(row["val_bpc"] for row in history) + 0.5   # it did memorize
+    notes = [line for line in logs if "by heart" in line]
+    assert len(notes) == 1 and "model.npz keeps the best weights" in notes[0]
