@@ -31,7 +31,8 @@ def test_demo_end_to_end_then_refuse_then_force(tiny_demo, tmp_path, capsys):
     assert isinstance(load(out / "pruned-int8.npz"), QuantizedModel)
     assert load(out / "pruned.npz").config.hidden_sizes == (8,)
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["status"] == "done" and summary["train_steps"] == 20 and summary["finetune_steps"] == 4
+    # 20 % of the characters of 20 steps of 4 streams, in fine-tuning steps of 64 streams: at least 1
+    assert summary["status"] == "done" and summary["train_steps"] == 20 and summary["finetune_steps"] == 1
     assert [c["ok"] for c in summary["verify"]] == [True] * 4
     assert all(c["max_abs_diff"] <= c["tolerance"] for c in summary["verify"])
     rows = summary["results"]["rows"]

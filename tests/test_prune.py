@@ -264,3 +264,19 @@ def test_fine_tuning_uses_the_measured_settings():
     config = finetune_config(model, 560)
     assert (config.steps, config.lr, config.dropout, config.distill) == (560, FINETUNE_LR, 0.0, 0.5)
     assert config.min_lr_ratio == 0.0 and config.warmup_steps == 11
+
+
+@pytest.mark.parametrize("trained_batch, finetune_batch", [(16, 64), (64, 64), (128, 128)])
+def test_fine_tuning_takes_at_least_64_streams_a_step(trained_batch, finetune_batch):
+    from compact_lm.tools.prune import finetune_config
+    model = random_model("gru", (10, 8), **RANDOM)
+    model.info["train_config"] = {"corpus": ["text.txt"], "batch": trained_batch}
+    assert finetune_config(model, 100).batch == finetune_batch
+
+
+def test_the_fine_tuning_budget_is_a_fraction_of_the_characters_trained_on():
+    from compact_lm.tools.prune import finetune_budget
+    assert finetune_budget(10_400, 16, 0.2) == 520     # the batch-16 quality model: 2,080 steps' characters, 64 a step
+    assert finetune_budget(1_280, 64, 0.2) == 256      # a batch-64 run: 20 % of its steps
+    assert finetune_budget(100, 128, 0.2) == 20        # a larger batch fine-tunes at its own
+    assert finetune_budget(20, 4, 0.2) == 1            # at least one step

@@ -131,9 +131,10 @@ def train(config: DemoConfig, out: Path, progress: bool, log):
 
 
 def prune(model, train_steps: int, config: DemoConfig, out: Path, progress: bool, log):
-    """Keep `config.keep` of the hidden units, then fine-tune (distilling from the full model) a fraction of the steps."""
-    from .prune import calibration_ids_from_corpus, finetune_config, prune_model, target_sizes
-    steps = max(1, int(round(config.finetune_fraction * train_steps)))
+    """Keep `config.keep` of the hidden units, then fine-tune (distilling from the full model) on a fraction of the
+    characters training read."""
+    from .prune import calibration_ids_from_corpus, finetune_budget, finetune_config, prune_model, target_sizes
+    steps = finetune_budget(train_steps, config.batch, config.finetune_fraction)
     finetune = finetune_config(model, steps)
     sizes = target_sizes(model.config.hidden_sizes, keep=config.keep)
     return prune_model(model, sizes, finetune_steps=steps, train_config=finetune,

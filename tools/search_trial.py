@@ -23,6 +23,7 @@ from compact_lm.config import TrainConfig
 from compact_lm.errors import CompactLMError, Interrupted, TrainingDiverged
 from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
 
+from .prune import finetune_budget
 from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
 from .search_estimate import oversized
 
@@ -232,7 +233,7 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
     folder.mkdir(exist_ok=True)
     try:
         rows, skipped = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
-                                        finetune_steps=int(round(spec["finetune_fraction"] * trainer.step)),
+                                        finetune_steps=finetune_budget(trainer.step, config.batch, spec["finetune_fraction"]),
                                         train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
                                         val_text=split_texts(config)[1], typing_chars=spec["typing_chars"],
                                         folder=folder,

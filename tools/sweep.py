@@ -12,7 +12,8 @@ from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
 
-from .prune import CALIBRATION_CHARS, finetune_config, prune_model, resolve_criterion, target_sizes
+from .prune import (CALIBRATION_CHARS, FINETUNE_BATCH, finetune_budget, finetune_config, prune_model, resolve_criterion,
+                    target_sizes)
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -24,8 +25,9 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
     original = open_model(model_path).as_float(f"{model_path} is quantized; sweep starts from the float model")
-    if finetune_steps is None:   # 20 % of the original run's steps
-        finetune_steps = max(1, int(0.2 * int(original.info.get("steps", 0) or 0)))
+    if finetune_steps is None:   # 20 % of the characters of the original run
+        trained = original.info.get("train_config") or {}
+        finetune_steps = finetune_budget(int(original.info.get("steps", 0) or 0), int(trained.get("batch", FINETUNE_BATCH)), 0.2)
     if finetune_steps < 0:
         raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
     if rounds < 1:
