@@ -129,7 +129,7 @@ def configure_prune(p: argparse.ArgumentParser) -> None:
     size.add_argument("--hidden", type=int, nargs="+", help="hidden size to keep: one for all layers or one per layer")
     p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune in this many rounds, fine-tuning after each")
-    p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all (0: no fine-tuning)")
+    p.add_argument("--finetune-steps", type=int, default=0, help="trainer steps in all, of at least 64 streams each (0: no fine-tuning)")
     p.add_argument("--finetune-lr", type=number, help=f"peak learning rate (default {FINETUNE_LR:g})")
     p.add_argument("--finetune-dropout", type=number, help=f"dropout while fine-tuning (default {FINETUNE_DROPOUT:g})")
     p.add_argument("--distill", type=number, help="weight of the unpruned model's predictions in the "
@@ -163,7 +163,7 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="training text (default: the model's own corpus)")
     p.add_argument("--keeps", type=number, nargs="+", default=[1.0, 0.75, 0.5, 0.25],
                    help="fractions of hidden units to keep, each in (0, 1] (default 1.0 0.75 0.5 0.25)")
-    p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the model's training steps")
+    p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the characters the model was trained on, in steps of at least 64 streams")
     p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune each in this many rounds (default 1)")
     p.add_argument("--out", dest="out_dir", required=True, metavar="DIR")
