@@ -54,7 +54,7 @@ class DemoConfig:
     # (the learning rate is the trainer's default, lr 2e-2 decaying to 0: on Alice it beat the 5e-3 these
     # settings were chosen with, docs/experiments.md)
     keep: float = 0.5                  # fraction of hidden units the pruned model keeps
-    finetune_fraction: float = 0.2     # fine-tuning steps, as a fraction of the training steps
+    finetune_fraction: float = 0.2     # fine-tuning on this fraction of the characters training read
     # BLAS threads for training. One: OpenBLAS threads wait on each other when a core is busy elsewhere,
     # which slows a shared machine down several times over (measured: docs/experiments.md); on an idle
     # 2-core machine 2 threads could gain at most 2x.

@@ -51,7 +51,7 @@ class SearchConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     eval_every: int = 200                 # trainer steps between evaluations (= reports to Tune + checkpoints)
     typing_chars: int = 2000              # characters of the validation split typed to measure each candidate
-    finetune_fraction: float = 0.2        # fine-tuning steps of a pruned candidate, a fraction of the training steps
+    finetune_fraction: float = 0.2        # a pruned candidate fine-tunes on this fraction of the characters its training read
     seed: int = 0
 
     def __post_init__(self) -> None:

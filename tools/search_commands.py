@@ -56,7 +56,7 @@ def configure_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("--typing-chars", type=positive_int, metavar="N", default=keep,
                    help=f"validation characters typed to measure each candidate (default {c.typing_chars})")
     p.add_argument("--finetune-fraction", type=number, metavar="F", default=keep,
-                   help=f"fine-tuning steps of a pruned candidate, a fraction of its training steps (default {c.finetune_fraction:g})")
+                   help=f"a pruned candidate fine-tunes on this fraction of the characters its training read (default {c.finetune_fraction:g})")
     p.add_argument("--seed", type=whole_number(0), default=keep, help=f"draws the trials and seeds training (default {c.seed})")
     p.add_argument("--address", metavar="ADDRESS", default=None,
                    help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray for the run)")
