@@ -18,7 +18,9 @@ METADATA_KEY = "metadata"
 # and a header that declares more than that (a "1 TB array") must not make np.load try to allocate it.
 MAX_TOTAL_BYTES = 2 * 1024 ** 3
 # The only array dtypes save_npz ever writes (float32/float64 weights and optimizer state, int8 weights);
-# the metadata entry alone is a 0-d unicode string. Anything else (object, void, strings elsewhere) is refused.
+# the metadata entry alone is UTF-8 bytes (a 1-d uint8 array; files written before 2026-12-06 hold a 0-d unicode
+# string, 4 bytes per character: a model's lexicon took 170 KB there). Anything else (object, void, strings
+# elsewhere) is refused.
 ARRAY_DTYPES = frozenset({np.dtype("<f4"), np.dtype("<f8"), np.dtype("|i1")})
 # mkstemp creates files 0600; a written model should get the mode open() would give it (0666 & ~umask)
 _UMASK = os.umask(0)
@@ -77,12 +79,18 @@ def png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
+def _metadata_layout(dtype: np.dtype, shape: tuple) -> bool:
+    """Whether a metadata entry has a layout save_npz writes: UTF-8 bytes, or (older files) a 0-d unicode string."""
+    return (dtype == np.uint8 and len(shape) == 1) or (dtype.kind == "U" and shape == ())
+
+
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-    """Save named arrays plus a JSON metadata document (a 0-d string array) atomically."""
+    """Save named arrays plus a JSON metadata document (its UTF-8 bytes, a uint8 array) atomically."""
     if METADATA_KEY in arrays:
         raise ValueError(f"array name {METADATA_KEY!r} is reserved")
     payload = dict(arrays)
-    payload[METADATA_KEY] = np.array(json.dumps(metadata, ensure_ascii=False, allow_nan=False))
+    text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    payload[METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda handle: np.savez(handle, **payload))
 
 
@@ -126,7 +134,7 @@ def check_npz_headers(path: Path, what: str = "model") -> None:
             if dtype.hasobject:
                 raise CompactLMError(f"{path} contains object arrays, which compact-lm never loads")
             if key == METADATA_KEY:
-                if dtype.kind != "U" or shape != ():
+                if not _metadata_layout(dtype, shape):
                     raise CompactLMError(f"{path} has a malformed metadata entry")
             elif dtype not in ARRAY_DTYPES:
                 raise _member_error(path, what, name, f"has dtype {dtype}, expected float32, float64 or int8")
@@ -179,10 +187,12 @@ def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np
         reason = " ".join(str(error).split())[:200]
         raise CompactLMError(f"{path} is not a valid {what} file (damaged zip entry): {reason}") from None
     raw = arrays.pop(METADATA_KEY)
-    if raw.dtype.kind != "U" or raw.shape != ():
+    if not _metadata_layout(raw.dtype, raw.shape):
         raise CompactLMError(f"{path} has a malformed metadata entry")
     try:
-        metadata = json.loads(str(raw))
+        metadata = json.loads(str(raw) if raw.dtype.kind == "U" else raw.tobytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CompactLMError(f"{path} has metadata that is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise CompactLMError(f"{path} has metadata that is not valid JSON: {error}") from None
     if not isinstance(metadata, dict):

@@ -130,9 +130,9 @@ def test_truncated_model_file(tmp_path, tiny_model_path, capsys):
 def test_model_with_wrong_format_version(tmp_path, tiny_model_path, capsys):
     with np.load(tiny_model_path) as archive:
         arrays = {k: archive[k] for k in archive.files}
-    meta = json.loads(str(arrays.pop("metadata")))
+    meta = json.loads(arrays.pop("metadata").tobytes().decode("utf-8"))
     meta["format_version"] = 2
-    np.savez(tmp_path / "v2.npz", metadata=np.array(json.dumps(meta)), **arrays)
+    np.savez(tmp_path / "v2.npz", metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     code, _, err = run(capsys, "info", tmp_path / "v2.npz")
     assert_one_line_error(code, err, "format version 2")
 

@@ -22,14 +22,41 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert all(np.array_equal(again.params[n], model.params[n]) for n in model.params)
 
 
-def test_metadata_is_a_json_string_array_without_pickle(tmp_path):
+def test_metadata_is_utf8_json_bytes_without_pickle(tmp_path):
     random_model(**MODEL).save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
-        meta = json.loads(str(archive["metadata"]))
-        assert archive["metadata"].shape == () and archive["metadata"].dtype.kind == "U"
+        meta = json.loads(archive["metadata"].tobytes().decode("utf-8"))
+        assert archive["metadata"].ndim == 1 and archive["metadata"].dtype == np.uint8
     for key in ("format_version", "cell", "vocab_size", "embed_size", "hidden_sizes", "vocab", "unk_id", "steps"):
         assert key in meta
     assert meta["format_version"] == FORMAT_VERSION and meta["vocab"][0] == "<unk>"
+
+
+def test_metadata_takes_a_byte_per_ascii_character(tmp_path):
+    model = random_model(**MODEL)
+    model.info["metrics"] = {"note": "x" * 100_000}   # (only known keys are saved)
+    model.save(tmp_path / "m.npz")
+    assert (tmp_path / "m.npz").stat().st_size < 100_000 + 20_000   # 4 bytes a character as a unicode array
+
+
+def test_metadata_written_as_a_unicode_string_still_loads(tmp_path):
+    from compact_lm.fileio import load_npz
+    arrays, meta = load_npz(_save_unicode_metadata(tmp_path / "old.npz", {"format": "x", "word": "café"}))
+    assert meta == {"format": "x", "word": "café"} and set(arrays) == {"w"}
+
+
+def test_metadata_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    from compact_lm.fileio import load_npz
+    path = tmp_path / "bad.npz"
+    np.savez(path, w=np.zeros(2, np.float32), metadata=np.frombuffer(b'{"a": "\xff"}', np.uint8))
+    with pytest.raises(CompactLMError, match="metadata that is not UTF-8 text"):
+        load_npz(path)
+
+
+def _save_unicode_metadata(path, meta):
+    """An .npz as save_npz wrote them before 2026-12-06: the metadata a 0-d unicode string."""
+    np.savez(path, w=np.zeros(2, np.float32), metadata=np.array(json.dumps(meta, ensure_ascii=False)))
+    return path
 
 
 @pytest.mark.parametrize("damage, message", [
