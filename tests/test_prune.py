@@ -280,3 +280,4 @@ def test_the_fine_tuning_budget_is_a_fraction_of_the_characters_trained_on():
     assert finetune_budget(1_280, 64, 0.2) == 256      # a batch-64 run: 20 % of its steps
     assert finetune_budget(100, 128, 0.2) == 20        # a larger batch fine-tunes at its own
     assert finetune_budget(20, 4, 0.2) == 1            # at least one step
+    assert finetune_budget(10_400, 16, 0.0) == 0       # no fine-tuning asked for (search's --finetune-fraction 0)

@@ -281,7 +281,9 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
 
 def finetune_budget(train_steps: int, train_batch: int, fraction: float) -> int:
     """Fine-tuning steps (of finetune_config's batch) that read `fraction` of the characters that `train_steps`
-    steps of `train_batch` streams read (the same window length), at least 1."""
+    steps of `train_batch` streams read (the same window length): at least 1, but none for a fraction of 0."""
+    if fraction <= 0:
+        return 0
     return max(1, int(round(fraction * train_steps * train_batch / max(train_batch, FINETUNE_BATCH))))
 
 
