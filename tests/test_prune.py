@@ -261,23 +261,39 @@ def test_fine_tuning_uses_the_measured_settings():
     from compact_lm.tools.prune import FINETUNE_LR, finetune_config
     model = random_model("gru", (10, 8), **RANDOM)
     model.info["train_config"] = {"corpus": ["text.txt"], "lr": 5e-3, "dropout": 0.2, "min_lr_ratio": 0.05}
-    config = finetune_config(model, 560)
+    config = finetune_config(model, 560, train_chars=100_000)
     assert (config.steps, config.lr, config.dropout, config.distill) == (560, FINETUNE_LR, 0.0, 0.5)
     assert config.min_lr_ratio == 0.0 and config.warmup_steps == 11
 
 
-@pytest.mark.parametrize("trained_batch, finetune_batch", [(16, 64), (64, 64), (128, 128)])
-def test_fine_tuning_takes_at_least_64_streams_a_step(trained_batch, finetune_batch):
+@pytest.mark.parametrize("trained_batch, train_chars, streams", [
+    (16, 100_000, 64), (64, 100_000, 64), (128, 100_000, 128),
+    (16, 5_000, 38),      # (5,000 - 128) // 128: as many streams as have a window each
+    (16, 1_000, 16),      # fewer than the model's own: its own (which the batcher then refuses with its message)
+])
+def test_fine_tuning_takes_up_to_64_streams_a_step_as_the_corpus_allows(trained_batch, train_chars, streams):
     from compact_lm.tools.prune import finetune_config
     model = random_model("gru", (10, 8), **RANDOM)
-    model.info["train_config"] = {"corpus": ["text.txt"], "batch": trained_batch}
-    assert finetune_config(model, 100).batch == finetune_batch
+    model.info["train_config"] = {"corpus": ["text.txt"], "batch": trained_batch, "seq_len": 128}
+    assert finetune_config(model, 100, train_chars=train_chars).batch == streams
 
 
 def test_the_fine_tuning_budget_is_a_fraction_of_the_characters_trained_on():
     from compact_lm.tools.prune import finetune_budget
-    assert finetune_budget(10_400, 16, 0.2) == 520     # the batch-16 quality model: 2,080 steps' characters, 64 a step
-    assert finetune_budget(1_280, 64, 0.2) == 256      # a batch-64 run: 20 % of its steps
-    assert finetune_budget(100, 128, 0.2) == 20        # a larger batch fine-tunes at its own
-    assert finetune_budget(20, 4, 0.2) == 1            # at least one step
-    assert finetune_budget(10_400, 16, 0.0) == 0       # no fine-tuning asked for (search's --finetune-fraction 0)
+    assert finetune_budget(10_400, 16, 0.2, 64) == 520     # the batch-16 quality model: 2,080 steps' characters
+    assert finetune_budget(1_280, 64, 0.2, 64) == 256      # a batch-64 run: 20 % of its steps
+    assert finetune_budget(100, 16, 0.2, 38) == 8          # a short corpus's fewer streams: more steps
+    assert finetune_budget(20, 4, 0.2, 64) == 1            # at least one step
+    assert finetune_budget(10_400, 16, 0.0, 64) == 0       # no fine-tuning asked for (search's --finetune-fraction 0)
+
+
+def test_a_model_trained_with_16_streams_on_a_short_corpus_prunes_and_fine_tunes(tmp_path, alice_text, capsys):
+    from compact_lm.trainer import Trainer
+    from cli_helpers import run
+    corpus = tmp_path / "short.txt"
+    corpus.write_text(alice_text[:4000], encoding="utf-8")   # room for 16 streams of 128, not 64
+    Trainer(tiny_config(corpus, batch=16, seq_len=128, steps=4, eval_every=2), tmp_path / "run", progress=False).run()
+    code, out, err = run(capsys, "prune", tmp_path / "run" / "model.npz", "--keep", "0.5", "--finetune-steps", "2",
+                         "--out", tmp_path / "pruned.npz", "--quiet")
+    assert code == 0, err
+    assert load(tmp_path / "pruned.npz").info["pruning"][-1]["finetune_steps"] == 2

@@ -32,8 +32,8 @@ def _cmd_prune(args) -> int:
     if args.finetune_steps or args.calibration is None:
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
+        check_corpus_files(finetune_config(model, 1, corpus=corpus, batch=1))   # a bad file fails before any work
         config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
-        check_corpus_files(config)
     calibration_text = (read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
                         if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:

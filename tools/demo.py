@@ -132,16 +132,17 @@ def train(config: DemoConfig, out: Path, progress: bool, log):
     return trainer, trainer.run().model
 
 
-def prune(model, train_steps: int, config: DemoConfig, out: Path, progress: bool, log):
+def prune(model, trainer, config: DemoConfig, out: Path, progress: bool, log):
     """Keep `config.keep` of the hidden units, then fine-tune (distilling from the full model) on a fraction of the
-    characters training read."""
-    from .prune import calibration_ids_from_corpus, finetune_budget, finetune_config, prune_model, target_sizes
-    steps = finetune_budget(train_steps, config.batch, config.finetune_fraction)
-    finetune = finetune_config(model, steps)
+    characters `trainer`'s run read."""
+    from .prune import CALIBRATION_CHARS, finetune_batch, finetune_budget, finetune_config, prune_model, target_sizes
+    train = trainer.corpus.train
+    streams = finetune_batch(config.batch, config.seq_len, len(train))
+    steps = finetune_budget(trainer.step, config.batch, config.finetune_fraction, streams)
+    finetune = finetune_config(model, steps, train_chars=len(train))
     sizes = target_sizes(model.config.hidden_sizes, keep=config.keep)
     return prune_model(model, sizes, finetune_steps=steps, train_config=finetune,
-                       calibration_ids=calibration_ids_from_corpus(model, finetune), work_dir=out,
-                       progress=progress, log=log)
+                       calibration_ids=train[-CALIBRATION_CHARS:], work_dir=out, progress=progress, log=log)
 
 
 def export_all(models: dict, out: Path) -> None:
@@ -202,9 +203,9 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
         metrics = model.info["metrics"]
         corpus = trainer.corpus
         stage(f"evaluate: {trainer.step} steps, val {metrics['val']['bpc']:.4f} bpc, test {metrics['test']['bpc']:.4f} bpc")
-        stage(f"prune to keep {config.keep:g} of the hidden units + fine-tune "
-              f"{config.finetune_fraction:.0%} of {trainer.step} steps")
-        pruned = prune(model, trainer.step, config, out, progress, log)
+        stage(f"prune to keep {config.keep:g} of the hidden units + fine-tune on "
+              f"{config.finetune_fraction:.0%} of the characters training read")
+        pruned = prune(model, trainer, config, out, progress, log)
     stage(f"pruned: hidden {list(pruned.config.hidden_sizes)}, val "
           f"{pruned.info['metrics']['val']['bpc']:.4f} bpc; quantize both to int8")
     models = {"model": model, "model-int8": quantize_model(model), "pruned": pruned, "pruned-int8": quantize_model(pruned)}

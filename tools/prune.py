@@ -27,6 +27,8 @@ The runs behind these choices, and the variants of what `reconstruction` rebuild
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +49,8 @@ FINETUNE_LR = 4e-2
 FINETUNE_DISTILL = 0.5
 FINETUNE_MIN_LR_RATIO = 0.0
 FINETUNE_WARMUP_FRACTION = 0.02     # of the fine-tuning steps
-# Streams per fine-tuning step, at least: a budget of characters goes further in fewer, larger steps here
+# Streams per fine-tuning step, at least (as far as the corpus allows: finetune_batch): a budget of characters
+# goes further in fewer, larger steps here
 # (the batch-16 quality model, keep 0.5, 20 % of its training characters: 2.0755 val bpc in 520 steps of 64
 # streams against 2.0962 in 2,080 of 16; docs/experiments.md, "Fine-tuning a pruned model")
 FINETUNE_BATCH = 64
@@ -262,29 +265,44 @@ def prune_once(model: Model, sizes: tuple[int, ...], *, criterion: str | None = 
     return refit_readers(model, pruned, keep, stats.outputs) if stats is not None else pruned
 
 
-def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None = None, **overrides):
+def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None = None, train_chars: int | None = None,
+                    **overrides):
     """The model's own training config (data pipeline, optimizer), with a budget of `steps` and the
-    fine-tuning settings above (dropout, learning rate and its schedule, distillation, at least FINETUNE_BATCH
-    streams), which `overrides` may replace."""
+    fine-tuning settings above (dropout, learning rate and its schedule, distillation, finetune_batch's streams),
+    which `overrides` may replace. `train_chars`: the length of the training split, if the caller has it (else the
+    corpus is read to know it)."""
     from compact_lm.config import TrainConfig
     saved = dict(model.info.get("train_config") or {})
     if not saved and not corpus:
         raise SettingError("corpus", "the model carries no training config: give {corpus} for fine-tuning")
     saved.update(dropout=FINETUNE_DROPOUT, lr=FINETUNE_LR, distill=FINETUNE_DISTILL, min_lr_ratio=FINETUNE_MIN_LR_RATIO,
-                 teacher=None, init=None, batch=max(int(saved.get("batch", 1)), FINETUNE_BATCH))
+                 teacher=None, init=None)
     saved.update(_budget(saved, steps))
     if corpus:
         saved["corpus"] = list(corpus)
     saved.update(overrides)
-    return TrainConfig.from_json(saved)
+    config = TrainConfig.from_json(saved)
+    if "batch" not in overrides:
+        if train_chars is None:
+            from compact_lm.trainer import prepare_corpus
+            train_chars = len(prepare_corpus(config, model.vocab).train)
+        config = dataclasses.replace(config, batch=finetune_batch(config.batch, config.seq_len, train_chars))
+    return config
 
 
-def finetune_budget(train_steps: int, train_batch: int, fraction: float) -> int:
-    """Fine-tuning steps (of finetune_config's batch) that read `fraction` of the characters that `train_steps`
+def finetune_batch(batch: int, seq_len: int, train_chars: int) -> int:
+    """Streams per fine-tuning step: the model's own `batch`, raised to FINETUNE_BATCH as far as a training split of
+    `train_chars` characters gives every stream a window of `seq_len` (a short corpus keeps fewer)."""
+    fits = (train_chars - seq_len) // seq_len   # the most streams with one window each (data.StreamBatcher)
+    return max(batch, min(FINETUNE_BATCH, fits))
+
+
+def finetune_budget(train_steps: int, train_batch: int, fraction: float, finetune_streams: int) -> int:
+    """Fine-tuning steps of `finetune_streams` streams that read `fraction` of the characters that `train_steps`
     steps of `train_batch` streams read (the same window length): at least 1, but none for a fraction of 0."""
     if fraction <= 0:
         return 0
-    return max(1, int(round(fraction * train_steps * train_batch / max(train_batch, FINETUNE_BATCH))))
+    return max(1, int(round(fraction * train_steps * train_batch / finetune_streams)))
 
 
 def _budget(settings: dict, steps: int) -> dict:

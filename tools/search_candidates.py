@@ -119,7 +119,7 @@ def make_candidates(model, *, keeps, precisions, finetune_steps: int, train_ids,
             steps = finetune_steps
             sizes = target_sizes(model.config.hidden_sizes, keep=keep)
             pruned = prune_model(model, sizes, finetune_steps=steps,
-                                 train_config=finetune_config(model, max(steps, 1)) if steps else None,
+                                 train_config=finetune_config(model, max(steps, 1), train_chars=len(train_ids)) if steps else None,
                                  calibration_ids=train_ids[-CALIBRATION_CHARS:], work_dir=folder, log=log,
                                  val_ids=val_ids, unpruned_val_bpc=unpruned_bpc)
         original_info, pruned.info = pruned.info, deterministic_info(pruned.info)

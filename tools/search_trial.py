@@ -23,7 +23,7 @@ from compact_lm.config import TrainConfig
 from compact_lm.errors import CompactLMError, Interrupted, TrainingDiverged
 from compact_lm.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainResult
 
-from .prune import finetune_budget
+from .prune import finetune_batch, finetune_budget
 from .search_candidates import Budget, candidate_stem, make_candidates, rank_key
 from .search_estimate import oversized
 
@@ -231,9 +231,11 @@ def _train_and_measure(spec: dict, config: TrainConfig, budget: Budget, run: Pat
     val_bpc = model.info["metrics"]["val"]["bpc"]
     folder = run / "candidates"
     folder.mkdir(exist_ok=True)
+    streams = finetune_batch(config.batch, config.seq_len, len(trainer.corpus.train))
+    finetune_steps = finetune_budget(trainer.step, config.batch, spec["finetune_fraction"], streams)
     try:
         rows, skipped = make_candidates(model, keeps=spec["keeps"], precisions=spec["precisions"],
-                                        finetune_steps=finetune_budget(trainer.step, config.batch, spec["finetune_fraction"]),
+                                        finetune_steps=finetune_steps,
                                         train_ids=trainer.corpus.train, val_ids=trainer.corpus.val,
                                         val_text=split_texts(config)[1], typing_chars=spec["typing_chars"],
                                         folder=folder,

@@ -12,7 +12,7 @@ from compact_lm.fileio import atomic_write, png_bytes
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
 
-from .prune import (CALIBRATION_CHARS, FINETUNE_BATCH, finetune_budget, finetune_config, prune_model, resolve_criterion,
+from .prune import (CALIBRATION_CHARS, finetune_budget, finetune_config, prune_model, resolve_criterion,
                     target_sizes)
 from .quantize import quantize_model
 
@@ -25,10 +25,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     """Run the sweep; returns one row per (keep, precision) and writes sweep.md / sweep.json / sweep.png."""
     out = Path(out_dir)
     original = open_model(model_path).as_float(f"{model_path} is quantized; sweep starts from the float model")
-    if finetune_steps is None:   # 20 % of the characters of the original run
-        trained = original.info.get("train_config") or {}
-        finetune_steps = finetune_budget(int(original.info.get("steps", 0) or 0), int(trained.get("batch", FINETUNE_BATCH)), 0.2)
-    if finetune_steps < 0:
+    if finetune_steps is not None and finetune_steps < 0:
         raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
     if rounds < 1:
         raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
@@ -40,8 +37,14 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     if repeated:
         raise SettingError("keeps", "{keep} is given twice (its files would replace each other)", keep=repeated[0])
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
-    config = finetune_config(original, max(finetune_steps, 1), corpus=corpus)
-    data = prepare_corpus(config, original.vocab, utf8_hint=SAVE_AS_UTF8)
+    # (only the corpus and its splits matter to prepare_corpus: batch=1 spares finetune_config reading it first)
+    data = prepare_corpus(finetune_config(original, 1, corpus=corpus, batch=1), original.vocab, utf8_hint=SAVE_AS_UTF8)
+    config = finetune_config(original, 1, corpus=corpus, train_chars=len(data.train))
+    if finetune_steps is None:   # 20 % of the characters of the original run
+        trained = original.info.get("train_config") or {}
+        finetune_steps = finetune_budget(int(original.info.get("steps", 0) or 0),
+                                         int(trained.get("batch", config.batch)), 0.2, config.batch)
+    config = finetune_config(original, max(finetune_steps, 1), corpus=corpus, train_chars=len(data.train))
     # every argument is checked above, before the folder or any file in it is touched
     try:
         out.mkdir(parents=True, exist_ok=True)
