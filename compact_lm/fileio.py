@@ -90,7 +90,9 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: d
         raise ValueError(f"array name {METADATA_KEY!r} is reserved")
     payload = dict(arrays)
     text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
-    payload[METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    # a lone surrogate (a file name that was not UTF-8, as Python decodes it) becomes its JSON escape \udcXX,
+    # which reads back as the same string
+    payload[METADATA_KEY] = np.frombuffer(text.encode("utf-8", "backslashreplace"), dtype=np.uint8)
     atomic_write(path, lambda handle: np.savez(handle, **payload))
 
 
@@ -195,6 +197,8 @@ def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np
         raise CompactLMError(f"{path} has metadata that is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise CompactLMError(f"{path} has metadata that is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CompactLMError(f"{path} has metadata nested too deeply to read") from None
     if not isinstance(metadata, dict):
         raise CompactLMError(f"{path} has metadata that is not a JSON object")
     for name, array in arrays.items():

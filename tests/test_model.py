@@ -53,6 +53,21 @@ def test_metadata_that_is_not_utf8_is_refused_in_one_line(tmp_path):
         load_npz(path)
 
 
+def test_metadata_with_a_lone_surrogate_saves_and_reads_back(tmp_path):
+    from compact_lm.fileio import load_npz, save_npz
+    meta = {"corpus": ["caf\udce9.txt"], "word": "café"}   # a file name that was not UTF-8, as Python decodes it
+    save_npz(tmp_path / "m.npz", {"w": np.zeros(2, np.float32)}, meta)
+    assert load_npz(tmp_path / "m.npz")[1] == meta
+
+
+def test_metadata_nested_too_deeply_is_refused_in_one_line(tmp_path):
+    from compact_lm.fileio import load_npz
+    path = tmp_path / "deep.npz"
+    np.savez(path, w=np.zeros(2, np.float32), metadata=np.frombuffer(b"[" * 200_000 + b"]" * 200_000, np.uint8))
+    with pytest.raises(CompactLMError, match="nested too deeply"):
+        load_npz(path)
+
+
 def _save_unicode_metadata(path, meta):
     """An .npz as save_npz wrote them before 2026-12-06: the metadata a 0-d unicode string."""
     np.savez(path, w=np.zeros(2, np.float32), metadata=np.array(json.dumps(meta, ensure_ascii=False)))
