@@ -74,15 +74,19 @@ def simulate_typing(completer: Autocompleter, text: str, k: int = 3) -> TypingRe
 def simulate_typing_side_by_side(completers: list[Autocompleter], text: str, k: int = 3,
                                  block: int = SIDE_BY_SIDE_BLOCK) -> list[TypingReport]:
     """simulate_typing for each completer, in turns of `block` keystrokes (each its own session; the one that
-    went first goes last in the next turn), so that their latencies are measured under the same machine load.
+    went first goes last in the next turn, so each types 2 x block keys in a row but at the start and the end), so
+    that their latencies are measured under the same machine load.
     In blocks rather than key by key: a completer typing alone runs with its own data in the CPU's caches, as it
     would in use (key by key, each would pay for the other's data: learning's extra arrays slowed the model
     without learning and shrank the ratio between them)."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise CompactLMError(f"block must be a whole number >= 1, got {block!r}")
     typists = [_Typist(completer, text, k) for completer in completers]
-    positions = typists[0].positions if typists else 0
+    # (each its own length: normalization may lengthen the text, as lowercasing "İ" does)
+    positions = max((typist.positions for typist in typists), default=0)
     for turn, begin in enumerate(range(0, positions, block)):
         for typist in (typists if turn % 2 == 0 else typists[::-1]):
-            typist.type(begin, min(begin + block, positions))
+            typist.type(begin, min(begin + block, typist.positions))
     return [typist.report() for typist in typists]
 
 

@@ -191,7 +191,8 @@ def test_side_by_side_typing_reports_what_typing_alone_does(tiny_model_path, ali
     together = simulate_typing_side_by_side([Autocompleter(backend, user_words=words) for words in (None, UserWords())],
                                             text, block=7)
     for one, other in zip(alone, together):
-        assert (one.keystrokes, one.accepts, one.top1_accuracy) == (other.keystrokes, other.accepts, other.top1_accuracy)
+        assert {**one.to_json(), "latency_ms": None} == {**other.to_json(), "latency_ms": None}
+        assert one.accepts == other.accepts
     assert together[1].keystrokes != together[0].keystrokes   # learning changed something: the two were not mixed up
 
 
@@ -209,3 +210,22 @@ def test_side_by_side_typing_takes_turns_in_blocks_each_starting_a_turn_in_turn(
     completers[0].name, completers[1].name = "a", "b"
     simulate_typing_side_by_side(completers, "the cat sat on the mat", block=5)   # 22 keys: positions 1-22 type
     assert "".join(typed) == "aaaa" + "bbbb" + "bbbbb" + "aaaaa" + "aaaaa" + "bbbbb" + "bbbbb" + "aaaaa" + "aaa" + "bbb"
+
+
+def test_side_by_side_typing_types_each_completers_whole_text():
+    """Normalization may change a text's length (lowercasing "İ" gives two code points): each typist types its own."""
+    text = "İstanbul is big. İzmir is big too. "
+    plain_vocab, lower_vocab = Vocab.build(text), Vocab.build(text, lowercase=True)
+    completers = [Autocompleter(OracleBackend(text, plain_vocab)),
+                  Autocompleter(OracleBackend(lower_vocab.normalize(text), lower_vocab))]
+    for order in (completers, completers[::-1]):
+        reports = simulate_typing_side_by_side(order, text, block=4)
+        assert [r.chars for r in reports] == [simulate_typing(c, text).chars for c in order]
+        assert [r.keystrokes for r in reports] == [simulate_typing(c, text).keystrokes for c in order]
+
+
+@pytest.mark.parametrize("block", [0, -3, 1.5, True])
+def test_side_by_side_typing_refuses_a_bad_block(tiny_model_path, block):
+    from compact_lm.errors import CompactLMError
+    with pytest.raises(CompactLMError, match="block must be a whole number >= 1"):
+        simulate_typing_side_by_side([Autocompleter(str(tiny_model_path))], "the cat ", block=block)
