@@ -37,7 +37,7 @@ STATE_KIND = "compact-lm-train-state"
 STATE_FORMAT_VERSION = 1
 MODEL_FILE, STATE_FILE = "model.npz", "state.npz"
 # memorizing_note: this many evaluations in a row, each this many bpc above the best validation bpc (the
-# validation bpc of a run that generalizes wanders by up to ~0.1 between two evaluations, and not for long:
+# validation bpc of a run that generalizes wanders by up to ~0.15 between two evaluations, and not for long:
 # tinyshakespeare's 10-minute runs, docs/experiments.md; Alice at H=256 and dropout 0.2 rose by 0.23 for 1,000 steps)
 MEMORIZING_EVALUATIONS, MEMORIZING_MARGIN = 5, 0.05
 

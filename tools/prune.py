@@ -27,9 +27,7 @@ The runs behind these choices, and the variants of what `reconstruction` rebuild
 """
 from __future__ import annotations
 
-import dataclasses
-
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -286,7 +284,7 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
         if train_chars is None:
             from compact_lm.trainer import prepare_corpus
             train_chars = len(prepare_corpus(config, model.vocab).train)
-        config = dataclasses.replace(config, batch=finetune_batch(config.batch, config.seq_len, train_chars))
+        config = replace(config, batch=finetune_batch(config.batch, config.seq_len, train_chars))
     return config
 
 
