@@ -44,11 +44,11 @@ class DemoConfig:
     steps: int | None = None           # a step budget instead of minutes (deterministic; for tests)
     embed: int = 64
     hidden: int = 256
-    # 16 streams a step, as the trainer's default (one 4-minute run each, docs/experiments.md: val 1.8028 / test
-    # 1.9672 against 1.8268 / 1.9995 at 64 streams), evaluated every 400 steps (as many characters apart as 100 of 64)
-    batch: int = 16
+    # 64 streams a step, not the trainer's 16: on Alice with lr 2e-2, 2 of 3 demo runs at 16 had a loss spike
+    # (val bpc 6.7 at step 800) before recovering; every run at 64 was smooth (docs/experiments.md)
+    batch: int = 64
     seq_len: int = 128
-    eval_every: int = 400
+    eval_every: int = 100
     # Alice's training split is 133k characters: H=256 memorizes it, so the demo regularizes more than
     # the trainer's defaults (the 4-minute runs that chose this: docs/experiments.md).
     dropout: float = 0.3
