@@ -318,7 +318,7 @@ def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence
     for name in ORT_FILES if ort.dist is not None else ():
         _copy(ort.dist / name, out / ORT_FOLDER / name)
     log(f"wrote the site for {model} ({len(model_bytes):,} bytes, {site['checked']['cell']} "
-        f"{'int8' if site['checked']['int8'] else 'fp32'}) into {out}: " + ", ".join(sorted(files)))
+        f"{'int8' if site['checked']['int8'] else 'fp32'}) into {out}: " + ", ".join(sorted([*files, SITE_MARKER])))
     log(ort.describe())
     return site
 
