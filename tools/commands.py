@@ -19,8 +19,8 @@ def _load_float(path: str, action: str):
 
 def _cmd_prune(args) -> int:
     from compact_lm.data import read_text
-    from .prune import (calibration_ids_from_corpus, check_corpus_files, finetune_config, prune_model,
-                        resolve_criterion, target_sizes)
+    from compact_lm.trainer import prepare_corpus
+    from .prune import calibration_ids_from_corpus, finetune_config, prune_model, resolve_criterion, target_sizes
     if same_file(args.model, args.out):
         raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
     model = _load_float(args.model, "prune")
@@ -32,8 +32,9 @@ def _cmd_prune(args) -> int:
     if args.finetune_steps or args.calibration is None:
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
-        check_corpus_files(finetune_config(model, 1, corpus=corpus, batch=1))   # a bad file fails before any work
-        config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, **overrides)
+        # read once up front: a bad file fails before any work, and the split's length sets the streams a step
+        train = prepare_corpus(finetune_config(model, 1, corpus=corpus, batch=1), model.vocab, utf8_hint=SAVE_AS_UTF8).train
+        config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, train_chars=len(train), **overrides)
     calibration_text = (read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
                         if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:

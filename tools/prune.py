@@ -317,13 +317,6 @@ def finetune(model: Model, config, out_dir, *, teacher: Model | None = None, pro
     return Trainer(config, out_dir, init_model=model, teacher=teacher, progress=progress).run().model
 
 
-def check_corpus_files(config) -> None:
-    """Read the fine-tuning corpus once up front, so that a bad file is refused before any work or write."""
-    from compact_lm.data import SAVE_AS_UTF8, read_corpus
-    if config.corpus:
-        read_corpus(list(config.corpus), encoding_errors=config.encoding_errors, utf8_hint=SAVE_AS_UTF8)
-
-
 def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
     """The last CALIBRATION_CHARS characters of the training split (never validation text)."""
     from compact_lm.trainer import prepare_corpus
