@@ -954,10 +954,15 @@ export class ContextCache {
     this._vectors = [];                          // unit-length state per slot (Float32Array; undefined until it lands)
     this._words = new Array(size).fill(null);   // the word in each slot (null: empty or taken back)
     this._times = new Float64Array(size);        // when each slot's word was added
+    // the distinct words in a slot, in code point order, and each slot's index into them (as Python's _sorted and
+    // _bins): a word start sums the weights per word straight into that order, with no sort
+    this._sorted = [];
+    this._uses = new Map();                      // word -> how many slots hold it
+    this._bins = new Int32Array(size);           // 1 + that index (0: none)
     this._inflight = new Set();                  // states not yet landed
     this.added = 0;                              // words added so far (the clock; slot = added % size)
     this._version = 0;                           // changes whenever a slot does
-    this._query = null;                          // {version, held, changes, state, words, weights}
+    this._query = null;                          // {version, held, changes, state, weights}
     this._unheld = new Set();                    // words kept here the dictionary no longer has, as of its
     this._removalsSeen = null;                   // `removals` count then (a word added is held)
     this._heldSeen = null;
@@ -966,8 +971,17 @@ export class ContextCache {
   /** Keep `word` with (a promise of) the model's state where it began; returns what remove() takes. */
   add(state, word) {
     const slot = this.added % this.size;
+    this._empty(slot);
     this._words[slot] = word;
     this._vectors[slot] = undefined;
+    const count = this._uses.get(word) ?? 0;
+    if (!count) {   // a new word: the indices at and after its place move up one
+      const at = lowerBound(this._sorted, word, compareCodePoints);
+      this._sorted.splice(at, 0, word);
+      for (let i = 0; i < this.size; i++) if (this._bins[i] > at) this._bins[i] += 1;
+    }
+    this._uses.set(word, count + 1);
+    this._bins[slot] = lowerBound(this._sorted, word, compareCodePoints) + 1;
     this._unheld.delete(word);
     this.added += 1;
     const added = this.added;
@@ -976,7 +990,7 @@ export class ContextCache {
     const landed = Promise.resolve(state).then((values) => {
       if (this._times[slot] === added) { this._vectors[slot] = unitVector(values); this._version += 1; }
     }, () => {   // the model failed (that error reaches whoever awaits the state): the use is left out
-      if (this._times[slot] === added && this._words[slot] === word) { this._words[slot] = null; this._version += 1; }
+      if (this._times[slot] === added && this._words[slot] === word) { this._empty(slot); this._version += 1; }
     });
     this._inflight.add(landed);
     landed.then(() => this._inflight.delete(landed));
@@ -986,8 +1000,24 @@ export class ContextCache {
   /** Take back one add() (its return value), if its slot still holds that use. */
   remove([slot, added]) {
     if (this._times[slot] === added && this._words[slot] !== null) {
-      this._words[slot] = null;
+      this._empty(slot);
       this._version += 1;
+    }
+  }
+
+  _empty(slot) {
+    const word = this._words[slot];
+    if (word === null) return;
+    this._words[slot] = null;
+    this._bins[slot] = 0;
+    const count = this._uses.get(word) - 1;
+    if (count) {
+      this._uses.set(word, count);
+    } else {   // its last use: the indices after it move down one
+      this._uses.delete(word);
+      const at = lowerBound(this._sorted, word, compareCodePoints);
+      this._sorted.splice(at, 1);
+      for (let i = 0; i < this.size; i++) if (this._bins[i] > at + 1) this._bins[i] -= 1;
     }
   }
 
@@ -1004,44 +1034,49 @@ export class ContextCache {
       && query.state.length === state.length && query.state.every((x, i) => x === state[i]);
     if (!same) {
       query = this._query = { version: this._version, held, changes: held.changes, state: Float32Array.from(state),
-        ...this._weigh(state, held) };
+        weights: this._weigh(state, held) };
     }
-    const { words, weights } = query;
+    const words = this._sorted, weights = query.weights;   // (_sorted changes only with the version)
     const [lo, hi] = prefixRange(words, prefix);
     let total = 0;
     for (let i = lo; i < hi; i++) total += weights[i];   // left to right, as Python
-    if (!(total > 0)) return [];
+    if (!(total > 0) || k < 1) return [];
+    // the k largest, in one pass: a later index enters only with a larger weight (ties: code point order)
     const top = [];
-    for (let i = lo; i < hi; i++) top.push(i);
-    top.sort((a, b) => (weights[a] > weights[b] ? -1 : weights[a] < weights[b] ? 1 : a - b));
-    return top.slice(0, k).map((i) => [words[i], weights[i] / total]);
+    for (let i = lo; i < hi; i++) {
+      const weight = weights[i];
+      if (!(weight > 0) || (top.length === k && weight <= weights[top[k - 1]])) continue;
+      let at = top.length === k ? k - 1 : top.length;
+      while (at > 0 && weights[top[at - 1]] < weight) { top[at] = top[at - 1]; at -= 1; }
+      top[at] = i;
+    }
+    return top.map((i) => [words[i], weights[i] / total]);
   }
 
-  /** The words in some slot. */
-  _live() {
-    return new Set(this._words.filter((w) => w !== null));
-  }
-
+  /** weight(w | state) of every word in _sorted (0 for one `held` does not have). */
   _weigh(state, held) {
-    const used = Math.min(this.added, this.size), query = unitVector(state), totals = new Map();
-    for (let slot = 0; slot < used; slot++) {
-      const word = this._words[slot], vector = this._vectors[slot];
-      if (word === null || vector === undefined) continue;
+    const totals = new Float64Array(this._sorted.length + 1);   // [0]: the empty slots' bin
+    if (!this._sorted.length) return totals.subarray(1);
+    const used = Math.min(this.added, this.size), query = unitVector(state);
+    for (let slot = 0; slot < used; slot++) {   // one sum per word, in slot order (as Python's bincount)
+      const vector = this._vectors[slot];
+      if (this._bins[slot] === 0 || vector === undefined) continue;
       let cosine = 0;
       for (let i = 0; i < vector.length; i++) cosine += vector[i] * query[i];
-      const weight = Math.exp(this.theta * cosine - (this.added - this._times[slot]) * this._rate);
-      totals.set(word, (totals.get(word) ?? 0) + weight);
+      totals[this._bins[slot]] += Math.exp(this.theta * cosine - (this.added - this._times[slot]) * this._rate);
     }
     const removals = held.removals;   // (read first, as Python)
     if (removals !== this._removalsSeen || held !== this._heldSeen) {   // words left the dictionary: which of ours
-      this._unheld = new Set([...this._live()].filter((w) => !held.has(w)));
+      this._unheld = new Set(this._sorted.filter((w) => !held.has(w)));
       this._removalsSeen = removals;
       this._heldSeen = held;
     } else if (this._unheld.size) {   // a word learned again (by another session) is proposed again
       this._unheld = new Set([...this._unheld].filter((w) => !held.has(w)));
     }
-    const words = [...totals.keys()].filter((w) => totals.get(w) !== 0 && !this._unheld.has(w)).sort(compareCodePoints);
-    return { words, weights: Float64Array.from(words, (w) => totals.get(w)) };
+    for (const word of this._unheld) {
+      if (this._uses.has(word)) totals[lowerBound(this._sorted, word, compareCodePoints) + 1] = 0;
+    }
+    return totals.subarray(1);
   }
 }
 
