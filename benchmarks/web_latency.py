@@ -1,6 +1,7 @@
 """Keystroke latency of the JavaScript runtime against Python, side by side in one run (issue 14's bars).
 
     cd benchmarks && python web_latency.py --onnx M.onnx M-int8.onnx PRUNED-int8.onnx [--chars 2000]
+    cd benchmarks && python web_latency.py --learning --onnx M-int8.onnx [--chars 10000]
 
 For each .onnx step graph: per keystroke (type one character into a session + top-3 completions, beam 4)
 p50 / p90 / p99 over --chars held-out characters, in Python onnxruntime, Node onnxruntime-node, Node
@@ -8,6 +9,11 @@ onnxruntime-web (WASM) and headless Chromium onnxruntime-web (WASM, one thread);
 1 and 4 in each; then the page of `compact-lm web` in Chromium: first load from 127.0.0.1 to the first
 suggestion shown, and the bytes it transfers (runtime, model, page). Held-out text: tinyshakespeare's test
 split (its last 5 %, never trained on). Needs `npm ci --ignore-scripts` in web/, chromium, playwright.
+
+With --learning, instead: the JavaScript runtime's keystroke latency with learning on against off, on
+onnxruntime-node (web/bench/learning.mjs): learning off, the user's words, and the user's words with the
+context cache, typed side by side in turns of 500 keystrokes, as `compact-lm eval-complete --learn` does in
+Python (issue 15's latency bar: p50 with learning on <= 1.2x off). Needs only Node and web/node_modules.
 """
 from __future__ import annotations
 
@@ -146,13 +152,41 @@ def page_load(browser, site: Site, loads: int = 5) -> dict:
     return {"first_suggestion_ms": summary(times), "bytes": transferred}
 
 
+def learning_figures(model: Path, text_path: Path, chars: int) -> dict:
+    done = subprocess.run(["node", "bench/learning.mjs", str(model), str(text_path), str(chars)],
+                          cwd=REPO / "web", capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"node bench/learning.mjs failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_learning(models: list[Path], text: str) -> None:
+    """The --learning table: each model's three sessions, typed side by side in Node."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text_path = Path(tmp) / "text.txt"
+        text_path.write_text(text, encoding="utf-8")
+        for model in models:
+            figures = learning_figures(model.resolve(), text_path, len(text))
+            off = figures["off"]["p50"]
+            print(f"\n{model.name} ({model.stat().st_size:,} bytes), onnxruntime-node {figures['ort']['node']}, "
+                  f"{figures['chars']:,} held-out characters typed side by side")
+            print(f"{'learning':<26} {'keystroke p50':>13} {'p90':>7} {'p99':>7} {'x off':>6}  (ms)")
+            for name, label in (("off", "off"), ("words", "the user's words"), ("cache", "+ the context cache")):
+                k = figures[name]
+                print(f"{label:<26} {k['p50']:>13.3f} {k['p90']:>7.3f} {k['p99']:>7.3f} {k['p50'] / off:>6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", nargs="+", required=True, metavar="MODEL.onnx", help="step graphs to measure")
     parser.add_argument("--chars", type=int, default=2000, help="held-out characters typed (default 2000)")
+    parser.add_argument("--learning", action="store_true",
+                        help="instead: JavaScript keystroke latency with learning on against off (Node)")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
     text = held_out_text(args.chars)
+    if args.learning:
+        return print_learning([Path(model) for model in args.onnx], text)
+    from playwright.sync_api import sync_playwright
     print(blas_description())
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
