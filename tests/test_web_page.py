@@ -347,7 +347,7 @@ def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_
     area.focus()
     page.keyboard.type(typed + again)
     shown = shown_for(page, typed + again)
-    learning = Autocompleter(python_completer.backend, user_words=UserWords())
+    learning = Autocompleter(python_completer.backend, user_words=UserWords(), context_cache=True)
     session = learning.session()
     for char in typed + again:
         session.type(char)
@@ -383,6 +383,31 @@ def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_
     page.close()
 
 
+def test_learning_on_the_page_weighs_words_by_their_context(browser, server, python_completer):
+    """With learning on, the page's shares of two learned words are Python's with the context cache (site.json's
+    contextCache), not the dictionary's alone."""
+    from compact_lm.autocomplete import Autocompleter
+    from compact_lm.user_words import UserWords
+    typed = "Zyzzyx rose. Zyzzyb fell and Zyzzyx rose. Zyz"
+    page = open_page(browser, server.url, DESKTOP)
+    page.locator("#learn").check()
+    page.locator("#text").focus()
+    page.keyboard.type(typed)
+    shown = shown_for(page, typed)
+    probs = {}
+    for cache in (True, False):
+        session = Autocompleter(python_completer.backend, user_words=UserWords(), context_cache=cache).session()
+        for char in typed:   # key by key, as the page types (a paste keeps no states for the cache)
+            session.type(char)
+        probs[cache] = {s.text: s.prob for s in session.suggestions(3)}
+    got = {c["text"]: c["prob"] for c in shown["state"]["suggestions"]}
+    assert {"zyx", "zyb"} <= got.keys() and got.keys() == probs[True].keys()
+    assert got == pytest.approx(probs[True], rel=1e-4)
+    assert got["zyb"] != pytest.approx(probs[False]["zyb"], rel=1e-2)
+    assert page.errors == []
+    page.close()
+
+
 def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server, python_completer):
     """Accept a learned word, then ",": the page's words are Python's after type, accept, type "," (the word learned
     once: a backspace and the comma would take it back and learn it again, moving the clock by two)."""
@@ -399,8 +424,9 @@ def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server,
     page.keyboard.type(",")
     shown_for(page, "Zyzzyx and Zyzzyx,")
     words = UserWords()
-    session = Autocompleter(python_completer.backend, user_words=words).session()
-    session.type("Zyzzyx and Zy")
+    session = Autocompleter(python_completer.backend, user_words=words, context_cache=True).session()
+    for char in "Zyzzyx and Zy":   # key by key, as the page types (a paste keeps no states for the cache)
+        session.type(char)
     session.accept("zzyx")
     session.type(",")
     assert session.text == "Zyzzyx and Zyzzyx,"

@@ -495,6 +495,7 @@ async function start() {
   completer = await stage(`The model ${site.model.name} could not be loaded`, modelHint,
     () => Autocompleter.create(model, {
       ort, beam: site.options?.beam ?? 4, maxChars: site.options?.maxChars ?? 16, sequence,
+      contextCache: site.options?.contextCache ?? false,   // (used only while "Learn my words" is on)
       name: site.model.name, sequenceName: site.sequence?.name,   // the files' own names in error messages
     }));
   session = completer.session();
