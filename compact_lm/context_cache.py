@@ -13,8 +13,9 @@ the typed part p of the word share
     P_cache(w | h, p) = weight(w | h) / sum over the words v continuing p of weight(v | h),
 which takes the dictionary's place in the mixture (Autocompleter._mix) whenever some use continues p; the
 dictionary serves the rest (words of earlier sessions, words begun inside a paste). A word the dictionary
-no longer holds (forgotten, cleared, evicted) is never proposed from here. THETA, the half-life and SIZE
-were chosen by measurement (docs/experiments.md, "The context cache").
+no longer holds (forgotten, cleared, evicted) leaves the cache too, all its uses: learned again, it starts
+afresh, as a forgotten word should. THETA, the half-life and SIZE were chosen by measurement
+(docs/experiments.md, "The context cache").
 
 The state of a word start is the same for every keystroke of the word, so the weights are computed once
 per word (one [size, POOLED] product) and each keystroke after that is a lookup. The cosine is taken between
@@ -60,8 +61,7 @@ class ContextCache:
         self.added = 0                             # words added so far (the clock; slot = added % size)
         self._version = 0                          # changes whenever a slot does
         self._query: tuple | None = None           # (versions, dictionary, state, weights in _sorted's order)
-        # words kept here that the dictionary no longer has, as of its `removals` count then (a word added is held)
-        self._unheld: set[str] = set()
+        # the dictionary's `removals` count when the uses of the words it no longer has were last dropped
         self._removals_seen, self._held_seen = None, None
         self._last_unit: tuple | None = None       # (state, _unit(state)): a word's start is queried, then added
 
@@ -82,7 +82,6 @@ class ContextCache:
             self._bins[self._bins > at] += 1
         self._uses[word] = count + 1
         self._bins[slot] = bisect.bisect_left(self._sorted, word) + 1
-        self._unheld.discard(word)
         self.added += 1
         self._times[slot] = self.added
         self._version += 1
@@ -113,11 +112,12 @@ class ContextCache:
         """The k words of most weight that continue `prefix` (and are in `held`, the dictionary), as (word,
         weight / total weight of the words continuing prefix), most first, ties in code point order; [] if none.
         The weights are computed once per state (a word's keystrokes share its start's) and change."""
+        self._drop_unheld(held)
         query = self._query
         version = (self._version, held.changes)   # the dictionary's changes too (forget, clear)
         # the same state object (checkpoints are never changed in place; an equal copy only costs a recomputation)
         if query is None or query[0] != version or query[1] is not held or query[2] is not state:
-            query = self._query = (version, held, state, self._weigh(state, held))
+            query = self._query = (version, held, state, self._weigh(state))
         weights, words = query[3], self._sorted
         lo, hi = prefix_range(words, prefix)
         if hi - lo > 8 * k:   # many words (a word start): in NumPy
@@ -137,8 +137,8 @@ class ContextCache:
         ranked = sorted((-weight, i) for i, weight in top.items() if weight > 0.0)[:k]
         return [(words[lo + i], -negative / total) for negative, i in ranked]
 
-    def _weigh(self, state: np.ndarray, held: UserWords) -> np.ndarray:
-        """weight(w | state) of every word in _sorted (0 for one `held` does not have)."""
+    def _weigh(self, state: np.ndarray) -> np.ndarray:
+        """weight(w | state) of every word in _sorted."""
         count = len(self._sorted)
         if self._vectors is None or not count:
             return np.zeros(0)
@@ -148,16 +148,19 @@ class ContextCache:
         exponents = np.multiply(self._vectors[:used] @ self._unit_of(state), self.theta, dtype=np.float64)
         exponents -= (self.added - self._times[:used]) * self._rate
         # one sum per word, in slot order; bin 0 takes the empty slots
-        totals = np.bincount(self._bins[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
+        return np.bincount(self._bins[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
+
+    def _drop_unheld(self, held: UserWords) -> None:
+        """Empty the slots of the words `held` (the dictionary) no longer has, once per change in its removals."""
         removals = held.removals   # (read first: a removal during the scan is seen next time)
-        if removals != self._removals_seen or held is not self._held_seen:   # words left it: which of ours
-            self._unheld = {word for word in self._sorted if word not in held}
-            self._removals_seen, self._held_seen = removals, held
-        elif self._unheld:   # a word learned again (by another session) is proposed again
-            self._unheld = {word for word in self._unheld if word not in held}
-        if self._unheld:
-            totals[[bisect.bisect_left(self._sorted, word) for word in self._unheld if word in self._uses]] = 0.0
-        return totals
+        if removals == self._removals_seen and held is self._held_seen:
+            return
+        gone = [slot for slot, word in enumerate(self._words) if word is not None and word not in held]
+        for slot in gone:
+            self._empty(slot)
+        if gone:
+            self._version += 1
+        self._removals_seen, self._held_seen = removals, held
 
 
     def _unit_of(self, state: np.ndarray) -> np.ndarray:

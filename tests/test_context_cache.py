@@ -114,14 +114,19 @@ def test_backspace_over_the_boundary_takes_the_cached_use_back():
     assert "xyzzy" in words and session._cache.continuing(session._state_at(0), "", 3, words) == []
 
 
-def test_a_word_learned_again_elsewhere_is_proposed_again():
-    cache, state, dictionary = ContextCache(), np.ones((1, 4), np.float32), held("alpha", "beta")
-    cache.add(state, "alpha")
-    cache.add(state, "beta")
-    dictionary.forget("alpha")
-    assert [w for w, _ in cache.continuing(state, "", 5, dictionary)] == ["beta"]
-    dictionary.learn("alpha")   # by another session sharing the dictionary (not through this cache)
-    assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"alpha", "beta"}
+def test_a_forgotten_word_learned_again_starts_afresh():
+    """Its uses before the forget no longer count: learned again in another context, it weighs as a new word."""
+    near, far = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)
+    cache, dictionary = ContextCache(), held("zyx", "zyb")
+    for _ in range(5):
+        cache.add(near, "zyx")
+    dictionary.forget("zyx")
+    assert cache.continuing(near, "zy", 3, dictionary) == []
+    dictionary.learn("zyx")   # learned again (here or by another session sharing the dictionary)
+    cache.add(far, "zyb")
+    cache.add(far, "zyx")
+    shares = dict(cache.continuing(near, "zy", 3, dictionary))
+    assert shares.keys() == {"zyx", "zyb"} and shares["zyx"] < 0.51
 
 
 def test_javascript_has_the_same_settings():

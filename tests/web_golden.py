@@ -332,8 +332,8 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
 
 def write_context_cache(folder: Path, trials: int = 120) -> None:
     """context_cache.json: random runs of ContextCache (small sizes, so the ring wraps) beside a small UserWords
-    (so words are evicted and forgotten): adds with their states, take-backs, forgets, and after each step a
-    query with Python's answer."""
+    (so words are evicted and forgotten): adds with their states, take-backs, forgets, clears, and after each
+    step a query for 1 to 20 words with Python's answer."""
     import random
     from compact_lm.context_cache import ContextCache
     rng = random.Random(2)
@@ -358,9 +358,14 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
                 word = rng.choice(vocab)
                 held.forget(word)
                 ops.append({"op": "forget", "word": word})
+            elif roll < 0.93:
+                held.clear()
+                ops.append({"op": "clear"})
             state, prefix = [rng.gauss(0, 1) for _ in range(units)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])
-            found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
-            ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
+            k = rng.choice([1, 2, 3, 5, 20])
+            found = cache.continuing(np.array(state, np.float32), prefix, k, held)
+            ops.append({"op": "query", "state": state, "prefix": prefix, "k": k,
+                        "expected": [[w, float(p)] for w, p in found]})
         cases.append({"size": size, "ops": ops})
     cases += [_pooled_in_float64_case(), _many_words_case(rng)]
     (folder / "context_cache.json").write_text(json.dumps(cases), encoding="utf-8")

@@ -965,8 +965,8 @@ export class ContextCache {
     this.added = 0;                              // words added so far (the clock; slot = added % size)
     this._version = 0;                           // changes whenever a slot does
     this._query = null;                          // {version, held, changes, state, weights}
-    this._unheld = new Set();                    // words kept here the dictionary no longer has, as of its
-    this._removalsSeen = null;                   // `removals` count then (a word added is held)
+    // the dictionary's `removals` count when the uses of the words it no longer has were last dropped
+    this._removalsSeen = null;
     this._heldSeen = null;
   }
 
@@ -984,7 +984,6 @@ export class ContextCache {
     }
     this._uses.set(word, count + 1);
     this._bins[slot] = lowerBound(this._sorted, word, compareCodePoints) + 1;
-    this._unheld.delete(word);
     this.added += 1;
     const added = this.added;
     this._times[slot] = added;
@@ -1036,12 +1035,13 @@ export class ContextCache {
   /** The k words of most weight that continue `prefix` (and that `held`, the dictionary, has), as [word, weight /
    * total weight of the words continuing prefix], most first, ties in code point order; [] if none. */
   continuing(state, prefix, k, held) {
+    this._dropUnheld(held);
     let query = this._query;
     const same = query && query.version === this._version && query.held === held && query.changes === held.changes
       && query.state.length === state.length && query.state.every((x, i) => x === state[i]);
     if (!same) {
       query = this._query = { version: this._version, held, changes: held.changes, state: Float32Array.from(state),
-        weights: this._weigh(state, held) };
+        weights: this._weigh(state) };
     }
     const words = this._sorted, weights = query.weights;   // (_sorted changes only with the version)
     const [lo, hi] = prefixRange(words, prefix);
@@ -1060,11 +1060,14 @@ export class ContextCache {
     return top.map((i) => [words[i], weights[i] / total]);
   }
 
-  /** weight(w | state) of every word in _sorted (0 for one `held` does not have). */
-  _weigh(state, held) {
+  /** weight(w | state) of every word in _sorted. */
+  _weigh(state) {
     const totals = new Float64Array(this._sorted.length + 1);   // [0]: the empty slots' bin
     if (!this._sorted.length || this._vectors === null) return totals.subarray(1);
     const used = Math.min(this.added, this.size), query = unitVector(state), size = query.length;
+    if (size * this.size !== this._vectors.length) {   // (as Python's product, which refuses the shapes)
+      throw new CompactLMError(`the context cache holds states pooled to ${this._vectors.length / this.size} numbers, this one to ${size}`);
+    }
     const vectors = this._vectors, bins = this._bins, landed = this._landed, times = this._times;
     const theta = this.theta, rate = this._rate, now = this.added;
     for (let slot = 0; slot < used; slot++) {   // one sum per word, in slot order (as Python's bincount)
@@ -1081,18 +1084,21 @@ export class ContextCache {
       for (; i < size; i++) s0 += vectors[at + i] * query[i];
       totals[bins[slot]] += Math.exp(theta * ((s0 + s1) + (s2 + s3)) - (now - times[slot]) * rate);
     }
-    const removals = held.removals;   // (read first, as Python)
-    if (removals !== this._removalsSeen || held !== this._heldSeen) {   // words left the dictionary: which of ours
-      this._unheld = new Set(this._sorted.filter((w) => !held.has(w)));
-      this._removalsSeen = removals;
-      this._heldSeen = held;
-    } else if (this._unheld.size) {   // a word learned again (by another session) is proposed again
-      this._unheld = new Set([...this._unheld].filter((w) => !held.has(w)));
-    }
-    for (const word of this._unheld) {
-      if (this._uses.has(word)) totals[lowerBound(this._sorted, word, compareCodePoints) + 1] = 0;
-    }
     return totals.subarray(1);
+  }
+
+  /** Empty the slots of the words `held` (the dictionary) no longer has, once per change in its removals. */
+  _dropUnheld(held) {
+    const removals = held.removals;   // (read first, as Python)
+    if (removals === this._removalsSeen && held === this._heldSeen) return;
+    let gone = 0;
+    for (let slot = 0; slot < this.size; slot++) {
+      const word = this._words[slot];
+      if (word !== null && !held.has(word)) { this._empty(slot); gone += 1; }
+    }
+    if (gone) this._version += 1;
+    this._removalsSeen = removals;
+    this._heldSeen = held;
   }
 }
 

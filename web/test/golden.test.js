@@ -137,7 +137,7 @@ test("golden cases are present", { skip: SKIP }, () => {
   assert.ok(modelFiles().length >= 1, `no model-*.json in ${GOLDEN}`);
 });
 
-test("the context cache: Python's words and shares through adds, take-backs, forgets and a full ring", { skip: SKIP }, async () => {
+test("the context cache: Python's words and shares through adds, take-backs, forgets, clears and a full ring", { skip: SKIP }, async () => {
   const problems = [];
   let queries = 0;
   for (const [n, c] of readJson("context_cache.json").entries()) {
@@ -147,10 +147,11 @@ test("the context cache: Python's words and shares through adds, take-backs, for
         if (held.learn(op.word) !== null) cache.add(Promise.resolve(Float32Array.from(op.state)), op.word);
       } else if (op.op === "remove") cache.remove(op.use);
       else if (op.op === "forget") held.forget(op.word);
+      else if (op.op === "clear") held.clear();
       else {
         queries += 1;
         await cache.settle();
-        const got = cache.continuing(Float32Array.from(op.state), op.prefix, 3, held).map(([text, prob]) => ({ text, prob }));
+        const got = cache.continuing(Float32Array.from(op.state), op.prefix, op.k ?? 3, held).map(([text, prob]) => ({ text, prob }));
         problems.push(...compare(got, op.expected, `case ${n} prefix ${JSON.stringify(op.prefix)}`));
       }
     }
