@@ -274,14 +274,17 @@ def _copy(source: Path, target: Path) -> None:
 
 def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence: str | os.PathLike | None = None,
                ort_dir: str | os.PathLike | None = None, ort_url: bool = False, measured: dict | None = None,
-               log=print) -> dict:
+               options: dict | None = None, log=print) -> dict:
     """Write the static site for `model` (an exported .onnx step graph) into `out_dir`; returns its site.json.
 
     The model is checked with compact_lm.open_model first, and every file it reads is read before the
     folder is touched (so a model inside an earlier site in `out_dir` can be used again). `measured`:
     {"val_bpc": float, "how": str}, a validation bpc measured on this very file, for the model card
-    (an int8 file carries only its float source's)."""
+    (an int8 file carries only its float source's). `options`: what the page asks for, over PAGE_OPTIONS (same keys)."""
     out = Path(out_dir)
+    unknown = sorted(set(options or {}) - set(PAGE_OPTIONS))
+    if unknown:
+        raise CompactLMError(f"unknown page option {unknown[0]!r}; the options are {', '.join(PAGE_OPTIONS)}")
     opened = check_model(model, sequence)
     ort = choose_ort(ort_dir, ort_url)
     page = web_folder()
@@ -304,7 +307,7 @@ def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence
                     {"file": SEQUENCE_FILE, "name": Path(sequence).name, "bytes": len(sequence_bytes)},
         "ort": {"version": ort.version, "module": ort.module_url, "source": "local" if ort.dist else "jsdelivr",
                 "num_threads": 1},
-        "options": dict(PAGE_OPTIONS),
+        "options": {**PAGE_OPTIONS, **(options or {})},
         "measured": dict(measured) if measured else None,
         "checked": {"cell": meta.get("cell"), "hidden_sizes": meta.get("hidden_sizes"), "int8": bool(meta.get("int8"))},
         "files": files,
@@ -442,11 +445,24 @@ def configure_web(p) -> None:
                              "web/node_modules/onnxruntime-web/dist when present)")
     source.add_argument("--ort-url", action="store_true",
                         help="the page loads onnxruntime-web from a pinned jsDelivr URL (the default without a local copy)")
+    from .cli import positive_int
+    p.add_argument("-k", "--k", dest="k", type=positive_int, default=PAGE_OPTIONS["suggestions"],
+                   help=f"suggestions shown (default {PAGE_OPTIONS['suggestions']})")
+    p.add_argument("--beam", type=positive_int, default=PAGE_OPTIONS["beam"],
+                   help=f"beam width of the word search (default {PAGE_OPTIONS['beam']})")
+    p.add_argument("--max-chars", type=positive_int, default=PAGE_OPTIONS["maxChars"],
+                   help="longest word completion in characters, counting the boundary that ends it "
+                        f"(default {PAGE_OPTIONS['maxChars']})")
+    p.add_argument("--no-context-cache", dest="context_cache", action="store_false",
+                   help='"Learn my words" learns the words alone, without the context cache (faster word starts, '
+                        "fewer keystrokes saved)")
     p.set_defaults(run=_cmd_web)
 
 
 def _cmd_web(args) -> int:
-    write_site(args.model, args.out_dir, sequence=args.sequence, ort_dir=args.ort_dir, ort_url=args.ort_url)
+    options = {"suggestions": args.k, "beam": args.beam, "maxChars": args.max_chars, "contextCache": args.context_cache}
+    write_site(args.model, args.out_dir, sequence=args.sequence, ort_dir=args.ort_dir, ort_url=args.ort_url,
+               options=options)
     print(f"serve it: {serve_command(args.out_dir)}   (then open http://127.0.0.1:{DEFAULT_PORT}/)")
     return 0
 

@@ -449,6 +449,38 @@ def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server,
     page.close()
 
 
+def test_the_page_asks_for_what_compact_lm_web_was_given(browser, model_files, tmp_path):
+    """`compact-lm web -k 2 --beam 1 --max-chars 6 --no-context-cache`: the page shows Python's completions at those
+    settings, and learning mixes the user's words without the context cache."""
+    from compact_lm.user_words import UserWords
+    folder = tmp_path / "site"
+    cli("web", model_files[0], "--out", folder, "-k", "2", "--beam", "1", "--max-chars", "6", "--no-context-cache")
+    served = Server(folder, tmp_path / "serve.log")
+    try:
+        page = open_page(browser, served.url, DESKTOP)
+        page.locator("#text").focus()
+        page.keyboard.type("the ")
+        shown = shown_for(page, "the ")
+        expected = Autocompleter(model_files[0], beam=1, max_chars=6).complete("the ", 2)
+        assert shown["chips"] == [s.text for s in expected] and len(expected) == 2
+        assert page.errors == []
+        page.close()
+        page = open_page(browser, served.url, DESKTOP)   # a new browser context: nothing learned yet
+        page.locator("#learn").check()
+        page.locator("#text").focus()
+        typed = "Zyzzyx rose. Zyzzyb fell and Zyzzyx rose. Zyz"
+        page.keyboard.type(typed)
+        got = {c["text"]: c["prob"] for c in shown_for(page, typed)["state"]["suggestions"]}
+        session = Autocompleter(model_files[0], beam=1, max_chars=6, user_words=UserWords()).session()
+        for char in typed:
+            session.type(char)
+        assert got == pytest.approx({s.text: s.prob for s in session.suggestions(2)}, rel=1e-4)
+        assert page.errors == []
+        page.close()
+    finally:
+        assert served.stop() == 0
+
+
 def test_the_page_fetches_only_its_own_files_and_nothing_while_typing(browser, server):
     page = browser.new_page(viewport=DESKTOP)
     requests = []
