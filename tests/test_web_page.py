@@ -450,19 +450,22 @@ def test_punctuation_over_an_accepts_space_learns_the_word_once(browser, server,
 
 
 def test_the_page_asks_for_what_compact_lm_web_was_given(browser, model_files, tmp_path):
-    """`compact-lm web -k 2 --beam 1 --max-chars 6 --no-context-cache`: the page shows Python's completions at those
+    """`compact-lm web -k 2 --beam 1 --max-chars 3 --no-context-cache`: the page shows Python's completions at those
     settings, and learning mixes the user's words without the context cache."""
     from compact_lm.user_words import UserWords
     folder = tmp_path / "site"
-    cli("web", model_files[0], "--out", folder, "-k", "2", "--beam", "1", "--max-chars", "6", "--no-context-cache")
+    cli("web", model_files[0], "--out", folder, "-k", "2", "--beam", "1", "--max-chars", "3", "--no-context-cache")
     served = Server(folder, tmp_path / "serve.log")
     try:
         page = open_page(browser, served.url, DESKTOP)
         page.locator("#text").focus()
         page.keyboard.type("the ")
         shown = shown_for(page, "the ")
-        expected = Autocompleter(model_files[0], beam=1, max_chars=6).complete("the ", 2)
+        expected = Autocompleter(model_files[0], beam=1, max_chars=3).complete("the ", 2)
         assert shown["chips"] == [s.text for s in expected] and len(expected) == 2
+        # (each setting matters here: the page's defaults would show other words)
+        for other in ({"beam": 4, "max_chars": 3}, {"beam": 1, "max_chars": 16}):
+            assert Autocompleter(model_files[0], **other).complete("the ", 2) != expected
         assert page.errors == []
         page.close()
         page = open_page(browser, served.url, DESKTOP)   # a new browser context: nothing learned yet
@@ -471,7 +474,7 @@ def test_the_page_asks_for_what_compact_lm_web_was_given(browser, model_files, t
         typed = "Zyzzyx rose. Zyzzyb fell and Zyzzyx rose. Zyz"
         page.keyboard.type(typed)
         got = {c["text"]: c["prob"] for c in shown_for(page, typed)["state"]["suggestions"]}
-        session = Autocompleter(model_files[0], beam=1, max_chars=6, user_words=UserWords()).session()
+        session = Autocompleter(model_files[0], beam=1, max_chars=3, user_words=UserWords()).session()
         for char in typed:
             session.type(char)
         assert got == pytest.approx({s.text: s.prob for s in session.suggestions(2)}, rel=1e-4)
