@@ -282,9 +282,13 @@ def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence
     {"val_bpc": float, "how": str}, a validation bpc measured on this very file, for the model card
     (an int8 file carries only its float source's). `options`: what the page asks for, over PAGE_OPTIONS (same keys)."""
     out = Path(out_dir)
-    unknown = sorted(set(options or {}) - set(PAGE_OPTIONS))
-    if unknown:
-        raise CompactLMError(f"unknown page option {unknown[0]!r}; the options are {', '.join(PAGE_OPTIONS)}")
+    for name, value in (options or {}).items():
+        if name not in PAGE_OPTIONS:
+            raise CompactLMError(f"unknown page option {name!r}; the options are {', '.join(PAGE_OPTIONS)}")
+        want_bool = isinstance(PAGE_OPTIONS[name], bool)
+        if isinstance(value, bool) != want_bool or not (want_bool or isinstance(value, int) and value >= 1):
+            raise CompactLMError(f"page option {name!r} must be {'true or false' if want_bool else 'a whole number >= 1'}, "
+                                 f"got {value!r}")
     opened = check_model(model, sequence)
     ort = choose_ort(ort_dir, ort_url)
     page = web_folder()

@@ -627,6 +627,16 @@ def test_web_checks_the_model_before_writing(model_files, tiny_model_path, tmp_p
         assert not out.exists(), argv
 
 
+@pytest.mark.parametrize("options, named", [({"bem": 2}, "'bem'"), ({"beam": 0}, "'beam'"),
+                                             ({"maxChars": True}, "'maxChars'"), ({"contextCache": 1}, "'contextCache'")])
+def test_web_refuses_a_page_option_it_does_not_know_or_cannot_use(model_files, tmp_path, options, named):
+    from compact_lm.errors import CompactLMError
+    from compact_lm.web import write_site
+    with pytest.raises(CompactLMError, match=named) as raised:
+        write_site(model_files[0], tmp_path / "site", options=options, log=lambda line: None)
+    assert "\n" not in str(raised.value) and not (tmp_path / "site").exists()
+
+
 def test_serve_gives_the_page_its_mime_types(tmp_path, model_files):
     site = tmp_path / "site"
     cli("web", model_files[0], "--out", site, "--ort-url")
