@@ -12,10 +12,12 @@ with h the state where the word being typed began, t_i counting the words added.
 the typed part p of the word share
     P_cache(w | h, p) = weight(w | h) / sum over the words v continuing p of weight(v | h),
 which takes the dictionary's place in the mixture (Autocompleter._mix) whenever some use continues p; the
-dictionary serves the rest (words of earlier sessions, words begun inside a paste). A word the dictionary
-no longer holds (forgotten, cleared, evicted) leaves the cache too, all its uses: learned again, it starts
-afresh, as a forgotten word should. THETA, the half-life and SIZE were chosen by measurement
-(docs/experiments.md, "The context cache").
+dictionary serves the rest (words of earlier sessions, words begun inside a paste). At each completion, a
+word the dictionary no longer holds (forgotten, cleared, evicted) leaves the cache too, all its uses: learned
+again, it starts afresh, as a forgotten word should. (What the cache sees is the dictionary at that moment:
+a word forgotten and learned again before the session's next completion keeps its earlier uses, and a word
+evicted and then put back by a backspace loses them.) THETA, the half-life and SIZE were chosen by
+measurement (docs/experiments.md, "The context cache").
 
 The state of a word start is the same for every keystroke of the word, so the weights are computed once
 per word (one [size, POOLED] product) and each keystroke after that is a lookup. The cosine is taken between

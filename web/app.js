@@ -425,9 +425,15 @@ async function setLearning(on) {
   } catch { /* private browsing: the choice lasts for this page */ }
   userWords = on ? readWords() : null;
   savedChanges = userWords ? userWords.changes : 0;
+  await newSession();
+}
+
+/** A new session on the current text, learning (if on) only what is typed after this; its context cache starts
+ * empty. */
+async function newSession() {
   session = completer.session({ userWords: null });
   await sync(context());
-  session.userWords = userWords;   // from now on: only what is typed after this is learned
+  session.userWords = userWords;
   showWords();
   await schedule();
 }
@@ -446,7 +452,7 @@ function wireLearning() {
     if (userWords) {
       userWords.clear();
       storeWords();
-      await schedule();
+      await newSession();   // (and the context cache's states of the forgotten words go with the old session)
     }
     els.text.focus();
   });
