@@ -12,12 +12,11 @@ with h the state where the word being typed began, t_i counting the words added.
 the typed part p of the word share
     P_cache(w | h, p) = weight(w | h) / sum over the words v continuing p of weight(v | h),
 which takes the dictionary's place in the mixture (Autocompleter._mix) whenever some use continues p; the
-dictionary serves the rest (words of earlier sessions, words begun inside a paste). At each completion, a
-word the dictionary no longer holds (forgotten, cleared, evicted) leaves the cache too, all its uses: learned
-again, it starts afresh, as a forgotten word should. (What the cache sees is the dictionary at that moment:
-a word forgotten and learned again before the session's next completion keeps its earlier uses, and a word
-evicted and then put back by a backspace loses them.) THETA, the half-life and SIZE were chosen by
-measurement (docs/experiments.md, "The context cache").
+dictionary serves the rest (words of earlier sessions, words begun inside a paste). A use counts only while
+the dictionary holds its word in the same stay (UserWords.arrival, kept with each use): a word forgotten,
+cleared or evicted is never proposed from here, and learned again it starts afresh, as a forgotten word
+should, while a word that a take-back (a backspace) puts back in the dictionary gets its uses back.
+THETA, the half-life and SIZE were chosen by measurement (docs/experiments.md, "The context cache").
 
 The state of a word start is the same for every keystroke of the word, so the weights are computed once
 per word (one [size, POOLED] product) and each keystroke after that is a lookup. The cosine is taken between
@@ -59,17 +58,20 @@ class ContextCache:
         # one bincount sums the weights per word already in that order
         self._sorted: list[str] = []
         self._uses: dict[str, int] = {}           # word -> how many slots hold it
-        self._bins = np.zeros(size, dtype=np.intp)   # 1 + that index (0: none), bincount's bins
+        self._bins = np.zeros(size, dtype=np.intp)   # 1 + that index (0: none)
+        self._counted = np.zeros(size, dtype=np.intp)   # _bins, 0 for a use that does not count: bincount's bins
+        self._arrivals: list[int] = [0] * size     # the dictionary's arrival of each slot's word then
         self.added = 0                             # words added so far (the clock; slot = added % size)
         self._version = 0                          # changes whenever a slot does
         self._query: tuple | None = None           # (versions, dictionary, state, weights in _sorted's order)
-        # the dictionary's `removals` count when the uses of the words it no longer has were last dropped
+        # the dictionary and its `removals` count when which uses count was last decided
         self._removals_seen, self._held_seen = None, None
         self._last_unit: tuple | None = None       # (state, _unit(state)): a word's start is queried, then added
 
-    def add(self, state: np.ndarray, word: str) -> tuple[int, int]:
+    def add(self, state: np.ndarray, word: str, arrival: int) -> tuple[int, int]:
         """Keep `word` with `state` (the model's hidden state where the word began; never changed afterwards: it is
-        recognized by identity); returns what `remove` takes."""
+        recognized by identity) and the dictionary's `arrival` of the word (UserWords.arrival, just learned);
+        returns what `remove` takes."""
         vector = self._unit_of(state)
         if self._vectors is None:
             self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)
@@ -82,8 +84,10 @@ class ContextCache:
             at = bisect.bisect_left(self._sorted, word)
             self._sorted.insert(at, word)
             self._bins[self._bins > at] += 1
+            self._counted[self._counted > at] += 1
         self._uses[word] = count + 1
-        self._bins[slot] = bisect.bisect_left(self._sorted, word) + 1
+        self._bins[slot] = self._counted[slot] = bisect.bisect_left(self._sorted, word) + 1
+        self._arrivals[slot] = arrival
         self.added += 1
         self._times[slot] = self.added
         self._version += 1
@@ -101,7 +105,7 @@ class ContextCache:
         if word is None:
             return
         self._words[slot] = None
-        self._bins[slot] = 0
+        self._bins[slot] = self._counted[slot] = 0
         count = self._uses.pop(word) - 1
         if count:
             self._uses[word] = count
@@ -109,12 +113,13 @@ class ContextCache:
             at = bisect.bisect_left(self._sorted, word)
             del self._sorted[at]
             self._bins[self._bins > at + 1] -= 1
+            self._counted[self._counted > at + 1] -= 1
 
     def continuing(self, state: np.ndarray, prefix: str, k: int, held: UserWords) -> list[tuple[str, float]]:
         """The k words of most weight that continue `prefix` (and are in `held`, the dictionary), as (word,
         weight / total weight of the words continuing prefix), most first, ties in code point order; [] if none.
         The weights are computed once per state (a word's keystrokes share its start's) and change."""
-        self._drop_unheld(held)
+        self._decide_counted(held)
         query = self._query
         version = (self._version, held.changes)   # the dictionary's changes too (forget, clear)
         # the same state object (checkpoints are never changed in place; an equal copy only costs a recomputation)
@@ -149,18 +154,23 @@ class ContextCache:
         # in float64: they agree to about 1e-7), the rest in float64
         exponents = np.multiply(self._vectors[:used] @ self._unit_of(state), self.theta, dtype=np.float64)
         exponents -= (self.added - self._times[:used]) * self._rate
-        # one sum per word, in slot order; bin 0 takes the empty slots
-        return np.bincount(self._bins[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
+        # one sum per word, in slot order; bin 0 takes the empty slots and the uses that do not count
+        return np.bincount(self._counted[:used], np.exp(exponents, out=exponents), minlength=count + 1)[1:]
 
-    def _drop_unheld(self, held: UserWords) -> None:
-        """Empty the slots of the words `held` (the dictionary) no longer has, once per change in its removals."""
+    def _decide_counted(self, held: UserWords) -> None:
+        """Which uses count: those whose word `held` (the dictionary) has, in the stay the use was added in. Decided
+        again when the dictionary changes (only a removal can end a stay; a take-back that puts a word back comes
+        with the removal of the word that had pushed it out) or is another one."""
         removals = held.removals   # (read first: a removal during the scan is seen next time)
         if removals == self._removals_seen and held is self._held_seen:
             return
-        gone = [slot for slot, word in enumerate(self._words) if word is not None and word not in held]
-        for slot in gone:
-            self._empty(slot)
-        if gone:
+        counted = self._counted.copy()
+        for slot, word in enumerate(self._words):
+            if word is not None:
+                now = held.arrival(word)
+                counted[slot] = self._bins[slot] if now == self._arrivals[slot] else 0
+        if not np.array_equal(counted, self._counted):
+            self._counted = counted
             self._version += 1
         self._removals_seen, self._held_seen = removals, held
 

@@ -35,6 +35,7 @@ the same order); tests/web_golden.py checks that they agree.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import os
@@ -52,6 +53,7 @@ DEFAULT_HALF_LIFE = 300.0   # learned words
 DEFAULT_SHARE = 0.25        # of the probability, for the dictionary's words when one continues the prefix
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_CLOCK = 2 ** 53         # clock and uses are whole numbers JavaScript holds exactly
+_ARRIVALS = itertools.count(1)   # arrival numbers, shared by every dictionary of the process (see arrival())
 _REBASE = 600.0             # keys are kept below exp's range by shifting them all when one passes this
 _CANCELLED = 1e-6           # a ranking's total that loses more than this share to a subtraction is summed again
 _KEPT_RANKINGS = 1 << 14    # prefixes whose ranking is kept (all are dropped when there are more)
@@ -89,6 +91,7 @@ class UserWords:
         self.changes = 0                      # counts every change (learn, unlearn, forget, clear): when to save
         self.removals = 0                     # counts the words that left (unlearned, forgotten, evicted, cleared)
         self._entries: dict[str, list] = {}   # word -> [count, last use, weight at last use]
+        self._arrivals: dict[str, int] = {}   # word -> its arrival (memory only: see arrival())
         self._sorted: list[str] = []          # the words in code point order, for prefix ranges
         self._base = 0.0                      # keys are stored minus this
         # prefix -> [ranking: (-key, word) ascending = most weight first, then code point order; sum of exp(key)]
@@ -129,6 +132,7 @@ class UserWords:
                                      f"have a whole count >= 1, a whole last <= clock and a finite weight > 0, for a "
                                      f"word of {MIN_WORD_CHARS}-{MAX_WORD_CHARS} characters")
             self._entries[word] = [int(entry["count"]), int(entry["last"]), float(entry["weight"])]
+            self._arrivals[word] = next(_ARRIVALS)
         self._sorted = sorted(self._entries)
         self._rebase()
         while len(self._entries) > self.max_words:
@@ -163,6 +167,13 @@ class UserWords:
         with self._lock:
             return [w for _, w in self._ranking("")[0]]
 
+    def arrival(self, word: str) -> int | None:
+        """A number for the word's present stay in the dictionary (None if absent): new, and unique among every
+        dictionary of the process, each time the word comes in from outside (learned anew after it left, read from
+        the file), the old one when a take-back (unlearn) puts an evicted word back. Memory only: what the context
+        cache (context_cache.py) keeps with each use, so that uses from before a forget never count again."""
+        return self._arrivals.get(word)
+
     def weight(self, word: str) -> float:
         """The word's weight now (0 if absent): its uses, each halved every half_life learned words since."""
         with self._lock:
@@ -193,7 +204,7 @@ class UserWords:
             evicted = []
             while len(self._entries) > self.max_words:
                 victim = self._ranking("")[0][-1][1]
-                evicted.append((victim, list(self._entries[victim])))
+                evicted.append((victim, list(self._entries[victim]), self._arrivals[victim]))
                 self._remove(victim)
             self.changes += 1
             return (word, previous, list(entry), evicted)
@@ -209,9 +220,9 @@ class UserWords:
                 self._remove(word)
             else:
                 self._put(word, list(previous))
-            for victim, victim_entry in evicted:
+            for victim, victim_entry, arrival in evicted:
                 if victim not in self._entries and len(self._entries) < self.max_words:
-                    self._put(victim, list(victim_entry))
+                    self._put(victim, list(victim_entry), arrival)
             self.changes += 1
 
     def forget(self, word: str) -> bool:
@@ -227,16 +238,19 @@ class UserWords:
         """Remove every word (the clock stays)."""
         with self._lock:
             self._entries.clear()
+            self._arrivals.clear()
             self._sorted.clear()
             self._ranked.clear()
             self.changes += 1
             self.removals += 1
 
-    def _put(self, word: str, entry: list) -> None:
-        """Store `entry` for `word` (new or not) and update every kept ranking of a prefix of `word`."""
+    def _put(self, word: str, entry: list, arrival: int | None = None) -> None:
+        """Store `entry` for `word` (new or not) and update every kept ranking of a prefix of `word`; a new word
+        gets `arrival`, else a new arrival."""
         old_key = self._key(word) if word in self._entries else None
         if old_key is None:
             bisect.insort(self._sorted, word)
+            self._arrivals[word] = next(_ARRIVALS) if arrival is None else arrival
         self._entries[word] = entry
         key = self._key(word)
         if key > _REBASE:
@@ -261,6 +275,7 @@ class UserWords:
                 del ranked[0][bisect.bisect_left(ranked[0], (-key, word))]
                 _subtract(ranked, math.exp(key))
         del self._entries[word]
+        del self._arrivals[word]
         del self._sorted[bisect.bisect_left(self._sorted, word)]
         self.removals += 1   # (after the word is gone: a reader that sees the count sees the removal)
 

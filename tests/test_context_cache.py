@@ -26,12 +26,19 @@ def held(*words) -> UserWords:
     return dictionary
 
 
+def keep(cache: ContextCache, state: np.ndarray, word: str, dictionary: UserWords) -> tuple[int, int]:
+    """Learn `word` and keep its use with `state`, as a session does."""
+    dictionary.learn(word)
+    return cache.add(state, word, dictionary.arrival(word))
+
+
 def test_shares_follow_the_rule():
     rng = np.random.default_rng(0)
     cache, words = ContextCache(size=8, theta=10.0, half_life=3.0), ["tea", "ten", "tea", "cat", "tent"]
     states = [rng.standard_normal((1, 6)).astype(np.float32) for _ in words]
+    dictionary = UserWords()
     for state, word in zip(states, words):
-        cache.add(state, word)
+        keep(cache, state, word, dictionary)
     query = rng.standard_normal((1, 6)).astype(np.float32)
     unit = lambda v: v.ravel().astype(np.float64) / np.linalg.norm(v.astype(np.float64))
     weight = {}
@@ -39,34 +46,33 @@ def test_shares_follow_the_rule():
         weight[word] = weight.get(word, 0.0) + math.exp(10.0 * unit(state) @ unit(query) - age * math.log(2) / 3.0)
     continuing = {w: v for w, v in weight.items() if w.startswith("te")}
     total = sum(continuing.values())
-    got = cache.continuing(query, "te", 5, held(*words))
+    got = cache.continuing(query, "te", 5, dictionary)
     assert [w for w, _ in got] == sorted(continuing, key=lambda w: -continuing[w])
     np.testing.assert_allclose([s for _, s in got], [continuing[w] / total for w, _ in got], rtol=1e-5)
 
 
 def test_the_oldest_use_goes_when_the_cache_is_full():
-    cache, state = ContextCache(size=2), np.ones((1, 4), np.float32)
-    first = cache.add(state, "alpha")
-    cache.add(state, "beta")
-    cache.add(state, "gamma")   # takes alpha's slot
-    dictionary = held("alpha", "beta", "gamma")
+    cache, state, dictionary = ContextCache(size=2), np.ones((1, 4), np.float32), UserWords()
+    first = keep(cache, state, "alpha", dictionary)
+    keep(cache, state, "beta", dictionary)
+    keep(cache, state, "gamma", dictionary)   # takes alpha's slot
     assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
     cache.remove(first)   # the slot holds gamma now: nothing is taken back
     assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"beta", "gamma"}
 
 
 def test_a_word_taken_back_is_not_proposed():
-    cache, state = ContextCache(size=4), np.ones((1, 4), np.float32)
-    use = cache.add(state, "alpha")
-    cache.add(state, "beta")
+    cache, state, dictionary = ContextCache(size=4), np.ones((1, 4), np.float32), UserWords()
+    use = keep(cache, state, "alpha", dictionary)
+    keep(cache, state, "beta", dictionary)
     cache.remove(use)
-    assert [w for w, _ in cache.continuing(state, "", 5, held("alpha", "beta"))] == ["beta"]
+    assert [w for w, _ in cache.continuing(state, "", 5, dictionary)] == ["beta"]
 
 
 def test_a_word_the_dictionary_forgot_is_never_proposed():
-    cache, state, dictionary = ContextCache(), np.ones((1, 4), np.float32), held("alpha", "beta")
-    cache.add(state, "alpha")
-    cache.add(state, "beta")
+    cache, state, dictionary = ContextCache(), np.ones((1, 4), np.float32), UserWords()
+    keep(cache, state, "alpha", dictionary)
+    keep(cache, state, "beta", dictionary)
     assert {w for w, _ in cache.continuing(state, "", 5, dictionary)} == {"alpha", "beta"}
     dictionary.forget("alpha")
     assert cache.continuing(state, "", 5, dictionary) == [("beta", 1.0)]
@@ -114,19 +120,44 @@ def test_backspace_over_the_boundary_takes_the_cached_use_back():
     assert "xyzzy" in words and session._cache.continuing(session._state_at(0), "", 3, words) == []
 
 
+NEAR, FAR = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)
+
+
 def test_a_forgotten_word_learned_again_starts_afresh():
-    """Its uses before the forget no longer count: learned again in another context, it weighs as a new word."""
-    near, far = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)
-    cache, dictionary = ContextCache(), held("zyx", "zyb")
+    """Its uses before the forget no longer count, even with no completion in between: learned again in another
+    context, it weighs as a new word."""
+    cache, dictionary = ContextCache(), UserWords()
     for _ in range(5):
-        cache.add(near, "zyx")
+        keep(cache, NEAR, "zyx", dictionary)
+    keep(cache, FAR, "zyb", dictionary)
+    assert dict(cache.continuing(NEAR, "zy", 3, dictionary))["zyx"] > 0.99
     dictionary.forget("zyx")
-    assert cache.continuing(near, "zy", 3, dictionary) == []
-    dictionary.learn("zyx")   # learned again (here or by another session sharing the dictionary)
-    cache.add(far, "zyb")
-    cache.add(far, "zyx")
-    shares = dict(cache.continuing(near, "zy", 3, dictionary))
-    assert shares.keys() == {"zyx", "zyb"} and shares["zyx"] < 0.51
+    keep(cache, FAR, "zyx", dictionary)   # learned again before the next completion
+    shares = dict(cache.continuing(NEAR, "zy", 3, dictionary))
+    assert shares.keys() == {"zyx", "zyb"} and 0.49 < shares["zyx"] < 0.51
+
+
+def test_a_word_a_take_back_puts_back_gets_its_uses_back():
+    """A word pushed out of a full dictionary, then put back when the word that pushed it out is taken back (a
+    backspace), counts its earlier uses again."""
+    cache, dictionary = ContextCache(), UserWords(max_words=2)
+    keep(cache, NEAR, "zyx", dictionary)
+    keep(cache, FAR, "zyb", dictionary)
+    dictionary.learn("zyb")                 # zyx is now the word of least weight
+    undo = dictionary.learn("zyc")          # pushes zyx out
+    use = cache.add(FAR, "zyc", dictionary.arrival("zyc"))
+    assert "zyx" not in dict(cache.continuing(NEAR, "zy", 3, dictionary))
+    dictionary.unlearn(undo)
+    cache.remove(use)
+    assert dict(cache.continuing(NEAR, "zy", 3, dictionary))["zyx"] > 0.99
+
+
+def test_uses_count_again_when_the_dictionary_comes_back():
+    """Another dictionary (Session.user_words replaced) hides this one's words; the first one back, they count."""
+    cache, mine, other = ContextCache(), UserWords(), UserWords()
+    keep(cache, NEAR, "zyx", mine)
+    assert cache.continuing(NEAR, "zy", 3, other) == []
+    assert [w for w, _ in cache.continuing(NEAR, "zy", 3, mine)] == ["zyx"]
 
 
 def test_javascript_has_the_same_settings():
@@ -165,8 +196,7 @@ def test_many_words_under_one_prefix_match_a_brute_force_sum():
     cache, held, uses = ContextCache(size=100, half_life=50.0), UserWords(max_words=100), []
     for _ in range(150):
         word, state = words[rng.integers(60)], rng.standard_normal((1, 70)).astype(np.float32)
-        held.learn(word)
-        cache.add(state, word)
+        keep(cache, state, word, held)
         uses = (uses + [(word, context_cache._unit(state))])[-100:]   # the ring keeps the last 100
     query = rng.standard_normal((1, 70)).astype(np.float32)
     weights = {}

@@ -332,8 +332,8 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
 
 def write_context_cache(folder: Path, trials: int = 120) -> None:
     """context_cache.json: random runs of ContextCache (small sizes, so the ring wraps) beside a small UserWords
-    (so words are evicted and forgotten): adds with their states, take-backs, forgets, clears, and after each
-    step a query for 1 to 20 words with Python's answer."""
+    (so words are evicted and forgotten): adds with their states, removes, take-backs of the last learned word,
+    forgets, clears, and after most steps a query for 1 to 20 words with Python's answer."""
     import random
     from compact_lm.context_cache import ContextCache
     rng = random.Random(2)
@@ -343,13 +343,21 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
         size = rng.randint(1, 6)
         cache, held, ops, slots = ContextCache(size=size, half_life=5.0), UserWords(max_words=5), [], []
         units = rng.choice([3, 64, 200])   # more than context_cache.POOLED (64): pooled, 200 not a multiple of it
+        taken = []   # (undo, use) of the adds, for take-backs
         for _ in range(40):
             roll = rng.random()
-            if roll < 0.6:
+            if roll < 0.55:
                 word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(units)]
-                if held.learn(word) is not None:
-                    slots.append(cache.add(np.array(state, np.float32), word))
+                undo = held.learn(word)
+                if undo is not None:
+                    slots.append(cache.add(np.array(state, np.float32), word, held.arrival(word)))
+                    taken.append((undo, slots[-1]))
                     ops.append({"op": "add", "word": word, "state": state})
+            elif roll < 0.6 and taken:   # a backspace over the last learned word's boundary, as a session does
+                undo, use = taken.pop()
+                held.unlearn(undo)
+                cache.remove(use)
+                ops.append({"op": "takeback"})
             elif roll < 0.8 and slots:
                 use = rng.choice(slots)   # (slot, added): an older use's slot may hold a newer one by now
                 cache.remove(use)
@@ -361,6 +369,8 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
             elif roll < 0.93:
                 held.clear()
                 ops.append({"op": "clear"})
+            if rng.random() < 0.3:   # no completion after every change: a forget and a learn can come together
+                continue
             state, prefix = [rng.gauss(0, 1) for _ in range(units)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])
             k = rng.choice([1, 2, 3, 5, 20])
             found = cache.continuing(np.array(state, np.float32), prefix, k, held)
@@ -377,7 +387,7 @@ def _replay_case(size: int, max_words: int, adds: list[tuple[str, list[float]]],
     cache, held, ops = ContextCache(size=size, half_life=5.0), UserWords(max_words=max_words), []
     for word, state in adds:
         if held.learn(word) is not None:
-            cache.add(np.array(state, np.float32), word)
+            cache.add(np.array(state, np.float32), word, held.arrival(word))
             ops.append({"op": "add", "word": word, "state": state})
     for state, prefix in queries:
         found = cache.continuing(np.array(state, np.float32), prefix, 3, held)

@@ -632,6 +632,8 @@ export const MAX_WORD_CHARS = 40;
 export const LEARNED_UNDO = 64;            // per session: the last learned words a backspace over their boundary takes back
 const MAX_CLOCK = 2 ** 53;
 const REBASE = 600;
+let arrivals = 0;                    // UserWords arrival numbers, shared by every dictionary of the page or process
+const nextArrival = () => ++arrivals;
 const KEPT_RANKINGS = 1 << 14;
 const CANCELLED = 1e-6;   // a ranking's total that loses more than this share to a subtraction is summed again
 
@@ -702,6 +704,7 @@ export class UserWords {
     this.changes = 0;
     this.removals = 0;           // words that left (unlearned, forgotten, evicted, cleared)
     this._entries = new Map();   // word -> [count, last use, weight at last use]
+    this._arrivals = new Map();  // word -> its arrival (memory only: see arrival())
     this._sorted = [];           // the words in code point order
     this._base = 0;
     this._ranked = new Map();    // prefix -> {order: [-key, word] by byRank, total: sum of exp(key)}
@@ -739,6 +742,7 @@ export class UserWords {
           + `${MIN_WORD_CHARS}-${MAX_WORD_CHARS} characters`);
       }
       out._entries.set(word, [entry.count, entry.last, entry.weight]);
+      out._arrivals.set(word, nextArrival());
     }
     out._sorted = [...out._entries.keys()].sort(compareCodePoints);
     out._rebase();
@@ -800,7 +804,7 @@ export class UserWords {
     while (this._entries.size > this.maxWords) {
       const order = this._ranking("").order;
       const victim = order[order.length - 1][1];
-      evicted.push([victim, this._entries.get(victim).slice()]);
+      evicted.push([victim, this._entries.get(victim).slice(), this._arrivals.get(victim)]);
       this._remove(victim);
     }
     this.changes += 1;
@@ -815,8 +819,8 @@ export class UserWords {
     if (now === undefined || now[0] !== entry[0] || now[1] !== entry[1] || now[2] !== entry[2]) return;
     if (previous === null) this._remove(word);
     else this._put(word, previous.slice());
-    for (const [victim, victimEntry] of evicted) {
-      if (!this._entries.has(victim) && this._entries.size < this.maxWords) this._put(victim, victimEntry.slice());
+    for (const [victim, victimEntry, arrival] of evicted) {
+      if (!this._entries.has(victim) && this._entries.size < this.maxWords) this._put(victim, victimEntry.slice(), arrival);
     }
     this.changes += 1;
   }
@@ -832,6 +836,7 @@ export class UserWords {
   /** Remove every word (the clock stays). */
   clear() {
     this._entries.clear();
+    this._arrivals.clear();
     this._sorted = [];
     this._ranked.clear();
     this.changes += 1;
@@ -848,9 +853,19 @@ export class UserWords {
     return out;
   }
 
-  _put(word, entry) {
+  /** A number for the word's present stay in the dictionary (null if absent), as Python's arrival(): new, and
+   * unique in the page or process, each time the word comes in from outside; the old one when unlearn() puts an
+   * evicted word back. Memory only: the context cache keeps it with each use. */
+  arrival(word) {
+    return this._arrivals.get(word) ?? null;
+  }
+
+  _put(word, entry, arrival = null) {
     const oldKey = this._entries.has(word) ? this._key(word) : null;
-    if (oldKey === null) this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 0, word);
+    if (oldKey === null) {
+      this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 0, word);
+      this._arrivals.set(word, arrival ?? nextArrival());
+    }
     this._entries.set(word, entry);
     const key = this._key(word);
     if (key > REBASE) {
@@ -878,6 +893,7 @@ export class UserWords {
       subtract(ranked, Math.exp(key));
     }
     this._entries.delete(word);
+    this._arrivals.delete(word);
     this._sorted.splice(lowerBound(this._sorted, word, compareCodePoints), 1);
     this.removals += 1;   // (after the word is gone, as Python)
   }
@@ -961,17 +977,20 @@ export class ContextCache {
     this._sorted = [];
     this._uses = new Map();                      // word -> how many slots hold it
     this._bins = new Int32Array(size);           // 1 + that index (0: none)
+    this._counted = new Int32Array(size);        // _bins, 0 for a use that does not count: the sums' bins
+    this._arrivals = new Array(size).fill(0);    // the dictionary's arrival of each slot's word then
     this._inflight = new Set();                  // states not yet landed
     this.added = 0;                              // words added so far (the clock; slot = added % size)
     this._version = 0;                           // changes whenever a slot does
     this._query = null;                          // {version, held, changes, state, weights}
-    // the dictionary's `removals` count when the uses of the words it no longer has were last dropped
+    // the dictionary and its `removals` count when which uses count was last decided
     this._removalsSeen = null;
     this._heldSeen = null;
   }
 
-  /** Keep `word` with (a promise of) the model's state where it began; returns what remove() takes. */
-  add(state, word) {
+  /** Keep `word` with (a promise of) the model's state where it began and the dictionary's `arrival` of the word
+   * (UserWords.arrival, just learned); returns what remove() takes. */
+  add(state, word, arrival) {
     const slot = this.added % this.size;
     this._empty(slot);
     this._words[slot] = word;
@@ -980,10 +999,14 @@ export class ContextCache {
     if (!count) {   // a new word: the indices at and after its place move up one
       const at = lowerBound(this._sorted, word, compareCodePoints);
       this._sorted.splice(at, 0, word);
-      for (let i = 0; i < this.size; i++) if (this._bins[i] > at) this._bins[i] += 1;
+      for (let i = 0; i < this.size; i++) {
+        if (this._bins[i] > at) this._bins[i] += 1;
+        if (this._counted[i] > at) this._counted[i] += 1;
+      }
     }
     this._uses.set(word, count + 1);
-    this._bins[slot] = lowerBound(this._sorted, word, compareCodePoints) + 1;
+    this._bins[slot] = this._counted[slot] = lowerBound(this._sorted, word, compareCodePoints) + 1;
+    this._arrivals[slot] = arrival;
     this.added += 1;
     const added = this.added;
     this._times[slot] = added;
@@ -1015,7 +1038,7 @@ export class ContextCache {
     const word = this._words[slot];
     if (word === null) return;
     this._words[slot] = null;
-    this._bins[slot] = 0;
+    this._bins[slot] = this._counted[slot] = 0;
     const count = this._uses.get(word) - 1;
     if (count) {
       this._uses.set(word, count);
@@ -1023,7 +1046,10 @@ export class ContextCache {
       this._uses.delete(word);
       const at = lowerBound(this._sorted, word, compareCodePoints);
       this._sorted.splice(at, 1);
-      for (let i = 0; i < this.size; i++) if (this._bins[i] > at + 1) this._bins[i] -= 1;
+      for (let i = 0; i < this.size; i++) {
+        if (this._bins[i] > at + 1) this._bins[i] -= 1;
+        if (this._counted[i] > at + 1) this._counted[i] -= 1;
+      }
     }
   }
 
@@ -1035,7 +1061,7 @@ export class ContextCache {
   /** The k words of most weight that continue `prefix` (and that `held`, the dictionary, has), as [word, weight /
    * total weight of the words continuing prefix], most first, ties in code point order; [] if none. */
   continuing(state, prefix, k, held) {
-    this._dropUnheld(held);
+    this._decideCounted(held);
     let query = this._query;
     const same = query && query.version === this._version && query.held === held && query.changes === held.changes
       && query.state.length === state.length && query.state.every((x, i) => x === state[i]);
@@ -1068,7 +1094,7 @@ export class ContextCache {
     if (size * this.size !== this._vectors.length) {   // (as Python's product, which refuses the shapes)
       throw new CompactLMError(`the context cache holds states pooled to ${this._vectors.length / this.size} numbers, this one to ${size}`);
     }
-    const vectors = this._vectors, bins = this._bins, landed = this._landed, times = this._times;
+    const vectors = this._vectors, bins = this._counted, landed = this._landed, times = this._times;
     const theta = this.theta, rate = this._rate, now = this.added;
     for (let slot = 0; slot < used; slot++) {   // one sum per word, in slot order (as Python's bincount)
       if (bins[slot] === 0 || !landed[slot]) continue;
@@ -1087,16 +1113,19 @@ export class ContextCache {
     return totals.subarray(1);
   }
 
-  /** Empty the slots of the words `held` (the dictionary) no longer has, once per change in its removals. */
-  _dropUnheld(held) {
+  /** Which uses count: those whose word `held` (the dictionary) has, in the stay the use was added in; decided
+   * again when its removals change or it is another dictionary (as Python's _decide_counted). */
+  _decideCounted(held) {
     const removals = held.removals;   // (read first, as Python)
     if (removals === this._removalsSeen && held === this._heldSeen) return;
-    let gone = 0;
+    let changed = false;
     for (let slot = 0; slot < this.size; slot++) {
       const word = this._words[slot];
-      if (word !== null && !held.has(word)) { this._empty(slot); gone += 1; }
+      if (word === null) continue;
+      const counted = held.arrival(word) === this._arrivals[slot] ? this._bins[slot] : 0;
+      if (counted !== this._counted[slot]) { this._counted[slot] = counted; changed = true; }
     }
-    if (gone) this._version += 1;
+    if (changed) this._version += 1;
     this._removalsSeen = removals;
     this._heldSeen = held;
   }
@@ -1705,7 +1734,9 @@ export class Session {
       const undo = this.userWords.learn(word);
       if (undo !== null) {
         const state = this._cache ? this._stateAt(begin) : null;   // none inside a paste
-        this._learned.push([end, undo, state === null ? null : this._cache.add(state, word)]);
+        // (arrival 0, never counted: the word left the dictionary already, as Python)
+        const use = state === null ? null : this._cache.add(state, word, this.userWords.arrival(word) ?? 0);
+        this._learned.push([end, undo, use]);
         if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
       }
     }
