@@ -164,11 +164,9 @@ class ContextCache:
         removals = held.removals   # (read first: a removal during the scan is seen next time)
         if removals == self._removals_seen and held is self._held_seen:
             return
-        counted = self._counted.copy()
-        for slot, word in enumerate(self._words):
-            if word is not None:
-                now = held.arrival(word)
-                counted[slot] = self._bins[slot] if now == self._arrivals[slot] else 0
+        arrival = held.arrival
+        same = [word is not None and arrival(word) == then for word, then in zip(self._words, self._arrivals)]
+        counted = np.where(same, self._bins, 0)
         if not np.array_equal(counted, self._counted):
             self._counted = counted
             self._version += 1
