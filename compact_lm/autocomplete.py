@@ -474,8 +474,7 @@ class Session:
             undo = self.user_words.learn(word)
             if undo is not None:
                 state = None if self._cache is None else self._state_at(begin)   # none inside a paste
-                # (arrival 0, never counted: the word left the dictionary already, through another thread)
-                use = None if state is None else self._cache.add(state, word, self.user_words.arrival(word) or 0)
+                use = None if state is None else self._cache.add(state, word, undo.arrival, self.user_words)
                 self._learned.append((end, undo, use))
                 if len(self._learned) > 2 * LEARNED_UNDO:
                     del self._learned[:LEARNED_UNDO]

@@ -68,10 +68,12 @@ class ContextCache:
         self._removals_seen, self._held_seen = None, None
         self._last_unit: tuple | None = None       # (state, _unit(state)): a word's start is queried, then added
 
-    def add(self, state: np.ndarray, word: str, arrival: int) -> tuple[int, int]:
+    def add(self, state: np.ndarray, word: str, arrival: int, held: UserWords) -> tuple[int, int]:
         """Keep `word` with `state` (the model's hidden state where the word began; never changed afterwards: it is
-        recognized by identity) and the dictionary's `arrival` of the word (UserWords.arrival, just learned);
-        returns what `remove` takes."""
+        recognized by identity) and `arrival`, the word's arrival in `held` (the dictionary) as it was just learned
+        (Learned.arrival); returns what `remove` takes."""
+        if held is not self._held_seen:   # counted below, for `held`: decide again at the next completion
+            self._held_seen = None
         vector = self._unit_of(state)
         if self._vectors is None:
             self._vectors = np.zeros((self.size, vector.size), dtype=np.float32)

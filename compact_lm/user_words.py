@@ -41,6 +41,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import CompactLMError
 from .lexicon import MAX_WORD_CHARS, prefix_range
@@ -70,6 +71,18 @@ def _whole(value) -> bool:
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
+
+
+class Learned(NamedTuple):
+    """What `UserWords.learn` returns and `unlearn` takes: the word's entry before and after, the words its
+    arrival evicted (each with its entry and arrival), its arrival then, and the dictionary's removals count then."""
+
+    word: str
+    previous: list | None
+    entry: list
+    evicted: list
+    arrival: int
+    removals: int
 
 
 class UserWords:
@@ -207,22 +220,27 @@ class UserWords:
                 evicted.append((victim, list(self._entries[victim]), self._arrivals[victim]))
                 self._remove(victim)
             self.changes += 1
-            return (word, previous, list(entry), evicted)
+            # (the word's arrival now: 0 if its own arrival evicted it; the removals count, to see any removal since)
+            return Learned(word, previous, list(entry), evicted, self._arrivals.get(word, 0), self.removals)
 
-    def unlearn(self, undo: tuple) -> None:
+    def unlearn(self, undo: Learned) -> None:
         """Take back one `learn` (its return value): the word's entry as it was before, and the words its arrival
-        evicted. Nothing happens if the word changed since (another session used it, or it was forgotten)."""
-        word, previous, entry, evicted = undo
+        evicted if nothing left the dictionary since (a word evicted, then learned again and forgotten, stays
+        forgotten). Nothing happens if the word changed since (another session used it, or it was forgotten)."""
         with self._lock:
-            if self._entries.get(word) != entry:
+            if self._entries.get(undo.word) != undo.entry:
                 return
-            if previous is None:
-                self._remove(word)
+            untouched = self.removals == undo.removals
+            if undo.previous is None:
+                self._remove(undo.word)
             else:
-                self._put(word, list(previous))
-            for victim, victim_entry, arrival in evicted:
-                if victim not in self._entries and len(self._entries) < self.max_words:
-                    self._put(victim, list(victim_entry), arrival)
+                self._put(undo.word, list(undo.previous))
+            if untouched and undo.evicted:
+                for victim, victim_entry, arrival in undo.evicted:
+                    if victim not in self._entries and len(self._entries) < self.max_words:
+                        self._put(victim, list(victim_entry), arrival)
+                # (again: a reader that saw the count between the take-back and the victims' return looks again)
+                self.removals += 1
             self.changes += 1
 
     def forget(self, word: str) -> bool:

@@ -3,6 +3,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,7 @@ def held(*words) -> UserWords:
 
 def keep(cache: ContextCache, state: np.ndarray, word: str, dictionary: UserWords) -> tuple[int, int]:
     """Learn `word` and keep its use with `state`, as a session does."""
-    dictionary.learn(word)
-    return cache.add(state, word, dictionary.arrival(word))
+    return cache.add(state, word, dictionary.learn(word).arrival, dictionary)
 
 
 def test_shares_follow_the_rule():
@@ -145,7 +145,7 @@ def test_a_word_a_take_back_puts_back_gets_its_uses_back():
     keep(cache, FAR, "zyb", dictionary)
     dictionary.learn("zyb")                 # zyx is now the word of least weight
     undo = dictionary.learn("zyc")          # pushes zyx out
-    use = cache.add(FAR, "zyc", dictionary.arrival("zyc"))
+    use = cache.add(FAR, "zyc", undo.arrival, dictionary)
     assert "zyx" not in dict(cache.continuing(NEAR, "zy", 3, dictionary))
     dictionary.unlearn(undo)
     cache.remove(use)
@@ -158,6 +158,29 @@ def test_uses_count_again_when_the_dictionary_comes_back():
     keep(cache, NEAR, "zyx", mine)
     assert cache.continuing(NEAR, "zy", 3, other) == []
     assert [w for w, _ in cache.continuing(NEAR, "zy", 3, mine)] == ["zyx"]
+
+
+def test_a_word_learned_into_another_dictionary_is_not_proposed_from_this_one():
+    """Session.user_words replaced, a word learned into the other, then the first one back: not in it, not proposed."""
+    cache, mine, other = ContextCache(), UserWords(), UserWords()
+    keep(cache, NEAR, "zyb", mine)
+    cache.continuing(NEAR, "zy", 3, mine)
+    keep(cache, NEAR, "zyx", other)
+    assert [w for w, _ in cache.continuing(NEAR, "zy", 3, mine)] == ["zyb"]
+
+
+def test_a_take_back_does_not_bring_back_a_word_forgotten_since():
+    """The word a learn evicted, learned again and forgotten before the learn is taken back, stays forgotten."""
+    cache, dictionary = ContextCache(), UserWords(max_words=2)
+    keep(cache, NEAR, "zyx", dictionary)
+    keep(cache, FAR, "zyb", dictionary)
+    dictionary.learn("zyb")
+    undo = dictionary.learn("zyc")   # pushes zyx out
+    dictionary.forget("zyb")
+    dictionary.learn("zyx")
+    dictionary.forget("zyx")
+    dictionary.unlearn(undo)
+    assert "zyx" not in dictionary and cache.continuing(NEAR, "zy", 3, dictionary) == []
 
 
 def test_javascript_has_the_same_settings():
@@ -287,3 +310,53 @@ def test_repl_refuses_the_cache_without_user_words(tiny_model_path, capsys):
     from cli_helpers import run
     code, _, err = run(capsys, "repl", tiny_model_path, "--context-cache")
     assert code != 0 and "--context-cache" in err and "--user-words" in err and len(err.strip().splitlines()) == 1
+
+
+def test_what_counts_matches_a_brute_force_over_random_sessions():
+    """Random adds, take-backs, removes, forgets, clears and dictionary swaps, with completions skipped at random:
+    every answer is the brute-force rule (a use counts iff the dictionary now holds its word in the stay it was added
+    in: arrival equal), within float32 rounding."""
+    import random
+    from compact_lm import context_cache
+    rng = random.Random(5)
+    vocab = ["zaa", "zab", "zb", "zba", "zc"]
+    for _ in range(150):
+        size = rng.randint(1, 6)
+        cache, dictionaries = ContextCache(size=size, half_life=5.0), [UserWords(max_words=3), UserWords(max_words=3)]
+        held, ring, taken = dictionaries[0], [], []   # ring: [word, arrival, unit vector, time, kept] per add
+        for _ in range(30):
+            roll = rng.random()
+            if roll < 0.5:
+                word, state = rng.choice(vocab), np.array([[rng.gauss(0, 1) for _ in range(3)]], np.float32)
+                undo = held.learn(word)
+                use = cache.add(state, word, undo.arrival, held)
+                ring = (ring + [[word, undo.arrival, context_cache._unit(state), cache.added, True]])[-size:]
+                taken.append((held, undo, use, ring[-1]))
+            elif roll < 0.6 and taken:
+                owner, undo, use, entry = taken.pop()
+                owner.unlearn(undo)
+                cache.remove(use)
+                entry[4] = False
+            elif roll < 0.75 and ring:
+                chosen = rng.choice(ring)
+                cache.remove(((chosen[3] - 1) % size, chosen[3]))   # (slot, added), as add returned it
+                chosen[4] = False
+            elif roll < 0.85:
+                held.forget(rng.choice(vocab))
+            elif roll < 0.88:
+                held.clear()
+            elif roll < 0.95:
+                held = dictionaries[1] if held is dictionaries[0] else dictionaries[0]
+            if rng.random() < 0.3:
+                continue
+            query, prefix = np.array([[rng.gauss(0, 1) for _ in range(3)]], np.float32), rng.choice(["", "z", "za", "zb"])
+            weights = {}
+            for word, arrival, vector, time, kept in ring:
+                if kept and word.startswith(prefix) and held.arrival(word) == arrival:
+                    cosine = float(vector.astype(np.float64) @ context_cache._unit(query).astype(np.float64))
+                    weights[word] = weights.get(word, 0.0) + math.exp(10.0 * cosine - (cache.added - time) * math.log(2) / 5.0)
+            got = dict(cache.continuing(query, prefix, 20, held))
+            assert got.keys() == weights.keys()
+            total = sum(weights.values())
+            for word, share in got.items():
+                assert share == pytest.approx(weights[word] / total, rel=1e-4)

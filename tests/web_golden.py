@@ -350,7 +350,7 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
                 word, state = rng.choice(vocab), [rng.gauss(0, 1) for _ in range(units)]
                 undo = held.learn(word)
                 if undo is not None:
-                    slots.append(cache.add(np.array(state, np.float32), word, held.arrival(word)))
+                    slots.append(cache.add(np.array(state, np.float32), word, undo.arrival, held))
                     taken.append((undo, slots[-1]))
                     ops.append({"op": "add", "word": word, "state": state})
             elif roll < 0.6 and taken:   # a backspace over the last learned word's boundary, as a session does
@@ -386,8 +386,9 @@ def _replay_case(size: int, max_words: int, adds: list[tuple[str, list[float]]],
     from compact_lm.context_cache import ContextCache
     cache, held, ops = ContextCache(size=size, half_life=5.0), UserWords(max_words=max_words), []
     for word, state in adds:
-        if held.learn(word) is not None:
-            cache.add(np.array(state, np.float32), word, held.arrival(word))
+        undo = held.learn(word)
+        if undo is not None:
+            cache.add(np.array(state, np.float32), word, undo.arrival, held)
             ops.append({"op": "add", "word": word, "state": state})
     for state, prefix in queries:
         found = cache.continuing(np.array(state, np.float32), prefix, 3, held)

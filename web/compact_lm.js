@@ -808,19 +808,25 @@ export class UserWords {
       this._remove(victim);
     }
     this.changes += 1;
-    return [word, previous, entry.slice(), evicted];
+    // (as Python's Learned: the word's arrival now, 0 if its own arrival evicted it; the removals count then)
+    return { word, previous, entry: entry.slice(), evicted, arrival: this._arrivals.get(word) ?? 0, removals: this.removals };
   }
 
   /** Take back one learn() (its return value): the word's entry as it was before, and the words its arrival
-   * evicted. Nothing happens if the word changed since (another session used it, or it was forgotten). */
+   * evicted if nothing left the dictionary since. Nothing happens if the word changed since (another session used
+   * it, or it was forgotten). As Python's. */
   unlearn(undo) {
-    const [word, previous, entry, evicted] = undo;
+    const { word, previous, entry, evicted } = undo;
     const now = this._entries.get(word);
     if (now === undefined || now[0] !== entry[0] || now[1] !== entry[1] || now[2] !== entry[2]) return;
+    const untouched = this.removals === undo.removals;
     if (previous === null) this._remove(word);
     else this._put(word, previous.slice());
-    for (const [victim, victimEntry, arrival] of evicted) {
-      if (!this._entries.has(victim) && this._entries.size < this.maxWords) this._put(victim, victimEntry.slice(), arrival);
+    if (untouched && evicted.length) {
+      for (const [victim, victimEntry, arrival] of evicted) {
+        if (!this._entries.has(victim) && this._entries.size < this.maxWords) this._put(victim, victimEntry.slice(), arrival);
+      }
+      this.removals += 1;   // (as Python: whoever saw the count before the victims' return looks again)
     }
     this.changes += 1;
   }
@@ -988,9 +994,10 @@ export class ContextCache {
     this._heldSeen = null;
   }
 
-  /** Keep `word` with (a promise of) the model's state where it began and the dictionary's `arrival` of the word
-   * (UserWords.arrival, just learned); returns what remove() takes. */
-  add(state, word, arrival) {
+  /** Keep `word` with (a promise of) the model's state where it began and `arrival`, the word's arrival in `held`
+   * (the dictionary) as it was just learned (learn()'s arrival); returns what remove() takes. */
+  add(state, word, arrival, held) {
+    if (held !== this._heldSeen) this._heldSeen = null;   // counted below, for `held`: decide again at the next query
     const slot = this.added % this.size;
     this._empty(slot);
     this._words[slot] = word;
@@ -1734,8 +1741,7 @@ export class Session {
       const undo = this.userWords.learn(word);
       if (undo !== null) {
         const state = this._cache ? this._stateAt(begin) : null;   // none inside a paste
-        // (arrival 0, never counted: the word left the dictionary already, as Python)
-        const use = state === null ? null : this._cache.add(state, word, this.userWords.arrival(word) ?? 0);
+        const use = state === null ? null : this._cache.add(state, word, undo.arrival, this.userWords);
         this._learned.push([end, undo, use]);
         if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
       }

@@ -147,7 +147,7 @@ test("the context cache: Python's words and shares through adds, removes, take-b
       if (op.op === "add") {
         const undo = held.learn(op.word);
         if (undo !== null) {
-          taken.push([undo, cache.add(Promise.resolve(Float32Array.from(op.state)), op.word, held.arrival(op.word))]);
+          taken.push([undo, cache.add(Promise.resolve(Float32Array.from(op.state)), op.word, undo.arrival, held)]);
         }
       } else if (op.op === "takeback") {
         const [undo, use] = taken.pop();
