@@ -333,7 +333,8 @@ def write_goldens(folder: Path, alice_text: str, tiny_npz: Path | None = None, s
 def write_context_cache(folder: Path, trials: int = 120) -> None:
     """context_cache.json: random runs of ContextCache (small sizes, so the ring wraps) beside a small UserWords
     (so words are evicted and forgotten): adds with their states, removes, take-backs of the last learned word,
-    forgets, clears, and after most steps a query for 1 to 20 words with Python's answer."""
+    forgets, clears, switches to a second dictionary and back, and after most steps a query for 1 to 20 words with
+    Python's answer."""
     import random
     from compact_lm.context_cache import ContextCache
     rng = random.Random(2)
@@ -341,9 +342,11 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
     cases = []
     for _ in range(trials):
         size = rng.randint(1, 6)
-        cache, held, ops, slots = ContextCache(size=size, half_life=5.0), UserWords(max_words=5), [], []
+        cache, ops, slots = ContextCache(size=size, half_life=5.0), [], []
+        dictionaries = [UserWords(max_words=5), UserWords(max_words=5)]   # a session's, and another it switches to
+        held = dictionaries[0]
         units = rng.choice([3, 64, 200])   # more than context_cache.POOLED (64): pooled, 200 not a multiple of it
-        taken = []   # (undo, use) of the adds, for take-backs
+        taken = []   # (dictionary, undo, use) of the adds, for take-backs
         for _ in range(40):
             roll = rng.random()
             if roll < 0.55:
@@ -351,11 +354,11 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
                 undo = held.learn(word)
                 if undo is not None:
                     slots.append(cache.add(np.array(state, np.float32), word, undo.arrival, held))
-                    taken.append((undo, slots[-1]))
+                    taken.append((held, undo, slots[-1]))
                     ops.append({"op": "add", "word": word, "state": state})
             elif roll < 0.6 and taken:   # a backspace over the last learned word's boundary, as a session does
-                undo, use = taken.pop()
-                held.unlearn(undo)
+                owner, undo, use = taken.pop()
+                owner.unlearn(undo)
                 cache.remove(use)
                 ops.append({"op": "takeback"})
             elif roll < 0.8 and slots:
@@ -369,6 +372,9 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
             elif roll < 0.93:
                 held.clear()
                 ops.append({"op": "clear"})
+            elif roll < 0.97:   # Session.user_words replaced by the other dictionary (or back)
+                held = dictionaries[1] if held is dictionaries[0] else dictionaries[0]
+                ops.append({"op": "swap"})
             if rng.random() < 0.3:   # no completion after every change: a forget and a learn can come together
                 continue
             state, prefix = [rng.gauss(0, 1) for _ in range(units)], rng.choice(["", "a", "ab", "b", "\U0010ffff", "z"])

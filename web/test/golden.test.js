@@ -137,25 +137,28 @@ test("golden cases are present", { skip: SKIP }, () => {
   assert.ok(modelFiles().length >= 1, `no model-*.json in ${GOLDEN}`);
 });
 
-test("the context cache: Python's words and shares through adds, removes, take-backs, forgets, clears and a full ring", { skip: SKIP }, async () => {
+test("the context cache: Python's words and shares through adds, removes, take-backs, forgets, clears, another dictionary and a full ring", { skip: SKIP }, async () => {
   const problems = [];
   let queries = 0;
   for (const [n, c] of readJson("context_cache.json").entries()) {
-    const cache = new ContextCache({ size: c.size, halfLife: 5.0 }), held = new UserWords({ maxWords: c.maxWords ?? 5 });
-    const taken = [];   // [undo, use] of the adds, for take-backs
+    const cache = new ContextCache({ size: c.size, halfLife: 5.0 });
+    const dictionaries = [new UserWords({ maxWords: c.maxWords ?? 5 }), new UserWords({ maxWords: c.maxWords ?? 5 })];
+    let held = dictionaries[0];
+    const taken = [];   // [dictionary, undo, use] of the adds, for take-backs
     for (const op of c.ops) {
       if (op.op === "add") {
         const undo = held.learn(op.word);
         if (undo !== null) {
-          taken.push([undo, cache.add(Promise.resolve(Float32Array.from(op.state)), op.word, undo.arrival, held)]);
+          taken.push([held, undo, cache.add(Promise.resolve(Float32Array.from(op.state)), op.word, undo.arrival, held)]);
         }
       } else if (op.op === "takeback") {
-        const [undo, use] = taken.pop();
-        held.unlearn(undo);
+        const [owner, undo, use] = taken.pop();
+        owner.unlearn(undo);
         cache.remove(use);
       } else if (op.op === "remove") cache.remove(op.use);
       else if (op.op === "forget") held.forget(op.word);
       else if (op.op === "clear") held.clear();
+      else if (op.op === "swap") held = held === dictionaries[0] ? dictionaries[1] : dictionaries[0];
       else {
         queries += 1;
         await cache.settle();
