@@ -383,7 +383,7 @@ def write_context_cache(folder: Path, trials: int = 120) -> None:
             ops.append({"op": "query", "state": state, "prefix": prefix, "k": k,
                         "expected": [[w, float(p)] for w, p in found]})
         cases.append({"size": size, "ops": ops})
-    cases += [_pooled_in_float64_case(), _many_words_case(rng)]
+    cases += [_pooled_in_float64_case(), _many_words_case(rng), _swap_case()]
     (folder / "context_cache.json").write_text(json.dumps(cases), encoding="utf-8")
 
 
@@ -400,6 +400,31 @@ def _replay_case(size: int, max_words: int, adds: list[tuple[str, list[float]]],
         found = cache.continuing(np.array(state, np.float32), prefix, 3, held)
         ops.append({"op": "query", "state": state, "prefix": prefix, "expected": [[w, float(p)] for w, p in found]})
     return {"size": size, "maxWords": max_words, "ops": ops}
+
+
+def _swap_case() -> dict:
+    """A word learned into the other dictionary with no completion in between, then the first one back: its use must
+    not count there (add() takes the dictionary it learned into)."""
+    from compact_lm.context_cache import ContextCache
+    cache, dictionaries, ops = ContextCache(size=4, half_life=5.0), [UserWords(max_words=5), UserWords(max_words=5)], []
+    state = [1.0, 0.0, 0.0]
+
+    def add(held: UserWords, word: str) -> None:
+        cache.add(np.array(state, np.float32), word, held.learn(word).arrival, held)
+        ops.append({"op": "add", "word": word, "state": state})
+
+    def query(held: UserWords) -> None:
+        found = cache.continuing(np.array(state, np.float32), "a", 3, held)
+        ops.append({"op": "query", "state": state, "prefix": "a", "k": 3, "expected": [[w, float(p)] for w, p in found]})
+
+    add(dictionaries[0], "aa")
+    query(dictionaries[0])
+    ops.append({"op": "swap"})
+    add(dictionaries[1], "ab")
+    ops.append({"op": "swap"})
+    query(dictionaries[0])
+    assert ops[-1]["expected"] == [["aa", 1.0]]
+    return {"size": 4, "maxWords": 5, "ops": ops}
 
 
 def _pooled_in_float64_case() -> dict:
