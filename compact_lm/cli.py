@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (1 for a user error, 130 for Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:   # said by the command's own parser ("compact-lm train: error: ..."), as its other argument errors
+        parser._subparsers._group_actions[0].choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args)
     except Interrupted as error:

@@ -285,9 +285,9 @@ def write_site(model: str | os.PathLike, out_dir: str | os.PathLike, *, sequence
     for name, value in (options or {}).items():
         if name not in PAGE_OPTIONS:
             raise CompactLMError(f"unknown page option {name!r}; the options are {', '.join(PAGE_OPTIONS)}")
-        want_bool = isinstance(PAGE_OPTIONS[name], bool)
-        if isinstance(value, bool) != want_bool or not (want_bool or isinstance(value, int) and value >= 1):
-            raise CompactLMError(f"page option {name!r} must be {'true or false' if want_bool else 'a whole number >= 1'}, "
+        want_bool, least = isinstance(PAGE_OPTIONS[name], bool), 2 if name == "maxChars" else 1
+        if isinstance(value, bool) != want_bool or not (want_bool or isinstance(value, int) and value >= least):
+            raise CompactLMError(f"page option {name!r} must be {'true or false' if want_bool else f'a whole number >= {least}'}, "
                                  f"got {value!r}")
     opened = check_model(model, sequence)
     ort = choose_ort(ort_dir, ort_url)
@@ -449,14 +449,14 @@ def configure_web(p) -> None:
                              "web/node_modules/onnxruntime-web/dist when present)")
     source.add_argument("--ort-url", action="store_true",
                         help="the page loads onnxruntime-web from a pinned jsDelivr URL (the default without a local copy)")
-    from .cli import positive_int
+    from .cli import positive_int, whole_number
     p.add_argument("-k", "--k", dest="k", type=positive_int, default=PAGE_OPTIONS["suggestions"],
                    help=f"suggestions shown (default {PAGE_OPTIONS['suggestions']})")
     p.add_argument("--beam", type=positive_int, default=PAGE_OPTIONS["beam"],
                    help=f"beam width of the word search (default {PAGE_OPTIONS['beam']})")
-    p.add_argument("--max-chars", type=positive_int, default=PAGE_OPTIONS["maxChars"],
-                   help="longest word completion in characters, counting the boundary that ends it "
-                        f"(default {PAGE_OPTIONS['maxChars']})")
+    p.add_argument("--max-chars", type=whole_number(2), default=PAGE_OPTIONS["maxChars"],
+                   help="longest word completion in characters, counting the boundary that ends it (at least 2; "
+                        f"default {PAGE_OPTIONS['maxChars']})")
     p.add_argument("--no-context-cache", dest="context_cache", action="store_false",
                    help='"Learn my words" learns the words alone, without the context cache (faster word starts, '
                         "fewer keystrokes saved)")

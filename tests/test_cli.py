@@ -167,6 +167,7 @@ def test_eval_text_missing(tiny_model_path, tmp_path, capsys):
 def test_unknown_command_line_option(capsys):
     code, _, err = run(capsys, "train", "--hiden", "5", "--out", "x")
     assert_one_line_error(code, err, "unrecognized arguments: --hiden")
+    assert err.startswith("compact-lm train: error:")   # the command's own parser, as docs/cli.md says
 
 
 def test_training_without_a_terminal_logs_a_line_per_evaluation(tmp_path, small_corpus):

@@ -628,7 +628,8 @@ def test_web_checks_the_model_before_writing(model_files, tiny_model_path, tmp_p
 
 
 @pytest.mark.parametrize("options, named", [({"bem": 2}, "'bem'"), ({"beam": 0}, "'beam'"),
-                                             ({"maxChars": True}, "'maxChars'"), ({"contextCache": 1}, "'contextCache'")])
+                                             ({"maxChars": True}, "'maxChars'"), ({"maxChars": 1}, "'maxChars'"),
+                                             ({"contextCache": 1}, "'contextCache'")])
 def test_web_refuses_a_page_option_it_does_not_know_or_cannot_use(model_files, tmp_path, options, named):
     from compact_lm.errors import CompactLMError
     from compact_lm.web import write_site
