@@ -199,7 +199,7 @@ class UserWords:
         return math.log(weight) + last * self._rate - self._base
 
     # ------------------------------------------------------------------------------- changes
-    def learn(self, word: str) -> tuple | None:
+    def learn(self, word: str) -> Learned | None:
         """Count one use of `word` (already normalized); returns what `unlearn` needs to take it back, or None
         when the word is not kept (too short or too long)."""
         if not MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS:

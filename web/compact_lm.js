@@ -786,7 +786,8 @@ export class UserWords {
     return Math.log(weight) + last * this._rate - this._base;
   }
 
-  /** Count one use of `word` (normalized); returns what unlearn() needs, or null if the word is not kept. */
+  /** Count one use of `word` (normalized); returns what unlearn() needs (as Python's Learned: {word, previous, entry,
+   * evicted, arrival, removals}), or null if the word is not kept. */
   learn(word) {
     const length = codePoints(word);
     if (length < MIN_WORD_CHARS || length > MAX_WORD_CHARS) return null;
