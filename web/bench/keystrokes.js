@@ -5,7 +5,7 @@ function percentile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-function summary(times) {
+export function summary(times) {
   const sorted = [...times].sort((a, b) => a - b);
   return { n: sorted.length, p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9),
            p99: percentile(sorted, 0.99), mean: sorted.reduce((a, b) => a + b, 0) / sorted.length };

@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import * as ortModule from "onnxruntime-node";
 import { Autocompleter, UserWords } from "../compact_lm.js";
+import { summary } from "./keystrokes.js";
 
 const TURN = 500;
 const [model, textPath, chars] = process.argv.slice(2);
@@ -28,10 +29,6 @@ for (let start = 0, turn = 0; start < text.length; start += TURN, turn += 1) {
     }
   }
 }
-const pick = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 const result = { ort: ort.env.versions, chars: text.length };
-for (const [j, name] of names.entries()) {
-  const sorted = [...times[j]].sort((a, b) => a - b);
-  result[name] = { p50: pick(sorted, 0.5), p90: pick(sorted, 0.9), p99: pick(sorted, 0.99) };
-}
+for (const [j, name] of names.entries()) result[name] = summary(times[j]);
 console.log(JSON.stringify(result));
