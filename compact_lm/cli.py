@@ -90,6 +90,13 @@ def number(text: str) -> float:
     return value
 
 
+def output_path(text: str) -> str:
+    """argparse type: where to write (an empty string would mean the current folder, never what was meant)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
 def blas_threads(args) -> contextlib.AbstractContextManager:
     """Cap BLAS threads for the command, if --threads was given."""
     if getattr(args, "threads", None) is None:

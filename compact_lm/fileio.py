@@ -44,29 +44,50 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mod
     """Write a file through `write(fileobj)` into a temporary sibling, fsync, then `os.replace`.
 
     A crash or a full disk at any point leaves either the old file or the new one, never a mix. The file
-    gets `mode` (default: what open() would give it, 0666 & ~umask).
+    gets `mode` (default: what open() would give it, 0666 & ~umask). A symbolic link is written through (its
+    target is replaced); anything there that is not a regular file (a folder, /dev/null) is refused.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    atomic_write_all([(path, write)], mode)
+
+
+def atomic_write_all(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None]]], mode: int | None = None) -> None:
+    """atomic_write for several files that go together: each is written to its temporary sibling first, and
+    only when all are written are they renamed into place, so a failure (a folder that cannot be written, a full
+    disk) replaces none of them."""
+    targets = [_write_target(Path(path)) for path, _ in files]
+    written: list[str] = []   # temporary files not yet renamed into place
+    current = targets[0] if targets else None   # the file being written (what an error names)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as error:
-        raise CompactLMError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK if mode is None else mode)
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        for current, (_, write) in zip(targets, files):
+            folder = current.parent if str(current.parent) else Path(".")
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=folder)
+            written.append(tmp_name)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o666 & ~_UMASK if mode is None else mode)
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for current in targets:   # (a rename within a folder does not fail for lack of space)
+            os.replace(written[0], current)
+            del written[0]
     except BaseException as error:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
+        for tmp_name in written:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
         if isinstance(error, OSError):
-            raise CompactLMError(f"cannot write {path}: {error.strerror or error}") from None
+            raise CompactLMError(f"cannot write {current}: {error.strerror or error}") from None
         raise
+
+
+def _write_target(path: Path) -> Path:
+    """Where writing `path` goes: a symbolic link's target; a one-line error for anything but a regular file."""
+    if path.is_symlink():   # write the file it points to (as an editor does), not a file in the link's place
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():   # a folder, a device (/dev/null), a pipe: never replaced
+        raise CompactLMError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'not a regular file'}")
+    return path
 
 
 def png_bytes(figure) -> bytes:

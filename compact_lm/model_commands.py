@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import blas_threads, number, positive_int
+from .cli import blas_threads, number, output_path, positive_int
 from .config import TRAIN_HELP, TrainConfig
 from .errors import CompactLMError
 
@@ -55,7 +55,7 @@ def configure_train(p: argparse.ArgumentParser) -> None:
                    help="lowercase the text")
     p.add_argument("--no-nfc", dest="nfc", action="store_false", default=argparse.SUPPRESS,
                    help="keep the text as is (default: Unicode NFC normalization)")
-    p.add_argument("--out", dest="out_dir", required=True, metavar="DIR",
+    p.add_argument("--out", dest="out_dir", type=output_path, required=True, metavar="DIR",
                    help="output folder for model.npz, state.npz, history")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out (bit-exact)")
     p.add_argument("--threads", type=positive_int, help="cap BLAS threads")
@@ -94,7 +94,7 @@ def _cmd_train(args) -> int:
              else f"the best by val bpc: step {kept} of {trainer.step}")   # later steps overfit the training text
     lines = [f"model: {Path(args.out_dir) / 'model.npz'} ({result.model.num_params:,} parameters, {which})"]
     for split in ("val", "test"):
-        if split in metrics:
+        if metrics.get(split, {}).get("bpc") is not None:   # (a split too short to score has none)
             lines.append(f"{split}: {metrics[split]['bpc']:.4f} bpc (perplexity {metrics[split]['perplexity']:.3f})")
     lines.append(f"speed: {metrics['chars_per_second']:,.0f} characters/second")
     print("\n".join(lines))

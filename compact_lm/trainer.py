@@ -36,6 +36,7 @@ from .vocab import Vocab, normalize
 STATE_KIND = "compact-lm-train-state"
 STATE_FORMAT_VERSION = 1
 MODEL_FILE, STATE_FILE = "model.npz", "state.npz"
+RUN_FILES = (MODEL_FILE, STATE_FILE, "history.json", "history.csv", "curves.png")   # what a run writes in its folder
 # memorizing_note: (evaluations in a row, bpc above the best validation bpc, validation minus training bpc at the
 # last). Slow: 5 evaluations 0.05 above (a run that generalizes wanders up to ~0.15 between two evaluations, not for
 # long; 3 or 4 evaluations fired on a tinyshakespeare run at batch 8). Steep, for short runs with few evaluations: 2
@@ -118,7 +119,7 @@ def _check_writable(out_dir: Path) -> None:
 
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files that a killed process left mid-write (atomic_write's `.NAME.*.tmp`)."""
-    for name in (MODEL_FILE, STATE_FILE, "history.json", "history.csv", "curves.png"):
+    for name in RUN_FILES:
         for leftover in folder.glob(f".{name}.*.tmp"):
             try:
                 leftover.unlink()
@@ -172,6 +173,11 @@ class Trainer:
         elif state_path.exists():
             raise SettingError("out_dir", "{out_dir} {path} already holds a run; pass {resume} to continue it "
                                           "or choose another folder", path=self.out_dir)
+        else:   # a folder with a run's files but no run (a copied model, say): they would be overwritten
+            found = [name for name in RUN_FILES if (self.out_dir / name).exists()]
+            if found:
+                raise SettingError("out_dir", "{out_dir} {path} holds {name} but no run to resume: choose another "
+                                              "folder (nothing is overwritten)", path=self.out_dir, name=found[0])
 
         if init_model is None and config.init:
             from .opener import open_model

@@ -218,8 +218,12 @@ def prepare_site_folder(out: Path) -> None:
         if site is None:
             raise SettingError("out_dir", "{out_dir} {out} is not empty and holds no compact-lm site: "
                                           "choose a new or empty folder", out=out)
+        files = site.get("files")
+        if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+            raise SettingError("out_dir", "{out_dir} {out}: its {marker} is damaged (\"files\" is not a list of "
+                                          "names): remove the folder or choose another", out=out, marker=SITE_MARKER)
         root = out.resolve()
-        for name in [*site.get("files", []), SITE_MARKER]:
+        for name in [*files, SITE_MARKER]:
             path = (out / str(name)).resolve()
             if root in path.parents and path.is_file():   # only files inside the folder that the site listed
                 path.unlink()
@@ -439,9 +443,10 @@ def serve_command(folder: str | os.PathLike) -> str:
 
 def configure_web(p) -> None:
     """Options of `compact-lm web`."""
+    from .cli import output_path, positive_int, whole_number
     p.add_argument("model", metavar="MODEL.onnx", help="an exported step graph (compact-lm export)")
     p.add_argument("--sequence", metavar="SEQ.onnx", help="its sequence graph, for pasted text (compact-lm export --sequence)")
-    p.add_argument("--out", dest="out_dir", required=True, metavar="DIR",
+    p.add_argument("--out", dest="out_dir", type=output_path, required=True, metavar="DIR",
                    help="the site folder: new, empty, or holding an earlier site")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--ort-dir", metavar="DIR",
@@ -449,7 +454,6 @@ def configure_web(p) -> None:
                              "web/node_modules/onnxruntime-web/dist when present)")
     source.add_argument("--ort-url", action="store_true",
                         help="the page loads onnxruntime-web from a pinned jsDelivr URL (the default without a local copy)")
-    from .cli import positive_int, whole_number
     p.add_argument("-k", "--k", dest="k", type=positive_int, default=PAGE_OPTIONS["suggestions"],
                    help=f"suggestions shown (default {PAGE_OPTIONS['suggestions']})")
     p.add_argument("--beam", type=positive_int, default=PAGE_OPTIONS["beam"],

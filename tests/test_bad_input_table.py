@@ -120,6 +120,11 @@ def _damaged_lexicon(files: Path, tmp: Path) -> Path:
     return tmp / "lex.npz"
 
 
+def _folder(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    return tmp / name
+
+
 def _write(tmp: Path, name: str, data: bytes) -> Path:
     (tmp / name).write_bytes(data)
     return tmp / name
@@ -155,6 +160,19 @@ BUILDERS = {
     ".onnx with external data": lambda f, t: ["verify", f / "model.npz", _onnx_variant(f, t, "ext.onnx", _external)],
     ".onnx with a custom operator": lambda f, t: ["verify", f / "model.npz",
                                                   _onnx_variant(f, t, "custom.onnx", _custom_domain)],
+    "export whose second file cannot be written (writes neither)": lambda f, t: [
+        "export", f / "model.npz", "--out", t / "m.onnx", "--sequence", _folder(t, "folder")],
+    "output that is not a regular file": lambda f, t: ["export", f / "model.npz", "--out", "/dev/null"],
+    "empty output path": lambda f, t: ["export", f / "model.npz", "--out", ""],
+    "quantize over its calibration text": lambda f, t: ["quantize", f / "model.npz", "--calibration",
+                                                        _write(t, "t.txt", TEXT.encode()), "--out", t / "t.txt"],
+    "sweep over its input model": lambda f, t: ["sweep", _copy(f, _folder(t, "runs"), "keep0.5-fp32.npz"),
+                                                "--keeps", "0.5", "--corpus", f / "text.txt", "--out", t / "runs"],
+    "train into a folder holding a model but no run": lambda f, t: [
+        "train", "--corpus", f / "text.txt", "--steps", "1", "--out", _copy(f, _folder(t, "copied"), "model.npz").parent],
+    "a site folder whose site.json is damaged": lambda f, t: [
+        "web", f / "model.onnx", "--out", _write(_folder(t, "site"), "site.json",
+                                                 b'{"kind": "compact-lm-site", "files": "ab"}').parent],
     "k <= 0": lambda f, t: ["complete", f / "model.onnx", "the qu", "-k", "0"],
     "user words that are not a user-words file": lambda f, t: ["repl", f / "model.onnx", "--user-words",
                                                                _write(t, "notes.json", b'{"notes": []}')],

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from compact_lm.cli import number, positive_int, whole_number
+from compact_lm.cli import number, output_path, positive_int, whole_number
 from compact_lm.errors import CompactLMError
 from compact_lm.data import SAVE_AS_UTF8
 from compact_lm.fileio import same_file
@@ -17,12 +17,19 @@ def _load_float(path: str, action: str):
     return open_model(path).as_float(f"{path} is already quantized: {action} the float model, then quantize")
 
 
+def _refuse_overwriting(out: str, *inputs: tuple[str, str | None]) -> None:
+    """A one-line CompactLMError if --out names one of the (what, path) files the command reads."""
+    for what, path in inputs:
+        if path is not None and same_file(path, out):
+            raise CompactLMError(f"--out must differ from {what} (nothing is overwritten)")
+
+
 def _cmd_prune(args) -> int:
     from compact_lm.data import read_text
     from compact_lm.trainer import prepare_corpus
     from .prune import calibration_ids_from_corpus, finetune_config, prune_model, resolve_criterion, target_sizes
-    if same_file(args.model, args.out):
-        raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
+    _refuse_overwriting(args.out, ("the input model", args.model), ("--calibration", args.calibration),
+                        *(("--corpus", path) for path in args.corpus or ()))
     model = _load_float(args.model, "prune")
     source_params = model.num_params
     sizes = target_sizes(model.config.hidden_sizes, keep=args.keep, hidden=args.hidden)
@@ -78,8 +85,7 @@ def _cmd_quantize(args) -> int:
     from compact_lm.data import read_text
     from compact_lm.opener import open_model
     from .quantize import quantize_model
-    if same_file(args.model, args.out):
-        raise CompactLMError("--out must differ from the input model (nothing is overwritten)")
+    _refuse_overwriting(args.out, ("the input model", args.model), ("--calibration", args.calibration))
     model = open_model(args.model).as_float(f"{args.model} is already quantized (quantizing twice would only add error)")
     text = None
     if args.calibration is not None:
@@ -141,7 +147,7 @@ def configure_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-char-count", type=whole_number(0), default=0, metavar="N",
                    help="also drop the characters seen fewer than N times in the training split: they read "
                         "as <unk> (default 0: keep the vocabulary)")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", type=output_path, required=True, metavar="FILE")
     p.add_argument("--quiet", action="store_true")
     # fine-tuning settings (TrainConfig's names) as prune spells them
     p.set_defaults(run=_cmd_prune, setting_flags={"lr": "--finetune-lr", "dropout": "--finetune-dropout",
@@ -154,7 +160,7 @@ def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", type=int, default=7, choices=[7, 8],
                    help="7 (default: exact in onnxruntime on every CPU) or 8")
     p.add_argument("--calibration", metavar="FILE", help="text on which to report fp32 vs int8 bpc")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", type=output_path, required=True, metavar="FILE")
     p.set_defaults(run=_cmd_quantize)
 
 
@@ -167,6 +173,6 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=int, default=None, help="default: 20 %% of the characters the model was trained on, in steps of at least 64 streams")
     p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--rounds", type=positive_int, default=1, help="prune each in this many rounds (default 1)")
-    p.add_argument("--out", dest="out_dir", required=True, metavar="DIR")
+    p.add_argument("--out", dest="out_dir", type=output_path, required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_sweep)

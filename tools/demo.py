@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import CompactLMError, Interrupted, SettingError
 from compact_lm.fileio import atomic_write
 
 from .profile import ProfileConfig
@@ -129,7 +129,11 @@ def train(config: DemoConfig, out: Path, progress: bool, log):
                                seq_len=config.seq_len, eval_every=config.eval_every, dropout=config.dropout,
                                weight_drop=config.weight_drop, **budget)
     trainer = Trainer(train_config, out / TRAIN_DIR, progress=progress, log=log)
-    return trainer, trainer.run().model
+    try:
+        return trainer, trainer.run().model
+    except Interrupted:   # (the trainer's own message names --resume, which the demo does not take)
+        raise Interrupted(f"interrupted while training, at step {trainer.step}: run the same command with --force "
+                          "to start the demo over") from None
 
 
 def prune(model, trainer, config: DemoConfig, out: Path, progress: bool, log):
@@ -251,8 +255,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
 # ------------------------------------------------------------------------------- compact-lm demo
 def configure_demo(p) -> None:
     """Options of `compact-lm demo`."""
-    from compact_lm.cli import number, positive_int
-    p.add_argument("--out", dest="out_dir", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    from compact_lm.cli import number, output_path, positive_int
+    p.add_argument("--out", dest="out_dir", type=output_path, default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=number, default=None,
                    help=f"training budget in minutes (default {DEFAULT_MINUTES:g}: the whole demo in about 5 minutes)")
     p.add_argument("--threads", type=positive_int, default=None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from compact_lm.cli import positive_int
+from compact_lm.cli import output_path, positive_int
 from compact_lm.errors import CompactLMError
 
 
@@ -23,6 +24,14 @@ def _cmd_profile(args) -> int:
         text, source = read_text(args.text, encoding_errors=args.encoding_errors, what="--text"), str(args.text)
         if not text:
             raise CompactLMError(f"--text {args.text}: the file is empty")
+    if args.out is not None:   # before any measuring: a folder that cannot be made fails now, not at the end
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise CompactLMError(f"--out {out} is a file, not a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CompactLMError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
     config = ProfileConfig(threads=args.threads, beam=args.beam, k=args.k, step_calls=args.step_calls,
                            completions=args.completions, keystrokes=args.keystrokes, limit=args.limit,
                            probe_rounds=args.rounds, baseline=not args.no_baseline, order=args.order,
@@ -68,7 +77,7 @@ def configure_profile(p: argparse.ArgumentParser) -> None:
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     output.add_argument("--markdown", action="store_true", help="print the tables as markdown")
-    p.add_argument("--out", metavar="DIR", help="also write profile.json, profile.md and (with matplotlib) profile.png")
+    p.add_argument("--out", type=output_path, metavar="DIR", help="also write profile.json, profile.md and (with matplotlib) profile.png")
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_cmd_profile)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from compact_lm.cells import get_cell
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import CompactLMError, Interrupted, SettingError
 from compact_lm.model import Model
 from compact_lm.network import input_table, run_layers, zero_state
 
@@ -367,8 +367,15 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
             config = train_config.__class__.from_json({**settings, **_budget(settings, steps)})
             if work_dir is not None:
                 Path(work_dir).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="compact-lm-finetune-", dir=work_dir) as folder:
-                tuned = finetune(current, config, Path(folder) / "run", teacher=model, progress=progress)
+            try:
+                with tempfile.TemporaryDirectory(prefix="compact-lm-finetune-", dir=work_dir) as folder:
+                    tuned = finetune(current, config, Path(folder) / "run", teacher=model, progress=progress)
+            except Interrupted:   # the trainer's "state saved ... --resume" is about a folder that is now gone
+                raise Interrupted(f"interrupted while fine-tuning round {r}: no pruned model was written; run the "
+                                  "command again to start over") from None
+            except OSError as error:   # the temporary folder could not be made
+                raise CompactLMError(f"cannot write in {work_dir or tempfile.gettempdir()}: "
+                                     f"{error.strerror or error}") from None
             entry["finetune_steps"] = steps
             entry["val_bpc_after_finetune"] = tuned.info.get("metrics", {}).get("val", {}).get("bpc")
             # the trainer keeps its best checkpoint, but never the model it started from: keep that one if

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compact_lm.cli import number, positive_int, whole_number
+from compact_lm.cli import number, output_path, positive_int, whole_number
 
 # flag dest -> SearchConfig field (the space's lists are gathered under "space")
 CONFIG_FLAGS = ("corpus", "max_bytes", "max_keystroke_ms", "trials", "minutes_per_trial", "steps_per_trial",
@@ -66,7 +66,7 @@ def configure_search(p: argparse.ArgumentParser) -> None:
                    help="where Ray Tune keeps the trials' checkpoints (default DIR/ray; on a cluster: a shared folder or URI)")
     p.add_argument("--connect-timeout", type=positive_number, metavar="S", default=DEFAULT_CONNECT_TIMEOUT,
                    help=f"seconds to wait for --address to answer (default {DEFAULT_CONNECT_TIMEOUT:g})")
-    p.add_argument("--out", dest="out_dir", required=True, metavar="DIR",
+    p.add_argument("--out", dest="out_dir", type=output_path, required=True, metavar="DIR",
                    help="output folder: best.npz, best.onnx, search.md, search.json, search.png, the trials")
     p.add_argument("--resume", action="store_true", help="finish the search in DIR (after a crash or a kill)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from compact_lm.data import SAVE_AS_UTF8
-from compact_lm.errors import SettingError
-from compact_lm.fileio import atomic_write, png_bytes
+from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.fileio import atomic_write, png_bytes, same_file
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
 
@@ -45,6 +45,16 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         finetune_steps = finetune_budget(int(original.info.get("steps", 0) or 0),
                                          int(trained.get("batch", config.batch)), 0.2, config.batch)
     config = finetune_config(original, max(finetune_steps, 1), corpus=corpus, train_chars=len(data.train))
+    if len(data.val) < 2:   # every row is scored on it
+        raise CompactLMError(f"the validation split of {', '.join(map(str, config.corpus))} holds fewer than 2 "
+                             "characters: sweep scores every variant on it (give a corpus with a validation split)")
+    written = [out / name for name in ("sweep.md", "sweep.json", "sweep.png")]
+    written += [out / f"keep{keep}-{precision}.npz" for keep in keeps for precision in ("fp32", "int8")]
+    for path in written:   # nothing the sweep reads is overwritten
+        for source in (model_path, *config.corpus):
+            if path.exists() and same_file(path, source):
+                raise SettingError("out_dir", "{out_dir} {out} would overwrite {source} with {name}: give another "
+                                   "folder", out=out, source=source, name=path.name)
     # every argument is checked above, before the folder or any file in it is touched
     try:
         out.mkdir(parents=True, exist_ok=True)
