@@ -63,6 +63,9 @@ def prepare_corpus(config: TrainConfig, vocab: Vocab | None = None, *, utf8_hint
     n_train = int(round(len(text) * config.split[0]))
     if vocab is None:
         vocab = Vocab.build(text[:n_train], min_count=config.min_count, nfc=config.nfc, lowercase=config.lowercase)
+        if vocab.size < 2:   # <unk> alone: nothing to learn, and every later use of the model would fail
+            raise SettingError("min_count", "{min_count} {got}: no character of the training split occurs that "
+                               "often (the vocabulary would hold <unk> alone)", got=config.min_count)
     ids = vocab.encode(text, normalized=True)
     del text
     train, val, test = split_ids(ids, config.split)
@@ -275,6 +278,12 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def train_step(self) -> float:
         """One window: forward, BPTT, clip, update. Returns the window's plain NLL in nats."""
+        # a diverging run overflows on its way to inf or NaN: the checks below say so in one line, without
+        # numpy's warnings in front of it
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._train_step()
+
+    def _train_step(self) -> float:
         c = self.config
         if self.batcher.epoch_done:
             self.batcher.epoch += 1

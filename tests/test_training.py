@@ -9,6 +9,7 @@ from compact_lm.errors import CompactLMError, TrainingDiverged
 from compact_lm.fileio import load_npz
 from compact_lm import load
 from compact_lm.trainer import STATE_FILE, Interrupted, Trainer
+from compact_lm.config import TrainConfig
 
 from conftest import tiny_config
 
@@ -224,3 +225,11 @@ def test_a_run_that_learns_its_text_by_heart_is_told_once(tmp_path):
     assert history[-1]["val_bpc"] > min(row["val_bpc"] for row in history) + 0.5   # it did memorize
     notes = [line for line in logs if "by heart" in line]
     assert len(notes) == 1 and "model.npz keeps the best weights" in notes[0]
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_diverging_run_is_reported_without_numpy_warnings(tmp_path):
+    (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 20, encoding="utf-8")
+    config = TrainConfig(corpus=(str(tmp_path / "t.txt"),), hidden=8, embed=4, seq_len=8, batch=2, lr=1e308, steps=3)
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        Trainer(config, tmp_path / "run", progress=False).run()
