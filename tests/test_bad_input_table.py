@@ -153,6 +153,8 @@ BUILDERS = {
     "array header declaring 1 TiB": lambda f, t: ["eval", _terabyte(f, t), "--text", f / "text.txt"],
     "pickled object array": lambda f, t: ["eval", _object_array(f, t), "--text", f / "text.txt"],
     "quantize twice": lambda f, t: ["quantize", f / "int8.npz", "--out", t / "qq.npz"],
+    "more pruning rounds than units to remove": lambda f, t: ["prune", f / "model.npz", "--keep", "0.5", "--rounds",
+                                                              "1000", "--calibration", f / "text.txt", "--out", t / "p.npz"],
     "prune a quantized model": lambda f, t: ["prune", f / "int8.npz", "--keep", "0.5", "--out", t / "p.npz"],
     "int8 model of an earlier scheme": lambda f, t: ["eval", _earlier_int8_scheme(f, t), "--text", f / "text.txt"],
     "model whose lexicon is damaged": lambda f, t: ["complete", _damaged_lexicon(f, t), "the qu"],

@@ -343,6 +343,10 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
         raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
     start = np.array(model.config.hidden_sizes, dtype=np.float64)
     goal = np.array(sizes, dtype=np.float64)
+    removed = int((start - goal).max()) if start.shape == goal.shape else 0
+    if rounds > max(removed, 1):   # a round would remove nothing (and fine-tune for nothing)
+        raise SettingError("rounds", "{rounds} {got}: pruning removes at most {removed} units from a layer, so at most "
+                           "{most} rounds", got=rounds, removed=removed, most=max(removed, 1))
     history = list(model.info.get("pruning", []))
     if finetune_steps:
         from compact_lm.trainer import prepare_corpus
