@@ -145,12 +145,13 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     from compact_lm.complete_eval import word_spans
     from compact_lm.data import StreamBatcher
     from compact_lm.lexicon import Lexicon
+    from compact_lm.data import SAVE_AS_UTF8
     from compact_lm.trainer import prepare_corpus
     from .search_estimate import can_fit, check_byte_budget
     from .search_trial import split_texts
     # the corpus, its vocabulary and the splits do not depend on the architecture
     first = trial_config(config, config.space.architectures()[0])
-    corpus = prepare_corpus(first)
+    corpus = prepare_corpus(first, utf8_hint=SAVE_AS_UTF8)   # (search has no --encoding-errors)
     try:
         StreamBatcher(corpus.train, first.batch, first.seq_len)
     except CompactLMError:
