@@ -411,7 +411,8 @@ class Session:
     and a space); a backspace that deletes that boundary takes the word back (for the last LEARNED_UNDO
     words), so a typo corrected before going on is not kept. The accept's space swapped for punctuation
     is the same boundary: the word is learned once. `user_words` may be set to None and back at any time
-    (an editor does so while the caret moves: what the session types or deletes then changes nothing).
+    (an editor does so while the caret moves: what the session types or deletes then changes nothing); a
+    take-back goes to the dictionary the word was learned into, only while the session still uses it.
     With the Autocompleter's `context_cache`, each learned word is also kept with the model's state where it
     began (a word begun inside a paste has none), in this session's memory only (context_cache.py).
     """
@@ -419,7 +420,7 @@ class Session:
     def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
         self.completer = completer
         self.user_words = user_words
-        self._learned: list[tuple] = []              # (where the boundary that ended it is, undo, cache slot) per word
+        self._learned: list[tuple] = []              # (where the boundary that ended it is, undo, cache slot, dictionary)
         # with the completer's context_cache: learned words with the state where each began (memory only)
         self._cache = ContextCache() if completer.context_cache else None
         self._chars: list[str] = []                  # code points typed so far
@@ -475,7 +476,7 @@ class Session:
             if undo is not None:
                 state = None if self._cache is None else self._state_at(begin)   # none inside a paste
                 use = None if state is None else self._cache.add(state, word, undo.arrival, self.user_words)
-                self._learned.append((end, undo, use))
+                self._learned.append((end, undo, use, self.user_words))
                 if len(self._learned) > 2 * LEARNED_UNDO:
                     del self._learned[:LEARNED_UNDO]
 
@@ -511,9 +512,11 @@ class Session:
         self._auto_space = None
         learned = self._learned
         while not swap and learned and learned[-1][0] >= target:   # the boundary that ended a learned word goes
-            _, undo, use = learned.pop()
-            if self.user_words is not None:
-                self.user_words.unlearn(undo)
+            _, undo, use, words = learned.pop()
+            # taken back from the dictionary it went into, while the session still learns into that one (another
+            # dictionary may hold an entry that looks the same: another session's)
+            if words is self.user_words:
+                words.unlearn(undo)
                 if use is not None:
                     self._cache.remove(use)
         del self._chars[target:]

@@ -249,6 +249,16 @@ def test_a_session_without_words_for_a_while_learns_and_unlearns_nothing_then():
     assert sorted(words.words()) == ["cat", "the"] and words.clock == 2
 
 
+def test_a_take_back_after_a_dictionary_swap_leaves_the_other_dictionary_alone():
+    main, other = UserWords(), UserWords()
+    typist = completer(main).session()
+    completer(other).session().type("hello ")   # another session: the same entry (count 1, clock 1)
+    typist.type("hello ")
+    typist.user_words = other
+    typist.backspace(1)
+    assert main.words() == ["hello"] and other.words() == ["hello"]
+
+
 def test_learned_words_are_suggested_as_distinct_words():
     words = UserWords()
     session = completer(words).session()

@@ -1676,7 +1676,8 @@ function best(values, count, floor) {
  * words alone (none without them). With `userWords` (the Autocompleter's, or session({userWords})), every
  * word typed to a boundary is learned, and a backspace that deletes that boundary takes it back (the last
  * LEARNED_UNDO words); `userWords` may be set to null and back at any time (the page does so while the
- * caret moves: what the session types or deletes then changes nothing). With the completer's contextCache,
+ * caret moves: what the session types or deletes then changes nothing; a take-back goes to the dictionary the
+ * word was learned into, only while the session still uses it). With the completer's contextCache,
  * each learned word is also kept with the model's state where it began, in the session's memory only
  * (ContextCache). As Python's Session.
  */
@@ -1684,7 +1685,7 @@ export class Session {
   constructor(completer, userWords = null) {
     this.completer = completer;
     this.userWords = userWords;
-    this._learned = [];                  // [position of the boundary that ended it, undo, cache slot] per learned word
+    this._learned = [];                  // [position of the boundary that ended it, undo, cache slot, dictionary] per word
     // with the completer's contextCache: learned words with the state where each began (memory only)
     this._cache = completer.contextCache ? new ContextCache() : null;
     this._chars = [];                    // code points typed so far
@@ -1743,7 +1744,7 @@ export class Session {
       if (undo !== null) {
         const state = this._cache ? this._stateAt(begin) : null;   // none inside a paste
         const use = state === null ? null : this._cache.add(state, word, undo.arrival, this.userWords);
-        this._learned.push([end, undo, use]);
+        this._learned.push([end, undo, use, this.userWords]);
         if (this._learned.length > 2 * LEARNED_UNDO) this._learned.splice(0, LEARNED_UNDO);
       }
     }
@@ -1790,9 +1791,11 @@ export class Session {
     this._autoSpace = null;
     const learned = this._learned;
     while (!swap && learned.length && learned[learned.length - 1][0] >= target) {   // the boundary that ended a learned word goes
-      const [, undo, use] = learned.pop();
-      if (this.userWords) {
-        this.userWords.unlearn(undo);
+      const [, undo, use, words] = learned.pop();
+      // taken back from the dictionary it went into, while the session still learns into that one (another
+      // dictionary may hold an entry that looks the same: another session's)
+      if (words === this.userWords) {
+        words.unlearn(undo);
         if (use) this._cache.remove(use);
       }
     }

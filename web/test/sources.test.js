@@ -7,7 +7,7 @@ import fs from "node:fs";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 import * as ortWeb from "onnxruntime-web";
-import { Autocompleter, CompactLMError } from "../compact_lm.js";
+import { Autocompleter, CompactLMError, UserWords } from "../compact_lm.js";
 import { SKIP, compare, compareLoose, modelFiles, ortNode, readJson, report } from "./golden_helpers.js";
 
 // wasm kernels sum in another order than onnxruntime-node's (which gives Python's numbers bit for bit):
@@ -135,4 +135,16 @@ test("two sessions typing at once, nothing awaited but their suggestions, each g
   }
   const problems = (await Promise.all(pending)).flat();
   report(problems, pending.length);
+});
+
+test("a take-back after a dictionary swap leaves the other dictionary alone (as Python's Session)", { skip: SKIP }, async () => {
+  const golden = pick();
+  const ac = await Autocompleter.create(golden.model, { ort: ortNode, sequence: golden.sequence });
+  const main = new UserWords(), other = new UserWords();
+  await ac.session({ userWords: other }).type("hello ");   // another session: the same entry (count 1, clock 1)
+  const typist = ac.session({ userWords: main });
+  await typist.type("hello ");
+  typist.userWords = other;
+  await typist.backspace(1);
+  assert.deepEqual([main.words(), other.words()], [["hello"], ["hello"]]);
 });
