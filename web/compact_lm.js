@@ -1812,7 +1812,10 @@ export class Session {
     return settled(base.ready);
   }
 
-  /** The k most likely completions of the word being typed (or of the next word at a boundary). */
+  /** The k most likely completions of the word being typed (or of the next word at a boundary). The model's part
+   * is that of the text when called; the user's words are read when it resolves, so words learned from text typed
+   * after the call, without awaiting it, can take part (await each call, or drop results that arrive late, as the
+   * page does). */
   async suggestions(k = 3, maxChars = undefined) {
     const completer = this.completer;
     positive("k", k);
