@@ -38,12 +38,39 @@ MAX_LEXICON_BYTES = 32 * 1024 * 1024   # decompressed: a file claiming more is r
 MAX_LEXICON_WORDS = 2_000_000          # and more words than this (a bomb of newlines) are never split out
 
 
+# Code points that Python 3.11's unicodedata (Unicode 14.0) leaves unassigned and Unicode 15.0-17.0 made
+# punctuation, symbols or separators (new emoji, the Symbols for Legacy Computing Supplement, ...): boundaries,
+# as a JavaScript engine with Unicode 17 (Node 20, current browsers) classifies them, so that a word typed
+# before a new emoji ends there in both. A Python with newer tables finds them assigned and classifies them itself.
+NEWER_BOUNDARIES_UNICODE = "17.0"
+NEWER_BOUNDARY_RANGES = (
+    (0x1B4E, 0x1B4F), (0x1B7F, 0x1B7F), (0x20C1, 0x20C1), (0x2427, 0x2429), (0x2B96, 0x2B96), (0x2FFC, 0x2FFF),
+    (0x31E4, 0x31E5), (0x31EF, 0x31EF), (0xFBC3, 0xFBD2), (0xFD90, 0xFD91), (0xFDC8, 0xFDCE), (0x10D6E, 0x10D6E),
+    (0x10D8E, 0x10D8F), (0x10ED0, 0x10ED8), (0x113D4, 0x113D5), (0x113D7, 0x113D8), (0x11B00, 0x11B09),
+    (0x11BE1, 0x11BE1), (0x11F43, 0x11F4F), (0x16D6D, 0x16D6F), (0x1CC00, 0x1CCEF), (0x1CCFA, 0x1CCFC),
+    (0x1CD00, 0x1CEB3), (0x1CEBA, 0x1CED0), (0x1CEE0, 0x1CEF0), (0x1E5FF, 0x1E5FF), (0x1F6D8, 0x1F6D8),
+    (0x1F6DC, 0x1F6DC), (0x1F774, 0x1F77F), (0x1F7D9, 0x1F7D9), (0x1F8B2, 0x1F8BB), (0x1F8C0, 0x1F8C1),
+    (0x1F8D0, 0x1F8D8), (0x1FA54, 0x1FA57), (0x1FA75, 0x1FA77), (0x1FA87, 0x1FA8A), (0x1FA8E, 0x1FA8F),
+    (0x1FAAD, 0x1FAAF), (0x1FABB, 0x1FABF), (0x1FAC6, 0x1FAC6), (0x1FAC8, 0x1FAC8), (0x1FACD, 0x1FACF),
+    (0x1FADA, 0x1FADC), (0x1FADF, 0x1FADF), (0x1FAE8, 0x1FAEA), (0x1FAEF, 0x1FAEF), (0x1FAF7, 0x1FAF8),
+    (0x1FBCB, 0x1FBEF), (0x1FBFA, 0x1FBFA),
+)
+_NEWER_STARTS = tuple(first for first, _ in NEWER_BOUNDARY_RANGES)
+
+
+def _newer_boundary(char: str) -> bool:
+    """Whether `char` (unassigned in this Python's Unicode) is a boundary in Unicode NEWER_BOUNDARIES_UNICODE."""
+    at = bisect.bisect_right(_NEWER_STARTS, ord(char)) - 1
+    return at >= 0 and ord(char) <= NEWER_BOUNDARY_RANGES[at][1]
+
+
 def default_is_boundary(char: str) -> bool:
     """Whitespace, punctuation and symbols end a word; apostrophes and hyphens do not."""
     answer = _BOUNDARY.get(char)
     if answer is None:   # (a keystroke asks about a dozen times: the Unicode lookup is 5x a dict's)
-        answer = char not in WORD_JOINERS and (char.isspace() or unicodedata.category(char)[0] in "PSZ"
-                                               or unicodedata.category(char) == "Cc")
+        category = unicodedata.category(char)
+        answer = char not in WORD_JOINERS and (char.isspace() or category[0] in "PSZ" or category == "Cc"
+                                               or (category == "Cn" and _newer_boundary(char)))
         if len(_BOUNDARY) < CACHED_BOUNDARY_CHARS and len(char) == 1:
             _BOUNDARY[char] = answer
     return answer

@@ -26,7 +26,7 @@ import onnx
 
 from compact_lm.autocomplete import CONTEXT_CHARS, Autocompleter, default_is_boundary
 from compact_lm.errors import CompactLMError
-from compact_lm.lexicon import Lexicon
+from compact_lm.lexicon import NEWER_BOUNDARIES_UNICODE, Lexicon
 from compact_lm.complete_eval import word_spans
 from compact_lm.onnx_scan import unsafe_onnx_feature
 from compact_lm.ort_backend import OrtBackend
@@ -613,7 +613,8 @@ def _ranges(flags) -> list[list[int]]:
 def write_unicode(folder: Path) -> None:
     """unicode.json: Python's boundary rule and per-code-point normalization (NFC; NFC then lowercase) over
     every code point but surrogates, as ranges and exceptions; and which code points Python's Unicode
-    version leaves unassigned (category Cn), where a newer JavaScript engine may know more."""
+    version leaves unassigned (category Cn), where a newer JavaScript engine may know more (the boundary rule
+    knows Unicode NEWER_BOUNDARIES_UNICODE's boundaries there)."""
     boundary, unassigned = [], []
     nfc, nfc_lower = {}, {}
     for cp in range(0x110000):
@@ -628,7 +629,8 @@ def write_unicode(folder: Path) -> None:
             nfc[cp] = a
         if b != char:
             nfc_lower[cp] = b
-    data = {"unidata_version": unicodedata.unidata_version, "boundary": _ranges(boundary),
+    data = {"unidata_version": unicodedata.unidata_version, "newer_boundaries_unicode": NEWER_BOUNDARIES_UNICODE,
+            "boundary": _ranges(boundary),
             "unassigned": _ranges(unassigned), "nfc": nfc, "nfc_lower": nfc_lower}
     (folder / "unicode.json").write_text(json.dumps(data, ensure_ascii=True), encoding="utf-8")
 

@@ -31,7 +31,9 @@
 // Python leaves to its platform are fixed here: among candidates whose float64 scores tie exactly at the
 // beam's (or next characters' k-th) cut, the lower token id wins (numpy's argpartition picks any); and the
 // word-boundary rule and normalization use this engine's Unicode tables, which for code points that Python's
-// unicodedata (14.0 in Python 3.11) leaves unassigned may know more.
+// unicodedata (14.0 in Python 3.11) leaves unassigned may know more (Python's boundary rule knows Unicode 17's
+// boundaries there: compact_lm/lexicon.py NEWER_BOUNDARY_RANGES; lowercasing a letter newer than its tables
+// may still differ).
 //
 // Model calls (each costs ~250-300 us of fixed overhead in onnxruntime-web): one per typed character, one
 // per paste (sequence graph; else one per character, at most CONTEXT_CHARS), one per beam-search depth,
