@@ -138,12 +138,14 @@ def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
     _existing_user_words(args)
-    text = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")[:args.limit]
+    whole = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")
+    text = whole[:args.limit]
     if not text:
         raise CompactLMError(f"--text {args.text}: the file is empty")
+    source = f"--text {args.text}" + ("" if len(whole) <= args.limit else f" (its first {args.limit:,} characters: --limit)")
     with blas_threads(args):
         result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
                                beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words,
-                               lexicon=args.lexicon, context_cache=args.context_cache)
+                               lexicon=args.lexicon, context_cache=args.context_cache, text_source=source)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

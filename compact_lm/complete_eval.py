@@ -179,7 +179,8 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
                   order: int | None = None, beam: int = 4, max_chars: int = 16, learn: bool = False,
-                  user_words: str | None = None, lexicon: bool = True, context_cache: bool = False) -> dict:
+                  user_words: str | None = None, lexicon: bool = True, context_cache: bool = False,
+                  text_source: str = "the text") -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
     "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
@@ -189,10 +190,10 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     dictionary that learns as the text is typed, in the same run, and its p50 latency over the model's (with
     `context_cache`, the session also weighs the words it learned by their contexts: context_cache.py).
     The model searches its lexicon first (`lexicon`; "lexicon" gives its words and its bytes in the file); the
-    n-grams have none: their tables spell every word they have seen.
+    n-grams have none: their tables spell every word they have seen. `text_source` names the text in errors.
     """
     import os
-    from .ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
+    from .ngram import NgramBackend, check_order, fit_to_bytes
     from .opener import open_model
     from .user_words import UserWords
     if context_cache and not (learn or user_words is not None):
@@ -200,6 +201,10 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     model = open_model(model_path)
     backend, train_config = model.backend(), model.info.get("train_config")
     completer = Autocompleter(backend, beam=beam, max_chars=max_chars, lexicon=lexicon)
+    # before any typing: without a word there is nothing to time or score (every figure would be NaN)
+    if not word_spans(completer.normalize(text), completer.is_boundary):
+        raise CompactLMError(f"{text_source} has no word to complete (it needs word and boundary characters)")
+    order = check_order(order, completer.vocab.size)
     start_words = UserWords(user_words) if user_words is not None else None   # a bad file fails before any work
     learning = None
     if not (learn or user_words is not None):
@@ -214,7 +219,6 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         report, on = simulate_typing_side_by_side([completer, learner], text, k)
         learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words), "context_cache": context_cache,
                     "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
-    order = DEFAULT_ORDER if order is None else order
     train = training_ids(train_config, completer.vocab, corpus)
     model_bytes = os.path.getsize(model_path)
     baselines = {}

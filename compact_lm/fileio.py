@@ -216,7 +216,7 @@ def load_npz(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, np
         metadata = json.loads(str(raw) if raw.dtype.kind == "U" else raw.tobytes().decode("utf-8"))
     except UnicodeDecodeError:
         raise CompactLMError(f"{path} has metadata that is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
+    except ValueError as error:   # (JSONDecodeError; an integer of over 4300 digits)
         raise CompactLMError(f"{path} has metadata that is not valid JSON: {error}") from None
     except RecursionError:
         raise CompactLMError(f"{path} has metadata nested too deeply to read") from None

@@ -17,7 +17,7 @@ class Metrics:
 
     nats: float          # mean negative log-likelihood per scored character, in nats
     chars: int           # characters scored (every one after the first)
-    unknown: int         # characters that mapped to <unk>
+    unknown: int         # characters scored that mapped to <unk> (the unscored first one not counted)
 
     @property
     def bpc(self) -> float:
@@ -47,4 +47,4 @@ def evaluate_ids(backend, ids: np.ndarray) -> Metrics:
         log_p, state = backend.run(chunk[None, :-1], state)
         total -= float(log_p[0, np.arange(len(chunk) - 1), chunk[1:]].sum(dtype=np.float64))
     count = len(ids) - 1
-    return Metrics(nats=total / count, chars=count, unknown=int(np.count_nonzero(ids == 0)))
+    return Metrics(nats=total / count, chars=count, unknown=int(np.count_nonzero(ids[1:] == 0)))

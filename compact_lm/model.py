@@ -30,10 +30,13 @@ class Model(ModelFile):
 
     @classmethod
     def from_file(cls, config: ModelConfig, vocab: Vocab, arrays: dict[str, np.ndarray], meta: dict, info: dict) -> "Model":
-        """The model of a loaded file's arrays (float dtypes only)."""
+        """The model of a loaded file's arrays (float dtypes only, finite values only)."""
         for name, array in arrays.items():
             if array.dtype.kind != "f":
                 raise CompactLMError(f"array {name} has dtype {array.dtype}, expected floating point")
+            # a damaged file's NaN would otherwise spread to every figure and suggestion without a word
+            if not np.isfinite(array).all():
+                raise CompactLMError(f"model array {name} holds NaN or infinite values")
         return cls(config, vocab, arrays, info)
 
     @property

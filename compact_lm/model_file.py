@@ -25,6 +25,39 @@ FORMAT_VERSION = 1
 MODEL_KIND = "compact-lm-model"
 # metadata carried from file to file (a pruned or quantized model keeps its history)
 INFO_KEYS = ("steps", "train_config", "metrics", "chars_seen", "source", "pruning", "quantization", "lexicon")
+MAX_COUNT = 2 ** 53   # steps and other counts in metadata: whole numbers JavaScript holds exactly
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value) -> bool:
+    """A JSON whole number (3 or 3.0) from 0 to MAX_COUNT (compared as is: a huge int never becomes a float)."""
+    return _number(value) and (isinstance(value, int) or value.is_integer()) and 0 <= value <= MAX_COUNT
+
+
+def check_info(meta: dict) -> None:
+    """Raise ValueError naming the first INFO_KEYS entry of `meta` whose type is wrong (what `info` and the tools
+    read from them); web/compact_lm.js's checkInfo refuses the same, in the same words. The lexicon is checked
+    when decoded."""
+    for key in ("steps", "chars_seen"):
+        if key in meta and not _count(meta[key]):
+            raise ValueError(f"'{key}' must be a whole number from 0 to 2^53")
+    if "train_config" in meta and not isinstance(meta["train_config"], dict):
+        raise ValueError("'train_config' must be an object")
+    metrics = meta.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ValueError("'metrics' must be an object")
+    if not all(_number(figures["bpc"]) for figures in metrics.values() if isinstance(figures, dict) and "bpc" in figures):
+        raise ValueError("'metrics' must give every 'bpc' as a number")
+    if not isinstance(meta.get("pruning", []), list):
+        raise ValueError("'pruning' must be a list")
+    quantization = meta.get("quantization", {})
+    if not isinstance(quantization, dict):
+        raise ValueError("'quantization' must be an object")
+    if "source_params" in quantization and not _count(quantization["source_params"]):
+        raise ValueError("'quantization' must give 'source_params' as a whole number from 0 to 2^53")
 
 
 def model_metadata(config: ModelConfig, vocab: Vocab, info: dict, **fields) -> dict:

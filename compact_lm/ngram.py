@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CompactLMError
+from .errors import CompactLMError, SettingError
 from .vocab import Vocab
 
 DEFAULT_ORDER = 7        # characters per n-gram (context = order - 1): best tinyshakespeare validation bpc of 4..8
@@ -59,6 +59,23 @@ MASS_BYTES = 2           # per stored n-gram, besides its word id: float16 disco
 # ids held out to choose among the candidates
 FIT_CUTOFFS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024)
 FIT_HELDOUT = 0.1
+MAX_KEY = 2 ** 62        # an n-gram's key (its characters in base V) stays below this, in int64
+
+
+def check_order(order: int | None, vocab_size: int) -> int:
+    """The n-gram order to use (DEFAULT_ORDER for None); a one-line SettingError, before any work, unless it is a
+    whole number >= 1 whose keys fit for `vocab_size` characters."""
+    order = DEFAULT_ORDER if order is None else order
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise SettingError("order", "n-gram {order} must be a whole number >= 1, got {value!r}", value=order)
+    # in whole numbers: a float power overflows for a high order; any V >= 2 reaches MAX_KEY by order 62
+    if vocab_size > 1 and (order >= 62 or vocab_size ** order >= MAX_KEY):
+        top = 0
+        while vocab_size ** (top + 1) < MAX_KEY:
+            top += 1
+        raise SettingError("order", "n-gram {order} {value} is too high for {size} characters (at most {top}: "
+                           "longer n-gram keys overflow)", value=order, size=vocab_size, top=top)
+    return order
 
 
 def word_bytes(vocab_size: int) -> int:
@@ -119,14 +136,13 @@ class NgramBackend:
 
     def __init__(self, ids: np.ndarray, vocab: Vocab, order: int = DEFAULT_ORDER, cutoff: int = 1,
                  max_bytes: int | None = None):
-        for name, value in (("order", order), ("cut-off", cutoff), ("byte budget", 1 if max_bytes is None else max_bytes)):
+        order = check_order(order, vocab.size)
+        for name, value in (("cut-off", cutoff), ("byte budget", 1 if max_bytes is None else max_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CompactLMError(f"n-gram {name} must be a whole number >= 1, got {value!r}")
         if cutoff > 1 and max_bytes is not None:
             raise CompactLMError("an n-gram is cut off by count or pruned to a byte budget, not both")
         self.vocab, self.vocab_size, self.order, self.cutoff = vocab, vocab.size, order, cutoff
-        if float(self.vocab_size) ** order >= 2.0 ** 62:
-            raise CompactLMError(f"n-gram order {order} is too high for {self.vocab_size} characters (keys overflow)")
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size < order or ids.min() < 0 or ids.max() >= self.vocab_size:
             raise CompactLMError(f"the n-gram baseline needs at least {order} ids in [0, {self.vocab_size})")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import CompactLMError
 from .fileio import check_file
+from .model_file import check_info
 from .onnx_scan import metadata_props, unsafe_onnx_feature
 from .vocab import START_TEXT
 
@@ -43,11 +44,17 @@ def feeding_metadata(nfc: bool, lowercase: bool) -> dict:
     return {"start_text": START_TEXT, "normalization": normalization(nfc, lowercase)}
 
 
+def _json_int(text: str) -> int | float:
+    """A JSON integer as JavaScript reads it: exact up to 15 digits, else the nearest float (inf past its range),
+    so that a 5000-digit number is refused by the check of its key, in web/compact_lm.js's words."""
+    return int(text) if len(text) <= 15 else float(text)
+
+
 def decode_metadata(props: dict[str, str]) -> dict:
     """metadata_props strings -> values (JSON-decoded except STRING_KEYS); raises ValueError if damaged."""
     meta = {}
     for key, text in props.items():
-        meta[key] = text if key in STRING_KEYS else json.loads(text)
+        meta[key] = text if key in STRING_KEYS else json.loads(text, parse_int=_json_int)
     listed = meta.get(KEYS_KEY)
     if not isinstance(listed, list):
         raise ValueError(f"no {KEYS_KEY!r} entry")
@@ -94,6 +101,8 @@ def checked_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict:
         meta = decode_metadata(props)
     except ValueError as error:
         raise CompactLMError(f"{path} has damaged compact-lm metadata (truncated file?): {error}") from None
+    except RecursionError:
+        raise CompactLMError(f"{path} has metadata nested too deeply to read") from None
     if meta.get("format_version") != ONNX_FORMAT_VERSION:
         raise CompactLMError(f"{path} has ONNX format version {meta.get('format_version')!r}; "
                              f"this compact-lm reads version {ONNX_FORMAT_VERSION}")
@@ -105,6 +114,15 @@ def checked_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict:
     for key, value in expected.items():
         if meta.get(key, value) != value:
             raise CompactLMError(f"{path} asks for {key} {meta[key]!r}, this compact-lm feeds text with {value!r}")
+    try:
+        check_info(meta)
+    except ValueError as error:
+        raise CompactLMError(f"{path} has invalid compact-lm metadata: {error}") from None
+    # (as ModelFile._check_vocab words it for an .npz; a vocab that is no list is refused when it is read)
+    tokens, size = meta.get("vocab"), meta.get("vocab_size")
+    if isinstance(tokens, list) and len(tokens) != size:
+        raise CompactLMError(f"{path} has invalid compact-lm metadata: vocabulary has {len(tokens)} entries, "
+                             f"the config says {size!r}")
     return meta
 
 

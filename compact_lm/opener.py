@@ -12,7 +12,7 @@ from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import load_npz
 from .model import Model
-from .model_file import FORMAT_VERSION, INFO_KEYS, MODEL_KIND, ModelFile
+from .model_file import FORMAT_VERSION, INFO_KEYS, MODEL_KIND, ModelFile, check_info
 from .quantized import QuantizedModel
 from .vocab import Vocab
 
@@ -58,6 +58,7 @@ def _load_npz_model(path: Path) -> ModelFile:
         config = ModelConfig.from_json(meta)
         vocab = Vocab.from_json(meta)
         kind = MODEL_KINDS[bool(meta.get("quantized", False))]
+        check_info(meta)
     except (KeyError, TypeError, ValueError) as error:
         raise CompactLMError(f"{path} has invalid metadata: {error}") from None
     info = {k: v for k, v in meta.items() if k in INFO_KEYS}

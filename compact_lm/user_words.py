@@ -65,8 +65,8 @@ def _number(value) -> bool:
 
 
 def _whole(value) -> bool:
-    """A JSON whole number (3 or 3.0), 0 <= value <= MAX_CLOCK."""
-    return _number(value) and math.isfinite(value) and value == int(value) and 0 <= value <= MAX_CLOCK
+    """A JSON whole number (3 or 3.0), 0 <= value <= MAX_CLOCK (compared as is: a huge int never becomes a float)."""
+    return _number(value) and (isinstance(value, int) or value.is_integer()) and 0 <= value <= MAX_CLOCK
 
 
 def _refuse_constant(name: str):
@@ -138,7 +138,7 @@ class UserWords:
         for word, entry in words.items():
             ok = (isinstance(entry, dict) and _whole(entry.get("count")) and entry["count"] >= 1
                   and _whole(entry.get("last")) and entry["last"] <= clock
-                  and _number(entry.get("weight")) and math.isfinite(entry["weight"]) and 0 < entry["weight"] <= 1e300
+                  and _number(entry.get("weight")) and 0 < entry["weight"] <= 1e300   # (so finite, NaN fails too)
                   and MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS and _encodable(word))
             if not ok:
                 raise CompactLMError(f"user words {path} is damaged: the entry of {word[:MAX_WORD_CHARS + 1]!r} must "

@@ -271,6 +271,9 @@ def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str
 
     variants = open_variants(paths, config.threads)
     vocab = variants[0].vocab
+    if config.baseline:   # before any measuring: a bad --order fails now, not at the end
+        from compact_lm.ngram import check_order
+        check_order(config.order, vocab.size)
     ids = vocab.encode(text)
     if len(ids) < 2:
         raise CompactLMError(f"the text {text_source} needs at least 2 characters")

@@ -372,7 +372,38 @@ export function checkedMetadata(name, props) {
       throw new CompactLMError(`${name} asks for ${key} ${pyRepr(meta[key])}, this compact-lm feeds text with ${pyRepr(value)}`);
     }
   }
+  try {
+    checkInfo(meta);
+  } catch (error) {
+    throw new CompactLMError(`${name} has invalid compact-lm metadata: ${error.message}`);
+  }
+  if (Array.isArray(meta.vocab) && meta.vocab.length !== meta.vocab_size) {
+    throw new CompactLMError(`${name} has invalid compact-lm metadata: vocabulary has ${meta.vocab.length} entries, `
+      + `the config says ${pyRepr(meta.vocab_size)}`);
+  }
   return meta;
+}
+
+/** Throws an Error naming the first training-info entry whose type is wrong, as compact_lm.model_file.check_info. */
+function checkInfo(meta) {
+  const has = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
+  const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+  const isCount = (value) => typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 2 ** 53;
+  for (const key of ["steps", "chars_seen"]) {
+    if (has(meta, key) && !isCount(meta[key])) throw new Error(`'${key}' must be a whole number from 0 to 2^53`);
+  }
+  if (has(meta, "train_config") && !isObject(meta.train_config)) throw new Error("'train_config' must be an object");
+  const metrics = has(meta, "metrics") ? meta.metrics : {};
+  if (!isObject(metrics)) throw new Error("'metrics' must be an object");
+  if (!Object.values(metrics).every((figures) => !(isObject(figures) && has(figures, "bpc")) || typeof figures.bpc === "number")) {
+    throw new Error("'metrics' must give every 'bpc' as a number");
+  }
+  if (has(meta, "pruning") && !Array.isArray(meta.pruning)) throw new Error("'pruning' must be a list");
+  const quantization = has(meta, "quantization") ? meta.quantization : {};
+  if (!isObject(quantization)) throw new Error("'quantization' must be an object");
+  if (has(quantization, "source_params") && !isCount(quantization.source_params)) {
+    throw new Error("'quantization' must give 'source_params' as a whole number from 0 to 2^53");
+  }
 }
 
 function metadataDifferences(a, b) {
@@ -471,7 +502,6 @@ function checkedLayout(name, props, session) {
     if (!Array.isArray(sizes) || !sizes.length || !sizes.every((h) => Number.isInteger(h) && h >= 1)) {
       throw new Error("hidden_sizes must be a list of whole numbers >= 1");
     }
-    if (meta.vocab_size !== tokens.length) throw new Error(`vocab_size ${pyRepr(meta.vocab_size)} but ${tokens.length} vocab entries`);
     const ins = meta.state_inputs, outs = meta.state_outputs;
     const names = (value) => Array.isArray(value) && value.length === sizes.length
       && value.every((layer) => Array.isArray(layer) && layer.length >= 1 && layer.every((n) => typeof n === "string"));
