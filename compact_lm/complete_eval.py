@@ -159,6 +159,7 @@ class _Typist:
 def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:
     """The ids of the model's training split (from `corpus` files if given, else the paths the model was trained on)."""
     from .config import TrainConfig
+    from .data import SAVE_AS_UTF8
     from .trainer import prepare_corpus
     if train_config is None and not corpus:
         raise SettingError("corpus", "the model's metadata has no train_config (its training text is unknown): give {corpus} FILE")
@@ -174,7 +175,8 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
         config = TrainConfig.from_json(settings)
     except TypeError as error:
         raise CompactLMError(f"the model's train_config is invalid: {error}") from None
-    return prepare_corpus(config, vocab).train
+    # (--encoding-errors is about --text: a corpus that is not UTF-8 must be saved as UTF-8, or read as trained)
+    return prepare_corpus(config, vocab, utf8_hint=SAVE_AS_UTF8).train
 
 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,

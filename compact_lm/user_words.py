@@ -128,7 +128,8 @@ class UserWords:
             raise CompactLMError(f"user words {path} is not valid JSON: {str(error).splitlines()[0][:200]}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise CompactLMError(f"user words {path} is not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
-        if document.get("version") != VERSION:
+        version = document.get("version")
+        if isinstance(version, bool) or version != VERSION:   # (true == 1 in Python, not in JSON)
             raise CompactLMError(f"user words {path} has version {str(document.get('version'))[:20]}; this compact-lm reads {VERSION}")
         words, clock = document.get("words"), document.get("clock")
         if not isinstance(words, dict) or not _whole(clock):
@@ -201,8 +202,10 @@ class UserWords:
     # ------------------------------------------------------------------------------- changes
     def learn(self, word: str) -> Learned | None:
         """Count one use of `word` (already normalized); returns what `unlearn` needs to take it back, or None
-        when the word is not kept (too short or too long)."""
-        if not MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS:
+        when the word is not kept (too short or too long, or not writable as UTF-8: a lone surrogate)."""
+        # (a lone surrogate, which Python lets into a str, could be written to no file: the whole dictionary
+        # could no longer be saved)
+        if not MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS or not _encodable(word):
             return None
         with self._lock:
             previous = self._entries.get(word)

@@ -163,6 +163,7 @@ def test_the_file_is_readable_by_its_owner_only(tmp_path):
      "is damaged"),
     (b'{"format": "other"}', "is not a compact-lm-user-words file"),
     (b'{"format": "compact-lm-user-words", "version": 9}', "has version 9"),
+    (b'{"format": "compact-lm-user-words", "version": true, "clock": 0, "words": {}}', "has version True"),
     (b'{"format": "compact-lm-user-words", "version": 1, "clock": 1, "words": {"ab": {"count": 1, "last": 5, "weight": 1}}}',
      "is damaged"),
 ])
@@ -247,6 +248,13 @@ def test_a_session_without_words_for_a_while_learns_and_unlearns_nothing_then():
     session.type("the cat sat ")
     session.user_words = words
     assert sorted(words.words()) == ["cat", "the"] and words.clock == 2
+
+
+def test_a_word_with_a_lone_surrogate_is_not_learned_so_the_words_can_still_be_saved(tmp_path):
+    words = UserWords(tmp_path / "words.json")
+    completer(words).session().type("ab\ud800 cd ")
+    words.save()
+    assert UserWords(tmp_path / "words.json").words() == ["cd"]
 
 
 def test_a_take_back_after_a_dictionary_swap_leaves_the_other_dictionary_alone():

@@ -822,7 +822,8 @@ export class UserWords {
    * evicted, arrival, removals}), or null if the word is not kept. */
   learn(word) {
     const length = codePoints(word);
-    if (length < MIN_WORD_CHARS || length > MAX_WORD_CHARS) return null;
+    // (a lone surrogate could be written to no file that Python reads, nor read back here)
+    if (length < MIN_WORD_CHARS || length > MAX_WORD_CHARS || /\p{Cs}/u.test(word)) return null;
     const found = this._entries.get(word);
     const previous = found === undefined ? null : found.slice();
     this.clock += 1;

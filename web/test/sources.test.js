@@ -148,3 +148,10 @@ test("a take-back after a dictionary swap leaves the other dictionary alone (as 
   await typist.backspace(1);
   assert.deepEqual([main.words(), other.words()], [["hello"], ["hello"]]);
 });
+
+test("a word with a lone surrogate is not learned (no file could hold it), as in Python", () => {
+  const words = new UserWords();
+  assert.equal(words.learn("ab\ud800"), null);
+  assert.notEqual(words.learn("cd"), null);
+  assert.deepEqual(words.words(), ["cd"]);
+});
