@@ -41,9 +41,17 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, meta: dict) -> "ModelConfig":
-        """Rebuild from metadata."""
+        """Rebuild from metadata (sizes must be JSON whole numbers: "128" or 128.5 is a damaged file, not 128)."""
+        sizes = meta["hidden_sizes"]
+        if not isinstance(sizes, list) or not all(map(_whole, [meta["vocab_size"], meta["embed_size"], *sizes])):
+            raise ValueError("vocab_size, embed_size and hidden_sizes must be whole numbers")
         return cls(cell=meta["cell"], vocab_size=int(meta["vocab_size"]), embed_size=int(meta["embed_size"]),
-                   hidden_sizes=tuple(int(h) for h in meta["hidden_sizes"]))
+                   hidden_sizes=tuple(int(h) for h in sizes))
+
+
+def _whole(value) -> bool:
+    """A JSON whole number (128 or 128.0; not True, "128" or 128.5)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 DEFAULT_STEPS = 1000   # the budget when none of steps / epochs / minutes is given

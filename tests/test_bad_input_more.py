@@ -226,3 +226,31 @@ def test_eval_counts_only_the_unknown_characters_it_scores(files, tmp_path, caps
     code, out, _ = run(capsys, "eval", files / "model.npz", "--text", text, "--json")
     result = json.loads(out)
     assert code == 0 and (result["chars"], result["unknown"]) == (2, 2)
+
+
+# ------------------------------------------------------------------- sizes and cell, Python and JavaScript
+DAMAGED_CONFIG = {"bogus-cell": {"cell": '"bogus"'}, "text-embed": {"embed_size": '"x"'},
+                  "text-hidden": {"hidden_sizes": '["8"]'}, "half-hidden": {"hidden_sizes": "[8.5]"},
+                  "half-vocab": {"vocab_size": "76.9"}}
+
+
+def test_both_runtimes_refuse_sizes_that_are_not_whole_numbers_and_an_unknown_cell(files, tmp_path):
+    from compact_lm.opener import open_model
+    paths = [_onnx_variant(files, tmp_path / f"{name}.onnx", **props) for name, props in DAMAGED_CONFIG.items()]
+    python = []
+    for path in paths:
+        with pytest.raises(CompactLMError) as caught:
+            open_model(path)
+        python.append(str(caught.value))
+    body = ("import * as ort from 'onnxruntime-node';\n"
+            "import { Autocompleter } from './compact_lm.js';\n"
+            "for (const path of process.argv.slice(1)) {\n"
+            "  try { await Autocompleter.create(path, { ort }); console.log('accepted'); }\n"
+            "  catch (error) { console.log(error.message); }\n"
+            "}\n")
+    done = subprocess.run([_node(), "--input-type=module", "-e", body, *map(str, paths)], cwd=WEB,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    javascript = done.stdout.splitlines()
+    assert all("invalid compact-lm metadata" in message for message in python + javascript), (python, javascript)
+    assert python[0] == javascript[0]   # the unknown cell, in the same words

@@ -498,10 +498,14 @@ function checkedLayout(name, props, session) {
       if (seen.has(char)) throw new Error("vocabulary entries must be distinct");
       seen.add(char);
     }
+    if (!["rnn", "gru", "lstm"].includes(meta.cell)) {   // (as Python's ModelConfig: the graph alone would run)
+      throw new Error(`unknown cell ${pyRepr(meta.cell)}; choose one of rnn, gru, lstm`);
+    }
     const sizes = meta.hidden_sizes;
     if (!Array.isArray(sizes) || !sizes.length || !sizes.every((h) => Number.isInteger(h) && h >= 1)) {
       throw new Error("hidden_sizes must be a list of whole numbers >= 1");
     }
+    if (!Number.isInteger(meta.embed_size) || meta.embed_size < 1) throw new Error("embed_size must be a whole number >= 1");
     const ins = meta.state_inputs, outs = meta.state_outputs;
     const names = (value) => Array.isArray(value) && value.length === sizes.length
       && value.every((layer) => Array.isArray(layer) && layer.length >= 1 && layer.every((n) => typeof n === "string"));
