@@ -119,8 +119,10 @@ class Autocompleter:
                  context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
                  sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None,
                  lexicon: Lexicon | bool = True, context_cache: bool = False):
-        self.user_words = open_user_words(user_words)
-        self.context_cache = bool(context_cache)   # sessions that learn also weigh words by context (context_cache.py)
+        self.user_words = user_words   # (a path is opened: see the property)
+        if not isinstance(context_cache, bool):
+            raise CompactLMError(f"context_cache must be True or False, got {context_cache!r}")
+        self.context_cache = context_cache   # sessions that learn also weigh words by context (context_cache.py)
         # a file's lexicon is read only if it will be searched (a damaged one then fails here, naming the file)
         self.backend = open_backend(model, threads=threads, sequence=sequence,
                                     check_lexicon=lexicon is True and boundaries is None)
@@ -141,10 +143,10 @@ class Autocompleter:
         # the model's own lexicon was cut at the default boundaries: other boundaries go without it
         if lexicon is True:
             self.lexicon = getattr(self.backend, "lexicon", None) if boundaries is None else None
-        elif lexicon is False or isinstance(lexicon, Lexicon):
+        elif lexicon is False or lexicon is None or isinstance(lexicon, Lexicon):
             self.lexicon = lexicon or None
         else:
-            raise CompactLMError(f"lexicon must be True, False or a Lexicon, got {type(lexicon).__name__}")
+            raise CompactLMError(f"lexicon must be True, False, None or a Lexicon, got {type(lexicon).__name__}")
         tokens = self.vocab.tokens
         self._char_of = ["", *self.vocab.chars]          # <unk> is never part of a suggestion
         boundary = np.array([i != UNK_ID and self.is_boundary(c) for i, c in enumerate(tokens)])
@@ -163,6 +165,15 @@ class Autocompleter:
         log_probs, state = self.backend.step(self.encode(START_TEXT)[-1:], state)
         # a checkpoint: (characters typed, state after them, log-probabilities of the next character)
         self._root = (0, state, log_probs[0])
+
+    @property
+    def user_words(self) -> UserWords | None:
+        """The dictionary new sessions learn into (None: no learning); may be set to a UserWords, a path or None."""
+        return self._user_words
+
+    @user_words.setter
+    def user_words(self, user_words: UserWords | str | os.PathLike | None) -> None:
+        self._user_words = open_user_words(user_words)
 
     @property
     def lexicon(self) -> Lexicon | None:
@@ -232,7 +243,8 @@ class Autocompleter:
         return self._next_chars(self._start(prefix)[1], k)
 
     def complete(self, prefix: str, k: int = 3, max_chars: int | None = None) -> list[Suggestion]:
-        """The k most likely completions of the word being typed (the next word if `prefix` ends at a boundary)."""
+        """The k most likely completions of the word being typed (the next word if `prefix` ends at a boundary);
+        `max_chars` counts the boundary that ends a word too (so 1 gives none)."""
         k = _positive("k", k)
         max_chars = self.max_chars if max_chars is None else _positive("max_chars", max_chars)
         prefix = _check_text("prefix", prefix)
@@ -419,7 +431,7 @@ class Session:
 
     def __init__(self, completer: Autocompleter, user_words: UserWords | None = None):
         self.completer = completer
-        self.user_words = user_words
+        self.user_words = user_words   # (a path is opened: see the property)
         self._learned: list[tuple] = []              # (where the boundary that ended it is, undo, cache slot, dictionary)
         # with the completer's context_cache: learned words with the state where each began (memory only)
         self._cache = ContextCache() if completer.context_cache else None
@@ -427,6 +439,16 @@ class Session:
         self._stack: list[tuple] = [completer._root]  # checkpoints, lengths increasing
         self._unknown_at: list[int] = []             # positions of typed characters that became <unk>, increasing
         self._auto_space: int | None = None          # length of the text right after an accept's space
+
+    @property
+    def user_words(self) -> UserWords | None:
+        """The dictionary this session learns into (None: it learns nothing); may be set to a UserWords, a path or
+        None at any time."""
+        return self._user_words
+
+    @user_words.setter
+    def user_words(self, user_words: UserWords | str | os.PathLike | None) -> None:
+        self._user_words = open_user_words(user_words)
 
     @property
     def unknown(self) -> int:

@@ -39,6 +39,9 @@ def evaluate_ids(backend, ids: np.ndarray) -> Metrics:
     """Score ids[1:], each given all ids before it from the zero state, on any backend (chunked)."""
     if len(ids) < 2:
         raise CompactLMError("text to evaluate needs at least 2 characters")
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= backend.vocab_size:   # (numpy wraps -1)
+        raise CompactLMError(f"ids to evaluate must be whole numbers from 0 to {backend.vocab_size - 1}")
     state = backend.initial_state(1)
     total = 0.0
     for start in range(0, len(ids) - 1, EVAL_CHUNK):

@@ -147,6 +147,8 @@ class ModelFile:
 
     def evaluate(self, text: str, **options) -> Metrics:
         """Nats, bpc and perplexity of `text` (normalized like the training text)."""
+        if not isinstance(text, str):
+            raise CompactLMError(f"evaluate() takes a string, got {type(text).__name__}")
         return self.evaluate_ids(self.vocab.encode(text), **options)
 
     def as_float(self, refusal: str | CompactLMError):

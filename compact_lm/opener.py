@@ -34,6 +34,11 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
     """The model in `path` (float or int8 `.npz`, or `.onnx` run by onnxruntime with `threads` threads and
     `sequence`, the same model's sequence graph, for pasted text); one-line CompactLMError if it is not one,
     or if its lexicon is damaged (unless not `check_lexicon`: completion without the lexicon never reads it)."""
+    for name, value in (("model", path), ("sequence", sequence)):
+        if (value is not None or name == "model") and not (isinstance(value, (str, os.PathLike)) and str(value)):
+            raise CompactLMError(f"{name} must be a file path, got {value!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:   # (0 would mean every core)
+        raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")
     path = Path(path)
     if path.suffix.lower() == ".onnx" and not _is_zip(path):
         from .onnx_model import OnnxModel

@@ -96,7 +96,11 @@ class UserWords:
             raise CompactLMError(f"half_life must be a number > 0, got {half_life!r}")
         if not (_number(share) and 0 <= share <= 1):
             raise CompactLMError(f"share must be a number from 0 to 1, got {share!r}")
+        if path is not None and not (isinstance(path, (str, os.PathLike)) and str(path)):
+            raise CompactLMError(f"user words must be a file path, got {path!r}")
         self.path = Path(path) if path is not None else None
+        if self.path is not None and not self.path.parent.is_dir():   # found now, not at the first save
+            raise CompactLMError(f"user words {self.path}: the folder {self.path.parent} does not exist")
         self.max_words, self.half_life, self.share = max_words, float(half_life), float(share)
         self._rate = math.log(2.0) / self.half_life   # decay per learned word, in log units
         self._lock = threading.RLock()
@@ -130,7 +134,7 @@ class UserWords:
             raise CompactLMError(f"user words {path} is not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
         version = document.get("version")
         if isinstance(version, bool) or version != VERSION:   # (true == 1 in Python, not in JSON)
-            raise CompactLMError(f"user words {path} has version {str(document.get('version'))[:20]}; this compact-lm reads {VERSION}")
+            raise CompactLMError(f"user words {path} has version {repr(version)[:20]}; this compact-lm reads {VERSION}")
         words, clock = document.get("words"), document.get("clock")
         if not isinstance(words, dict) or not _whole(clock):
             raise CompactLMError(f"user words {path} is damaged: \"clock\" must be a whole number from 0 to 2^53 "
@@ -162,11 +166,14 @@ class UserWords:
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the dictionary as JSON atomically, readable by its owner only (to `path`, else its own file)."""
         from .fileio import atomic_write
+        if path is not None and not (isinstance(path, (str, os.PathLike)) and str(path)):
+            raise CompactLMError(f"save() takes a file path, got {path!r}")
         target = Path(path) if path is not None else self.path
         if target is None:
             raise CompactLMError("these user words have no file: give save() a path")
-        text = json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
-        atomic_write(target, lambda handle: handle.write(text), mode=0o600)
+        with self._lock:   # written under the lock too: a slower earlier save never replaces a later one
+            text = json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
+            atomic_write(target, lambda handle: handle.write(text), mode=0o600)
         return target
 
     # ------------------------------------------------------------------------------- contents
@@ -205,6 +212,8 @@ class UserWords:
         when the word is not kept (too short or too long, or not writable as UTF-8: a lone surrogate)."""
         # (a lone surrogate, which Python lets into a str, could be written to no file: the whole dictionary
         # could no longer be saved)
+        if not isinstance(word, str):
+            raise CompactLMError(f"learn() takes a word (a string), got {type(word).__name__}")
         if not MIN_WORD_CHARS <= len(word) <= MAX_WORD_CHARS or not _encodable(word):
             return None
         with self._lock:

@@ -722,7 +722,12 @@ function prefixRange(words, prefix) {
  * reads one.
  */
 export class UserWords {
-  constructor({ maxWords = 5000, halfLife = 300, share = 0.25 } = {}) {
+  constructor(options = {}) {
+    if (options === null || typeof options !== "object" || options instanceof UserWords) {   // (not a path, as in Python)
+      throw new CompactLMError(`UserWords takes options {maxWords, halfLife, share}; read a saved document with `
+        + `UserWords.fromJSON, got ${options instanceof UserWords ? "a UserWords" : pyRepr(options)}`);
+    }
+    const { maxWords = 5000, halfLife = 300, share = 0.25 } = options;
     if (typeof maxWords !== "number" || !Number.isInteger(maxWords) || maxWords < 1) {
       throw new CompactLMError(`maxWords must be a whole number >= 1, got ${pyRepr(maxWords)}`);
     }
@@ -759,7 +764,7 @@ export class UserWords {
       throw new CompactLMError(`${name} is not a ${USER_WORDS_FORMAT} file (no "format": "${USER_WORDS_FORMAT}")`);
     }
     if (document.version !== USER_WORDS_VERSION) {
-      throw new CompactLMError(`${name} has version ${String(document.version).slice(0, 20)}; this compact-lm reads ${USER_WORDS_VERSION}`);
+      throw new CompactLMError(`${name} has version ${pyRepr(document.version).slice(0, 20)}; this compact-lm reads ${USER_WORDS_VERSION}`);
     }
     const words = document.words, clock = document.clock;
     if (words === null || typeof words !== "object" || Array.isArray(words) || !isWhole(clock)) {
@@ -771,7 +776,7 @@ export class UserWords {
       const length = codePoints(word);
       const ok = entry !== null && typeof entry === "object" && isWhole(entry.count) && entry.count >= 1
         && isWhole(entry.last) && entry.last <= clock && typeof entry.weight === "number" && Number.isFinite(entry.weight)
-        && entry.weight > 0 && entry.weight <= 1e300 && length >= MIN_WORD_CHARS && length <= MAX_WORD_CHARS && word.isWellFormed();
+        && entry.weight > 0 && entry.weight <= 1e300 && length >= MIN_WORD_CHARS && length <= MAX_WORD_CHARS && !/\p{Cs}/u.test(word);
       if (!ok) {
         throw new CompactLMError(`${name} is damaged: the entry of ${pyRepr(Array.from(word).slice(0, MAX_WORD_CHARS + 1).join(""))} `
           + `must have a whole count >= 1, a whole last <= clock and a finite weight > 0, for a word of `
@@ -1322,6 +1327,10 @@ function readUint32(bytes, at) {
  * Next characters and word completions from a compact-lm .onnx file; `session()` for keystroke use.
  * Create with `await Autocompleter.create(source, { ort, beam, maxChars, sequence })`.
  */
+// What Autocompleter.create takes (its second argument)
+const CREATE_OPTIONS = new Set(["ort", "name", "sequence", "sequenceName", "beam", "maxChars", "contextChars", "boundaries",
+  "userWords", "lexicon", "contextCache", "executionProviders", "sessionOptions"]);
+
 export class Autocompleter {
   /**
    * source: the step graph (or a sequence graph) as Uint8Array, ArrayBuffer, URL (string or URL, fetched)
@@ -1334,6 +1343,19 @@ export class Autocompleter {
    * sessionOptions (merged into onnxruntime's), name / sequenceName (for byte sources in error messages).
    */
   static async create(source, options = {}) {
+    if (options === null || typeof options !== "object") {
+      throw new CompactLMError(`options must be an object, got ${pyRepr(options)}`);
+    }
+    // a misspelled option (max_chars, maxchars) would be ignored without a word
+    const unknown = Object.keys(options).filter((key) => !CREATE_OPTIONS.has(key));
+    if (unknown.length) {
+      throw new CompactLMError(`unknown option ${unknown[0]}; the options are ${[...CREATE_OPTIONS].join(", ")}`);
+    }
+    for (const key of ["lexicon", "contextCache"]) {
+      if (options[key] !== undefined && typeof options[key] !== "boolean") {
+        throw new CompactLMError(`${key} must be true or false, got ${pyRepr(options[key])}`);
+      }
+    }
     const ort = options.ort || globalThis.ort;
     if (!ort || !ort.InferenceSession || !ort.Tensor) {
       throw new CompactLMError("pass the onnxruntime module as the ort option (onnxruntime-web or onnxruntime-node)");
@@ -1364,7 +1386,7 @@ export class Autocompleter {
       const stored = file.meta.lexicon;   // (absent or null in a file without one)
       const lexicon = useLexicon && stored !== undefined && stored !== null ? await Lexicon.fromMetadata(stored, file.name) : null;
       const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon,
-        contextCache: Boolean(options.contextCache) });
+        contextCache: options.contextCache ?? false });
       await completer._init();
       return completer;
     } catch (error) {
@@ -1514,7 +1536,12 @@ export class Autocompleter {
 
   // ----------------------------------------------------------------------------- public API
   /** A new keystroke session (empty text), learning into `userWords` (default: the Autocompleter's). */
-  session({ userWords } = {}) {
+  session(options = {}) {
+    if (options === null || typeof options !== "object" || options instanceof UserWords) {
+      throw new CompactLMError(options instanceof UserWords ? "session() takes {userWords: words}, not the UserWords itself"
+        : `session() takes options {userWords}, got ${pyRepr(options)}`);
+    }
+    const { userWords } = options;
     return new Session(this, userWords === undefined ? this.userWords : openUserWords(userWords));
   }
 

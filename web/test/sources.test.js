@@ -155,3 +155,14 @@ test("a word with a lone surrogate is not learned (no file could hold it), as in
   assert.notEqual(words.learn("cd"), null);
   assert.deepEqual(words.words(), ["cd"]);
 });
+
+test("create() and session() refuse what they would otherwise ignore: unknown options, non-booleans, a UserWords given bare", { skip: SKIP }, async () => {
+  const golden = pick();
+  for (const [options, message] of [[{ ort: ortNode, max_chars: 3 }, /unknown option max_chars/],
+    [{ ort: ortNode, lexicon: "no" }, /lexicon must be true or false/], [{ ort: ortNode, contextCache: 1 }, /contextCache must be/]]) {
+    await assert.rejects(Autocompleter.create(golden.model, options), message);
+  }
+  assert.throws(() => new UserWords("words.json"), /read a saved document with UserWords.fromJSON/);
+  const ac = await Autocompleter.create(golden.model, { ort: ortNode });
+  assert.throws(() => ac.session(new UserWords()), /session\(\) takes \{userWords: words\}/);
+});
