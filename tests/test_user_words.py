@@ -346,7 +346,7 @@ def test_javascript_has_the_same_defaults():
     from pathlib import Path
     from compact_lm import user_words
     source = (Path(__file__).resolve().parents[1] / "web" / "compact_lm.js").read_text(encoding="utf-8")
-    found = re.search(r"constructor\(\{ maxWords = (\d+), halfLife = ([\d.]+), share = ([\d.]+) \}", source)
+    found = re.search(r"const \{ maxWords = (\d+), halfLife = ([\d.]+), share = ([\d.]+) \} = options", source)
     assert found, "UserWords' constructor defaults not found in web/compact_lm.js"
     assert (int(found[1]), float(found[2]), float(found[3])) == (
         user_words.DEFAULT_MAX_WORDS, user_words.DEFAULT_HALF_LIFE, user_words.DEFAULT_SHARE)
