@@ -118,11 +118,11 @@ class Autocompleter:
     def __init__(self, model, *, beam: int = 4, max_chars: int = 16, boundaries: str | None = None,
                  context_chars: int = CONTEXT_CHARS, vocab: Vocab | None = None, threads: int = 1,
                  sequence: str | os.PathLike | None = None, user_words: UserWords | str | os.PathLike | None = None,
-                 lexicon: Lexicon | bool = True, context_cache: bool = False):
+                 lexicon: Lexicon | bool | None = True, context_cache: bool = False):
         self.user_words = user_words   # (a path is opened: see the property)
-        if not isinstance(context_cache, bool):
+        if not isinstance(context_cache, (bool, np.bool_)):
             raise CompactLMError(f"context_cache must be True or False, got {context_cache!r}")
-        self.context_cache = context_cache   # sessions that learn also weigh words by context (context_cache.py)
+        self.context_cache = bool(context_cache)   # sessions that learn also weigh words by context (context_cache.py)
         # a file's lexicon is read only if it will be searched (a damaged one then fails here, naming the file)
         self.backend = open_backend(model, threads=threads, sequence=sequence,
                                     check_lexicon=lexicon is True and boundaries is None)

@@ -150,14 +150,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "must be a positive whole number")
-        # W_ih and W_hh of every layer (the embedding and the head come on top): a model file holds at most
-        # MAX_TOTAL_BYTES of arrays, so a larger model could be neither allocated sensibly nor saved
+        # W_ih and W_hh of every layer (the embedding and the head come on top): a run's state.npz holds them 4
+        # times (the weights, the best weights, AdamW's two moments) and a file holds at most MAX_TOTAL_BYTES of
+        # arrays, so a larger model could be trained but never resumed
         gates = CELLS[self.cell].gates
         weights = gates * self.hidden * (self.embed + self.hidden) + (self.layers - 1) * gates * 2 * self.hidden ** 2
-        if weights * (8 if self.dtype == "float64" else 4) > MAX_TOTAL_BYTES:
+        if 4 * weights * (8 if self.dtype == "float64" else 4) > MAX_TOTAL_BYTES:
             raise SettingError("hidden", "{embed} {embed_value}, {hidden} {hidden_value} and {layers} {layers_value} "
-                               "give {weights} recurrent weights, more than a model file holds "
-                               "({limit} GiB of arrays)", embed_value=self.embed, hidden_value=self.hidden,
+                               "give {weights} recurrent weights, more than a training state holds ({limit} GiB of "
+                               "arrays for 4 copies)", embed_value=self.embed, hidden_value=self.hidden,
                                layers_value=self.layers, weights=f"{weights:,}", limit=MAX_TOTAL_BYTES // 1024 ** 3)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise bad("seed", "must be a whole number >= 0")

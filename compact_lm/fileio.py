@@ -51,9 +51,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mod
 
 
 def atomic_write_all(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None]]], mode: int | None = None) -> None:
-    """atomic_write for several files that go together: each is written to its temporary sibling first, and
-    only when all are written are they renamed into place, so a failure (a folder that cannot be written, a full
-    disk) replaces none of them."""
+    """atomic_write for several files that go together: none is replaced unless all are written.
+
+    Each is written to its temporary sibling first and only then renamed into place, so a failure (a folder
+    that cannot be written, a full disk) replaces none of them."""
     targets = [_write_target(Path(path)) for path, _ in files]
     written: list[str] = []   # temporary files not yet renamed into place
     current = targets[0] if targets else None   # the file being written (what an error names)
@@ -83,11 +84,13 @@ def atomic_write_all(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], N
 
 def _write_target(path: Path) -> Path:
     """Where writing `path` goes: a symbolic link's target; a one-line error for anything but a regular file."""
-    if path.is_symlink():   # write the file it points to (as an editor does), not a file in the link's place
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file():   # a folder, a device (/dev/null), a pipe: never replaced
-        raise CompactLMError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'not a regular file'}")
-    return path
+    try:
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path   # (written through, as an editor does)
+        if target.exists() and not target.is_file():   # a folder, a device (/dev/null), a pipe: never replaced
+            raise CompactLMError(f"cannot write {path}: it is {'a folder' if target.is_dir() else 'not a regular file'}")
+    except OSError as error:   # a folder on the way that may not be searched
+        raise CompactLMError(f"cannot write {path}: {error.strerror or error}") from None
+    return target
 
 
 def png_bytes(figure) -> bytes:

@@ -29,7 +29,13 @@ MAX_COUNT = 2 ** 53   # steps and other counts in metadata: whole numbers JavaSc
 
 
 def _number(value) -> bool:
+    """A JSON number (not true or false)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    """A JSON number that is a finite float (a 400-digit integer is not: float() of it overflows)."""
+    return _number(value) and value == value and -1.7e308 <= value <= 1.7e308
 
 
 def _count(value) -> bool:
@@ -38,9 +44,10 @@ def _count(value) -> bool:
 
 
 def check_info(meta: dict) -> None:
-    """Raise ValueError naming the first INFO_KEYS entry of `meta` whose type is wrong (what `info` and the tools
-    read from them); web/compact_lm.js's checkInfo refuses the same, in the same words. The lexicon is checked
-    when decoded."""
+    """Raise ValueError naming the first INFO_KEYS entry of `meta` of the wrong type.
+
+    These are what `info` and the tools read; web/compact_lm.js's checkInfo refuses the same, in the same words.
+    The lexicon is checked when decoded."""
     for key in ("steps", "chars_seen"):
         if key in meta and not _count(meta[key]):
             raise ValueError(f"'{key}' must be a whole number from 0 to 2^53")
@@ -49,8 +56,8 @@ def check_info(meta: dict) -> None:
     metrics = meta.get("metrics", {})
     if not isinstance(metrics, dict):
         raise ValueError("'metrics' must be an object")
-    if not all(_number(figures["bpc"]) for figures in metrics.values() if isinstance(figures, dict) and "bpc" in figures):
-        raise ValueError("'metrics' must give every 'bpc' as a number")
+    if not all(_finite(figures["bpc"]) for figures in metrics.values() if isinstance(figures, dict) and "bpc" in figures):
+        raise ValueError("'metrics' must give every 'bpc' as a finite number")
     if not isinstance(meta.get("pruning", []), list):
         raise ValueError("'pruning' must be a list")
     quantization = meta.get("quantization", {})

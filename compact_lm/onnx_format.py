@@ -45,9 +45,9 @@ def feeding_metadata(nfc: bool, lowercase: bool) -> dict:
 
 
 def _json_int(text: str) -> int | float:
-    """A JSON integer as JavaScript reads it: exact up to 15 digits, else the nearest float (inf past its range),
-    so that a 5000-digit number is refused by the check of its key, in web/compact_lm.js's words."""
-    return int(text) if len(text) <= 15 else float(text)
+    """A JSON integer, exact; past Python's 4,300 digits the nearest float (inf), as JavaScript reads it, so that
+    such a number is refused by the check of its key, in web/compact_lm.js's words."""
+    return int(text) if len(text) <= 4300 else float(text)
 
 
 def decode_metadata(props: dict[str, str]) -> dict:

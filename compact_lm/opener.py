@@ -5,8 +5,11 @@ metadata says float or int8 (`MODEL_KINDS`); anything else named `.onnx` is an O
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
+
+import numpy as np
 
 from .config import ModelConfig
 from .errors import CompactLMError
@@ -37,8 +40,9 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
     for name, value in (("model", path), ("sequence", sequence)):
         if (value is not None or name == "model") and not (isinstance(value, (str, os.PathLike)) and str(value)):
             raise CompactLMError(f"{name} must be a file path, got {value!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:   # (0 would mean every core)
-        raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")   # (0 would mean every core)
+    threads = int(threads)
     path = Path(path)
     if path.suffix.lower() == ".onnx" and not _is_zip(path):
         from .onnx_model import OnnxModel

@@ -100,10 +100,12 @@ class UserWords:
             raise CompactLMError(f"user words must be a file path, got {path!r}")
         self.path = Path(path) if path is not None else None
         if self.path is not None and not self.path.parent.is_dir():   # found now, not at the first save
-            raise CompactLMError(f"user words {self.path}: the folder {self.path.parent} does not exist")
+            missing = "is not a folder" if self.path.parent.exists() else "does not exist"
+            raise CompactLMError(f"user words {self.path}: the folder {self.path.parent} {missing}")
         self.max_words, self.half_life, self.share = max_words, float(half_life), float(share)
         self._rate = math.log(2.0) / self.half_life   # decay per learned word, in log units
         self._lock = threading.RLock()
+        self._save_lock = threading.Lock()   # saves one at a time, so the last one writes the latest words
         self.clock = 0
         self.changes = 0                      # counts every change (learn, unlearn, forget, clear): when to save
         self.removals = 0                     # counts the words that left (unlearned, forgotten, evicted, cleared)
@@ -171,7 +173,8 @@ class UserWords:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise CompactLMError("these user words have no file: give save() a path")
-        with self._lock:   # written under the lock too: a slower earlier save never replaces a later one
+        # one save at a time (a slower earlier one never replaces a later one); learning waits only for the copy
+        with self._save_lock:
             text = json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
             atomic_write(target, lambda handle: handle.write(text), mode=0o600)
         return target

@@ -42,7 +42,23 @@ def test_a_session_given_a_path_for_its_words_learns_into_that_file(model_path, 
     session = Autocompleter(model_path).session()
     session.user_words = tmp_path / "words.json"
     session.type("quick fox ")
-    assert session.user_words.words() == ["fox", "quick"]
+    session.user_words.save()
+    assert UserWords(tmp_path / "words.json").words() == ["fox", "quick"]
+
+
+def test_threads_may_be_a_numpy_integer(model_path):
+    assert open_model(model_path, threads=np.int64(2)).vocab is not None
+
+
+def test_a_path_in_a_folder_that_cannot_be_searched_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+    from compact_lm.fileio import atomic_write
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "is_symlink", denied)
+    with pytest.raises(CompactLMError, match="cannot write .*: Permission denied"):
+        atomic_write(tmp_path / "locked" / "x.json", lambda handle: handle.write(b"x"))
 
 
 def test_user_words_in_a_missing_folder_are_refused_before_any_learning(tmp_path):

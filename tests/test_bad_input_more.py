@@ -77,7 +77,8 @@ def _javascript_errors(script: str, paths: list[Path]) -> list[str]:
 
 # ------------------------------------------------------------------------------------- A: metadata types
 WRONG_INFO = [("steps", "many"), ("steps", -1), ("steps", 1.5), ("chars_seen", "x"), ("metrics", []),
-              ("metrics", None), ("metrics", {"val": {"bpc": "x"}}), ("quantization", []),
+              ("metrics", None), ("metrics", {"val": {"bpc": "x"}}), ("metrics", {"val": {"bpc": 10 ** 400}}),
+              ("quantization", []),
               ("quantization", {"source_params": "x"}), ("pruning", 3), ("train_config", "gru")]
 
 

@@ -82,3 +82,28 @@ def test_profile_checks_its_out_folder_before_measuring(tmp_path, capsys, monkey
     random_model(text=TEXT).save(tmp_path / "model.npz")
     code, _, err = run(capsys, "profile", tmp_path / "model.npz", "--out", tmp_path / "afile")
     assert_one_line_error(code, err, "afile is a file, not a folder")
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A tiny model trained for 2 steps on t.txt (its train_config names that file)."""
+    from compact_lm.config import TrainConfig
+    from compact_lm.trainer import Trainer
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    config = TrainConfig(corpus=(str(tmp_path / "t.txt"),), hidden=16, embed=4, seq_len=16, batch=2, steps=2)
+    Trainer(config, tmp_path / "run", progress=False).run()
+    return tmp_path / "run" / "model.npz"
+
+
+def test_prune_refuses_to_write_over_the_text_the_model_was_trained_on(trained, capsys):
+    corpus = trained.parent.parent / "t.txt"
+    code, _, err = run(capsys, "prune", trained, "--keep", "0.5", "--finetune-steps", "1", "--out", corpus, "--quiet")
+    assert_one_line_error(code, err, "--out must differ from the training text")
+    assert corpus.read_text(encoding="utf-8") == TEXT
+
+
+def test_sweep_checks_every_keeps_rounds_before_pruning_any(trained, tmp_path, capsys):
+    code, _, err = run(capsys, "sweep", trained, "--keeps", "0.5", "0.9", "--rounds", "3", "--finetune-steps", "0",
+                       "--out", tmp_path / "sweep", "--quiet")
+    assert_one_line_error(code, err, "--rounds 3: a round would remove no unit")
+    assert not (tmp_path / "sweep" / "keep0.5-fp32.npz").exists()

@@ -42,6 +42,8 @@ def _cmd_prune(args) -> int:
         # read once up front: a bad file fails before any work, and the split's length sets the streams a step
         train = prepare_corpus(finetune_config(model, 1, corpus=corpus, batch=1), model.vocab, utf8_hint=SAVE_AS_UTF8).train
         config = finetune_config(model, max(args.finetune_steps, 1), corpus=corpus, train_chars=len(train), **overrides)
+        # (without --corpus, the text the model was trained on: it is read as much as --corpus would be)
+        _refuse_overwriting(args.out, *(("the training text", path) for path in config.corpus))
     calibration_text = (read_text(args.calibration, what="--calibration", utf8_hint=SAVE_AS_UTF8)
                         if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:

@@ -209,7 +209,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
         stage(f"evaluate: {trainer.step} steps, val {metrics['val']['bpc']:.4f} bpc, test {metrics['test']['bpc']:.4f} bpc")
         stage(f"prune to keep {config.keep:g} of the hidden units + fine-tune on "
               f"{config.finetune_fraction:.0%} of the characters training read")
-        pruned = prune(model, trainer, config, out, progress, log)
+        try:
+            pruned = prune(model, trainer, config, out, progress, log)
+        except Interrupted:   # (prune's own message asks for a plain rerun, which the demo refuses without --force)
+            raise Interrupted("interrupted while fine-tuning the pruned model: run the same command with --force to "
+                              "start the demo over") from None
     stage(f"pruned: hidden {list(pruned.config.hidden_sizes)}, val "
           f"{pruned.info['metrics']['val']['bpc']:.4f} bpc; quantize both to int8")
     models = {"model": model, "model-int8": quantize_model(model), "pruned": pruned, "pruned-int8": quantize_model(pruned)}

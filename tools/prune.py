@@ -323,6 +323,20 @@ def calibration_ids_from_corpus(model: Model, config) -> np.ndarray:
     return prepare_corpus(config, model.vocab).train[-CALIBRATION_CHARS:]
 
 
+def round_sizes(hidden_sizes: tuple[int, ...], sizes: tuple[int, ...], rounds: int) -> list[tuple[int, ...]]:
+    """The hidden sizes after each of `rounds` rounds, a geometric schedule: after round r, H_k (goal / H_k)^(r / rounds)
+    rounded; a one-line SettingError when some round would remove no unit (and fine-tune for nothing)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
+    start, goal = np.array(hidden_sizes, dtype=np.float64), np.array(sizes, dtype=np.float64)
+    schedule = [tuple(int(round(x)) for x in start * (goal / start) ** (r / rounds)) for r in range(1, rounds + 1)]
+    for before, after in zip([tuple(hidden_sizes), *schedule], schedule):
+        if before == after and rounds > 1:
+            raise SettingError("rounds", "{rounds} {got}: a round would remove no unit going from {start} to {goal} "
+                               "units (give fewer rounds)", got=rounds, start=list(hidden_sizes), goal=list(sizes))
+    return schedule
+
+
 def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None = None, rounds: int = 1,
                 finetune_steps: int = 0, train_config=None, calibration_ids: np.ndarray | None = None,
                 work_dir=None, progress: bool = False, log=None, val_ids: np.ndarray | None = None,
@@ -336,17 +350,10 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
     """
     import tempfile
     from pathlib import Path
-    if rounds < 1:
-        raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
     criterion = resolve_criterion(model, criterion)
     if finetune_steps < 0:
         raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
-    start = np.array(model.config.hidden_sizes, dtype=np.float64)
-    goal = np.array(sizes, dtype=np.float64)
-    removed = int((start - goal).max()) if start.shape == goal.shape else 0
-    if rounds > max(removed, 1):   # a round would remove nothing (and fine-tune for nothing)
-        raise SettingError("rounds", "{rounds} {got}: pruning removes at most {removed} units from a layer, so at most "
-                           "{most} rounds", got=rounds, removed=removed, most=max(removed, 1))
+    schedule = round_sizes(model.config.hidden_sizes, sizes, rounds)
     history = list(model.info.get("pruning", []))
     if finetune_steps:
         from compact_lm.trainer import prepare_corpus
@@ -358,9 +365,7 @@ def prune_model(model: Model, sizes: tuple[int, ...], *, criterion: str | None =
             unpruned = unpruned_val_bpc if unpruned_val_bpc is not None else model.evaluate_ids(val_ids).bpc
             log(f"unpruned: hidden {list(model.config.hidden_sizes)}, val {unpruned:.4f} bpc")
     current = model
-    for r in range(1, rounds + 1):
-        # geometric schedule: after round r, H_k * (goal / H_k)^(r / rounds)
-        step_sizes = tuple(int(round(x)) for x in start * (goal / start) ** (r / rounds))
+    for r, step_sizes in enumerate(schedule, start=1):
         current = prune_once(current, step_sizes, criterion=criterion, calibration_ids=calibration_ids)
         entry = {"round": r, "hidden_sizes": list(step_sizes), "criterion": criterion}
         steps = finetune_steps // rounds + (finetune_steps % rounds if r == rounds else 0)

@@ -143,9 +143,8 @@ def plan_trials(config: SearchConfig, *, crash_after: dict | None = None) -> Pla
     the byte budget. `crash_after` (tests only): {trial index: step after which its worker dies once}."""
     from compact_lm.autocomplete import default_is_boundary
     from compact_lm.complete_eval import word_spans
-    from compact_lm.data import StreamBatcher
+    from compact_lm.data import SAVE_AS_UTF8, StreamBatcher
     from compact_lm.lexicon import Lexicon
-    from compact_lm.data import SAVE_AS_UTF8
     from compact_lm.trainer import prepare_corpus
     from .search_estimate import can_fit, check_byte_budget
     from .search_trial import split_texts

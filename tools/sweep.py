@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 from compact_lm.data import SAVE_AS_UTF8
-from compact_lm.errors import CompactLMError, SettingError
+from compact_lm.errors import CompactLMError, Interrupted, SettingError
 from compact_lm.fileio import atomic_write, png_bytes, same_file
 from compact_lm.opener import open_model
 from compact_lm.trainer import prepare_corpus
 
 from .prune import (CALIBRATION_CHARS, finetune_budget, finetune_config, prune_model, resolve_criterion,
-                    target_sizes)
+                    round_sizes, target_sizes)
 from .quantize import quantize_model
 
 DEFAULT_KEEPS = (1.0, 0.75, 0.5, 0.25)
@@ -27,8 +27,6 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     original = open_model(model_path).as_float(f"{model_path} is quantized; sweep starts from the float model")
     if finetune_steps is not None and finetune_steps < 0:
         raise SettingError("finetune_steps", "{finetune_steps} must be >= 0, got {got}", got=finetune_steps)
-    if rounds < 1:
-        raise SettingError("rounds", "{rounds} must be >= 1, got {got}", got=rounds)
     criterion = resolve_criterion(original, criterion)
     outside = [keep for keep in keeps if not 0 < keep <= 1]
     if outside:
@@ -37,6 +35,9 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     if repeated:
         raise SettingError("keeps", "{keep} is given twice (its files would replace each other)", keep=repeated[0])
     sizes_for = {keep: target_sizes(original.config.hidden_sizes, keep=keep) for keep in keeps}
+    for keep in keeps:   # every keep's rounds, before the first is pruned
+        if keep != 1.0:
+            round_sizes(original.config.hidden_sizes, sizes_for[keep], rounds)
     # (only the corpus and its splits matter to prepare_corpus: batch=1 spares finetune_config reading it first)
     data = prepare_corpus(finetune_config(original, 1, corpus=corpus, batch=1), original.vocab, utf8_hint=SAVE_AS_UTF8)
     config = finetune_config(original, 1, corpus=corpus, train_chars=len(data.train))
@@ -68,10 +69,14 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         if keep == 1.0:
             model = original
         else:
-            model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds,
-                                finetune_steps=finetune_steps, train_config=config, calibration_ids=calibration,
-                                work_dir=out, progress=progress, log=log, val_ids=data.val,
-                                unpruned_val_bpc=base_bpc)
+            try:
+                model = prune_model(original, sizes_for[keep], criterion=criterion, rounds=rounds,
+                                    finetune_steps=finetune_steps, train_config=config, calibration_ids=calibration,
+                                    work_dir=out, progress=progress, log=log, val_ids=data.val,
+                                    unpruned_val_bpc=base_bpc)
+            except Interrupted:   # (prune's message is about one model; here earlier keeps' files are written)
+                raise Interrupted(f"interrupted while fine-tuning keep {keep}: the files of the keeps before it are "
+                                  "written, the report is not; run the same command again for all of them") from None
         variants = [("fp32", model), ("int8", quantize_model(model))]
         for precision, variant in variants:
             path = out / f"keep{keep}-{precision}.npz"

@@ -395,8 +395,8 @@ function checkInfo(meta) {
   if (has(meta, "train_config") && !isObject(meta.train_config)) throw new Error("'train_config' must be an object");
   const metrics = has(meta, "metrics") ? meta.metrics : {};
   if (!isObject(metrics)) throw new Error("'metrics' must be an object");
-  if (!Object.values(metrics).every((figures) => !(isObject(figures) && has(figures, "bpc")) || typeof figures.bpc === "number")) {
-    throw new Error("'metrics' must give every 'bpc' as a number");
+  if (!Object.values(metrics).every((figures) => !(isObject(figures) && has(figures, "bpc")) || Number.isFinite(figures.bpc))) {
+    throw new Error("'metrics' must give every 'bpc' as a finite number");
   }
   if (has(meta, "pruning") && !Array.isArray(meta.pruning)) throw new Error("'pruning' must be a list");
   const quantization = has(meta, "quantization") ? meta.quantization : {};
@@ -1351,8 +1351,8 @@ export class Autocompleter {
     if (unknown.length) {
       throw new CompactLMError(`unknown option ${unknown[0]}; the options are ${[...CREATE_OPTIONS].join(", ")}`);
     }
-    for (const key of ["lexicon", "contextCache"]) {
-      if (options[key] !== undefined && typeof options[key] !== "boolean") {
+    for (const key of ["lexicon", "contextCache"]) {   // (null: off)
+      if (options[key] !== undefined && options[key] !== null && typeof options[key] !== "boolean") {
         throw new CompactLMError(`${key} must be true or false, got ${pyRepr(options[key])}`);
       }
     }
@@ -1382,7 +1382,9 @@ export class Autocompleter {
       const model = new Model(ort, file, isStep ? main : null, isStep ? sequenceSession : (sequenceSession || main));
       await model.probe(main, file.meta.graph, file.name);
       if (sequenceSession) await model.probe(sequenceSession, "sequence", sequenceFile.name);
-      const useLexicon = (options.lexicon ?? true) && (options.boundaries === undefined || options.boundaries === null);
+      // (lexicon null: off, as Python's lexicon=None)
+      const useLexicon = (options.lexicon === undefined || Boolean(options.lexicon))
+        && (options.boundaries === undefined || options.boundaries === null);
       const stored = file.meta.lexicon;   // (absent or null in a file without one)
       const lexicon = useLexicon && stored !== undefined && stored !== null ? await Lexicon.fromMetadata(stored, file.name) : null;
       const completer = new Autocompleter(model, { beam, maxChars, contextChars, boundaries: options.boundaries, userWords, lexicon,
