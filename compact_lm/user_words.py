@@ -38,6 +38,7 @@ import bisect
 import itertools
 import json
 import math
+import numbers
 import os
 import threading
 from pathlib import Path
@@ -90,12 +91,15 @@ class UserWords:
 
     def __init__(self, path: str | os.PathLike | None = None, *, max_words: int = DEFAULT_MAX_WORDS,
                  half_life: float = DEFAULT_HALF_LIFE, share: float = DEFAULT_SHARE):
-        if not (isinstance(max_words, int) and not isinstance(max_words, bool) and max_words >= 1):
+        # (numpy numbers too, as the Autocompleter's beam and k take them)
+        if not (isinstance(max_words, numbers.Integral) and not isinstance(max_words, bool) and max_words >= 1):
             raise CompactLMError(f"max_words must be a whole number >= 1, got {max_words!r}")
-        if not (_number(half_life) and math.isfinite(half_life) and half_life > 0):
+        if not (isinstance(half_life, numbers.Real) and not isinstance(half_life, bool) and math.isfinite(half_life)
+                and half_life > 0):
             raise CompactLMError(f"half_life must be a number > 0, got {half_life!r}")
-        if not (_number(share) and 0 <= share <= 1):
+        if not (isinstance(share, numbers.Real) and not isinstance(share, bool) and 0 <= share <= 1):
             raise CompactLMError(f"share must be a number from 0 to 1, got {share!r}")
+        max_words = int(max_words)
         if path is not None and not (isinstance(path, (str, os.PathLike)) and str(path)):
             raise CompactLMError(f"user words must be a file path, got {path!r}")
         self.path = Path(path) if path is not None else None

@@ -95,3 +95,8 @@ def test_a_slower_earlier_save_never_replaces_a_later_one(tmp_path, monkeypatch)
     words.save()
     first.join()
     assert sorted(UserWords(tmp_path / "words.json").words()) == ["alpha", "bravo"]
+
+
+def test_user_words_take_numpy_numbers_as_the_completer_does():
+    words = UserWords(max_words=np.int64(5), half_life=np.float32(3.0))
+    assert (words.max_words, words.half_life) == (5, 3.0)
