@@ -1771,11 +1771,31 @@ export class Session {
   }
 
   _push(length, base, chars) {
-    const ready = base.ready.then((value) => this.completer._advance(value.state, chars));
-    ready.catch(() => {});               // reported by whoever awaits it, not as an unhandled rejection
-    this._stack.push({ length, ready });
+    const checkpoint = { length, ready: null, base, chars };
+    this._compute(checkpoint);
+    this._stack.push(checkpoint);
     if (this._stack.length > 2 * MAX_CHECKPOINTS) this._stack.splice(1, MAX_CHECKPOINTS);   // the root stays
-    return settled(ready);
+    return settled(checkpoint.ready);
+  }
+
+  /** Run a checkpoint's characters from its base's state; once that succeeds, the checkpoint lets its base go. */
+  _compute(checkpoint) {
+    const ready = this._readyOf(checkpoint.base).then((value) => this.completer._advance(value.state, checkpoint.chars));
+    // (reported by whoever awaits it, not as an unhandled rejection)
+    ready.then(() => { if (checkpoint.ready === ready) checkpoint.base = checkpoint.chars = null; }, () => {});
+    checkpoint.ready = ready;
+    return ready;
+  }
+
+  /** A checkpoint's state; one whose model call failed is computed once more when asked again, so a transient
+   * failure fails the calls waiting on it, not every later one (Python's failed type() leaves nothing behind). */
+  _readyOf(checkpoint) {
+    const ready = checkpoint.ready;
+    return ready.catch((error) => {
+      if (checkpoint.ready !== ready) return checkpoint.ready;   // already being computed again
+      if (!checkpoint.base) throw error;
+      return this._compute(checkpoint);
+    });
   }
 
   /** Append `text`: one model run for one character, one run for more (sequence graph). */
@@ -1875,7 +1895,7 @@ export class Session {
       const from = Math.max(base.length, target - this.completer.contextChars - 1);
       return this._push(target, base, this._chars.slice(from, target));
     }
-    return settled(base.ready);
+    return settled(this._readyOf(base));
   }
 
   /** The k most likely completions of the word being typed (or of the next word at a boundary). The model's part
@@ -1890,7 +1910,7 @@ export class Session {
     const userWords = this.userWords;
     const pending = this._context(Array.from(raw).length, typed, k + 1, userWords);
     // (waits for typing, as always; both awaited together, so a failed step leaves no promise unhandled)
-    const [{ state, logProbs }, context] = await Promise.all([this._stack[this._stack.length - 1].ready, pending]);
+    const [{ state, logProbs }, context] = await Promise.all([this._readyOf(this._stack[this._stack.length - 1]), pending]);
     if (unknown) return completer._mix([], typed, k, true, userWords, context);
     return completer._mix(await completer._search(state, logProbs, k, maxChars, typed), typed, k, false, userWords, context);
   }
@@ -1931,13 +1951,13 @@ export class Session {
   /** The k most likely next characters (never <unk>). */
   async nextChars(k = 3) {
     positive("k", k);
-    const { logProbs } = await this._stack[this._stack.length - 1].ready;
+    const { logProbs } = await this._readyOf(this._stack[this._stack.length - 1]);
     return this.completer._nextChars(logProbs, k);
   }
 
   /** The model state (an array of ort.Tensor) after the typed text and the next-character log-probabilities. */
   async state() {
-    return this._stack[this._stack.length - 1].ready;
+    return this._readyOf(this._stack[this._stack.length - 1]);
   }
 }
 
