@@ -9,8 +9,6 @@ import numbers
 import os
 from pathlib import Path
 
-import numpy as np
-
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import load_npz
@@ -40,7 +38,7 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
     for name, value in (("model", path), ("sequence", sequence)):
         if (value is not None or name == "model") and not (isinstance(value, (str, os.PathLike)) and str(value)):
             raise CompactLMError(f"{name} must be a file path, got {value!r}")
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")   # (0 would mean every core)
     threads = int(threads)
     path = Path(path)

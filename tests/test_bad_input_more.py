@@ -62,10 +62,21 @@ def _node() -> str:
     return node
 
 
+def _python_errors(read, paths: list[Path]) -> list[str]:
+    """The one-line CompactLMError that read(path) raises for each file."""
+    errors = []
+    for path in paths:
+        with pytest.raises(CompactLMError) as caught:
+            read(path)
+        errors.append(str(caught.value))
+    return errors
+
+
 def _javascript_errors(script: str, paths: list[Path]) -> list[str]:
-    """What web/compact_lm.js says of each file: `script` (a module body) gets `path` and prints one line."""
+    """What web/compact_lm.js says of each file: `script` (a module body, may await) gets `path`, prints one line."""
     body = ("import { readFileSync } from 'node:fs';\n"
-            "import { UserWords, checkedMetadata, readMetadataProps } from './compact_lm.js';\n"
+            "import * as ort from 'onnxruntime-node';\n"
+            "import { Autocompleter, UserWords, checkedMetadata, readMetadataProps } from './compact_lm.js';\n"
             "for (const path of process.argv.slice(1)) {\n"
             f"  try {{ {script}; console.log('accepted'); }} catch (error) {{ console.log(error.message); }}\n"
             "}\n")
@@ -155,11 +166,7 @@ def test_complete_refuses_user_words_with_a_number_too_large(files, tmp_path, ca
 def test_javascript_refuses_user_words_with_numbers_too_large_in_pythons_words(tmp_path):
     from compact_lm.user_words import UserWords
     paths = [_user_words(tmp_path / f"{name}.json", **change) for name, change in HUGE_USER_WORDS.items()]
-    python = []
-    for path in paths:
-        with pytest.raises(CompactLMError) as caught:
-            UserWords(path)
-        python.append(str(caught.value))
+    python = _python_errors(UserWords, paths)
     script = "UserWords.fromJSON(readFileSync(path, 'utf8'), {}, `user words ${path}`)"
     assert _javascript_errors(script, paths) == python
 
@@ -202,11 +209,7 @@ def test_javascript_refuses_the_onnx_metadata_python_refuses_in_its_words(files,
     cases = {"short-vocab": {"vocab": json.dumps(vocab[:-3])}, "huge-steps": {"steps": "1" + "0" * 5000},
              **{f"{key}-{i}": {key: json.dumps(value)} for i, (key, value) in enumerate(WRONG_INFO)}}
     paths = [_onnx_variant(files, tmp_path / f"{name}.onnx", **props) for name, props in cases.items()]
-    python = []
-    for path in paths:
-        with pytest.raises(CompactLMError) as caught:
-            read_metadata(path)
-        python.append(str(caught.value))
+    python = _python_errors(read_metadata, paths)
     script = "checkedMetadata(path, readMetadataProps(new Uint8Array(readFileSync(path)), path))"
     assert _javascript_errors(script, paths) == python
 
@@ -238,20 +241,7 @@ DAMAGED_CONFIG = {"bogus-cell": {"cell": '"bogus"'}, "text-embed": {"embed_size"
 def test_both_runtimes_refuse_sizes_that_are_not_whole_numbers_and_an_unknown_cell(files, tmp_path):
     from compact_lm.opener import open_model
     paths = [_onnx_variant(files, tmp_path / f"{name}.onnx", **props) for name, props in DAMAGED_CONFIG.items()]
-    python = []
-    for path in paths:
-        with pytest.raises(CompactLMError) as caught:
-            open_model(path)
-        python.append(str(caught.value))
-    body = ("import * as ort from 'onnxruntime-node';\n"
-            "import { Autocompleter } from './compact_lm.js';\n"
-            "for (const path of process.argv.slice(1)) {\n"
-            "  try { await Autocompleter.create(path, { ort }); console.log('accepted'); }\n"
-            "  catch (error) { console.log(error.message); }\n"
-            "}\n")
-    done = subprocess.run([_node(), "--input-type=module", "-e", body, *map(str, paths)], cwd=WEB,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    javascript = done.stdout.splitlines()
+    python = _python_errors(open_model, paths)
+    javascript = _javascript_errors("await Autocompleter.create(path, { ort })", paths)
     assert all("invalid compact-lm metadata" in message for message in python + javascript), (python, javascript)
     assert python[0] == javascript[0]   # the unknown cell, in the same words
