@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import math
+import os
 import sys
 from typing import NamedTuple
 
@@ -159,10 +160,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:   # the reader went away (`| head`): nothing more to say
+        _silence_stdout()
         return 0
+    except OSError as error:   # what a command does not word itself: writing its output to a full disk, /dev/full
+        where = f" ({error.filename})" if error.filename else " (writing the output)"
+        print(f"{PROG}: error: {error.strerror or error}{where}", file=sys.stderr)
+        _silence_stdout()
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit cannot fail again with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # no real stdout (a test's capture): nothing to flush there
+        pass
 
 
 def entry_point() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:   # what is still buffered (a redirect to a file) is written here, so its errors are worded too
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as error:
+        print(f"{PROG}: error: {error.strerror or error} (writing the output)", file=sys.stderr)
+        _silence_stdout()
+        code = 1
+    sys.exit(code)

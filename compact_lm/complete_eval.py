@@ -185,7 +185,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
                   text_source: str = "the text") -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
-    "baseline": the full `order`-gram (default 7); "matched_baseline": the best n-gram whose tables take
+    "baseline": the full `order`-gram (default: ngram.check_order); "matched_baseline": the best n-gram whose tables take
     at most the model file's bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split).
     Both carry their sizes (contexts, ngrams, bytes in ngram.py's compact encoding). With `learn` (or a
     `user_words` file to start from, read and never written) also "learning": the model with a user

@@ -21,6 +21,7 @@ def default_corpus_path() -> Path:
     return Path(str(resources.files("compact_lm") / "data" / DEFAULT_CORPUS))
 
 
+MAX_TEXT_BYTES = 1 << 30   # per text file, decompressed: a bigger one would not fit in memory as ids (8 bytes each)
 REPLACE_HINT = "pass --encoding-errors replace to substitute U+FFFD"
 SAVE_AS_UTF8 = "save it as UTF-8"          # for commands without --encoding-errors
 
@@ -32,12 +33,16 @@ def read_text(path: str | os.PathLike, *, encoding_errors: str = "strict", what:
     `utf8_hint` ends the invalid-UTF-8 message: commands without --encoding-errors give their own."""
     path = Path(path)
     check_file(path, what)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:   # at most MAX_TEXT_BYTES + 1: a device (/dev/zero), an endless pipe or a gzip bomb ends here too
+        with (gzip.open(path) if path.suffix == ".gz" else path.open("rb")) as file:
+            raw = file.read(MAX_TEXT_BYTES + 1)
     except PermissionError:
         raise CompactLMError(f"cannot read {what} {path}: permission denied") from None
     except (OSError, EOFError, zlib.error) as error:
         raise CompactLMError(f"cannot read {what} {path}: {error}") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise CompactLMError(f"{what} {path} is larger than {MAX_TEXT_BYTES >> 30} GiB{' uncompressed' if path.suffix == '.gz' else ''}"
+                             " (the most compact-lm reads: split it, or train on a part)")
     try:
         return raw.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as error:

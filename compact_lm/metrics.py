@@ -8,6 +8,7 @@ import numpy as np
 
 from .errors import CompactLMError
 
+MAX_EXP = math.log(np.finfo(np.float64).max)   # exp of more overflows
 EVAL_CHUNK = 8192   # characters per chunk when scoring long texts (bounds memory, state carried)
 
 
@@ -26,12 +27,13 @@ class Metrics:
 
     @property
     def perplexity(self) -> float:
-        """Per-character perplexity: exp(nats)."""
-        return math.exp(self.nats)
+        """Per-character perplexity: exp(nats) (inf past float range: a diverged model's 1,000 nats)."""
+        return math.exp(self.nats) if self.nats < MAX_EXP else math.inf
 
     def to_json(self) -> dict:
-        """The keys `compact-lm eval --json` prints."""
-        return {"nats": self.nats, "bpc": self.bpc, "perplexity": self.perplexity,
+        """The keys `compact-lm eval --json` prints (a perplexity past float range is null: JSON has no inf)."""
+        return {"nats": self.nats, "bpc": self.bpc,
+                "perplexity": self.perplexity if self.nats < MAX_EXP else None,
                 "chars": self.chars, "unknown": self.unknown}
 
 

@@ -95,7 +95,7 @@ def _cmd_train(args) -> int:
     lines = [f"model: {Path(args.out_dir) / 'model.npz'} ({result.model.num_params:,} parameters, {which})"]
     for split in ("val", "test"):
         if metrics.get(split, {}).get("bpc") is not None:   # (a split too short to score has none)
-            lines.append(f"{split}: {metrics[split]['bpc']:.4f} bpc (perplexity {metrics[split]['perplexity']:.3f})")
+            lines.append(f"{split}: {metrics[split]['bpc']:.4f} bpc (perplexity {_perplexity(metrics[split]['perplexity'])})")
     lines.append(f"speed: {metrics['chars_per_second']:,.0f} characters/second")
     print("\n".join(lines))
     return 0
@@ -126,8 +126,13 @@ def _cmd_eval(args) -> int:
         print(json.dumps(result))
     else:
         print(f"{result['chars']:,} characters scored ({result['unknown']:,} unknown): "
-              f"{result['nats']:.4f} nats, {result['bpc']:.4f} bpc, perplexity {result['perplexity']:.3f}")
+              f"{result['nats']:.4f} nats, {result['bpc']:.4f} bpc, perplexity {_perplexity(result['perplexity'])}")
     return 0
+
+
+def _perplexity(value: float | None) -> str:
+    """A perplexity as printed (None: past float range, as metrics.Metrics.to_json gives it)."""
+    return "inf" if value is None else f"{value:.3f}"
 
 
 def configure_sample(p: argparse.ArgumentParser) -> None:
@@ -143,11 +148,17 @@ def configure_sample(p: argparse.ArgumentParser) -> None:
 
 def _cmd_sample(args) -> int:
     from .opener import open_model
-    from .sample import sample
+    from .sample import generate
     model = open_model(args.model)
-    text = sample(model.backend(), model.vocab, prompt=args.prompt, length=args.length,
-                  temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    sys.stdout.write(args.prompt + text + "\n")
+    chars = generate(model.backend(), model.vocab, prompt=args.prompt, length=args.length,
+                     temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    live = sys.stdout.isatty()   # on a terminal each character shows as it is drawn; a pipe gets whole blocks
+    sys.stdout.write(args.prompt)
+    for char in chars:
+        sys.stdout.write(char)
+        if live:
+            sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 

@@ -62,19 +62,26 @@ FIT_HELDOUT = 0.1
 MAX_KEY = 2 ** 62        # an n-gram's key (its characters in base V) stays below this, in int64
 
 
+def max_order(vocab_size: int) -> int:
+    """The highest n-gram order whose keys (the characters in base V) fit below MAX_KEY for `vocab_size` characters."""
+    if vocab_size <= 1:
+        return 61
+    top = 0   # in whole numbers: a float power overflows for a high order; any V >= 2 reaches MAX_KEY by order 62
+    while vocab_size ** (top + 1) < MAX_KEY:
+        top += 1
+    return top
+
+
 def check_order(order: int | None, vocab_size: int) -> int:
-    """The n-gram order to use (DEFAULT_ORDER for None); a one-line SettingError, before any work, unless it is a
-    whole number >= 1 whose keys fit for `vocab_size` characters."""
-    order = DEFAULT_ORDER if order is None else order
+    """The n-gram order to use (None: DEFAULT_ORDER, or the highest whose keys fit for a vocabulary of thousands of
+    characters); a one-line SettingError, before any work, unless it is a whole number >= 1 whose keys fit."""
+    if order is None:
+        return min(DEFAULT_ORDER, max_order(vocab_size))
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise SettingError("order", "n-gram {order} must be a whole number >= 1, got {value!r}", value=order)
-    # in whole numbers: a float power overflows for a high order; any V >= 2 reaches MAX_KEY by order 62
-    if vocab_size > 1 and (order >= 62 or vocab_size ** order >= MAX_KEY):
-        top = 0
-        while vocab_size ** (top + 1) < MAX_KEY:
-            top += 1
+    if order > max_order(vocab_size):
         raise SettingError("order", "n-gram {order} {value} is too high for {size} characters (at most {top}: "
-                           "longer n-gram keys overflow)", value=order, size=vocab_size, top=top)
+                           "longer n-gram keys overflow)", value=order, size=vocab_size, top=max_order(vocab_size))
     return order
 
 
@@ -134,7 +141,7 @@ def order_table(gram_keys: np.ndarray, counts: np.ndarray, vocab_size: int, keep
 class NgramBackend:
     """Interpolated modified Kneser-Ney over characters, with the Backend protocol (state = the context)."""
 
-    def __init__(self, ids: np.ndarray, vocab: Vocab, order: int = DEFAULT_ORDER, cutoff: int = 1,
+    def __init__(self, ids: np.ndarray, vocab: Vocab, order: int | None = None, cutoff: int = 1,
                  max_bytes: int | None = None):
         order = check_order(order, vocab.size)
         for name, value in (("cut-off", cutoff), ("byte budget", 1 if max_bytes is None else max_bytes)):
@@ -340,7 +347,7 @@ def fit_to_bytes(train_ids: np.ndarray, vocab: Vocab, max_bytes: int, *, orders=
                  cutoffs=FIT_CUTOFFS, heldout: float = FIT_HELDOUT) -> NgramBackend:
     """The best Kneser-Ney model of at most `max_bytes` (compact encoding) estimated from `train_ids`.
 
-    Candidates, for every order (1..DEFAULT_ORDER unless `orders`): the smallest count cut-off of
+    Candidates, for every order (1..DEFAULT_ORDER, or as high as keys fit, unless `orders`): the smallest count cut-off of
     `cutoffs` whose model fits the budget (the whole model when it fits: lowering the order is the
     cut-off 1 candidate of a lower order), and, when the whole model does not fit, the model pruned to
     the budget (weighted-difference pruning, NgramBackend's max_bytes). Sizes are those of the models
@@ -352,7 +359,7 @@ def fit_to_bytes(train_ids: np.ndarray, vocab: Vocab, max_bytes: int, *, orders=
     for the cut-offs over the budget, which are not scored).
     """
     train_ids = np.asarray(train_ids, dtype=np.int64)
-    orders = list(range(1, DEFAULT_ORDER + 1)) if orders is None else list(orders)
+    orders = list(range(1, check_order(None, vocab.size) + 1)) if orders is None else list(orders)
     split = int(round(train_ids.size * (1 - heldout)))
     fit_ids, check_ids = train_ids[:split], train_ids[split:]
     if check_ids.size < 2 or fit_ids.size < max(orders):

@@ -111,13 +111,16 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(out_dir: Path) -> bool:
+    """Create `out_dir` if needed (True: it was created now); a one-line SettingError if it cannot be written."""
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise SettingError("out_dir", "{out_dir} {path}: cannot create the folder ({reason})", path=out_dir, reason=error.strerror or error) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise SettingError("out_dir", "{out_dir} {path}: the folder is not writable", path=out_dir)
+    return created
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -209,7 +212,7 @@ class Trainer:
             self.log(f"note: the training split has {len(lexicon):,} distinct words, more than a lexicon holds: "
                      "the model carries none (completion uses the model alone)")
         # only now, once the settings, files and corpus are known good: a refused run leaves no empty folder
-        _check_writable(self.out_dir)
+        self._created_out_dir = _check_writable(self.out_dir)
         if len(self.corpus.val) < 2:
             self.log("note: the validation split is empty; model.npz will hold the latest weights")
         self.dtype = np.dtype(config.dtype)
@@ -340,7 +343,7 @@ class Trainer:
         self._loss_sum, self._loss_count = 0.0, 0
         if len(self.corpus.val) >= 2:
             val = model.evaluate_ids(self.corpus.val)
-            row.update(val_nats=val.nats, val_bpc=val.bpc, val_perplexity=val.perplexity)
+            row.update(val_nats=val.nats, val_bpc=val.bpc, val_perplexity=val.to_json()["perplexity"])
             improved = val.bpc < self.best_val
         else:
             improved = True
@@ -462,6 +465,11 @@ class Trainer:
                         self.save_state()
                         raise Interrupted(f"interrupted at step {self.step}; state saved in {self.out_dir / STATE_FILE}; "
                                           "run the same command with --resume to continue")
+        except TrainingDiverged:
+            # diverged before its first checkpoint: the folder this run made holds nothing, and goes
+            if self._created_out_dir and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
+            raise
         finally:
             if bar is not None:
                 bar.close()

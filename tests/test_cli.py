@@ -28,10 +28,47 @@ def test_train_eval_sample_info(tmp_path, small_corpus, capsys):
     assert info["tensors"]["rnn.weight_hh_l0"]["shape"] == [48, 16]
 
 
+def test_a_perplexity_past_float_range_is_inf_and_null_in_json(tmp_path, tiny_model_path, capsys):
+    from compact_lm.metrics import Metrics
+    diverged = Metrics(nats=1e6, chars=10, unknown=0)   # a run at lr 1e6 scored about this
+    assert diverged.perplexity == float("inf") and diverged.to_json()["perplexity"] is None
+    assert Metrics(nats=700.0, chars=10, unknown=0).to_json()["perplexity"] > 1e300
+    model = load(tiny_model_path)
+    model.params["head.bias"][1] = 1e9   # the second character takes every bit of the mass
+    model.save(tmp_path / "diverged.npz")
+    (tmp_path / "text.txt").write_text(model.vocab.decode([2, 3, 2, 3]))
+    code, out, _ = run(capsys, "eval", tmp_path / "diverged.npz", "--text", tmp_path / "text.txt")
+    assert code == 0 and out.rstrip().endswith("perplexity inf")
+    assert json.loads(run(capsys, "eval", tmp_path / "diverged.npz", "--text", tmp_path / "text.txt", "--json")[1])["perplexity"] is None
+
+
 def test_sampling_is_reproducible_with_a_seed(tiny_model_path, capsys):
     first = run(capsys, "sample", tiny_model_path, "--length", "50", "--seed", "7")[1]
     second = run(capsys, "sample", tiny_model_path, "--length", "50", "--seed", "7")[1]
     assert first == second
+
+
+def test_sampling_draws_each_character_before_stepping_to_the_next(tiny_model_path):
+    from compact_lm.sample import generate, sample
+    model = load(tiny_model_path)
+    backend, steps = model.backend(), []
+    step = backend.step
+    backend.step = lambda ids, state: (steps.append(1), step(ids, state))[1]
+    chars = generate(backend, model.vocab, length=40, seed=5)
+    first = next(chars)
+    assert len(first) == 1 and not steps   # shown before any model step for the next one
+    assert first + "".join(chars) == sample(model.backend(), model.vocab, length=40, seed=5)
+
+
+@pytest.mark.parametrize("command", [["info"], ["info", "--json"], ["sample", "--length", "5"]])
+def test_output_that_cannot_be_written_is_one_line(tiny_model_path, command):
+    # /dev/full: every write fails with ENOSPC; what is buffered fails at exit, where the entry point words it
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()",
+                               command[0], str(tiny_model_path), *command[1:]], stdout=full, stderr=subprocess.PIPE,
+                              text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "compact-lm: error: No space left on device (writing the output)"
 
 
 def test_resume_takes_unspecified_settings_from_the_saved_run(tmp_path, small_corpus, capsys, monkeypatch):

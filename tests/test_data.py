@@ -22,6 +22,19 @@ def test_invalid_utf8_names_file_and_byte(tmp_path):
     assert read_text(path, encoding_errors="replace") == "ok\nfine\ufffd more"
 
 
+def test_a_text_larger_than_the_limit_is_refused_without_reading_it_all(tmp_path, monkeypatch):
+    import compact_lm.data as data
+    monkeypatch.setattr(data, "MAX_TEXT_BYTES", 1000)
+    (tmp_path / "fits.txt").write_text("a" * 1000)
+    assert read_text(tmp_path / "fits.txt") == "a" * 1000
+    (tmp_path / "big.txt").write_text("a" * 1001)
+    with pytest.raises(CompactLMError, match=r"corpus file .*big.txt is larger than 0 GiB"):
+        read_text(tmp_path / "big.txt")
+    (tmp_path / "bomb.txt.gz").write_bytes(gzip.compress(b"a" * 10**7))   # 10 KB on disk
+    with pytest.raises(CompactLMError, match=r"bomb.txt.gz is larger than 0 GiB uncompressed"):
+        read_text(tmp_path / "bomb.txt.gz")
+
+
 def test_several_files_join_with_newline(tmp_path):
     (tmp_path / "a.txt").write_text("ab")
     (tmp_path / "b.txt").write_text("cd")

@@ -186,3 +186,16 @@ def test_fit_to_bytes_keeps_to_the_budget_and_returns_the_best_candidate(alice_t
     assert fit_to_bytes(ids, vocab, 10 * full.bytes).bytes == full.bytes   # room for everything: the full 7-gram
     with pytest.raises(CompactLMError, match="no n-gram fits in 100 bytes"):
         fit_to_bytes(ids, vocab, 100)
+
+
+def test_a_vocabulary_of_hundreds_of_characters_gets_the_highest_order_whose_keys_fit():
+    # 600 characters: 600^7 > 2^62, so the default 7-gram cannot pack its keys; 6 characters fit
+    rng = np.random.default_rng(0)
+    text = "".join(chr(0x4E00 + int(i)) for i in rng.integers(0, 600, 30000)) + "".join(chr(0x4E00 + i) for i in range(600))
+    vocab = Vocab.build(text)
+    ids = vocab.encode(text)
+    assert vocab.size > 600 and NgramBackend(ids, vocab).order == 6
+    chosen = fit_to_bytes(ids, vocab, 50_000)
+    assert chosen.bytes <= 50_000 and max(c["order"] for c in chosen.fit["candidates"]) == 6
+    with pytest.raises(CompactLMError, match="n-gram order 7 is too high for 601 characters .at most 6"):
+        NgramBackend(ids, vocab, order=7)

@@ -233,3 +233,15 @@ def test_a_diverging_run_is_reported_without_numpy_warnings(tmp_path):
     config = TrainConfig(corpus=(str(tmp_path / "t.txt"),), hidden=8, embed=4, seq_len=8, batch=2, lr=1e308, steps=3)
     with pytest.raises(TrainingDiverged, match="training diverged at step"):
         Trainer(config, tmp_path / "run", progress=False).run()
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_no_empty_folder(tmp_path):
+    (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 20, encoding="utf-8")
+    config = TrainConfig(corpus=(str(tmp_path / "t.txt"),), hidden=8, embed=4, seq_len=8, batch=2, lr=1e308, steps=3)
+    with pytest.raises(TrainingDiverged):
+        Trainer(config, tmp_path / "new", progress=False).run()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()   # a folder the user made stays
+    with pytest.raises(TrainingDiverged):
+        Trainer(config, tmp_path / "mine", progress=False).run()
+    assert (tmp_path / "mine").is_dir()

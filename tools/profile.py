@@ -193,7 +193,7 @@ def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str
     """bpc, size and typing figures of the full n-gram baseline on the models' training split (None if that
     text is not here); with it under "matched", the same for the best n-gram within the smallest file's
     bytes (ngram.fit_to_bytes, chosen on a held-out slice of the training split)."""
-    from compact_lm.ngram import DEFAULT_ORDER, NgramBackend, fit_to_bytes
+    from compact_lm.ngram import NgramBackend, check_order, fit_to_bytes
     train_config = next((v.train_config for v in variants if v.train_config is not None), None)
     vocab = variants[0].vocab
     try:
@@ -203,7 +203,7 @@ def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str
             raise
         log(f"note: no n-gram baseline ({error})")
         return None
-    order = DEFAULT_ORDER if config.order is None else config.order
+    order = check_order(config.order, vocab.size)
     smallest = min(variants, key=lambda v: v.file_bytes)
     result = {}
     for key, ngram in (("full", NgramBackend(train, vocab, order)), ("matched", fit_to_bytes(train, vocab, smallest.file_bytes))):

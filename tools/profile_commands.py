@@ -72,7 +72,7 @@ def configure_profile(p: argparse.ArgumentParser) -> None:
                    help=f"fresh processes per file for the start-up figures (default {defaults.probe_rounds})")
     p.add_argument("--corpus", nargs="+", metavar="FILE",
                    help="the models' training text for the n-gram baseline, if not at the paths in their metadata")
-    p.add_argument("--order", type=positive_int, default=None, help="n-gram baseline order (default 7)")
+    p.add_argument("--order", type=positive_int, default=None, help="n-gram baseline order (default 7; lower for a vocabulary of 464+ characters: 6, 5 from 1,291, 4 from 5,405, as n-gram keys fit in 62 bits)")
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
