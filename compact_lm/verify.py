@@ -12,6 +12,7 @@ zero state, and we compare log-probabilities at every position:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -173,6 +174,11 @@ def _cmd_verify(args) -> int:
     exported = open_model(args.onnx, sequence=args.sequence)
     if args.text is None:   # the end of the bundled corpus (its test split)
         ids = model.vocab.encode(default_corpus_path().read_text(encoding="utf-8"))[-args.chars:]
+        unknown = int(np.count_nonzero(ids == 0))
+        if 2 * unknown > len(ids):   # a model of another script: the check would run on <unk> alone
+            print(f"note: {unknown:,} of the {len(ids):,} characters of the bundled corpus are outside {args.model}'s "
+                  "vocabulary; give --text FILE, a text in the model's language, for a check that counts",
+                  file=sys.stderr)
     else:
         ids = model.vocab.encode(read_text(args.text, what="--text", utf8_hint=SAVE_AS_UTF8))[:args.chars]
     if len(ids) < 8:

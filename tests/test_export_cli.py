@@ -215,3 +215,14 @@ def test_info_describes_a_file_that_onnxruntime_refuses_to_run(exported_tiny, tm
     assert code == 0 and json.loads(out)["tensors"][tensor.name]["shape"] == list(values.shape), err
     code, _, err = run(capsys, "complete", tmp_path / "nan.onnx", "Alice")
     assert_one_line_error(code, err, "nan.onnx", "NaN or infinite")
+
+
+def test_verify_says_when_the_bundled_text_is_outside_the_vocabulary(tiny_model_path, exported_tiny, tmp_path, capsys):
+    from compact_lm.export import export_model
+    greek = random_model("gru", (8,), embed=4, text="αβγδεζηθικλμνξοπρστυφχψω ")
+    greek.save(tmp_path / "greek.npz")
+    export_model(greek, tmp_path / "greek.onnx")
+    code, _, err = run(capsys, "verify", tmp_path / "greek.npz", tmp_path / "greek.onnx")
+    assert code == 0 and "are outside" in err and "give --text FILE" in err
+    code, _, err = run(capsys, "verify", tiny_model_path, exported_tiny / "step.onnx")   # an English model: no note
+    assert code == 0 and "outside" not in err
