@@ -6,9 +6,11 @@
     session.type("Alice was b"); session.suggestions(3); session.backspace(); session.next_chars(3)
     session.accept(session.suggestions(1)[0]); session.type(",")   # "Alice was beginning," (no space before ,)
 
-The text the model sees is a newline (as at the start of a line) followed by what was typed; each
-typed code point is normalized on its own (NFC, lowercasing as the vocabulary says), so typing a
-text key by key and pasting it give the same ids. Characters outside the vocabulary become `<unk>`.
+The text the model sees is a newline (as at the start of a line) followed by what was typed, normalized as
+the vocabulary says: NFC (a letter and the combining marks typed after it compose into one character, as
+in the training text: a session that sees a mark compose runs the model again from before that letter),
+then lowercasing code point by code point; typing a text key by key and pasting it give the same ids.
+Characters outside the vocabulary become `<unk>`.
 
 A word completion is a run of word characters that a boundary character (whitespace and punctuation
 by default) ends; its text is the rest of the word without that boundary, and its probability is the
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +65,17 @@ MAX_CHECKPOINTS = 1 << 14   # per session: states kept for free backspace (~1.3 
 CACHED_CHARS = 1 << 12      # distinct characters whose normalization and ids are remembered
 CACHED_PREFIXES = 1 << 15   # lexicon prefixes whose next characters are remembered (V bytes each; all dropped when full)
 LEARNED_UNDO = 64           # per session: the last learned words a backspace over their boundary takes back
+# NFC composes a base character with what is typed after it (e + U+0323 + U+0302 -> U+1EC7; decomposed text
+# comes from macOS pastes and some Vietnamese and Yoruba keyboards): a "joiner" may change the character before
+# it. Joiners: the code points whose decomposition starts with a nonzero combining class (found without a class
+# table, as JavaScript can: canonical ordering moves them before U+0345, the one mark of the highest class, 240),
+# and the starters (class 0) that are the second half of a canonical composition: Hangul vowel and final jamo, and
+# these (tests/test_autocomplete.py checks the list against unicodedata).
+JOINING_STARTERS = frozenset(map(chr, (
+    0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57, 0x0DCF, 0x0DDF,
+    0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
+    *range(0x1161, 0x1176), *range(0x11A8, 0x11C3))))
+COMPOSING_CHARS = 32        # typed code points looked back over for the base character a joiner composes with
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
 # Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
 ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\u2019\u201d\u00bb")
@@ -160,6 +174,7 @@ class Autocompleter:
         self._next_mask[UNK_ID] = -np.inf
         self._normalized: dict[str, str] = {}
         self._char_ids: dict[str, np.ndarray] = {}
+        self._joining: dict[str, bool] = {}
         self._id_of = {c: i for i, c in enumerate(tokens) if i != UNK_ID}
         state = self.backend.initial_state(1)
         log_probs, state = self.backend.step(self.encode(START_TEXT)[-1:], state)
@@ -189,7 +204,10 @@ class Autocompleter:
 
     # ------------------------------------------------------------------------------ text -> ids
     def normalize(self, text: str) -> str:
-        """`text` with every code point normalized on its own, as the model's vocabulary asks."""
+        """`text` as the model's vocabulary asks: NFC over the whole text (a letter and the combining marks after it
+        compose, as in the training text), then each code point on its own (lowercasing)."""
+        if self.vocab.nfc and text and max(text) >= "\u0300":   # below U+0300 nothing composes
+            text = unicodedata.normalize("NFC", text)
         table = {}
         cache = self._normalized
         for char in set(text):
@@ -203,7 +221,7 @@ class Autocompleter:
         return text.translate(table) if table else text
 
     def encode(self, text: str) -> np.ndarray:
-        """int64 token ids of `text` (normalized code point by code point; unknown characters -> `<unk>`)."""
+        """int64 token ids of `text` (normalized as `normalize` says; unknown characters -> `<unk>`)."""
         return self.vocab.encode(self.normalize(text), normalized=True).astype(np.int64)
 
     def _ids_of_char(self, char: str) -> np.ndarray:
@@ -213,6 +231,54 @@ class Autocompleter:
             if len(self._char_ids) < CACHED_CHARS:
                 self._char_ids[char] = ids
         return ids
+
+    def _joins(self, char: str) -> bool:
+        """Whether the typed code point `char` may compose with the one before it (NFC vocabularies only)."""
+        if char < "\u0300" or not self.vocab.nfc:   # (nothing below U+0300 composes with what is before it)
+            return False
+        joins = self._joining.get(char)
+        if joins is None:
+            joins = joins_previous(char)
+            if len(self._joining) < CACHED_CHARS:
+                self._joining[char] = joins
+        return joins
+
+    def _group_start(self, chars: list[str], end: int) -> int:
+        """Where the group that chars[end - 1] belongs to begins: its base character, the last code point before it
+        that is not a joiner (at most COMPOSING_CHARS back)."""
+        begin = end - 1
+        while begin > 0 and end - begin < COMPOSING_CHARS and self._joins(chars[begin]):
+            begin -= 1
+        return begin
+
+    def _recomposed_from(self, chars: list[str], end: int, text: str) -> int | None:
+        """Where to run the model again from when `text`, typed after chars[:end], composes with the code points
+        before it (NFC: U+0301 after "e" makes it one character); None when it does not (the common case)."""
+        if not end or not text or not self._joins(text[0]):
+            return None
+        begin = self._group_start(chars, end)
+        group, head = "".join(chars[begin:end]), text[:COMPOSING_CHARS]
+        nfc = unicodedata.normalize
+        if nfc("NFC", group + head) == nfc("NFC", group) + nfc("NFC", head):   # a mark with nothing to compose with
+            return None
+        return begin
+
+    def _unknown_positions(self, chars: list[str], begin: int) -> list[int]:
+        """Positions in chars[begin:] of typed code points that map to `<unk>`, `begin` at a base character: in a
+        group of a base and its joiners, as many as the `<unk>` the group's composed text holds, the last ones."""
+        found, end = [], len(chars)
+        while begin < end:
+            stop = begin + 1
+            while stop < end and self._joins(chars[stop]):
+                stop += 1
+            if stop == begin + 1:
+                if self._is_unknown(chars[begin]):
+                    found.append(begin)
+            else:
+                unknown = int(np.count_nonzero(self.encode("".join(chars[begin:stop])) == UNK_ID))
+                found.extend(range(stop - unknown, stop))
+            begin = stop
+        return found
 
     # ----------------------------------------------------------------------------- model calls
     def _advance(self, state: list, text: str) -> tuple[list, np.ndarray]:
@@ -253,7 +319,7 @@ class Autocompleter:
             start -= 1
         word = prefix[start:]
         typed = self.normalize(word)
-        if any(self._is_unknown(char) for char in word):   # no model completion (and no model call)
+        if any(self._is_unknown(char) for char in typed):   # no model completion (and no model call)
             return self._mix([], typed, k, unknown=True)
         state, log_probs = self._start(prefix)
         return self._mix(self._search(state, log_probs, k, max_chars, typed), typed, k)
@@ -296,7 +362,7 @@ class Autocompleter:
         return [Suggestion(text, prob) for text, prob in chosen]
 
     def _is_unknown(self, char: str) -> bool:
-        """Whether the typed code point `char` maps (after normalization) to `<unk>`."""
+        """Whether the code point `char`, normalized on its own, maps to `<unk>`."""
         return UNK_ID in self._ids_of_char(char).tolist()
 
     def _next_chars(self, log_probs: np.ndarray, k: int) -> list[Suggestion]:
@@ -379,6 +445,12 @@ class Autocompleter:
             log_probs, state = step(chars, state)
             scores = log_probs + flat_scores[top][:, None]
         return [Suggestion(text, math.exp(-score)) for score, text in finished]
+
+
+def joins_previous(char: str) -> bool:
+    """Whether the code point `char` may compose with the one before it under NFC (a joiner: JOINING_STARTERS)."""
+    nfd = unicodedata.normalize
+    return char == "\u0345" or char in JOINING_STARTERS or nfd("NFD", "\u0345" + char) != "\u0345" + nfd("NFD", char)
 
 
 def _most_likely_first(item: tuple[str, float]) -> tuple[float, str]:
@@ -470,15 +542,46 @@ class Session:
             self._delete(1, swap=True)
         self._auto_space = None
         completer = self.completer
-        state, log_probs = completer._advance(self._stack[-1][1], text)
         start = len(self._chars)
-        unknown = {char for char in set(text) if completer._is_unknown(char)}
-        if unknown:
-            self._unknown_at.extend(start + i for i, char in enumerate(text) if char in unknown)
+        state, log_probs = self._advance_from(self._stack[-1], text)
         self._chars.extend(text)
+        self._mark_unknown(start)
         self._push(state, log_probs)
         if self.user_words is not None:
             self._learn_from(start)
+
+    def _advance_from(self, checkpoint: tuple, text: str) -> tuple[list, np.ndarray]:
+        """(state, log-probabilities) after the typed text up to `checkpoint` and then `text` (the typed text after
+        the checkpoint included); from an earlier checkpoint when `text` starts with a joiner that composes with
+        what is before it (NFC: the model reads the composed character, as in the training text)."""
+        chars, completer = self._chars, self.completer
+        after = "".join(chars[checkpoint[0]:]) + text
+        # (a paste leaves no checkpoint inside it: the one found may again be followed by a composing joiner)
+        while (begin := completer._recomposed_from(chars, checkpoint[0], after)) is not None:
+            checkpoint = self._checkpoint_at_or_before(begin)
+            after = "".join(chars[checkpoint[0]:]) + text
+        return completer._advance(checkpoint[1], after)
+
+    def _checkpoint_at_or_before(self, length: int) -> tuple:
+        """The last checkpoint of at most `length` characters (the root at worst)."""
+        stack = self._stack
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i][0] <= length:
+                return stack[i]
+        return stack[0]
+
+    def _mark_unknown(self, start: int) -> None:
+        """Record again which typed code points from `start` on map to `<unk>` (from the base character of the group
+        of a base and its joiners that `start` falls in)."""
+        completer, chars, unknown_at = self.completer, self._chars, self._unknown_at
+        begin = completer._group_start(chars, start + 1) if completer._joins(chars[start]) else start
+        while unknown_at and unknown_at[-1] >= begin:
+            unknown_at.pop()
+        if begin + 1 == len(chars):   # one code point (typing, key by key): the common case
+            if completer._is_unknown(chars[begin]):
+                unknown_at.append(begin)
+        else:
+            unknown_at.extend(completer._unknown_positions(chars, begin))
 
     def _learn_from(self, start: int) -> None:
         """Learn every word that a boundary typed at or after `start` ends (unless already learned there)."""
@@ -541,15 +644,18 @@ class Session:
                 words.unlearn(undo)
                 if use is not None:
                     self._cache.remove(use)
+        cut_group = target and self.completer._joins(self._chars[target])   # a joiner goes, its base stays
         del self._chars[target:]
         unknown_at = self._unknown_at
         while unknown_at and unknown_at[-1] >= target:
             unknown_at.pop()
+        if cut_group:
+            self._mark_unknown(target - 1)
         stack = self._stack
         while stack[-1][0] > target:
             stack.pop()
         if stack[-1][0] < target:   # inside pasted text: recompute from the checkpoint before it
-            self._push(*self.completer._advance(stack[-1][1], "".join(self._chars[stack[-1][0]:])))
+            self._push(*self._advance_from(stack[-1], ""))
 
     def suggestions(self, k: int = 3, max_chars: int | None = None) -> list[Suggestion]:
         """The k most likely completions of the word being typed (or of the next word at a boundary)."""

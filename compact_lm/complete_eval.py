@@ -282,7 +282,8 @@ def format_report(result: dict) -> str:
     fit = result.get("matched_baseline", {}).get("fit")
     if fit:
         scored = sum(c["heldout_bpc"] is not None for c in fit["candidates"])
+        top = max(c["order"] for c in fit["candidates"])
         lines.append(f"  size-matched: the lowest held-out bpc ({fit['heldout_bpc']:.4f} on the last "
                      f"{fit['heldout_chars']:,} training characters) of {scored} candidates within "
-                     f"{fit['budget_bytes']:,} bytes (orders 1-7, each cut off by count or pruned)")
+                     f"{fit['budget_bytes']:,} bytes (orders 1-{top}, each cut off by count or pruned)")
     return "\n".join(lines)

@@ -5,8 +5,8 @@ document (numbers, booleans, lists, objects). Besides the model's sizes and voca
 runtime feeds text to the model (written by export/metadata.py):
 
 - `start_text`: fed from the zero state before the typed text (a newline: the start of a line);
-- `normalization`: `{"unit": "code_point", "steps": [...]}`, the steps ("NFC", then "lowercase") applied to
-  each code point on its own, so typing a text key by key and pasting it give the same ids;
+- `normalization`: `{"unit": "code_point", "steps": [...]}`, the steps "NFC" (over the text: a letter and the
+  marks typed after it compose) then "lowercase" (code point by code point), docs/format.md;
 - `unk_id`: the id of every character (after normalization) that is not in `vocab`.
 
 Files written before `start_text` and `normalization` existed lack them and mean exactly this (with the

@@ -9,7 +9,9 @@ import json, math, sys, unicodedata
 import numpy as np
 import onnxruntime as ort
 
-NORMALIZE = {"NFC": lambda text: unicodedata.normalize("NFC", text), "lowercase": str.lower}
+# NFC over the text (a letter and the marks after it compose, as in training); lowercase code point by code point
+NORMALIZE = {"NFC": lambda text: unicodedata.normalize("NFC", text),
+             "lowercase": lambda text: "".join(char.lower() for char in text)}
 
 
 def load(path: str) -> tuple[ort.InferenceSession, dict]:
@@ -28,11 +30,9 @@ def next_chars(session: ort.InferenceSession, meta: dict, prefix: str, k: int = 
     ids = {char: i for i, char in enumerate(vocab) if i != unk}
     # files from before start_text / normalization were fed the same way: "\n", then NFC and lowercase as flagged
     steps = meta.get("normalization", {}).get("steps") or ["NFC"] * meta["nfc"] + ["lowercase"] * meta["lowercase"]
-    text = ""
-    for char in meta.get("start_text", "\n") + prefix:   # each code point on its own: typing and pasting agree
-        for step in steps:
-            char = NORMALIZE[step](char)       # may give several code points
-        text += char
+    text = meta.get("start_text", "\n") + prefix
+    for step in steps:
+        text = NORMALIZE[step](text)
     pairs = [(i, o) for ins, outs in zip(meta["state_inputs"], meta["state_outputs"]) for i, o in zip(ins, outs)]
     hidden = [h for names, h in zip(meta["state_inputs"], meta["hidden_sizes"]) for _ in names]
     feed = {name: np.zeros((1, h), np.float32) for (name, _), h in zip(pairs, hidden)}   # zero state

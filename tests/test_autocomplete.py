@@ -460,6 +460,91 @@ def hypothesis_completer():
     return Autocompleter(tiny_model("lstm", seed=1), max_chars=6)
 
 
+# ---------------------------------------------------------------------------- decomposed (NFD) typing
+COMPOSED_TEXT = "Th\u1ec7 r\u00e1bb\u0129t w\u1eb9nt str\u1ea1ight \u1ea1\u0301 caf\u00e9s \uac00\uac01 e " * 3   # NFC
+
+
+@pytest.fixture(scope="module")
+def composing_completer():
+    return Autocompleter(random_model("gru", (16,), embed=8, text=COMPOSED_TEXT), lexicon=None)
+
+
+def test_joining_starters_are_the_second_halves_of_canonical_compositions():
+    import unicodedata
+    from compact_lm.autocomplete import JOINING_STARTERS
+    second = {chr(0x1161 + i) for i in range(21)} | {chr(0x11A8 + i) for i in range(27)}   # Hangul, not in the table
+    for point in range(0x110000):
+        parts = unicodedata.decomposition(chr(point)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            pair = "".join(chr(int(p, 16)) for p in parts)
+            if unicodedata.normalize("NFC", pair) == chr(point) and unicodedata.combining(pair[1]) == 0:
+                second.add(pair[1])
+    assert JOINING_STARTERS == second
+
+
+def test_joiners_are_the_marks_of_a_nonzero_class_and_the_joining_starters(composing_completer):
+    import unicodedata
+    from compact_lm.autocomplete import JOINING_STARTERS
+    # Tibetan U+0F73, U+0F75, U+0F81 are of class 0 but decompose to marks that are not: they join too
+    tibetan = {"\u0f73", "\u0f75", "\u0f81"}
+    for point in range(0x20000):
+        char = chr(point)
+        expected = unicodedata.combining(char) != 0 or char in JOINING_STARTERS or char in tibetan
+        assert composing_completer._joins(char) == expected, hex(point)
+
+
+def test_decomposed_text_typed_key_by_key_is_read_composed(composing_completer):
+    import unicodedata
+    composed = "Th\u1ec7 r\u00e1bb\u0129t w\u1eb9nt st\u1ea1\u0301"
+    decomposed = unicodedata.normalize("NFD", composed)   # e + U+0323 + U+0302, ...: 26 code points for 20
+    typed, pasted = composing_completer.session(), composing_completer.session()
+    for char in decomposed:
+        typed.type(char)
+    pasted.type(composed)
+    np.testing.assert_allclose(typed.state()[1], pasted.state()[1], atol=1e-6)
+    assert typed.unknown == 0 and typed.suggestions(3) == pasted.suggestions(3)
+    assert composing_completer.complete(decomposed, 3) == composing_completer.complete(composed, 3)
+    typed.backspace(1)   # the acute goes: "...st\u1ea1"
+    pasted = composing_completer.session()
+    pasted.type(composed[:-1])
+    np.testing.assert_allclose(typed.state()[1], pasted.state()[1], atol=1e-6)
+
+
+def test_a_mark_after_a_paste_composes_with_the_letter_inside_it(composing_completer):
+    # "a" U+0303 | U+0323 "a" | U+0323: each paste ends inside the group of a base and its marks, and NFC
+    # reorders U+0323 before U+0303, so the last mark must go back before the first paste's "a"
+    session = composing_completer.session()
+    for paste in ("xa\u0303", "\u0323a", "\u0323a\u1100"):
+        session.type(paste)
+    fresh = composing_completer.session()
+    fresh.type(session.text)
+    np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-6)
+
+
+composing_ops = st.lists(st.one_of(
+    st.tuples(st.just("type"), st.text(alphabet=list("a e\u0130\u0298x\u1100\u1161\u11a8\u0301\u0302\u0303\u0323"
+                                                       "\u00e1\uac00"), max_size=4)),
+    st.tuples(st.just("backspace"), st.integers(0, 4))), max_size=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=composing_ops)
+def test_any_typing_of_combining_marks_matches_pasting_the_final_text(composing_completer, ops):
+    session, expected = composing_completer.session(), ""
+    for op, arg in ops:
+        if op == "type":
+            session.type(arg)
+            expected += arg
+        else:
+            session.backspace(arg)
+            expected = expected[:max(len(expected) - arg, 0)]
+        fresh = composing_completer.session()
+        fresh.type(expected)
+        np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-5)
+        assert (session.unknown, session.in_unknown_word()) == (fresh.unknown, fresh.in_unknown_word())
+        assert_same_suggestions(session.suggestions(2), fresh.suggestions(2))
+
+
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops)
 def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, ops):

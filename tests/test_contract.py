@@ -83,15 +83,15 @@ def test_the_embed_loop_suggests_what_the_autocompleter_suggests(models, embed_l
     assert unknown >= 50   # the cases really do exercise the <unk> mapping
 
 
-def test_normalization_runs_per_code_point_and_the_flags_agree(models, embed_loop):
-    """The cases above matter: normalizing whole texts, skipping lowercasing, or skipping the start text would differ."""
+def test_normalization_composes_the_text_and_the_flags_agree(models, embed_loop):
+    """The cases above matter: skipping NFC or lowercasing, or skipping the start text would differ."""
     session, meta = embed_loop["load"](str(models["lowercase-lstm"]))
     assert meta["start_text"] == START_TEXT == "\n" and meta["unk_id"] == 0
     assert meta["normalization"] == {"unit": "code_point", "steps": ["NFC", "lowercase"]}
     assert meta["nfc"] is True and meta["lowercase"] is True
     completer = Autocompleter(models["lowercase-lstm"])
-    # per code point, e + U+0301 stays two characters; normalizing the whole text would make it "é"
-    assert completer.encode("e\u0301").tolist() != completer.encode("\u00e9").tolist()
+    # NFC over the text: e + U+0301 is "é", as the training text has it (per code point it stayed two characters)
+    assert completer.encode("e\u0301").tolist() == completer.encode("\u00e9").tolist()
     assert completer.encode("\u212b").tolist() == completer.encode("\u00e5").tolist()   # singleton, then lowercase
     cased = embed_loop["load"](str(models["cased-gru"]))[1]
     assert cased["normalization"] == {"unit": "code_point", "steps": ["NFC"]} and cased["lowercase"] is False

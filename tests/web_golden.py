@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compact_lm.autocomplete import CONTEXT_CHARS, Autocompleter, default_is_boundary
+from compact_lm.autocomplete import CONTEXT_CHARS, Autocompleter, default_is_boundary, joins_previous
 from compact_lm.errors import CompactLMError
 from compact_lm.lexicon import NEWER_BOUNDARIES_UNICODE, Lexicon
 from compact_lm.complete_eval import word_spans
@@ -204,6 +204,14 @@ def scripted_session(ac: Autocompleter, counts: list) -> list[dict]:
     # a word of unknown characters typed to a boundary, then begun again: with user words, theirs alone
     for text in [" \u65e5\u672c\u8a9e ", "\u65e5", "\u672c", " \u65e5\u672c ", "\u65e5"]:
         _act(session, counts, typed(text), log)
+        look()
+    # decomposed (NFD) letters key by key: each mark composes with the letter before it (the model reads again from
+    # before it), NFC reorders U+0323 before U+0303 across two pastes, Hangul jamo compose, and backspaces split them
+    for action in [typed(" caf"), typed("e"), typed("\u0301"), typed(" na"), typed("i"), typed("\u0308"), typed("ve"),
+                   {"op": "backspace", "n": 3}, typed(" xa\u0303"), typed("\u0323a"), typed("\u0323a\u1100"),
+                   typed("\u1161"), typed("\u11a8"), {"op": "backspace", "n": 1}, {"op": "backspace", "n": 4},
+                   typed("e\u0323"), typed("\u0302"), {"op": "backspace", "n": 1}, typed("\u0301 ")]:
+        _act(session, counts, action, log)
         look()
     return log
 
@@ -611,15 +619,16 @@ def _ranges(flags) -> list[list[int]]:
 
 
 def write_unicode(folder: Path) -> None:
-    """unicode.json: Python's boundary rule and per-code-point normalization (NFC; NFC then lowercase) over
-    every code point but surrogates, as ranges and exceptions; and which code points Python's Unicode
+    """unicode.json: Python's boundary rule, per-code-point normalization (NFC; NFC then lowercase) and joiners
+    (autocomplete.joins_previous) over every code point but surrogates, as ranges and exceptions; and which code points Python's Unicode
     version leaves unassigned (category Cn), where a newer JavaScript engine may know more (the boundary rule
     knows Unicode NEWER_BOUNDARIES_UNICODE's boundaries there)."""
-    boundary, unassigned = [], []
+    boundary, unassigned, joins = [], [], []
     nfc, nfc_lower = {}, {}
     for cp in range(0x110000):
         char = chr(cp)
         boundary.append(default_is_boundary(char))
+        joins.append(cp >= 0x300 and joins_previous(char))
         unassigned.append(unicodedata.category(char) == "Cn")
         if 0xD800 <= cp <= 0xDFFF:
             continue
@@ -631,7 +640,7 @@ def write_unicode(folder: Path) -> None:
             nfc_lower[cp] = b
     data = {"unidata_version": unicodedata.unidata_version, "newer_boundaries_unicode": NEWER_BOUNDARIES_UNICODE,
             "boundary": _ranges(boundary),
-            "unassigned": _ranges(unassigned), "nfc": nfc, "nfc_lower": nfc_lower}
+            "unassigned": _ranges(unassigned), "joins": _ranges(joins), "nfc": nfc, "nfc_lower": nfc_lower}
     (folder / "unicode.json").write_text(json.dumps(data, ensure_ascii=True), encoding="utf-8")
 
 

@@ -18,7 +18,8 @@
 //
 // The same semantics as compact_lm/autocomplete.py (Autocompleter, Session), which tests/test_web_node.py
 // checks against golden cases written by the Python one: the model sees `start_text` (a newline) and then
-// the typed text, each code point normalized on its own as the file's metadata says; characters outside the
+// the typed text, normalized as the file's metadata says (NFC over the text, lowercasing code point by code point;
+// a mark typed after the letter it composes with runs the model again from before that letter); characters outside the
 // vocabulary become <unk>, which is never suggested. A word completion is the rest of a run of word characters
 // that a boundary character ends, without that boundary: the k suggestions are k distinct words, each with its
 // probability of ending there whatever boundary follows (log-sum-exp over the boundary characters, float64,
@@ -58,6 +59,16 @@ const WORD_JOINERS = new Set(["'", "\u2019", "-"]);   // "don't", "o'er", "well-
 // Python's str.isspace() is true only for characters of categories Z* and Cc, so these four cover it.
 const BOUNDARY_CHAR = /^[\p{P}\p{S}\p{Z}\p{Cc}]$/u;
 const CACHED_CHARS = 1 << 12;
+// NFC composes a base character with what is typed after it (e + U+0323 + U+0302 -> U+1EC7): a "joiner" may change
+// the character before it. Joiners: the code points whose decomposition starts with a nonzero combining class
+// (canonical ordering moves them before U+0345, the one mark of the highest class), and these starters, second
+// halves of canonical compositions (Hangul vowel and final jamo, ...). As compact_lm/autocomplete.py.
+const JOINING_STARTERS = new Set([
+  0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57, 0x0DCF, 0x0DDF,
+  0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
+  ...Array.from({ length: 0x1176 - 0x1161 }, (_, i) => 0x1161 + i), ...Array.from({ length: 0x11C3 - 0x11A8 }, (_, i) => 0x11A8 + i),
+].map((point) => String.fromCodePoint(point)));
+const COMPOSING_CHARS = 32;   // typed code points looked back over for the base character a joiner composes with
 /** Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,". */
 // not the straight quotes ' and ": they open a quotation as often as they close one
 export const ATTACHING_PUNCTUATION = new Set([...",.;:!?)]}\u2019\u201d\u00bb"]);
@@ -1433,6 +1444,8 @@ export class Autocompleter {
     this._nextMask[unk] = -Infinity;
     this._normalized = new Map();
     this._unknownChar = new Map();
+    this._joining = new Map();
+    this._composes = this.normalization.steps.includes("NFC");
   }
 
   /** The words completion searches first (null: the model alone); may be set to another Lexicon or null. */
@@ -1486,22 +1499,71 @@ export class Autocompleter {
     return out;
   }
 
-  /** `text` with every code point normalized on its own, as the model's vocabulary asks. */
+  /** `text` as the model's vocabulary asks: NFC over the whole text (a letter and the combining marks after it
+   * compose, as in the training text), then each code point on its own (lowercasing). */
   normalize(text) {
+    checkText("text", text);
+    if (this._composes && /[^\u0000-\u02ff]/.test(text)) text = text.normalize("NFC");   // below U+0300 nothing composes
     let out = "";
-    for (const char of checkText("text", text)) out += this._normalizeChar(char);
+    for (const char of text) out += this._normalizeChar(char);
     return out;
   }
 
   _encodeChars(chars) {
     const ids = [];
-    for (const char of chars) {
-      for (const c of this._normalizeChar(char)) ids.push(this._idOf.get(c) ?? this.unkId);
-    }
+    for (const c of this.normalize(chars.join(""))) ids.push(this._idOf.get(c) ?? this.unkId);
     return BigInt64Array.from(ids, BigInt);
   }
 
-  /** Whether the typed code point `char` maps (after normalization) to <unk>. */
+  /** Whether the typed code point `char` may compose with the one before it (NFC vocabularies only). */
+  _joins(char) {
+    if (char < "\u0300" || !this._composes) return false;   // (nothing below U+0300 composes with what is before it)
+    let joins = this._joining.get(char);
+    if (joins === undefined) {
+      joins = char === "\u0345" || JOINING_STARTERS.has(char)
+        || ("\u0345" + char).normalize("NFD") !== "\u0345" + char.normalize("NFD");
+      if (this._joining.size < CACHED_CHARS) this._joining.set(char, joins);
+    }
+    return joins;
+  }
+
+  /** Where the group that chars[end - 1] belongs to begins: its base character, the last code point before it that
+   * is not a joiner (at most COMPOSING_CHARS back). */
+  _groupStart(chars, end) {
+    let begin = end - 1;
+    while (begin > 0 && end - begin < COMPOSING_CHARS && this._joins(chars[begin])) begin -= 1;
+    return begin;
+  }
+
+  /** Where to run the model again from when `text` (code points), typed after chars[:end], composes with the code
+   * points before it (NFC: U+0301 after "e" makes it one character); null when it does not (the common case). */
+  _recomposedFrom(chars, end, text) {
+    if (!end || !text.length || !this._joins(text[0])) return null;
+    const begin = this._groupStart(chars, end);
+    const group = chars.slice(begin, end).join(""), head = text.slice(0, COMPOSING_CHARS).join("");
+    if ((group + head).normalize("NFC") === group.normalize("NFC") + head.normalize("NFC")) return null;
+    return begin;
+  }
+
+  /** Positions in chars[begin:] of typed code points that map to <unk>, `begin` at a base character: in a group of
+   * a base and its joiners, as many as the <unk> the group's composed text holds, the last ones. */
+  _unknownPositions(chars, begin) {
+    const found = [], end = chars.length, unk = BigInt(this.unkId);
+    while (begin < end) {
+      let stop = begin + 1;
+      while (stop < end && this._joins(chars[stop])) stop += 1;
+      if (stop === begin + 1) {
+        if (this._isUnknown(chars[begin])) found.push(begin);
+      } else {
+        const unknown = this._encodeChars(chars.slice(begin, stop)).filter((id) => id === unk).length;
+        for (let i = stop - unknown; i < stop; i++) found.push(i);
+      }
+      begin = stop;
+    }
+    return found;
+  }
+
+  /** Whether the code point `char`, normalized on its own, maps to <unk>. */
   _isUnknown(char) {
     let out = this._unknownChar.get(char);
     if (out === undefined) {
@@ -1511,7 +1573,7 @@ export class Autocompleter {
     return out;
   }
 
-  /** Token ids of `text` as a BigInt64Array (normalized code point by code point; unknown characters -> <unk>). */
+  /** Token ids of `text` as a BigInt64Array (normalized as `normalize` says; unknown characters -> <unk>). */
   encode(text) {
     return this._encodeChars(Array.from(checkText("text", text)));
   }
@@ -1564,7 +1626,7 @@ export class Autocompleter {
     while (start && !this.isBoundary(chars[start - 1])) start -= 1;
     const typed = this.normalize(chars.slice(start).join(""));
     // a word holding an unknown character: no model completion, no run
-    if (chars.slice(start).some((char) => this._isUnknown(char))) return this._mix([], typed, k, true, this.userWords);
+    if (Array.from(typed).some((char) => this._isUnknown(char))) return this._mix([], typed, k, true, this.userWords);
     const { state, logProbs } = await this._start(prefix);
     const found = await this._search(state, logProbs, k, maxChars, typed);
     return this._mix(found, typed, k, false, this.userWords);
@@ -1809,11 +1871,46 @@ export class Session {
     }
     this._autoSpace = null;
     const start = this._chars.length;
-    chars.forEach((char, i) => { if (this.completer._isUnknown(char)) this._unknownAt.push(start + i); });
     for (const char of chars) this._chars.push(char);
-    const done = this._push(this._chars.length, this._stack[this._stack.length - 1], chars);
+    this._markUnknown(start);
+    const done = this._pushFrom(this._stack[this._stack.length - 1], this._chars.length);
     if (this.userWords) this._learnFrom(start);
     return done;
+  }
+
+  /** Push the checkpoint of the first `length` characters, run from `checkpoint`; from an earlier one when the
+   * characters after it start with a joiner that composes with what is before it (NFC: the model reads the composed
+   * character, as in the training text; a paste leaves no checkpoint inside it, so the one found may again be
+   * followed by a composing joiner). */
+  _pushFrom(checkpoint, length) {
+    const chars = this._chars, completer = this.completer;
+    let begin;
+    while ((begin = completer._recomposedFrom(chars, checkpoint.length, chars.slice(checkpoint.length, length))) !== null) {
+      checkpoint = this._checkpointAtOrBefore(begin);
+    }
+    // (more than contextChars characters run from the root anyway: keep one more than that)
+    const from = Math.max(checkpoint.length, length - completer.contextChars - 1);
+    return this._push(length, checkpoint, chars.slice(from, length));
+  }
+
+  /** The last checkpoint of at most `length` characters (the root at worst). */
+  _checkpointAtOrBefore(length) {
+    const stack = this._stack;
+    for (let i = stack.length - 1; i >= 0; i--) if (stack[i].length <= length) return stack[i];
+    return stack[0];
+  }
+
+  /** Record again which typed code points from `start` on map to <unk> (from the base character of the group of a
+   * base and its joiners that `start` falls in). */
+  _markUnknown(start) {
+    const completer = this.completer, chars = this._chars, unknownAt = this._unknownAt;
+    const begin = completer._joins(chars[start]) ? completer._groupStart(chars, start + 1) : start;
+    while (unknownAt.length && unknownAt[unknownAt.length - 1] >= begin) unknownAt.pop();
+    if (begin + 1 === chars.length) {   // one code point (typing, key by key): the common case
+      if (completer._isUnknown(chars[begin])) unknownAt.push(begin);
+    } else {
+      for (const position of completer._unknownPositions(chars, begin)) unknownAt.push(position);
+    }
   }
 
   /** Learn every word that a boundary typed at or after `start` ends (unless already learned there). */
@@ -1885,16 +1982,14 @@ export class Session {
         if (use) this._cache.remove(use);
       }
     }
+    const cutGroup = target > 0 && this.completer._joins(this._chars[target]);   // a joiner goes, its base stays
     this._chars.length = target;
     while (this._unknownAt.length && this._unknownAt[this._unknownAt.length - 1] >= target) this._unknownAt.pop();
+    if (cutGroup) this._markUnknown(target - 1);
     const stack = this._stack;
     while (stack[stack.length - 1].length > target) stack.pop();
     const base = stack[stack.length - 1];
-    if (base.length < target) {          // inside pasted text: recompute from the checkpoint before it
-      // (more than contextChars characters run from the root anyway: keep one more than that)
-      const from = Math.max(base.length, target - this.completer.contextChars - 1);
-      return this._push(target, base, this._chars.slice(from, target));
-    }
+    if (base.length < target) return this._pushFrom(base, target);   // inside pasted text: from the checkpoint before it
     return settled(this._readyOf(base));
   }
 

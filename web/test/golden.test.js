@@ -104,9 +104,9 @@ function flags(ranges) {
   return out;
 }
 
-test("word boundaries and per-code-point normalization agree with Python's unicodedata on every code point", { skip: SKIP }, async () => {
+test("word boundaries, per-code-point normalization and joiners agree with Python's unicodedata on every code point", { skip: SKIP }, async () => {
   const uni = readJson("unicode.json");
-  const boundary = flags(uni.boundary), unassigned = flags(uni.unassigned);
+  const boundary = flags(uni.boundary), unassigned = flags(uni.unassigned), joins = flags(uni.joins);
   const files = modelFiles().map(readJson);
   const plain = files.find((g) => !g.metadata.lowercase && g.metadata.nfc && !g.options.boundaries);
   const lower = files.find((g) => g.metadata.lowercase && g.metadata.nfc);
@@ -117,9 +117,11 @@ test("word boundaries and per-code-point normalization agree with Python's unico
     const char = String.fromCodePoint(cp);
     const results = [defaultIsBoundary(char) === Boolean(boundary[cp])];
     for (const [ac, table] of normalizers) results.push(ac.normalize(char) === (table[cp] ?? char));
+    results.push(normalizers[0][0]._joins(char) === Boolean(joins[cp]));
     if (results.every(Boolean)) { checked += 1; continue; }
     const line = `U+${cp.toString(16).toUpperCase().padStart(4, "0")}: boundary ${defaultIsBoundary(char)} (Python ${Boolean(boundary[cp])}), `
-      + `normalized ${JSON.stringify(normalizers.map(([ac]) => ac.normalize(char)))} (Python ${JSON.stringify(normalizers.map(([, t]) => t[cp] ?? char))})`;
+      + `normalized ${JSON.stringify(normalizers.map(([ac]) => ac.normalize(char)))} (Python ${JSON.stringify(normalizers.map(([, t]) => t[cp] ?? char))}), `
+      + `joins ${normalizers[0][0]._joins(char)} (Python ${Boolean(joins[cp])})`;
     // Python knows the boundaries of Unicode newer_boundaries_unicode where its own tables are older: an engine
     // of that version must agree on them; only its normalization of those code points may differ
     const sameBoundary = results[0] || process.versions.unicode !== uni.newer_boundaries_unicode;
