@@ -88,6 +88,22 @@ def test_prune_drops_rare_characters_and_fine_tunes(tmp_path, tiny_model_path, c
     dropped = after.info["pruning"][0]["dropped_characters"]
     assert dropped and set(after.vocab.chars) == set(before.vocab.chars) - set(dropped)
     assert after.params["head.weight"].shape[0] == after.vocab.size
+    assert f"dropped {len(dropped)} characters seen fewer than 20 times, " in err and "<unk> from now on" in err
+
+
+def test_a_long_list_of_dropped_characters_is_cut(tmp_path, capsys):
+    from compact_lm.tools.commands import DROPPED_SHOWN
+    from compact_lm.trainer import Trainer
+    from conftest import tiny_config
+    corpus = tmp_path / "corpus.txt"   # 300 ideographs seen once each, then an English text
+    corpus.write_text("".join(chr(0x4E00 + i) for i in range(300)) + TEXT * 40, encoding="utf-8")
+    Trainer(tiny_config(corpus, steps=2), tmp_path / "run", progress=False).run()
+    code, _, err = run(capsys, "prune", tmp_path / "run" / "model.npz", "--keep", "1.0", "--min-char-count", "2",
+                       "--finetune-steps", "0", "--quiet", "--out", tmp_path / "small.npz")
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if line.startswith("dropped "))
+    assert line.startswith("dropped 300 characters") and line.endswith("...'") and len(line) < 250
+    assert chr(0x4E00 + DROPPED_SHOWN - 1) in line and chr(0x4E00 + DROPPED_SHOWN) not in line
 
 
 def test_a_negative_character_count_is_refused(tmp_path, tiny_model_path, capsys):

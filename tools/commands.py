@@ -69,6 +69,9 @@ def _cmd_prune(args) -> int:
     return 0
 
 
+DROPPED_SHOWN = 40   # dropped characters listed by prune --min-char-count (a large alphabet drops hundreds)
+
+
 def _drop_characters(model, min_count: int, config, calibration_text: str | None):
     """The model without the characters its training split has fewer than `min_count` of (see prune_vocab.py)."""
     from compact_lm.trainer import prepare_corpus
@@ -78,7 +81,12 @@ def _drop_characters(model, min_count: int, config, calibration_text: str | None
     calibration = (model.vocab.encode(calibration_text) if calibration_text is not None
                    else calibration_ids_from_corpus(model, config))
     smaller, dropped = drop_rare_characters(model, counts, min_count, calibration)
-    print(f"dropped {len(dropped)} characters seen fewer than {min_count} times: {''.join(dropped)!r}", file=sys.stderr)
+    index = {char: i for i, char in enumerate(model.vocab.tokens)}
+    share = sum(int(counts[index[char]]) for char in dropped) / max(int(counts.sum()), 1)
+    shown = "".join(dropped[:DROPPED_SHOWN]) + ("..." if len(dropped) > DROPPED_SHOWN else "")
+    # (those characters are <unk> from now on: a bpc measured before and after compares different texts)
+    print(f"dropped {len(dropped)} characters seen fewer than {min_count} times, {share:.2%} of the training "
+          f"split's characters, which are <unk> from now on: {shown!r}", file=sys.stderr)
     smaller.info["pruning"] = [*model.info.get("pruning", []), {"min_char_count": min_count, "dropped_characters": dropped}]
     return smaller
 
