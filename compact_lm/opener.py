@@ -1,7 +1,8 @@
 """One function that opens any model file: float `.npz`, int8 `.npz` or exported `.onnx`.
 
 The kind is read from the file, not guessed by its caller: a zip archive is an `.npz` container whose
-metadata says float or int8 (`MODEL_KINDS`); anything else named `.onnx` is an ONNX graph.
+metadata says float or int8 (`MODEL_KINDS`); anything else named `.onnx`, or beginning as a serialized ONNX
+model does whatever its name, is an ONNX graph.
 """
 from __future__ import annotations
 
@@ -20,14 +21,21 @@ from .vocab import Vocab
 # `quantized` in a .npz file's metadata -> the kind that reads it
 MODEL_KINDS = {False: Model, True: QuantizedModel}
 ZIP_MAGIC = b"PK\x03\x04"
+ONNX_FIRST_BYTE = b"\x08"   # a ModelProto's ir_version (field 1, varint): serialized first
 
 
-def _is_zip(path: Path) -> bool:
+def _first_bytes(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return handle.read(4) == ZIP_MAGIC
-    except OSError:   # missing or unreadable: the loader below words the error
-        return False
+            return handle.read(4)
+    except OSError:   # missing or unreadable: the loader words the error
+        return b""
+
+
+def _is_onnx(path: Path) -> bool:
+    """Named .onnx and not a zip, or beginning as onnx.save writes a model: field 1 (ir_version, a varint) first."""
+    first = _first_bytes(path)
+    return first != ZIP_MAGIC and (path.suffix.lower() == ".onnx" or first[:1] == ONNX_FIRST_BYTE)
 
 
 def open_model(path: str | os.PathLike, *, threads: int = 1,
@@ -42,7 +50,7 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
         raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")   # (0 would mean every core)
     threads = int(threads)
     path = Path(path)
-    if path.suffix.lower() == ".onnx" and not _is_zip(path):
+    if _is_onnx(path):
         from .onnx_model import OnnxModel
         model = OnnxModel(path, threads=threads, sequence=sequence)
     elif sequence is not None:

@@ -226,3 +226,13 @@ def test_verify_says_when_the_bundled_text_is_outside_the_vocabulary(tiny_model_
     assert code == 0 and "are outside" in err and "give --text FILE" in err
     code, _, err = run(capsys, "verify", tiny_model_path, exported_tiny / "step.onnx")   # an English model: no note
     assert code == 0 and "outside" not in err
+
+
+@pytest.mark.parametrize("name", ["model.npz", "model.bin", "model"])
+def test_an_onnx_file_opens_whatever_its_name(exported_tiny, tmp_path, capsys, name):
+    from compact_lm.opener import open_model
+    (tmp_path / name).write_bytes((exported_tiny / "step.onnx").read_bytes())
+    opened = open_model(tmp_path / name)
+    assert opened.vocab == open_model(exported_tiny / "step.onnx").vocab
+    code, out, err = run(capsys, "complete", tmp_path / name, "Alice w")
+    assert code == 0, err
