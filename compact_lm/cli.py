@@ -181,7 +181,11 @@ def _silence_stdout() -> None:
 
 def entry_point() -> None:
     """Console-script entry point."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:   # before the command ran (importing its module): as during it
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        code = 130
     try:   # what is still buffered (a redirect to a file) is written here, so its errors are worded too
         sys.stdout.flush()
     except BrokenPipeError:

@@ -261,3 +261,15 @@ def test_train_says_which_step_its_model_file_holds(tmp_path, small_corpus, caps
     assert code == 0
     assert (f"step {kept} of 30" in line) if kept != 30 else line.endswith("30 steps)")
     assert re.search(r"\d[\d,]* parameters", line)
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    import compact_lm.cli as cli
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt   # as Ctrl-C during the import of the command's module
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    monkeypatch.setattr(sys, "argv", ["compact-lm", "train"])
+    with pytest.raises(SystemExit) as stop:
+        cli.entry_point()
+    assert stop.value.code == 130 and capsys.readouterr().err == "compact-lm: interrupted\n"
