@@ -75,7 +75,7 @@ JOINING_STARTERS = frozenset(map(chr, (
     0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57, 0x0DCF, 0x0DDF,
     0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
     *range(0x1161, 0x1176), *range(0x11A8, 0x11C3))))
-COMPOSING_CHARS = 32        # typed code points looked back over for the base character a joiner composes with
+COMPOSING_CHARS = CONTEXT_CHARS   # typed code points looked back over for the base a joiner composes with
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
 # Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
 ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\u2019\u201d\u00bb")
@@ -265,7 +265,8 @@ class Autocompleter:
 
     def _unknown_positions(self, chars: list[str], begin: int) -> list[int]:
         """Positions in chars[begin:] of typed code points that map to `<unk>`, `begin` at a base character: in a
-        group of a base and its joiners, as many as the `<unk>` the group's composed text holds, the last ones."""
+        group of a base and its joiners whose composed text holds an `<unk>`, those unknown on their own (or, if none
+        is, the last); none where the group composes into known characters."""
         found, end = [], len(chars)
         while begin < end:
             stop = begin + 1
@@ -274,9 +275,10 @@ class Autocompleter:
             if stop == begin + 1:
                 if self._is_unknown(chars[begin]):
                     found.append(begin)
-            else:
-                unknown = int(np.count_nonzero(self.encode("".join(chars[begin:stop])) == UNK_ID))
-                found.extend(range(stop - unknown, stop))
+            elif UNK_ID in self.encode("".join(chars[begin:stop])).tolist():
+                # (a code point may give two characters: U+095B is U+091C U+093C in NFC)
+                own = [i for i in range(begin, stop) if self._is_unknown(chars[i])]
+                found.extend(own or [stop - 1])
             begin = stop
         return found
 

@@ -521,9 +521,31 @@ def test_a_mark_after_a_paste_composes_with_the_letter_inside_it(composing_compl
     np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-6)
 
 
+def test_a_code_point_that_nfc_splits_in_two_counts_once(composing_completer):
+    # U+095B (a composition exclusion) is U+091C U+093C in NFC: two <unk> ids for one typed code point
+    session = composing_completer.session()
+    session.type("\u095b")
+    session.type("\u094d")
+    assert session.unknown == 2 and session.in_unknown_word()
+    session.backspace(2)
+    assert (session.text, session.unknown, session.in_unknown_word()) == ("", 0, False)
+    assert session.suggestions(3) == composing_completer.complete("", 3)
+
+
+def test_a_mark_after_a_long_run_of_marks_still_composes(composing_completer):
+    # NFC moves U+0301 (class 230) past 40 marks of class 1 and composes it with the "a"
+    session = composing_completer.session()
+    session.type("a")
+    session.type("\u0334" * 40 + "\u0301")
+    fresh = composing_completer.session()
+    fresh.type(session.text)
+    np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-6)
+    assert session.unknown == fresh.unknown
+
+
 composing_ops = st.lists(st.one_of(
     st.tuples(st.just("type"), st.text(alphabet=list("a e\u0130\u0298x\u1100\u1161\u11a8\u0301\u0302\u0303\u0323"
-                                                       "\u00e1\uac00"), max_size=4)),
+                                                       "\u00e1\uac00\u095b\u094d\u0f73\u0334"), max_size=4)),
     st.tuples(st.just("backspace"), st.integers(0, 4))), max_size=12)
 
 

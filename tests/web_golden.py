@@ -210,7 +210,9 @@ def scripted_session(ac: Autocompleter, counts: list) -> list[dict]:
     for action in [typed(" caf"), typed("e"), typed("\u0301"), typed(" na"), typed("i"), typed("\u0308"), typed("ve"),
                    {"op": "backspace", "n": 3}, typed(" xa\u0303"), typed("\u0323a"), typed("\u0323a\u1100"),
                    typed("\u1161"), typed("\u11a8"), {"op": "backspace", "n": 1}, {"op": "backspace", "n": 4},
-                   typed("e\u0323"), typed("\u0302"), {"op": "backspace", "n": 1}, typed("\u0301 ")]:
+                   typed("e\u0323"), typed("\u0302"), {"op": "backspace", "n": 1}, typed("\u0301 "),
+                   typed("\u095b"), typed("\u094d"), typed("x\u0f73"), typed("\u0323"), {"op": "backspace", "n": 4},
+                   typed(" a"), typed("\u0334" * 40 + "\u0301"), typed("\u0302 ")]:
         _act(session, counts, action, log)
         look()
     return log

@@ -62,13 +62,16 @@ const CACHED_CHARS = 1 << 12;
 // NFC composes a base character with what is typed after it (e + U+0323 + U+0302 -> U+1EC7): a "joiner" may change
 // the character before it. Joiners: the code points whose decomposition starts with a nonzero combining class
 // (canonical ordering moves them before U+0345, the one mark of the highest class), and these starters, second
-// halves of canonical compositions (Hangul vowel and final jamo, ...). As compact_lm/autocomplete.py.
+// halves of canonical compositions (Hangul vowel and final jamo, ...). As compact_lm/autocomplete.py, plus the
+// second halves that Unicode 16.0 added (Tulu-Tigalari, Gurung Khema, Kirat Rai: this engine's NFC composes them,
+// Python 3.11's Unicode 14 knows neither those scripts nor their compositions).
 const JOINING_STARTERS = new Set([
   0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57, 0x0DCF, 0x0DDF,
   0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
+  0x113B8, 0x113BB, 0x113C2, 0x113C9, 0x1611E, 0x1611F, 0x16120, 0x16129, 0x16D67,
   ...Array.from({ length: 0x1176 - 0x1161 }, (_, i) => 0x1161 + i), ...Array.from({ length: 0x11C3 - 0x11A8 }, (_, i) => 0x11A8 + i),
 ].map((point) => String.fromCodePoint(point)));
-const COMPOSING_CHARS = 32;   // typed code points looked back over for the base character a joiner composes with
+const COMPOSING_CHARS = CONTEXT_CHARS;   // typed code points looked back over for the base a joiner composes with
 /** Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,". */
 // not the straight quotes ' and ": they open a quotation as often as they close one
 export const ATTACHING_PUNCTUATION = new Set([...",.;:!?)]}\u2019\u201d\u00bb"]);
@@ -1546,7 +1549,8 @@ export class Autocompleter {
   }
 
   /** Positions in chars[begin:] of typed code points that map to <unk>, `begin` at a base character: in a group of
-   * a base and its joiners, as many as the <unk> the group's composed text holds, the last ones. */
+   * a base and its joiners whose composed text holds an <unk>, those unknown on their own (or, if none is, the last);
+   * none where the group composes into known characters. */
   _unknownPositions(chars, begin) {
     const found = [], end = chars.length, unk = BigInt(this.unkId);
     while (begin < end) {
@@ -1554,9 +1558,10 @@ export class Autocompleter {
       while (stop < end && this._joins(chars[stop])) stop += 1;
       if (stop === begin + 1) {
         if (this._isUnknown(chars[begin])) found.push(begin);
-      } else {
-        const unknown = this._encodeChars(chars.slice(begin, stop)).filter((id) => id === unk).length;
-        for (let i = stop - unknown; i < stop; i++) found.push(i);
+      } else if (this._encodeChars(chars.slice(begin, stop)).includes(unk)) {
+        const own = [];
+        for (let i = begin; i < stop; i++) if (this._isUnknown(chars[i])) own.push(i);
+        for (const i of own.length ? own : [stop - 1]) found.push(i);
       }
       begin = stop;
     }
