@@ -62,6 +62,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def _print_message(self, message: str, file=None) -> None:
+        """As argparse's, without swallowing a write error (help to a full disk must not exit 0)."""
+        if message:
+            (file or sys.stderr).write(message)
+
 
 # ------------------------------------------------------------------- argument types the parts share
 def whole_number(minimum: int):
@@ -186,6 +191,15 @@ def entry_point() -> None:
     except KeyboardInterrupt:   # before the command ran (importing its module): as during it
         print(f"{PROG}: interrupted", file=sys.stderr)
         code = 130
+    except SystemExit as done:   # argparse's --help, --version and usage errors: their output is flushed below too
+        code = done.code
+    except BrokenPipeError:   # --help | head
+        _silence_stdout()
+        code = 0
+    except OSError as error:   # --help to a full disk
+        print(f"{PROG}: error: {error.strerror or error} (writing the output)", file=sys.stderr)
+        _silence_stdout()
+        code = 1
     try:   # what is still buffered (a redirect to a file) is written here, so its errors are worded too
         sys.stdout.flush()
     except BrokenPipeError:

@@ -60,13 +60,13 @@ def test_sampling_draws_each_character_before_stepping_to_the_next(tiny_model_pa
     assert first + "".join(chars) == sample(model.backend(), model.vocab, length=40, seed=5)
 
 
-@pytest.mark.parametrize("command", [["info"], ["info", "--json"], ["sample", "--length", "5"]])
+@pytest.mark.parametrize("command", [["info"], ["info", "--json"], ["sample", "--length", "5"], ["--help"]])
 def test_output_that_cannot_be_written_is_one_line(tiny_model_path, command):
     # /dev/full: every write fails with ENOSPC; what is buffered fails at exit, where the entry point words it
     with open("/dev/full", "w") as full:
+        model = [] if command[0].startswith("-") else [str(tiny_model_path)]
         done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()",
-                               command[0], str(tiny_model_path), *command[1:]], stdout=full, stderr=subprocess.PIPE,
-                              text=True)
+                               command[0], *model, *command[1:]], stdout=full, stderr=subprocess.PIPE, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == "compact-lm: error: No space left on device (writing the output)"
 
