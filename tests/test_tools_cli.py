@@ -160,3 +160,19 @@ def test_an_int8_file_keeps_the_figures_quantize_measured(tmp_path, tiny_model_p
     assert f"int8 {calibration['bpc']:.4f} bpc" in printed and f"fp32 {calibration['fp32_bpc']:.4f} bpc" in printed
     assert calibration["text"] == str(small_corpus)
     assert f"calibration: {calibration['bpc']:.4f} bpc" in run(capsys, "info", out)[1]
+
+
+def test_prune_caps_blas_threads_with_threads(tmp_path, tiny_model_path, capsys, monkeypatch):
+    from threadpoolctl import threadpool_info
+    import compact_lm.tools.prune as prune
+    seen = []
+    original = prune.prune_model
+
+    def record(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return original(*args, **kwargs)
+    monkeypatch.setattr(prune, "prune_model", record)
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--threads", "1", "--quiet",
+                       "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    assert seen == [{1}]

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from compact_lm.cli import number, output_path, positive_int, whole_number
+from compact_lm.cli import blas_threads, number, output_path, positive_int, whole_number
 from compact_lm.errors import CompactLMError
 from compact_lm.data import SAVE_AS_UTF8
 from compact_lm.fileio import same_file
@@ -25,6 +25,11 @@ def _refuse_overwriting(out: str, *inputs: tuple[str, str | None]) -> None:
 
 
 def _cmd_prune(args) -> int:
+    with blas_threads(args):   # the unit statistics and the fine-tuning are NumPy work
+        return _prune(args)
+
+
+def _prune(args) -> int:
     from compact_lm.data import read_text
     from compact_lm.trainer import prepare_corpus
     from .prune import calibration_ids_from_corpus, finetune_config, prune_model, resolve_criterion, target_sizes
@@ -158,6 +163,7 @@ def configure_prune(p: argparse.ArgumentParser) -> None:
                    help="also drop the characters seen fewer than N times in the training split: they read "
                         "as <unk> (default 0: keep the vocabulary)")
     p.add_argument("--out", type=output_path, required=True, metavar="FILE")
+    p.add_argument("--threads", type=positive_int, help="cap BLAS threads (default: NumPy's own, every core)")
     p.add_argument("--quiet", action="store_true")
     # fine-tuning settings (TrainConfig's names) as prune spells them
     p.set_defaults(run=_cmd_prune, setting_flags={"lr": "--finetune-lr", "dropout": "--finetune-dropout",
