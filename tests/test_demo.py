@@ -78,3 +78,21 @@ def test_demo_refuses_bad_settings_before_touching_the_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, _, err = run(capsys, "demo", "--out", tmp_path / "file")
     assert_one_line_error(code, err, "is a file, not a folder")
+
+
+def test_demo_runs_on_the_users_corpus(tiny_demo, tmp_path, capsys):
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog; the dog sleeps.\n" * 300, encoding="utf-8")
+    code, stdout, err = run(capsys, "demo", "--corpus", corpus, "--out", tmp_path / "demo", "--quiet")
+    assert code == 0, err
+    assert "on mine.txt for 20 steps" in err
+    model = load(tmp_path / "demo" / "pruned-int8.npz")
+    assert model.info["train_config"]["corpus"] == [str(corpus)]
+    assert set(model.vocab.chars) == set("the quick brown fox jumps over the lazy dog; the dog sleeps.\n")
+    assert json.loads((tmp_path / "demo" / "demo.json").read_text())["config"]["corpus"] == [str(corpus)]
+
+
+def test_demo_refuses_a_missing_corpus_before_touching_the_folder(tmp_path, capsys):
+    code, _, err = run(capsys, "demo", "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "d")
+    assert_one_line_error(code, err, "nope.txt does not exist")
+    assert not (tmp_path / "d").exists()
