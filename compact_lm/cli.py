@@ -48,7 +48,7 @@ COMMANDS = {
     "profile": Command("compact_lm.tools.profile_commands", "latency, start-up, size and quality of model files "
                        "side by side (NumPy / onnxruntime, fp32 / int8, pruned or not)"),
     "search": Command("compact_lm.tools.search_commands", "which model to ship under a byte budget: train many on Ray Tune, prune, quantize, measure"),
-    "demo": Command("compact_lm.tools.demo", "the whole pipeline on the bundled corpus: train, prune, quantize, "
+    "demo": Command("compact_lm.tools.demo", "the whole pipeline on the bundled corpus (or --corpus): train, prune, quantize, "
                     "export, verify, profile; every artifact and table in DIR"),
     "web": Command("compact_lm.web", "write a static web page that runs a model in the browser: suggestions as "
                    "you type, next characters, latency, a model card"),
@@ -63,9 +63,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def _print_message(self, message: str, file=None) -> None:
-        """As argparse's, without swallowing a write error (help to a full disk must not exit 0)."""
-        if message:
-            (file or sys.stderr).write(message)
+        """As argparse's, except that a write error on stdout (help to a full disk) is not swallowed: it must not
+        exit 0. Errors go to stderr as argparse sends them (where a failed write has nowhere to be told)."""
+        if message and file is not None and file is sys.stdout:
+            file.write(message)
+        else:
+            super()._print_message(message, file)
 
 
 # ------------------------------------------------------------------- argument types the parts share
@@ -201,7 +204,8 @@ def entry_point() -> None:
         _silence_stdout()
         code = 1
     try:   # what is still buffered (a redirect to a file) is written here, so its errors are worded too
-        sys.stdout.flush()
+        if sys.stdout is not None:   # (None: started with stdout closed)
+            sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
     except OSError as error:

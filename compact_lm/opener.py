@@ -32,7 +32,7 @@ def _first_bytes(path: Path) -> bytes:
         return b""
 
 
-def _is_onnx(path: Path) -> bool:
+def is_onnx_file(path: Path) -> bool:
     """Named .onnx and not a zip, or beginning as onnx.save writes a model: field 1 (ir_version, a varint) first."""
     first = _first_bytes(path)
     return first != ZIP_MAGIC and (path.suffix.lower() == ".onnx" or first[:1] == ONNX_FIRST_BYTE)
@@ -50,9 +50,15 @@ def open_model(path: str | os.PathLike, *, threads: int = 1,
         raise CompactLMError(f"threads must be a whole number >= 1, got {threads!r}")   # (0 would mean every core)
     threads = int(threads)
     path = Path(path)
-    if _is_onnx(path):
+    if is_onnx_file(path):
         from .onnx_model import OnnxModel
-        model = OnnxModel(path, threads=threads, sequence=sequence)
+        try:
+            model = OnnxModel(path, threads=threads, sequence=sequence)
+        except CompactLMError as error:   # named .npz or anything else: it may be a damaged .npz as well
+            if path.suffix.lower() == ".onnx" or not str(error).startswith(f"{path} is not a valid ONNX model"):
+                raise
+            raise CompactLMError(f"{path} is not a valid model file (not an .npz, and not a valid ONNX model: "
+                                 f"truncated or corrupted?)") from None
     elif sequence is not None:
         raise CompactLMError("a sequence graph goes with an .onnx step graph")
     else:

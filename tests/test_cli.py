@@ -273,3 +273,18 @@ def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.entry_point()
     assert stop.value.code == 130 and capsys.readouterr().err == "compact-lm: interrupted\n"
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["--bogus"], 2), (["info"], 2)])
+def test_a_closed_stdout_changes_no_exit_code(args, code):
+    import os
+    done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()", *args],
+                          stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert done.returncode == code and "Traceback" not in done.stderr
+
+
+def test_a_usage_error_that_cannot_be_told_still_exits_2():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()",
+                               "--bogus"], stdout=subprocess.PIPE, stderr=full)
+    assert done.returncode == 2

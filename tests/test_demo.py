@@ -96,3 +96,14 @@ def test_demo_refuses_a_missing_corpus_before_touching_the_folder(tmp_path, caps
     code, _, err = run(capsys, "demo", "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "d")
     assert_one_line_error(code, err, "nope.txt does not exist")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"ten chars\n", "has 10 characters; the demo trains 64 streams of 128 on the first 90 % and needs about 9,245"),
+    (b"caf\xe9 " * 3000, "is not valid UTF-8 at byte 3 (line 1); save it as UTF-8"),
+])
+def test_demo_refuses_a_corpus_it_cannot_train_on_before_touching_the_folder(tmp_path, capsys, content, message):
+    (tmp_path / "mine.txt").write_bytes(content)
+    code, _, err = run(capsys, "demo", "--corpus", tmp_path / "mine.txt", "--out", tmp_path / "d")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "d").exists()

@@ -236,3 +236,10 @@ def test_an_onnx_file_opens_whatever_its_name(exported_tiny, tmp_path, capsys, n
     assert opened.vocab == open_model(exported_tiny / "step.onnx").vocab
     code, out, err = run(capsys, "complete", tmp_path / name, "Alice w")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("content", [b"\x08", b"\x08\xff\xfe garbage", b"\x08\x08\x12"])
+def test_junk_that_begins_like_onnx_is_named_as_neither_model_kind(tmp_path, capsys, content):
+    (tmp_path / "model.npz").write_bytes(content)
+    code, _, err = run(capsys, "info", tmp_path / "model.npz")
+    assert_one_line_error(code, err, "model.npz is not a valid model file (not an .npz, and not a valid ONNX model")

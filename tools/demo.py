@@ -130,6 +130,20 @@ def corpus_name(config: DemoConfig) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
 
 
+def check_corpus(config: DemoConfig) -> None:
+    """A one-line CompactLMError unless `config.corpus` can be read and holds a window for each of the demo's streams."""
+    from compact_lm.config import TrainConfig
+    from compact_lm.data import SAVE_AS_UTF8, read_corpus
+    text = read_corpus(list(config.corpus), utf8_hint=SAVE_AS_UTF8)   # (demo has no --encoding-errors)
+    # the training split (the first 90 %) must give each of the `batch` streams one window of seq_len characters
+    need = (config.batch + 1) * config.seq_len
+    need_all = math.ceil(need / TrainConfig().split[0])
+    if int(round(len(text) * TrainConfig().split[0])) < need:
+        raise CompactLMError(f"--corpus: {corpus_name(config)} has {len(text):,} characters; the demo trains "
+                             f"{config.batch} streams of {config.seq_len} on the first 90 % and needs about "
+                             f"{need_all:,} (compact-lm train takes smaller --batch and --seq-len)")
+
+
 def train(config: DemoConfig, out: Path, progress: bool, log):
     """Train the GRU on `config.corpus` (the bundled one if empty); returns (trainer, best model with val and test
     metrics)."""
@@ -206,9 +220,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     from .profile_report import write_outputs
     from .quantize import quantize_model
     out = Path(out_dir)
-    if config.corpus:   # a missing or unreadable file fails here, before the folder is touched
-        from compact_lm.data import read_corpus
-        read_corpus(list(config.corpus))
+    if config.corpus:   # a missing, unreadable or too short text fails here, before the folder is touched
+        check_corpus(config)
     prepare_folder(out, force)
     stage = Stages(log)
     summary = {"status": "running", "config": asdict(config), "out": str(out)}

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from compact_lm.errors import CompactLMError
 
@@ -50,7 +51,8 @@ def probe(path: str, threads: int, beam: int, prefix: str, began: float) -> dict
     Times in ms, RSS in KiB; `runtime_rss_kb` is the peak before the model is opened."""
     clock = time.perf_counter
     from compact_lm.autocomplete import Autocompleter, open_backend
-    if path.lower().endswith(".onnx"):
+    from compact_lm.opener import is_onnx_file
+    if is_onnx_file(Path(path)):
         import compact_lm.ort_backend  # noqa: F401  (onnxruntime: part of this runtime's import cost)
     else:
         import compact_lm.model  # noqa: F401
