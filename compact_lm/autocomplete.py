@@ -76,6 +76,9 @@ JOINING_STARTERS = frozenset(map(chr, (
     0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
     *range(0x1161, 0x1176), *range(0x11A8, 0x11C3))))
 COMPOSING_CHARS = CONTEXT_CHARS   # typed code points looked back over for the base a joiner composes with
+# typed code points looked back over for the word being typed: a word is at most MAX_WORD_CHARS characters once
+# composed, and typed decomposed (a letter and two marks each) it may take three times as many
+TYPED_WORD_CHARS = 4 * MAX_WORD_CHARS
 # Typed right after an accepted suggestion, these replace its automatic space: "word" + "," gives "word,".
 # Not the straight quotes ' and ": they open a quotation as often as they close one ("said 'tis", 'said "no').
 ATTACHING_PUNCTUATION = frozenset(",.;:!?)]}\u2019\u201d\u00bb")
@@ -594,9 +597,9 @@ class Session:
             if self._learned and self._learned[-1][0] == end:   # the accept's space, swapped for punctuation
                 continue
             begin = end - 1
-            while begin > 0 and not is_boundary(chars[begin - 1]) and end - begin <= MAX_WORD_CHARS:
+            while begin > 0 and not is_boundary(chars[begin - 1]) and end - begin <= TYPED_WORD_CHARS:
                 begin -= 1
-            if end - begin > MAX_WORD_CHARS:
+            if end - begin > TYPED_WORD_CHARS:   # (a shorter one that is too long composed: learn() refuses it)
                 continue
             word = self.completer.normalize("".join(chars[begin:end]))
             undo = self.user_words.learn(word)
@@ -676,7 +679,7 @@ class Session:
     def _context(self, typed_chars: int, typed: str, k: int) -> list[tuple[str, float]] | None:
         """The context cache's k words continuing `typed` (of `typed_chars` code points as typed), or None: not
         learning, nothing kept, or the word began inside a paste (context_cache.py)."""
-        if self.user_words is None or self._cache is None or not self._cache.added or typed_chars > MAX_WORD_CHARS:
+        if self.user_words is None or self._cache is None or not self._cache.added or typed_chars > TYPED_WORD_CHARS:
             return None
         state = self._state_at(len(self._chars) - typed_chars)
         found = [] if state is None else self._cache.continuing(state, typed, k, self.user_words)
@@ -692,12 +695,12 @@ class Session:
         return None
 
     def _typed_word(self) -> str:
-        """The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer)."""
+        """The characters after the last boundary (only the last TYPED_WORD_CHARS + 1: no word is longer)."""
         if self.user_words is None and self.completer.lexicon is None:
             return ""
         chars, is_boundary = self._chars, self.completer.is_boundary
         begin = len(chars)
-        while begin > 0 and not is_boundary(chars[begin - 1]) and len(chars) - begin <= MAX_WORD_CHARS:
+        while begin > 0 and not is_boundary(chars[begin - 1]) and len(chars) - begin <= TYPED_WORD_CHARS:
             begin -= 1
         return "".join(chars[begin:])
 

@@ -543,6 +543,21 @@ def test_a_mark_after_a_long_run_of_marks_still_composes(composing_completer):
     assert session.unknown == fresh.unknown
 
 
+def test_a_long_word_typed_decomposed_is_learned_as_composed(composing_completer):
+    import unicodedata
+    from compact_lm.user_words import UserWords
+    word = "\u1ec7" * 38   # 38 characters composed, 114 code points decomposed (e, U+0323, U+0302 each)
+    for text in (word, unicodedata.normalize("NFD", word)):
+        words = UserWords()
+        session = composing_completer.session(words)
+        session.type("x ")
+        for char in text:
+            session.type(char)
+        assert session.suggestions(1) is not None
+        session.type(" ")
+        assert word in words and len(words) == 1, len(text)   # ("x": one letter is no word)
+
+
 composing_ops = st.lists(st.one_of(
     st.tuples(st.just("type"), st.text(alphabet=list("a e\u0130\u0298x\u1100\u1161\u11a8\u0301\u0302\u0303\u0323"
                                                        "\u00e1\uac00\u095b\u094d\u0f73\u0334"), max_size=4)),

@@ -212,7 +212,9 @@ def scripted_session(ac: Autocompleter, counts: list) -> list[dict]:
                    typed("\u1161"), typed("\u11a8"), {"op": "backspace", "n": 1}, {"op": "backspace", "n": 4},
                    typed("e\u0323"), typed("\u0302"), {"op": "backspace", "n": 1}, typed("\u0301 "),
                    typed("\u095b"), typed("\u094d"), typed("x\u0f73"), typed("\u0323"), {"op": "backspace", "n": 4},
-                   typed(" a"), typed("\u0334" * 40 + "\u0301"), typed("\u0302 ")]:
+                   typed(" a"), typed("\u0334" * 40 + "\u0301"), typed("\u0302 "),
+                   # a word of 38 letters typed decomposed (114 code points) is learned as composed; 20 of them typed
+                   typed(unicodedata.normalize("NFD", "\u1ec7" * 38) + " "), typed(unicodedata.normalize("NFD", "\u1ec7" * 20))]:
         _act(session, counts, action, log)
         look()
     return log

@@ -679,6 +679,9 @@ export const USER_WORDS_FORMAT = "compact-lm-user-words";
 const USER_WORDS_VERSION = 1;
 export const MIN_WORD_CHARS = 2;           // a one-letter word saves nothing when completed
 export const MAX_WORD_CHARS = 40;
+// typed code points looked back over for the word being typed: a word is at most MAX_WORD_CHARS characters once
+// composed, and typed decomposed (a letter and two marks each) it may take three times as many (as Python's)
+const TYPED_WORD_CHARS = 4 * MAX_WORD_CHARS;
 export const LEARNED_UNDO = 64;            // per session: the last learned words a backspace over their boundary takes back
 const MAX_CLOCK = 2 ** 53;
 const REBASE = 600;
@@ -1925,8 +1928,8 @@ export class Session {
       if (!isBoundary(chars[end]) || isBoundary(chars[end - 1])) continue;
       if (this._learned.length && this._learned[this._learned.length - 1][0] === end) continue;   // the accept's space, swapped
       let begin = end - 1;
-      while (begin > 0 && !isBoundary(chars[begin - 1]) && end - begin <= MAX_WORD_CHARS) begin -= 1;
-      if (end - begin > MAX_WORD_CHARS) continue;
+      while (begin > 0 && !isBoundary(chars[begin - 1]) && end - begin <= TYPED_WORD_CHARS) begin -= 1;
+      if (end - begin > TYPED_WORD_CHARS) continue;   // (a shorter one that is too long composed: learn() refuses it)
       const word = this.completer.normalize(chars.slice(begin, end).join(""));
       const undo = this.userWords.learn(word);
       if (undo !== null) {
@@ -1938,12 +1941,12 @@ export class Session {
     }
   }
 
-  /** The characters after the last boundary (only the last MAX_WORD_CHARS + 1: no word is longer). */
+  /** The characters after the last boundary (only the last TYPED_WORD_CHARS + 1: no word is longer). */
   _typedWord() {
     if (!this.userWords && !this.completer.lexicon) return "";
     const chars = this._chars, isBoundary = this.completer.isBoundary;
     let begin = chars.length;
-    while (begin > 0 && !isBoundary(chars[begin - 1]) && chars.length - begin <= MAX_WORD_CHARS) begin -= 1;
+    while (begin > 0 && !isBoundary(chars[begin - 1]) && chars.length - begin <= TYPED_WORD_CHARS) begin -= 1;
     return chars.slice(begin).join("");
   }
 
@@ -2018,7 +2021,7 @@ export class Session {
   /** The context cache's k words continuing `typed` (of `typedChars` code points as typed), or null: not learning,
    * nothing kept, or the word began inside a paste (compact_lm/context_cache.py). */
   async _context(typedChars, typed, k, userWords) {
-    if (!userWords || !this._cache || !this._cache.added || typedChars > MAX_WORD_CHARS) return null;
+    if (!userWords || !this._cache || !this._cache.added || typedChars > TYPED_WORD_CHARS) return null;
     const state = this._stateAt(this._chars.length - typedChars);
     if (state === null) return null;
     const vector = await state;
