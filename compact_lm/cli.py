@@ -168,14 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:   # the reader went away (`| head`): nothing more to say
-        _silence_stdout()
+    except OSError as error:   # what a command does not word itself: writing its output to a full disk, `| head`
+        return _output_failed(error)
+
+
+def _output_failed(error: OSError) -> int:
+    """The exit code for output that could not be written: 0 when the reader went away (`| head`: nothing more to
+    say), else 1 after one line (a full disk, /dev/full)."""
+    _silence_stdout()
+    if isinstance(error, BrokenPipeError):
         return 0
-    except OSError as error:   # what a command does not word itself: writing its output to a full disk, /dev/full
-        where = f" ({error.filename})" if error.filename else " (writing the output)"
-        print(f"{PROG}: error: {error.strerror or error}{where}", file=sys.stderr)
-        _silence_stdout()
-        return 1
+    where = f" ({error.filename})" if error.filename else " (writing the output)"
+    print(f"{PROG}: error: {error.strerror or error}{where}", file=sys.stderr)
+    return 1
 
 
 def _silence_stdout() -> None:
@@ -196,20 +201,11 @@ def entry_point() -> None:
         code = 130
     except SystemExit as done:   # argparse's --help, --version and usage errors: their output is flushed below too
         code = done.code
-    except BrokenPipeError:   # --help | head
-        _silence_stdout()
-        code = 0
-    except OSError as error:   # --help to a full disk
-        print(f"{PROG}: error: {error.strerror or error} (writing the output)", file=sys.stderr)
-        _silence_stdout()
-        code = 1
+    except OSError as error:   # --help to a full disk, or `| head`
+        code = _output_failed(error)
     try:   # what is still buffered (a redirect to a file) is written here, so its errors are worded too
         if sys.stdout is not None:   # (None: started with stdout closed)
             sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
     except OSError as error:
-        print(f"{PROG}: error: {error.strerror or error} (writing the output)", file=sys.stderr)
-        _silence_stdout()
-        code = 1
+        code = _output_failed(error) or code
     sys.exit(code)

@@ -136,9 +136,9 @@ def check_corpus(config: DemoConfig) -> None:
     from compact_lm.data import SAVE_AS_UTF8, read_corpus
     text = read_corpus(list(config.corpus), utf8_hint=SAVE_AS_UTF8)   # (demo has no --encoding-errors)
     # the training split (the first 90 %) must give each of the `batch` streams one window of seq_len characters
-    need = (config.batch + 1) * config.seq_len
-    need_all = math.ceil(need / TrainConfig().split[0])
-    if int(round(len(text) * TrainConfig().split[0])) < need:
+    need, train_share = (config.batch + 1) * config.seq_len, TrainConfig().split[0]
+    need_all = math.ceil(need / train_share)
+    if int(round(len(text) * train_share)) < need:
         raise CompactLMError(f"--corpus: {corpus_name(config)} has {len(text):,} characters; the demo trains "
                              f"{config.batch} streams of {config.seq_len} on the first 90 % and needs about "
                              f"{need_all:,} (compact-lm train takes smaller --batch and --seq-len)")
