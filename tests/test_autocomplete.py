@@ -558,6 +558,15 @@ def test_a_long_word_typed_decomposed_is_learned_as_composed(composing_completer
         assert word in words and len(words) == 1, len(text)   # ("x": one letter is no word)
 
 
+def apply_op(session, op: str, arg, expected: str) -> str:
+    """Apply one ("type", text) or ("backspace", n) to `session`; returns the text it should then hold."""
+    if op == "type":
+        session.type(arg)
+        return expected + arg
+    session.backspace(arg)
+    return expected[:max(len(expected) - arg, 0)]
+
+
 composing_ops = st.lists(st.one_of(
     st.tuples(st.just("type"), st.text(alphabet=list("a e\u0130\u0298x\u1100\u1161\u11a8\u0301\u0302\u0303\u0323"
                                                        "\u00e1\uac00\u095b\u094d\u0f73\u0334"), max_size=4)),
@@ -569,12 +578,7 @@ composing_ops = st.lists(st.one_of(
 def test_any_typing_of_combining_marks_matches_pasting_the_final_text(composing_completer, ops):
     session, expected = composing_completer.session(), ""
     for op, arg in ops:
-        if op == "type":
-            session.type(arg)
-            expected += arg
-        else:
-            session.backspace(arg)
-            expected = expected[:max(len(expected) - arg, 0)]
+        expected = apply_op(session, op, arg, expected)
         fresh = composing_completer.session()
         fresh.type(expected)
         np.testing.assert_allclose(session.state()[1], fresh.state()[1], atol=1e-5)
@@ -588,12 +592,7 @@ def test_any_typing_matches_typing_the_final_text_afresh(hypothesis_completer, o
     completer = hypothesis_completer
     session, expected = completer.session(), ""
     for op, arg in ops:
-        if op == "type":
-            session.type(arg)
-            expected += arg
-        else:
-            session.backspace(arg)
-            expected = expected[:max(len(expected) - arg, 0)]
+        expected = apply_op(session, op, arg, expected)
         assert session.text == expected
         fresh = completer.session()
         for char in expected:
