@@ -20,7 +20,10 @@ def normalize(text: str, *, nfc: bool = True, lowercase: bool = False) -> str:
     if nfc:
         text = unicodedata.normalize("NFC", text)
     if lowercase:
-        text = text.lower()
+        # Code point by code point, as a runtime lowercases each keystroke: str.lower() alone would turn a capital
+        # sigma ending a word into the final form (Final_Sigma: "ΟΔΟΣ" -> "οδος"), which a typed "Σ" never becomes.
+        # Final_Sigma is the only context rule str.lower() applies, so mapping Σ to σ first removes it.
+        text = text.replace("\u03a3", "\u03c3").lower()
     return text
 
 

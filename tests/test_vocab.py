@@ -4,7 +4,7 @@ import unicodedata
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from compact_lm.vocab import UNK_ID, UNK_TEXT, Vocab
+from compact_lm.vocab import UNK_ID, UNK_TEXT, Vocab, normalize
 
 
 def test_round_trip_of_in_vocabulary_text():
@@ -34,6 +34,12 @@ def test_nfc_by_default_and_optional():
 def test_lowercase_option():
     vocab = Vocab.build("Ab", lowercase=True)
     assert vocab.chars == ("a", "b") and vocab.encode("AB").tolist() == vocab.encode("ab").tolist()
+
+
+@given(st.text(alphabet="ΣΟΔσςİA. \u0301", max_size=12))
+def test_lowercasing_is_per_code_point_as_when_typing(text):
+    """A capital sigma ending a word lowercases to σ, as typed key by key (str.lower() would give ς)."""
+    assert normalize(text, nfc=False, lowercase=True) == "".join(char.lower() for char in text)
 
 
 def test_ids_are_stored_compactly():
