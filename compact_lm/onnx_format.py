@@ -83,7 +83,11 @@ def read_onnx(path: str | os.PathLike) -> bytes:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The decoded compact-lm metadata of an .onnx file, read from its bytes (no onnxruntime session)."""
-    data = read_onnx(path)
+    return metadata_of(path, read_onnx(path))
+
+
+def metadata_of(path: str | os.PathLike, data: bytes) -> dict:
+    """The decoded compact-lm metadata of an .onnx file's bytes (one-line errors naming `path`)."""
     try:
         props = metadata_props(data)
     except UnicodeDecodeError:

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from .config import ModelConfig
 from .errors import CompactLMError
-from .onnx_format import LOG_PROBS, TOKENS, checked_metadata, metadata_differences, read_onnx
+from .onnx_format import LOG_PROBS, TOKENS, metadata_differences, metadata_of, read_onnx
 from .vocab import Vocab
 
 _INT64 = np.dtype(np.int64)
@@ -45,20 +45,19 @@ def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptio
 def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True) -> tuple[ort.InferenceSession, dict]:
     """An onnxruntime CPU session of a compact-lm .onnx file and its decoded metadata (one-line errors)."""
     data = read_onnx(path)
+    # The metadata first: a file that is not a compact-lm export is named as such, whatever onnxruntime
+    # would make of it (as the JavaScript runtime, which reads the same bytes before onnxruntime-web does)
+    meta = metadata_of(path, data)
     try:
         # from the bytes already checked, so the file cannot be swapped between the check and the load
         # enable_fallback=0: on failure onnxruntime would otherwise print a 4-line "EP Error" banner to
         # stdout and build the session a second time; the error reaches the user once, below, instead
         session = ort.InferenceSession(data, session_options(threads, optimize), providers=["CPUExecutionProvider"],
                                        enable_fallback=0)
-    except Exception as error:   # onnxruntime raises its own exception types for bad protobuf, graph, file
-        reason = " ".join(str(error).split())[:200]
-        raise CompactLMError(f"{path} is not a valid ONNX model (truncated or corrupted?): {reason}") from None
-    try:
-        props = session.get_modelmeta().custom_metadata_map
-    except UnicodeDecodeError:   # protobuf does not check UTF-8 in proto2 strings; pybind11 does, here
-        raise CompactLMError(f"{path} has damaged metadata (not valid UTF-8)") from None
-    return session, checked_metadata(path, props)
+    except Exception as error:   # onnxruntime raises its own exception types for a damaged or unsupported graph
+        reason = " ".join(str(error).split())[:400]
+        raise CompactLMError(f"onnxruntime {ort.__version__} could not open {path}: {reason}") from None
+    return session, meta
 
 
 class OrtBackend:

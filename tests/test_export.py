@@ -2,8 +2,11 @@
 
 `exported` (conftest) gives one random-weight float model per cell and layer count in all four graph forms.
 """
+import re
+
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx.reference import ReferenceEvaluator
 
@@ -239,6 +242,22 @@ def test_onnx_without_compact_lm_metadata_is_refused(tmp_path):
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)]), tmp_path / "other.onnx")
     with pytest.raises(CompactLMError, match="without compact-lm metadata"):
         OrtBackend(tmp_path / "other.onnx")
+
+
+def test_an_onnx_file_is_named_a_foreign_one_before_onnxruntime_reads_it(tmp_path):
+    """IR version 99 fails in onnxruntime; the missing metadata is what the user needs to hear (as in JavaScript)."""
+    graph = onnx.helper.make_graph([], "g", [], [])
+    onnx.save(onnx.helper.make_model(graph, ir_version=99), tmp_path / "future.onnx")
+    with pytest.raises(CompactLMError, match="future.onnx is an ONNX model without compact-lm metadata"):
+        OrtBackend(tmp_path / "future.onnx")
+
+
+def test_onnxruntime_failing_on_a_compact_lm_file_is_named(tmp_path, exported):
+    model = onnx.load(exported.paths["step"])
+    model.ir_version = 99
+    onnx.save(model, tmp_path / "future.onnx")
+    with pytest.raises(CompactLMError, match=rf"^onnxruntime {re.escape(onnxruntime.__version__)} could not open .*future.onnx: .*"):
+        OrtBackend(tmp_path / "future.onnx")
 
 
 def test_missing_onnx_file(tmp_path):

@@ -383,6 +383,41 @@ def test_learning_my_words_is_opt_in_kept_and_forgotten(browser, server, python_
     page.close()
 
 
+def test_the_word_in_progress_when_learning_is_ticked_is_not_learned(browser, server):
+    """web.md: ticking "Learn my words" does not learn the text already in the box, the word the caret is in
+    included; the words typed after it are learned."""
+    page = open_page(browser, server.url, DESKTOP)
+    page.locator("#text").focus()
+    page.keyboard.type("my secret Qwertyx")
+    shown_for(page, "my secret Qwertyx")
+    page.locator("#learn").check()
+    page.locator("#text").focus()
+    page.keyboard.type(" and Zyzzyx ")
+    shown_for(page, "my secret Qwertyx and Zyzzyx ")
+    stored = json.loads(page.evaluate("() => localStorage.getItem('compact-lm-user-words')"))
+    assert sorted(stored["words"]) == ["Zyzzyx", "and"]
+    assert page.errors == []
+    page.close()
+
+
+def test_tab_inside_the_text_before_a_space_adds_no_second_space(browser, server, python_completer):
+    page = open_page(browser, server.url, DESKTOP)
+    area = page.locator("#text")
+    area.focus()
+    page.keyboard.type("the Queen s said")
+    area.press("Control+Home")
+    for _ in range(len("the Queen s")):
+        area.press("ArrowRight")
+    chips = shown_for(page, "the Queen s")["chips"]
+    page.keyboard.press("Tab")
+    accepted = "the Queen s" + chips[0] + " "
+    shown_for(page, accepted)
+    assert area.input_value() == accepted + "said"
+    assert page.evaluate("() => document.querySelector('#text').selectionEnd") == len(accepted)
+    assert page.errors == []
+    page.close()
+
+
 def test_learning_on_the_page_weighs_words_by_their_context(browser, server, python_completer):
     """With learning on, the page's shares of two learned words are Python's with the context cache (site.json's
     contextCache), not the dictionary's alone."""

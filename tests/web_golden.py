@@ -542,7 +542,7 @@ def write_faults(folder: Path, step_paths: dict[str, Path]) -> None:
         if path.exists() and path.is_file():
             try:
                 unsafe_onnx_feature(path.read_bytes())
-                exact = "is not a valid ONNX model" not in message   # else onnxruntime's words follow
+                exact = "could not open" not in message   # else onnxruntime's words follow
             except ValueError:
                 pass
         cases.append({"name": name, "file": str(path), "sequence": str(sequence) if sequence else None, "what": what,

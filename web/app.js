@@ -212,6 +212,9 @@ let UserWordsType = null;    // compact_lm.js's UserWords
 let userWords = null;        // the user's words while "Learn my words" is on
 let savedChanges = 0;        // userWords.changes when last stored
 let typedAtEnd = false;      // the last input event changed the text at its end (typing, not editing inside)
+// Where the word the caret was in began when learning was ticked or the words forgotten: that word was (partly)
+// typed before, so finishing it learns nothing; null once a boundary follows it or it is deleted.
+let heldWord = null;
 const WORDS_KEY = "compact-lm-user-words", LEARN_KEY = "compact-lm-learn";
 const options = { suggestions: 3, nextChars: 5 };
 
@@ -272,13 +275,16 @@ async function loop() {
       const target = context();
       // the user's words learn from typing at the end of the text only: a caret moved back over words, or an
       // edit inside the text, brings the session to the new text without learning or taking back any word
-      const learning = typedAtEnd;
+      const learning = typedAtEnd && heldWord === null;
       typedAtEnd = false;
       if (!learning) session.userWords = null;
       try {
         await sync(target);
       } finally {
         session.userWords = userWords;
+      }
+      if (heldWord !== null && (session.text.length <= heldWord || [...session.text.slice(heldWord)].some(isBoundary))) {
+        heldWord = null;
       }
       const suggestions = dismissed ? [] : await session.suggestions(options.suggestions);
       const next = await session.nextChars(options.nextChars);
@@ -326,6 +332,14 @@ async function accept(index) {
   if (atEnd && session.text === shown.context) {
     session.accept(shown.suggestions[index].text);
     accepted = session.text;
+  }
+  if (!atEnd && area.selectionStart === area.selectionEnd && area.value[area.selectionEnd] === " ") {
+    // inside the text, before a space: the word takes that space instead of adding a second one
+    insert(shown.suggestions[index].text);
+    area.setSelectionRange(area.selectionEnd + 1, area.selectionEnd + 1);
+    schedule();
+    await idle();
+    return true;
   }
   insert(shown.suggestions[index].text + " ");
   autoSpace = { value: area.value, caret: area.selectionEnd };
@@ -434,6 +448,10 @@ async function newSession() {
   session = completer.session({ userWords: null });
   await sync(context());
   session.userWords = userWords;
+  const chars = [...session.text];
+  let start = chars.length;
+  while (start > 0 && !isBoundary(chars[start - 1])) start--;
+  heldWord = start < chars.length ? chars.slice(0, start).join("").length : null;
   showWords();
   await schedule();
 }

@@ -159,8 +159,8 @@ function checkText(name, text) {
   return text;
 }
 
-function oneLine(error) {
-  return String(error && error.message !== undefined ? error.message : error).split(/\s+/).join(" ").trim().slice(0, 200);
+function oneLine(error, limit = 200) {
+  return String(error && error.message !== undefined ? error.message : error).split(/\s+/).join(" ").trim().slice(0, limit);
 }
 
 // ------------------------------------------------------------------------------------- protobuf walk
@@ -303,9 +303,12 @@ export function readMetadataProps(bytes, name = "the model") {
   let decoded;
   try {
     decoded = fields(bytes);
+    let graphs = 0;
     for (const graph of sub(decoded, MODEL_GRAPH)) {
       unsafe = unsafe || checkGraph(graph, 0);
+      graphs += 1;
     }
+    if (!graphs) throw new Malformed("no graph");   // an empty or cut-off file, as compact_lm/onnx_scan.py says
     for (const fn of sub(decoded, MODEL_FUNCTIONS)) {
       for (const node of sub(fields(fn), FUNCTION_NODE)) unsafe = unsafe || checkNode(node, 0);
     }
@@ -444,7 +447,10 @@ async function loadBytes(source, fallbackName) {
   }
   if (typeof URL !== "undefined" && source instanceof URL) source = source.href;
   if (typeof source !== "string") {
-    throw new CompactLMError(`expected a model as a Uint8Array, an ArrayBuffer, a URL or a file path, got ${source === null ? "null" : typeof source}`);
+    // (a File from an <input>, a Blob or a fetch Response is one await away from an ArrayBuffer)
+    const hint = typeof source?.arrayBuffer === "function" ? `a ${source.constructor?.name || "Blob"}: pass await it.arrayBuffer()`
+      : source === null ? "null" : typeof source;
+    throw new CompactLMError(`expected a model as a Uint8Array, an ArrayBuffer, a URL or a file path, got ${hint}`);
   }
   const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source);   // not a Windows drive
   if (isNode && (!isUrl || /^file:/i.test(source))) {
@@ -475,14 +481,15 @@ async function loadBytes(source, fallbackName) {
   return { bytes: new Uint8Array(await response.arrayBuffer()), name: source };
 }
 
-/** A checked file, in compact-lm's order (protobuf scan, onnxruntime session, metadata): its name, decoded
- * metadata, onnxruntime session, and what the graph's inputs and outputs are. */
+/** A checked file, in compact-lm's order (protobuf scan, metadata, onnxruntime session, its inputs and outputs):
+ * its name, decoded metadata, onnxruntime session, and what the graph's inputs and outputs are. */
 async function openFile(ort, source, fallbackName, options) {
   const { bytes, name } = await loadBytes(source, fallbackName);
-  const props = readMetadataProps(bytes, name);
+  const { meta, layout } = checkedLayout(name, readMetadataProps(bytes, name));
   const session = await createSession(ort, bytes, name, options);
   try {
-    return { name, session, ...checkedLayout(name, props, session) };
+    checkSessionNames(name, layout, session);
+    return { name, session, meta, layout };
   } catch (error) {
     await releaseQuietly(session);
     throw error;
@@ -497,8 +504,8 @@ async function releaseQuietly(session) {
   }
 }
 
-/** The decoded metadata and the graph's layout (state names, widths, vocabulary size), checked against the session. */
-function checkedLayout(name, props, session) {
+/** The decoded metadata and the graph's layout (state names, widths, vocabulary size) its metadata names. */
+function checkedLayout(name, props) {
   const meta = checkedMetadata(name, props);
   const layout = {};
   try {
@@ -534,13 +541,17 @@ function checkedLayout(name, props, session) {
   } catch (error) {
     throw new CompactLMError(`${name} has invalid compact-lm metadata: ${error.message}`);
   }
+  return { meta, layout };
+}
+
+/** Throws unless the session's inputs and outputs are the ones the metadata names. */
+function checkSessionNames(name, layout, session) {
   const inputs = new Set(session.inputNames), outputs = new Set(session.outputNames);
   const wantIn = [TOKENS, ...layout.stateInputs], wantOut = [LOG_PROBS, ...layout.stateOutputs];
   if (inputs.size !== wantIn.length || !wantIn.every((n) => inputs.has(n))
       || outputs.size !== wantOut.length || !wantOut.every((n) => outputs.has(n))) {
     throw new CompactLMError(`${name}: graph inputs/outputs do not match its compact-lm metadata`);
   }
-  return { meta, layout };
 }
 
 function providersFor(ort, options) {
@@ -563,7 +574,10 @@ async function createSession(ort, bytes, name, options) {
   try {
     return await ort.InferenceSession.create(bytes, sessionOptions);
   } catch (error) {
-    throw new CompactLMError(`${name} is not a valid ONNX model (truncated or corrupted?): ${oneLine(error)}`);
+    // The bytes passed the protobuf scan and carry compact-lm metadata: what failed is most often onnxruntime
+    // itself (its .wasm not served beside it, an execution provider it lacks, a file newer than it reads).
+    const version = ort.env && ort.env.versions && ort.env.versions.common;
+    throw new CompactLMError(`onnxruntime${version ? ` ${version}` : ""} could not open ${name}: ${oneLine(error, 400)}`);
   }
 }
 
@@ -586,6 +600,7 @@ class Model {
     this.step_ = stepSession;          // null when the source is a sequence graph
     this.sequence = sequenceSession;   // null without one
     this.runs = 0;                     // session.run calls so far
+    this.released = false;             // release() was called: every later call fails in one line
     this._tail = Promise.resolve();
   }
 
@@ -597,6 +612,7 @@ class Model {
   _call(session, tokens, dims, state) {
     const feeds = { [TOKENS]: new this.ort.Tensor("int64", tokens, dims) };
     this.stateInputs.forEach((name, i) => { feeds[name] = state[i]; });
+    if (this.released) return Promise.reject(new CompactLMError("this Autocompleter was released (release()): create another"));
     const result = this._tail.then(() => {
       this.runs += 1;
       return session.run(feeds, this.fetches);
@@ -738,12 +754,15 @@ function prefixRange(words, prefix) {
  * a file), `changes` counts the changes (store when it moves); `UserWords.fromJSON(documentOrText, options)`
  * reads one.
  */
+const USER_WORDS_OPTIONS = new Set(["maxWords", "halfLife", "share"]);
+
 export class UserWords {
   constructor(options = {}) {
     if (options === null || typeof options !== "object" || options instanceof UserWords) {   // (not a path, as in Python)
       throw new CompactLMError(`UserWords takes options {maxWords, halfLife, share}; read a saved document with `
         + `UserWords.fromJSON, got ${options instanceof UserWords ? "a UserWords" : pyRepr(options)}`);
     }
+    refuseUnknownOptions(" of UserWords", options, USER_WORDS_OPTIONS);
     const { maxWords = 5000, halfLife = 300, share = 0.25 } = options;
     if (typeof maxWords !== "number" || !Number.isInteger(maxWords) || maxWords < 1) {
       throw new CompactLMError(`maxWords must be a whole number >= 1, got ${pyRepr(maxWords)}`);
@@ -774,7 +793,9 @@ export class UserWords {
       try {
         document = JSON.parse(document);
       } catch (error) {
-        throw new CompactLMError(`${name} is not valid JSON: ${oneLine(error)}`);
+        const path = !/^\s*[{[]/.test(document) ? " (a file path? pass the file's text: in Node, "
+          + "UserWords.fromJSON(fs.readFileSync(path, \"utf8\")))" : "";
+        throw new CompactLMError(`${name} is not valid JSON${path}: ${oneLine(error)}`);
       }
     }
     if (document === null || typeof document !== "object" || document.format !== USER_WORDS_FORMAT) {
@@ -847,6 +868,7 @@ export class UserWords {
   /** Count one use of `word` (normalized); returns what unlearn() needs (as Python's Learned: {word, previous, entry,
    * evicted, arrival, removals}), or null if the word is not kept. */
   learn(word) {
+    if (typeof word !== "string") throw new CompactLMError(`learn() takes a word (a string), got ${word === null ? "null" : typeof word}`);
     const length = codePoints(word);
     // (a lone surrogate could be written to no file that Python reads, nor read back here)
     if (length < MIN_WORD_CHARS || length > MAX_WORD_CHARS || /\p{Cs}/u.test(word)) return null;
@@ -997,6 +1019,14 @@ export class UserWords {
   /** W_prefix: the weight now of all the words that start with `prefix`. */
   totalWeight(prefix) {
     return this._ranking(prefix).total * Math.exp(this._base - this.clock * this._rate);
+  }
+}
+
+/** Throws on an option name `allowed` lacks: a misspelled one (max_chars, user_words) would be ignored without a word. */
+function refuseUnknownOptions(what, options, allowed) {
+  const unknown = Object.keys(options).filter((key) => !allowed.has(key));
+  if (unknown.length) {
+    throw new CompactLMError(`unknown option ${unknown[0]}${what}; the options are ${[...allowed].join(", ")}`);
   }
 }
 
@@ -1345,6 +1375,7 @@ function readUint32(bytes, at) {
  * Create with `await Autocompleter.create(source, { ort, beam, maxChars, sequence })`.
  */
 // What Autocompleter.create takes (its second argument)
+const SESSION_OPTIONS = new Set(["userWords"]);
 const CREATE_OPTIONS = new Set(["ort", "name", "sequence", "sequenceName", "beam", "maxChars", "contextChars", "boundaries",
   "userWords", "lexicon", "contextCache", "executionProviders", "sessionOptions"]);
 
@@ -1363,11 +1394,7 @@ export class Autocompleter {
     if (options === null || typeof options !== "object") {
       throw new CompactLMError(`options must be an object, got ${pyRepr(options)}`);
     }
-    // a misspelled option (max_chars, maxchars) would be ignored without a word
-    const unknown = Object.keys(options).filter((key) => !CREATE_OPTIONS.has(key));
-    if (unknown.length) {
-      throw new CompactLMError(`unknown option ${unknown[0]}; the options are ${[...CREATE_OPTIONS].join(", ")}`);
-    }
+    refuseUnknownOptions("", options, CREATE_OPTIONS);
     for (const key of ["lexicon", "contextCache"]) {   // (null: off)
       if (options[key] !== undefined && options[key] !== null && typeof options[key] !== "boolean") {
         throw new CompactLMError(`${key} must be true or false, got ${pyRepr(options[key])}`);
@@ -1477,10 +1504,13 @@ export class Autocompleter {
 
   /** Free the onnxruntime sessions (wasm memory in a browser); the Autocompleter and its sessions are unusable after. */
   async release() {
+    if (this.model.released) return;   // (a second release: nothing left to free)
+    this.model.released = true;
     const sessions = new Set([this.model.step_, this.model.sequence].filter(Boolean));
-    await this.model._tail;
+    await this.model._tail.catch(() => {});
     for (const session of sessions) await session.release();
   }
+
 
   /** How many session.run calls this Autocompleter has made (loading included). */
   get runs() {
@@ -1613,6 +1643,7 @@ export class Autocompleter {
       throw new CompactLMError(options instanceof UserWords ? "session() takes {userWords: words}, not the UserWords itself"
         : `session() takes options {userWords}, got ${pyRepr(options)}`);
     }
+    refuseUnknownOptions(" of session()", options, SESSION_OPTIONS);
     const { userWords } = options;
     return new Session(this, userWords === undefined ? this.userWords : openUserWords(userWords));
   }
@@ -1953,6 +1984,10 @@ export class Session {
   /** Append a suggestion's text (a {text} or a string) and a space; text typed next that starts with attaching
    * punctuation (ATTACHING_PUNCTUATION) replaces that space. Two model runs at most, so the swap is free. */
   accept(suggestion) {
+    if (Array.isArray(suggestion) || suggestion instanceof Promise) {
+      throw new CompactLMError(`accept() takes one suggestion (a {text} or a string), got ${Array.isArray(suggestion)
+        ? "a list: pass one of its entries" : "a promise: await suggestions() first"}`);
+    }
     const text = suggestion !== null && typeof suggestion === "object" ? suggestion.text : suggestion;
     checkText("suggestion", text);
     this.type(text);

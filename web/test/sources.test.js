@@ -165,6 +165,51 @@ test("create() and session() refuse what they would otherwise ignore: unknown op
   assert.throws(() => new UserWords("words.json"), /read a saved document with UserWords.fromJSON/);
   const ac = await Autocompleter.create(golden.model, { ort: ortNode });
   assert.throws(() => ac.session(new UserWords()), /session\(\) takes \{userWords: words\}/);
+  // Python's spellings: Python raises a TypeError for them; here they would have been ignored
+  assert.throws(() => ac.session({ user_words: new UserWords() }), /unknown option user_words of session\(\); the options are userWords/);
+  assert.throws(() => new UserWords({ max_words: 2 }), /unknown option max_words of UserWords; the options are maxWords, halfLife, share/);
+  assert.throws(() => UserWords.fromJSON(new UserWords().toJSON(), { half_life: 1 }), /unknown option half_life of UserWords/);
+});
+
+test("a mistaken argument says what to pass: a path for user words, a list or a promise to accept(), a Blob, a number to learn()", { skip: SKIP }, async () => {
+  const golden = pick();
+  assert.throws(() => UserWords.fromJSON("words.json"), /not valid JSON \(a file path\? pass the file's text: in Node, UserWords.fromJSON\(fs.readFileSync/);
+  assert.throws(() => UserWords.fromJSON("{words"), (error) => !error.message.includes("file path"));
+  assert.throws(() => new UserWords().learn(5), /^CompactLMError: learn\(\) takes a word \(a string\), got number$/);
+  await assert.rejects(Autocompleter.create(new Blob([fs.readFileSync(golden.model)]), { ort: ortNode }),
+    /got a Blob: pass await it.arrayBuffer\(\)/);
+  const ac = await Autocompleter.create(golden.model, { ort: ortNode });
+  const s = ac.session();
+  await s.type("Alice was b");
+  const suggestions = s.suggestions(2);
+  assert.throws(() => s.accept(suggestions), /accept\(\) takes one suggestion \(a \{text\} or a string\), got a promise: await suggestions\(\) first/);
+  const list = await suggestions;
+  assert.throws(() => s.accept(list), /got a list: pass one of its entries/);
+  assert.equal(s.text, "Alice was b");
+});
+
+test("after release() every model call fails in one line, and a second release() does nothing", { skip: SKIP }, async () => {
+  const ac = await Autocompleter.create(pick().model, { ort: ortNode });
+  const s = ac.session();
+  await ac.release();
+  await ac.release();
+  for (const call of [() => ac.complete("Alice w"), () => ac.nextChars("Al"), () => s.type("A")]) {
+    await assert.rejects(call(), (error) => error instanceof CompactLMError
+      && error.message === "this Autocompleter was released (release()): create another");
+  }
+});
+
+test("onnxruntime failing to open a sound file is named as such, and a file without compact-lm metadata never reaches it", { skip: SKIP }, async () => {
+  const golden = pick();
+  let calls = 0;
+  const InferenceSession = { async create() { calls += 1; throw new Error("no available backend found. ERR: [wasm] fetching failed"); } };
+  const failing = { InferenceSession, Tensor: ortNode.Tensor, env: ortNode.env };
+  await assert.rejects(Autocompleter.create(fs.readFileSync(golden.model), { ort: failing, name: "m.onnx" }),
+    new RegExp(`^CompactLMError: onnxruntime ${ortNode.env.versions.common.replaceAll(".", "\\.")} could not open m.onnx: no available backend found`));
+  assert.equal(calls, 1);
+  const bare = Uint8Array.from([0x3a, 0x00]);   // a ModelProto with an empty graph (field 7) and no metadata
+  await assert.rejects(Autocompleter.create(bare, { ort: failing, name: "bare.onnx" }), /bare.onnx is an ONNX model without compact-lm metadata/);
+  assert.equal(calls, 1);
 });
 
 test("a model call that fails once fails the calls waiting on it, not every later one", { skip: SKIP }, async () => {
