@@ -42,12 +42,14 @@ def session_options(threads: int = 1, optimize: bool = True) -> ort.SessionOptio
     return options
 
 
-def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True) -> tuple[ort.InferenceSession, dict]:
-    """An onnxruntime CPU session of a compact-lm .onnx file and its decoded metadata (one-line errors)."""
+def read_checked(path: str | os.PathLike) -> tuple[bytes, dict]:
+    """The bytes of a compact-lm .onnx file and its decoded metadata, checked before onnxruntime sees them."""
     data = read_onnx(path)
-    # The metadata first: a file that is not a compact-lm export is named as such, whatever onnxruntime
-    # would make of it (as the JavaScript runtime, which reads the same bytes before onnxruntime-web does)
-    meta = metadata_of(path, data)
+    return data, metadata_of(path, data)
+
+
+def open_session(path: str | os.PathLike, data: bytes, *, threads: int = 1, optimize: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session of a compact-lm .onnx file's checked bytes (one-line errors)."""
     try:
         # from the bytes already checked, so the file cannot be swapped between the check and the load
         # enable_fallback=0: on failure onnxruntime would otherwise print a 4-line "EP Error" banner to
@@ -57,7 +59,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = 
     except Exception as error:   # onnxruntime raises its own exception types for a damaged or unsupported graph
         reason = " ".join(str(error).split())[:400]
         raise CompactLMError(f"onnxruntime {ort.__version__} could not open {path}: {reason}") from None
-    return session, meta
+    return session
 
 
 class OrtBackend:
@@ -71,7 +73,9 @@ class OrtBackend:
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, optimize: bool = True,
                  sequence_path: str | os.PathLike | None = None):
-        session, meta = open_session(path, threads=threads, optimize=optimize)
+        # Everything the metadata says is checked first: a file that is not a compact-lm export, or whose metadata is
+        # damaged, is named as such whatever onnxruntime would make of it (as the JavaScript runtime does)
+        data, meta = read_checked(path)
         self.path, self.metadata = Path(path), meta
         try:
             self.config = ModelConfig.from_json(meta)
@@ -83,18 +87,19 @@ class OrtBackend:
         self.vocab_size = self.config.vocab_size
         self._state_names = [name for layer in self._state_inputs for name in layer]   # flat, feed order
         self._outputs = [LOG_PROBS, *state_outputs]
+        session = open_session(path, data, threads=threads, optimize=optimize)
         _check_io(session, self)
         self._step = session if meta["graph"] == "step" else None
         self._sequence = session if meta["graph"] == "sequence" else None
         if sequence_path is not None:
-            sequence, seq_meta = open_session(sequence_path, threads=threads, optimize=optimize)
+            sequence_data, seq_meta = read_checked(sequence_path)
             if seq_meta["graph"] != "sequence":
                 raise CompactLMError(f"{sequence_path} holds a {seq_meta['graph']} graph, not a sequence graph")
             differences = metadata_differences(meta, seq_meta)
             if differences:
                 raise CompactLMError(f"{sequence_path} is not from the same model as {path}: {differences[0]}")
-            _check_io(sequence, self)
-            self._sequence = sequence
+            self._sequence = open_session(sequence_path, sequence_data, threads=threads, optimize=optimize)
+            _check_io(self._sequence, self)
         # per-layer positions of the state outputs in session.run's result (after log_probs)
         self._layer_slices, start = [], 1
         for layer in self._state_inputs:

@@ -19,11 +19,6 @@ const els = {
 const state = { status: "loading", shown: null, latencies: [], error: null, site: null, metadata: null };
 window.compactLM = state;
 
-// What ends a word, as compact_lm.autocomplete.default_is_boundary: whitespace, punctuation, symbols and
-// control characters; apostrophes and the hyphen join words ("don't", "well-known").
-const JOINERS = new Set(["'", "\u2019", "-"]);
-const BOUNDARY = /^[\p{P}\p{S}\p{Z}\p{Cc}\s]$/u;
-const isBoundary = (char) => !JOINERS.has(char) && BOUNDARY.test(char);
 const GLYPHS = { " ": "␣", "\n": "↵", "\t": "⇥", "\r": "↵", "\u00a0": "⍽" };
 const glyph = (char) => GLYPHS[char] ?? (/^\p{Cc}$/u.test(char) ? "·" : char);
 const CHAR_NAMES = { " ": "space", "\n": "new line", "\t": "tab" };
@@ -148,9 +143,7 @@ function validation(site, meta) {
 // ---------------------------------------------------------------------------------- suggestions view
 function renderChips(context, suggestions) {
   const word = [...context.slice(-64)];   // the word being typed is at the end (a paste may be long)
-  let start = word.length;
-  while (start > 0 && !isBoundary(word[start - 1])) start--;
-  let typed = word.slice(start).join("");
+  let typed = word.slice(wordStart(word)).join("");
   if (typed.length > 14) typed = "…" + typed.slice(-13);
   const chips = suggestions.map((suggestion, index) => {
     const item = el("li");
@@ -212,8 +205,9 @@ let UserWordsType = null;    // compact_lm.js's UserWords
 let userWords = null;        // the user's words while "Learn my words" is on
 let savedChanges = 0;        // userWords.changes when last stored
 let typedAtEnd = false;      // the last input event changed the text at its end (typing, not editing inside)
-// Where the word the caret was in began when learning was ticked or the words forgotten: that word was (partly)
-// typed before, so finishing it learns nothing; null once a boundary follows it or it is deleted.
+// The word the caret was in when learning was ticked or the words forgotten, {before: the text before it, typed: its
+// part typed then}: it was (partly) typed before, so finishing it learns nothing, as long as the text still begins
+// with `before + typed` (an edit before or inside it ends the hold, as any edit there ends what typing learns).
 let heldWord = null;
 const WORDS_KEY = "compact-lm-user-words", LEARN_KEY = "compact-lm-learn";
 const options = { suggestions: 3, nextChars: 5 };
@@ -275,16 +269,16 @@ async function loop() {
       const target = context();
       // the user's words learn from typing at the end of the text only: a caret moved back over words, or an
       // edit inside the text, brings the session to the new text without learning or taking back any word
-      const learning = typedAtEnd && heldWord === null;
+      const learning = typedAtEnd;
       typedAtEnd = false;
-      if (!learning) session.userWords = null;
+      session.userWords = null;
       try {
+        const held = heldThrough(target);   // the held word and its boundary go in without learning
+        if (held) await sync(held);
+        if (learning) session.userWords = userWords;
         await sync(target);
       } finally {
         session.userWords = userWords;
-      }
-      if (heldWord !== null && (session.text.length <= heldWord || [...session.text.slice(heldWord)].some(isBoundary))) {
-        heldWord = null;
       }
       const suggestions = dismissed ? [] : await session.suggestions(options.suggestions);
       const next = await session.nextChars(options.nextChars);
@@ -318,30 +312,67 @@ function insert(text) {
   }
 }
 
-/** Accept suggestion `index` of what is shown at the caret: its word and a space (replacing a selection, if any). */
+/** Where the word at the end of `chars` (code points) begins: after the last boundary (the completer's rule). */
+function wordStart(chars) {
+  let start = chars.length;
+  while (start > 0 && !completer.isBoundary(chars[start - 1])) start--;
+  return start;
+}
+
+/** Where the text `target` ends the held word and the boundary after it, if the session has not typed that yet. */
+function heldThrough(target) {
+  if (heldWord === null) return null;
+  const { before, typed } = heldWord;
+  if (!target.startsWith(before + typed)) {
+    heldWord = null;
+    return null;
+  }
+  let end = before.length;
+  for (const char of target.slice(before.length)) {
+    end += char.length;
+    if (!completer.isBoundary(char)) continue;
+    const through = target.slice(0, end);
+    return session.text.startsWith(through) ? null : through;
+  }
+  return null;   // the held word goes on to the end of the text
+}
+
+/** Whether the text `context` ends inside the held word. */
+function inHeldWord(context) {
+  return heldWord !== null && context.startsWith(heldWord.before + heldWord.typed)
+    && ![...context.slice(heldWord.before.length)].some(completer.isBoundary);
+}
+
+/** Accept suggestion `index` of what is shown at the caret: its word and a space, where the suggestions continue the
+ * text (a selection stays). */
 async function accept(index) {
   await idle();
   const shown = state.shown;
   if (!shown || shown.context !== context() || !shown.suggestions[index]) return false;
   const area = els.text;
   area.focus();
+  const caret = shown.context.length;   // (the end of a selection made forwards, its start if made backwards)
+  area.setSelectionRange(caret, caret);
+  const word = shown.suggestions[index].text;
   // the textarea gets the word and a space; the session accepts it (sync then lets the session swap that space
   // for punctuation typed next, as onBeforeInput does in the textarea)
-  // learned only where typing learns: at the end of the text, nothing selected (else sync types it, not learning)
-  const atEnd = area.selectionStart === area.selectionEnd && area.selectionEnd === area.value.length;
-  if (atEnd && session.text === shown.context) {
-    session.accept(shown.suggestions[index].text);
+  // learned only where typing learns: at the end of the text (else sync types it, not learning), not the held word
+  const atEnd = caret === area.value.length;
+  if (atEnd && session.text === shown.context && !inHeldWord(shown.context)) {
+    session.accept(word);
     accepted = session.text;
   }
-  if (!atEnd && area.selectionStart === area.selectionEnd && area.value[area.selectionEnd] === " ") {
-    // inside the text, before a space: the word takes that space instead of adding a second one
-    insert(shown.suggestions[index].text);
-    area.setSelectionRange(area.selectionEnd + 1, area.selectionEnd + 1);
+  if (!atEnd && area.value[caret] === " ") {
+    // inside the text, before a space: the word takes that space instead of adding a second one, and attaching
+    // punctuation typed next goes before it ("said| said" + "," -> "said, said")
+    insert(word);
+    area.setSelectionRange(caret + word.length + 1, caret + word.length + 1);
+    autoSpace = { value: area.value, caret: area.selectionEnd, kept: true };
     schedule();
     await idle();
     return true;
   }
-  insert(shown.suggestions[index].text + " ");
+  insert(word + " ");
   autoSpace = { value: area.value, caret: area.selectionEnd };
   await idle();
   return true;
@@ -357,7 +388,7 @@ function onBeforeInput(event) {
   event.preventDefault();
   swapped = true;
   area.setSelectionRange(spot.caret - 1, spot.caret);   // select the automatic space, type over it
-  insert(event.data);
+  insert(spot.kept ? event.data + " " : event.data);   // (a space the text had stays after the punctuation)
 }
 
 function onKeyDown(event) {
@@ -449,9 +480,8 @@ async function newSession() {
   await sync(context());
   session.userWords = userWords;
   const chars = [...session.text];
-  let start = chars.length;
-  while (start > 0 && !isBoundary(chars[start - 1])) start--;
-  heldWord = start < chars.length ? chars.slice(0, start).join("").length : null;
+  const start = wordStart(chars);
+  heldWord = start < chars.length ? { before: chars.slice(0, start).join(""), typed: chars.slice(start).join("") } : null;
   showWords();
   await schedule();
 }

@@ -481,19 +481,24 @@ async function loadBytes(source, fallbackName) {
   return { bytes: new Uint8Array(await response.arrayBuffer()), name: source };
 }
 
-/** A checked file, in compact-lm's order (protobuf scan, metadata, onnxruntime session, its inputs and outputs):
- * its name, decoded metadata, onnxruntime session, and what the graph's inputs and outputs are. */
-async function openFile(ort, source, fallbackName, options) {
+/** A file checked before onnxruntime sees it (protobuf scan, metadata, layout), as Python's OrtBackend: its name,
+ * bytes, decoded metadata and what the graph's inputs and outputs should be; `session` comes with openSession. */
+async function readFile(source, fallbackName) {
   const { bytes, name } = await loadBytes(source, fallbackName);
-  const { meta, layout } = checkedLayout(name, readMetadataProps(bytes, name));
-  const session = await createSession(ort, bytes, name, options);
+  return { name, bytes, session: null, ...checkedLayout(name, readMetadataProps(bytes, name)) };
+}
+
+/** The file's onnxruntime session, its inputs and outputs checked against the metadata. */
+async function openSession(ort, file, options) {
+  const session = await createSession(ort, file.bytes, file.name, options);
   try {
-    checkSessionNames(name, layout, session);
-    return { name, session, meta, layout };
+    checkSessionNames(file.name, file.layout, session);
   } catch (error) {
     await releaseQuietly(session);
     throw error;
   }
+  file.session = session;
+  file.bytes = null;   // (onnxruntime holds its own copy)
 }
 
 async function releaseQuietly(session) {
@@ -600,7 +605,7 @@ class Model {
     this.step_ = stepSession;          // null when the source is a sequence graph
     this.sequence = sequenceSession;   // null without one
     this.runs = 0;                     // session.run calls so far
-    this.released = false;             // release() was called: every later call fails in one line
+    this.released = null;              // release()'s promise once called: every later model call fails in one line
     this._tail = Promise.resolve();
   }
 
@@ -1408,11 +1413,12 @@ export class Autocompleter {
     const maxChars = positive("maxChars", options.maxChars ?? 16);
     const contextChars = positive("contextChars", options.contextChars ?? CONTEXT_CHARS);
     const userWords = openUserWords(options.userWords);   // (a bad document fails before any download)
-    const file = await openFile(ort, source, options.name || "the model", options);
+    const file = await readFile(source, options.name || "the model");
+    await openSession(ort, file, options);
     let sequenceFile = null;
     try {
       if (options.sequence !== undefined && options.sequence !== null) {
-        sequenceFile = await openFile(ort, options.sequence, options.sequenceName || "the sequence graph", options);
+        sequenceFile = await readFile(options.sequence, options.sequenceName || "the sequence graph");
         if (sequenceFile.meta.graph !== "sequence") {
           throw new CompactLMError(`${sequenceFile.name} holds a ${sequenceFile.meta.graph} graph, not a sequence graph`);
         }
@@ -1420,6 +1426,7 @@ export class Autocompleter {
         if (differences.length) {
           throw new CompactLMError(`${sequenceFile.name} is not from the same model as ${file.name}: ${differences[0]}`);
         }
+        await openSession(ort, sequenceFile, options);
       }
       const main = file.session, sequenceSession = sequenceFile ? sequenceFile.session : null;
       const isStep = file.meta.graph === "step";
@@ -1503,12 +1510,16 @@ export class Autocompleter {
   }
 
   /** Free the onnxruntime sessions (wasm memory in a browser); the Autocompleter and its sessions are unusable after. */
-  async release() {
-    if (this.model.released) return;   // (a second release: nothing left to free)
-    this.model.released = true;
-    const sessions = new Set([this.model.step_, this.model.sequence].filter(Boolean));
-    await this.model._tail.catch(() => {});
-    for (const session of sessions) await session.release();
+  release() {
+    const model = this.model;
+    if (!model.released) {   // (a second call waits for the first)
+      model.released = (async () => {
+        const sessions = new Set([model.step_, model.sequence].filter(Boolean));
+        await model._tail.catch(() => {});
+        for (const session of sessions) await session.release();
+      })();
+    }
+    return model.released;
   }
 
 

@@ -25,10 +25,9 @@ test("damaged, foreign and mismatched files: Python's one-line errors", { skip: 
       message = error.message;
     }
     if (message.includes("\n")) problems.push(`${c.name}: message has several lines: ${JSON.stringify(message)}`);
-    const marker = "(truncated or corrupted?): ";
-    if (c.exact) {
-      if (message !== c.message) problems.push(`${c.name}: ${JSON.stringify(message)}\n    Python: ${JSON.stringify(c.message)}`);
-    } else if (!message.startsWith(c.message.slice(0, c.message.indexOf(marker) + marker.length))) {
+    // onnxruntime's own failures: "onnxruntime VERSION could not open NAME: its words" (versions and words differ)
+    const opening = (text) => /^onnxruntime [^ ]+ (could not open .*?: )/.exec(text)?.[1];
+    if (c.exact ? message !== c.message : !(opening(c.message) && opening(message) === opening(c.message))) {
       problems.push(`${c.name}: ${JSON.stringify(message)}\n    Python: ${JSON.stringify(c.message)}`);
     }
   }
