@@ -1,8 +1,11 @@
 """Shared fixtures and builders: small corpora, a tiny trained model, random-weight models and their exports,
 all made on the fly. Tests import the plain functions with `from conftest import ...`."""
 import copy
+import shutil
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -149,3 +152,22 @@ def run_together(function, count: int) -> list:
     finally:
         sys.setswitchinterval(interval)
     return results
+
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+
+
+def node_with_runtime() -> str:
+    """The node executable (20+) with web/node_modules installed; else the test is skipped, saying what to run.
+
+    Nothing is installed here: `.ci/run` runs `npm ci --ignore-scripts` in web/ (449 MB), as the README says.
+    """
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: web/compact_lm.js's tests need Node 20+")
+    major = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < 20:
+        pytest.skip(f"node {major} is too old: web/compact_lm.js's tests need Node 20+")
+    if not (WEB / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.skip("web/node_modules is not installed: run `cd web && npm ci --ignore-scripts` for the JavaScript tests")
+    return node

@@ -2,7 +2,6 @@
 type, numbers too large for a float, non-finite weights, n-gram orders out of range, texts without words,
 and web/compact_lm.js refusing the same files in the same words."""
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from compact_lm.errors import CompactLMError
 from compact_lm.export import export_model
 from compact_lm.fileio import load_npz
 from cli_helpers import assert_one_line_error, run
-from conftest import random_model
+from conftest import WEB, node_with_runtime, random_model
 
 TEXT = "the quick brown fox jumps over the lazy dog\n" * 4
-WEB = Path(__file__).resolve().parents[1] / "web"
 BIG = 10 ** 400   # a whole number no float holds
 
 
@@ -55,13 +53,6 @@ def _onnx_variant(files: Path, path: Path, **props: str) -> Path:
     return path
 
 
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: web/compact_lm.js's checks need Node 20+")
-    return node
-
-
 def _python_errors(read, paths: list[Path]) -> list[str]:
     """The one-line CompactLMError that read(path) raises for each file."""
     errors = []
@@ -80,7 +71,7 @@ def _javascript_errors(script: str, paths: list[Path]) -> list[str]:
             "for (const path of process.argv.slice(1)) {\n"
             f"  try {{ {script}; console.log('accepted'); }} catch (error) {{ console.log(error.message); }}\n"
             "}\n")
-    done = subprocess.run([_node(), "--input-type=module", "-e", body, *map(str, paths)], cwd=WEB,
+    done = subprocess.run([node_with_runtime(), "--input-type=module", "-e", body, *map(str, paths)], cwd=WEB,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()

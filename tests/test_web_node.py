@@ -2,46 +2,22 @@
 (tests/web_golden.py: fp32 and int8; GRU, LSTM, RNN; 2 layers of unequal size; with and without a sequence
 graph; a lowercase vocabulary; damaged files; Unicode), Node replays them (`node --test web/test/`).
 
-Needs Node 20+ and web/node_modules (installed here with `npm ci --ignore-scripts` when missing); skipped,
-with the reason, only when neither can be had.
+Needs Node 20+ and web/node_modules (`cd web && npm ci --ignore-scripts`, as .ci/run does); skipped, with the
+reason, without them.
 """
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import WEB, node_with_runtime
 from web_golden import write_goldens
-
-WEB = Path(__file__).resolve().parents[1] / "web"
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")
 def node_for_web() -> str:
-    """The node executable, with web/node_modules installed (npm ci --ignore-scripts if missing)."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: web/compact_lm.js's tests need Node 20+")
-    major = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[0]
-    if not major.isdigit() or int(major) < 20:
-        pytest.skip(f"node {major} is too old: web/compact_lm.js's tests need Node 20+")
-    if not (WEB / "node_modules" / "onnxruntime-node").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("web/node_modules is missing and npm is not installed to run `npm ci --ignore-scripts`")
-        # --ignore-scripts: onnxruntime-node's install script downloads from outside the registry; its CPU
-        # binaries ship in the package
-        result = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=WEB,
-                                capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            pytest.skip(f"web/node_modules is missing and `npm ci --ignore-scripts` failed: {_tail(result.stderr)}")
-    return node
+    return node_with_runtime()
 
 
 def test_javascript_autocompleter_reproduces_python(node_for_web, tmp_path, alice_text, tiny_model_path):
