@@ -82,6 +82,14 @@ def atomic_write_all(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], N
         raise
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """A one-line CompactLMError now, before any work, if `path` could not be written: a folder or device there, or
+    no folder to hold it."""
+    folder = _write_target(Path(path)).parent
+    if not folder.is_dir():
+        raise CompactLMError(f"cannot write {path}: the folder {folder} does not exist")
+
+
 def _write_target(path: Path) -> Path:
     """Where writing `path` goes: a symbolic link's target; a one-line error for anything but a regular file."""
     try:

@@ -158,6 +158,8 @@ BUILDERS = {
     "prune a quantized model": lambda f, t: ["prune", f / "int8.npz", "--keep", "0.5", "--out", t / "p.npz"],
     "int8 model of an earlier scheme": lambda f, t: ["eval", _earlier_int8_scheme(f, t), "--text", f / "text.txt"],
     "model whose lexicon is damaged": lambda f, t: ["complete", _damaged_lexicon(f, t), "the qu"],
+    "prune into a folder (refused before any work)": lambda f, t: [
+        "prune", f / "model.npz", "--keep", "0.5", "--finetune-steps", "500", "--out", _folder(t, "runs")],
     "export over its input": lambda f, t: ["export", _copy(f, t, "same.npz"), "--out", t / "same.npz"],
     "export into a missing folder (writes neither file)": lambda f, t: ["export", f / "model.npz", "--out", t / "m.onnx",
                                                   "--sequence", t / "missing" / "seq.onnx"],

@@ -9,7 +9,7 @@ from pathlib import Path
 from compact_lm.cli import blas_threads, number, output_path, positive_int, whole_number
 from compact_lm.errors import CompactLMError
 from compact_lm.data import SAVE_AS_UTF8
-from compact_lm.fileio import same_file
+from compact_lm.fileio import check_writable, same_file
 
 
 def _load_float(path: str, action: str):
@@ -18,7 +18,8 @@ def _load_float(path: str, action: str):
 
 
 def _refuse_overwriting(out: str, *inputs: tuple[str, str | None]) -> None:
-    """A one-line CompactLMError if --out names one of the (what, path) files the command reads."""
+    """A one-line CompactLMError if --out names one of the (what, path) files the command reads, or cannot be written."""
+    check_writable(out)
     for what, path in inputs:
         if path is not None and same_file(path, out):
             raise CompactLMError(f"--out must differ from {what} (nothing is overwritten)")
@@ -53,9 +54,7 @@ def _prune(args) -> int:
                         if args.calibration is not None else None)
     if calibration_text is not None and not calibration_text:
         raise CompactLMError(f"--calibration {args.calibration}: the file is empty")
-    out_folder = Path(args.out).resolve().parent
-    if not out_folder.is_dir():
-        raise CompactLMError(f"--out {args.out}: the folder {out_folder} does not exist")
+    out_folder = Path(args.out).resolve().parent   # (there: _refuse_overwriting checked)
     if args.min_char_count:
         model = _drop_characters(model, args.min_char_count, config or finetune_config(model, 1, corpus=corpus),
                                  calibration_text)
