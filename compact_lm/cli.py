@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
-    if unknown:   # said by the command's own parser ("compact-lm train: error: ..."), as its other argument errors
-        parser._subparsers._group_actions[0].choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        command = parser._subparsers._group_actions[0].choices[args.command]
+        unknown = _late_positionals(command, args, unknown)
+        if unknown:   # said by the command's own parser ("compact-lm train: error: ..."), as its other argument errors
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args)
     except Interrupted as error:
@@ -170,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as error:   # what a command does not word itself: writing its output to a full disk, `| head`
         return _output_failed(error)
+
+
+def _late_positionals(command: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> list[str]:
+    """`unknown` less the optional positionals it fills: argparse settles an optional positional (complete's PREFIX)
+    together with the required one before it, so one given after an option (`complete M -k 3 "the qu"`) is left over."""
+    for action in command._get_positional_actions():
+        if action.nargs == "?" and getattr(args, action.dest) == action.default and unknown and not unknown[0].startswith("-"):
+            setattr(args, action.dest, unknown.pop(0))
+    return unknown
 
 
 def _output_failed(error: OSError) -> int:

@@ -233,6 +233,11 @@ def test_complete_needs_exactly_one_prefix(tiny_model_path, tmp_path, capsys):
     assert code == 2   # a usage error, as argparse's own
 
 
+def test_complete_takes_its_options_before_the_prefix_too(tiny_model_path, capsys):
+    after = run(capsys, "complete", tiny_model_path, "Alice w", "-k", "2", "--next")
+    assert after[0] == 0 and run(capsys, "complete", tiny_model_path, "-k", "2", "--next", "Alice w") == after
+
+
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(tmp_path, small_corpus, capsys):
     from compact_lm import CompactLMError, TrainConfig
     with pytest.raises(CompactLMError, match=r"^warmup_steps: must be >= 0"):
