@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -159,7 +158,7 @@ class _Typist:
 def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> np.ndarray:
     """The ids of the model's training split (from `corpus` files if given, else the paths the model was trained on)."""
     from .config import TrainConfig
-    from .data import SAVE_AS_UTF8
+    from .data import SAVE_AS_UTF8, check_recorded_corpus
     from .trainer import prepare_corpus
     if train_config is None and not corpus:
         raise SettingError("corpus", "the model's metadata has no train_config (its training text is unknown): give {corpus} FILE")
@@ -167,9 +166,7 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
     if corpus:
         settings["corpus"] = [str(c) for c in corpus]
     else:
-        missing = [c for c in settings.get("corpus", []) if not Path(c).exists()]
-        if missing:
-            raise SettingError("corpus", "the model was trained on {path}, which is not found here: give {corpus} FILE", path=missing[0])
+        check_recorded_corpus(settings.get("corpus", []))
     settings.update(init=None, teacher=None, distill=0.0)   # irrelevant to the text and checked against files
     try:
         config = TrainConfig.from_json(settings)

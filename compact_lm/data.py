@@ -10,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CompactLMError
+from .errors import CompactLMError, SettingError
 from .fileio import check_file
 
 DEFAULT_CORPUS = "alice.txt"
+
+
+def check_recorded_corpus(paths) -> None:
+    """A SettingError naming the first of a model's recorded training texts that is not found here: `train` records
+    them as given, relative to the folder it ran in, so another folder (or machine) needs the texts given again."""
+    missing = [path for path in paths if not Path(path).exists()]
+    if missing:
+        raise SettingError("corpus", "the model was trained on {path}, which is not found here (paths are recorded as "
+                           "given to train, from the folder it ran in): give {corpus} FILE", path=missing[0])
 
 
 def default_corpus_path() -> Path:

@@ -170,15 +170,14 @@ def _cmd_verify(args) -> int:
     import json
     from .data import SAVE_AS_UTF8, default_corpus_path, read_text
     from .opener import open_model
+    from .vocab import foreign_text_note
     model = open_model(args.model).require_arrays("verify")
     exported = open_model(args.onnx, sequence=args.sequence)
     if args.text is None:   # the end of the bundled corpus (its test split)
         ids = model.vocab.encode(default_corpus_path().read_text(encoding="utf-8"))[-args.chars:]
-        unknown = int(np.count_nonzero(ids == 0))
-        if 2 * unknown > len(ids):   # a model of another script: the check would run on <unk> alone
-            print(f"note: {unknown:,} of the {len(ids):,} characters of the bundled corpus are outside {args.model}'s "
-                  "vocabulary; give --text FILE, a text in the model's language, for a check that counts",
-                  file=sys.stderr)
+        note = foreign_text_note(ids, "the bundled corpus")   # a model of another script: a check on <unk> alone
+        if note:
+            print(note, file=sys.stderr)
     else:
         ids = model.vocab.encode(read_text(args.text, what="--text", utf8_hint=SAVE_AS_UTF8))[:args.chars]
     if len(ids) < 8:

@@ -27,6 +27,16 @@ def normalize(text: str, *, nfc: bool = True, lowercase: bool = False) -> str:
     return text
 
 
+def foreign_text_note(ids: np.ndarray, what: str) -> str | None:
+    """A note for stderr when most of a text (its ids) is outside the vocabulary (a model of another language or
+    script): figures measured on `<unk>` say little."""
+    unknown = int(np.count_nonzero(ids == UNK_ID))
+    if 2 * unknown <= len(ids):
+        return None
+    return (f"note: {unknown:,} of the {len(ids):,} characters of {what} are outside the model's vocabulary; "
+            "give --text FILE, a text in the model's language, for figures that count")
+
+
 def _codepoints(text: str) -> np.ndarray:
     """Code points of `text` as uint32, without a Python loop (lone surrogates included)."""
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)

@@ -178,3 +178,9 @@ def test_a_text_without_words(variants, tmp_path, capsys):
     (tmp_path / "dots.txt").write_text("..... ,,,, !!!")
     code, _, err = run(capsys, "profile", variants[0], "--text", tmp_path / "dots.txt", *TINY_ARGS)
     assert_one_line_error(code, err, "no word to complete")
+
+
+def test_a_model_of_another_script_on_the_default_text_gets_a_note(tmp_path, capsys):
+    random_model("gru", (8,), embed=4, text="Καλημέρα κόσμε, η θάλασσα. ").save(tmp_path / "greek.npz")
+    code, _, err = run(capsys, "profile", tmp_path / "greek.npz", *TINY_ARGS, "--no-baseline")
+    assert code == 0 and "are outside the model's vocabulary; give --text FILE" in err

@@ -177,3 +177,18 @@ def test_prune_caps_blas_threads_with_threads(tmp_path, tiny_model_path, capsys,
                            "--out", tmp_path / "p.npz")
         assert code == 0, err
         assert seen == [{1}] and {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {2}
+
+
+def test_a_training_text_recorded_relative_to_another_folder_asks_for_corpus(tmp_path, small_corpus, capsys, monkeypatch):
+    """train records --corpus as given: from another folder, prune and profile say to give --corpus."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "text.txt").write_text(small_corpus.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "a")
+    assert run(capsys, "train", "--corpus", "text.txt", "--steps", "1", "--hidden", "8", "--embed", "4",
+               "--seq-len", "16", "--out", "r", "--quiet")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "prune", "a/r/model.npz", "--keep", "0.5", "--out", "p.npz")
+    assert_one_line_error(code, err, "trained on text.txt, which is not found here", "give --corpus FILE")
+    code, _, err = run(capsys, "profile", "a/r/model.npz", "--limit", "50", "--step-calls", "10", "--completions", "5",
+                       "--keystrokes", "10", "--rounds", "1")
+    assert code == 0 and "note: no n-gram baseline (the model was trained on text.txt" in err and "give --corpus FILE" in err

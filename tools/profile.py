@@ -28,8 +28,9 @@ import numpy as np
 
 from compact_lm.autocomplete import Autocompleter
 from compact_lm.complete_eval import simulate_typing, training_ids
-from compact_lm.errors import CompactLMError
+from compact_lm.errors import CompactLMError, SettingError
 from compact_lm.metrics import evaluate_ids
+from compact_lm.vocab import foreign_text_note
 
 from .profile_probe import run_probe
 from .profile_timing import (LatencyStats, completion_runner, completion_prefixes, keystroke_runner,
@@ -201,7 +202,8 @@ def _baseline(variants: list[Variant], completer_of, ids: np.ndarray, typed: str
     except CompactLMError as error:
         if config.corpus:
             raise
-        log(f"note: no n-gram baseline ({error})")
+        worded = error.worded(lambda name: f"--{name}") if isinstance(error, SettingError) else str(error)
+        log(f"note: no n-gram baseline ({worded})")
         return None
     order = check_order(config.order, vocab.size)
     smallest = min(variants, key=lambda v: v.file_bytes)
@@ -277,6 +279,9 @@ def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str
     ids = vocab.encode(text)
     if len(ids) < 2:
         raise CompactLMError(f"the text {text_source} needs at least 2 characters")
+    note = foreign_text_note(ids, text_source or "the text")
+    if note:
+        log(note)
 
     def completer_of(backend) -> Autocompleter:
         return Autocompleter(backend, beam=config.beam, vocab=vocab)
