@@ -125,7 +125,10 @@ def configure_eval_complete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", default=None,
                    help="the model's training text, if not at the paths in its metadata (its training split is used)")
     p.add_argument("--order", type=positive_int, default=None, help="n-gram baseline order (default 7; lower for a vocabulary of 464+ characters: 6, 5 from 1,291, 4 from 5,405, as n-gram keys fit in 62 bits)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="score the model alone: no n-gram baselines (which count the whole training split)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--learn", action="store_true",
                    help="also score the model learning the user's words as the text is typed (from an empty dictionary)")
@@ -146,6 +149,8 @@ def _cmd_eval_complete(args) -> int:
     with blas_threads(args):
         result = eval_complete(args.model, text, k=args.k, corpus=args.corpus, order=args.order,
                                beam=args.beam, max_chars=args.max_chars, learn=args.learn, user_words=args.user_words,
-                               lexicon=args.lexicon, context_cache=args.context_cache, text_source=source)
+                               lexicon=args.lexicon, context_cache=args.context_cache, text_source=source,
+                               baseline=not args.no_baseline,
+                               log=None if args.quiet else lambda message: print(f"eval-complete: {message}", file=sys.stderr, flush=True))
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -179,7 +179,7 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
 def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] | None = None,
                   order: int | None = None, beam: int = 4, max_chars: int = 16, learn: bool = False,
                   user_words: str | None = None, lexicon: bool = True, context_cache: bool = False,
-                  text_source: str = "the text") -> dict:
+                  text_source: str = "the text", baseline: bool = True, log=None) -> dict:
     """Keystroke savings, accuracy and latency of the model and of two n-gram baselines on `text`.
 
     "baseline": the full `order`-gram (default: ngram.check_order); "matched_baseline": the best n-gram whose tables take
@@ -190,6 +190,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     `context_cache`, the session also weighs the words it learned by their contexts: context_cache.py).
     The model searches its lexicon first (`lexicon`; "lexicon" gives its words and its bytes in the file); the
     n-grams have none: their tables spell every word they have seen. `text_source` names the text in errors.
+    `baseline=False`: the model alone (no training text needed). `log(message)` hears what is being done.
     """
     import os
     from .ngram import NgramBackend, check_order, fit_to_bytes
@@ -205,7 +206,11 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         raise CompactLMError(f"{text_source} has no word to complete (it needs word and boundary characters)")
     order = check_order(order, completer.vocab.size)
     start_words = UserWords(user_words) if user_words is not None else None   # a bad file fails before any work
+    log = log or (lambda message: None)
+    # the training split before any typing: a text not found here fails now, not after the model's typing
+    train = training_ids(train_config, completer.vocab, corpus) if baseline else None
     learning = None
+    log(f"typing {len(text):,} characters with the model" + (" and with learning, side by side" if learn or user_words else ""))
     if not (learn or user_words is not None):
         report = simulate_typing(completer, text, k)
     else:
@@ -218,11 +223,12 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         report, on = simulate_typing_side_by_side([completer, learner], text, k)
         learning = {**on.to_json(), "words_at_start": learned_from, "words_at_end": len(words), "context_cache": context_cache,
                     "p50_ratio": on.latency_ms["p50"] / report.latency_ms["p50"] if on.latency_ms and report.latency_ms else None}
-    train = training_ids(train_config, completer.vocab, corpus)
     model_bytes = os.path.getsize(model_path)
     baselines = {}
-    for key, ngram in (("baseline", NgramBackend(train, completer.vocab, order)),
-                       ("matched_baseline", fit_to_bytes(train, completer.vocab, model_bytes))):
+    for key in ("baseline", "matched_baseline") if baseline else ():
+        log(f"the {'full' if key == 'baseline' else 'size-matched'} n-gram baseline from the {len(train):,}-character "
+            "training split" + (": counting, then typing" if key == "baseline" else f": fitting to {model_bytes:,} bytes, then typing"))
+        ngram = NgramBackend(train, completer.vocab, order) if key == "baseline" else fit_to_bytes(train, completer.vocab, model_bytes)
         typing = simulate_typing(Autocompleter(ngram, beam=beam, max_chars=max_chars), text, k)
         baselines[key] = {"name": ngram.name, **ngram.size_info(), **typing.to_json()}
         if ngram.fit is not None:
@@ -247,7 +253,8 @@ def format_report(result: dict) -> str:
     if "learning" in result:
         name = "model + learning the user's words" + (" + context" if result["learning"].get("context_cache") else "")
         rows.append((name, {**result["learning"], "model_bytes": result["model_bytes"]}))
-    rows.append((f"full: {result['baseline']['name']}", result["baseline"]))
+    if "baseline" in result:
+        rows.append((f"full: {result['baseline']['name']}", result["baseline"]))
     if "matched_baseline" in result:
         rows.append((f"size-matched: {result['matched_baseline']['name']}", result["matched_baseline"]))
     width = max(34, *(len(name) for name, _ in rows))
@@ -261,7 +268,8 @@ def format_report(result: dict) -> str:
         accuracy = " ".join(f"{_percent(row['top1_accuracy'][n])} {_percent(row['topk_accuracy'][n])}" for n in after)
         latency = " ".join(f"{row['latency_ms'].get(p, float('nan')):>7.3f}" for p in ("p50", "p90", "p99"))
         lines.append(f"{name:<{width}} {size} {row['keystroke_savings']:>8.1%} {accuracy} {latency}")
-    lines.append("bytes: the model file; an n-gram's tables in the compact encoding of compact_lm/ngram.py")
+    lines.append("bytes: the model file" + ("; an n-gram's tables in the compact encoding of compact_lm/ngram.py"
+                                            if "baseline" in result else ""))
     if "learning" in result:
         learning = result["learning"]
         ratio = "-" if learning["p50_ratio"] is None else f"{learning['p50_ratio']:.2f}x"

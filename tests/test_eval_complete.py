@@ -144,6 +144,16 @@ def test_eval_complete_needs_the_training_text_or_corpus(tmp_path, alice_text, c
     assert json.loads(out)["baseline"]["name"].startswith("4-gram")
 
 
+def test_eval_complete_without_baselines_needs_no_training_text(tmp_path, alice_text, capsys):
+    random_model("gru", (8,), embed=4, text=alice_text[:5000]).save(tmp_path / "m.npz")
+    (tmp_path / "typed.txt").write_text(alice_text[:300], encoding="utf-8")
+    code, out, err = run(capsys, "eval-complete", tmp_path / "m.npz", "--text", tmp_path / "typed.txt", "--no-baseline",
+                         "--json", "--quiet")
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    assert result["chars"] == 300 and "baseline" not in result and "matched_baseline" not in result
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--text", "{tmp}/missing.txt"], "missing.txt does not exist"),
     (["--text", "{tmp}/empty.txt"], "empty"),
