@@ -191,6 +191,25 @@ def test_validation_bpc_equals_eval_of_the_validation_text(tmp_path, small_corpu
     assert again.bpc == pytest.approx(result.model.info["metrics"]["val"]["bpc"], rel=1e-6)
 
 
+def test_checkpoints_are_chosen_on_the_validation_splits_start_and_scored_on_all_of_it(tmp_path, small_corpus,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(trainer_module, "EVAL_CHARS", 300)
+    result = Trainer(tiny_config(small_corpus), tmp_path / "run", progress=False).run()
+    val = result.model.info["metrics"]["val"]
+    assert val["chars"] == len(Trainer(tiny_config(small_corpus), tmp_path / "other", progress=False).corpus.val) - 1 > 300
+    assert result.history[-1]["val_bpc"] != pytest.approx(val["bpc"], rel=1e-6)   # the rows: the first 300 only
+
+
+def test_the_speed_leaves_out_the_evaluations(tmp_path, small_corpus, monkeypatch):
+    import time
+    evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: (time.sleep(0.3), evaluate(self))[1])
+    result = Trainer(tiny_config(small_corpus, steps=4, eval_every=2), tmp_path / "run", progress=False).run()
+    metrics = result.model.info["metrics"]
+    assert metrics["elapsed_s"] >= metrics["train_s"] + 0.6
+    assert metrics["chars_per_second"] == pytest.approx(4 * 4 * 16 / metrics["train_s"], rel=1e-9)   # steps x batch x seq-len
+
+
 def _rows(val, train):
     return [{"step": 10 * (i + 1), "val_bpc": v, "train_bpc": t} for i, (v, t) in enumerate(zip(val, train))]
 
