@@ -285,3 +285,8 @@ def test_the_boundary_answers_stay_right_and_bounded_past_the_remembered_charact
 def test_an_emoji_newer_than_this_python_ends_a_word():
     # U+1FA77 (pink heart, Unicode 15) is unassigned in Python 3.11's unicodedata; JavaScript's tables know it
     assert word_spans("love you\U0001FA77 so", default_is_boundary) == [(0, 4), (5, 8)]
+
+
+def test_a_dash_typed_as_hyphens_makes_no_lexicon_word():
+    text = "Darcy--that mad-- see- -and ''x well-known don't 'tis goin' end "
+    assert Lexicon.from_text(text).words == ["'tis", "don't", "end", "goin'", "well-known"]
