@@ -107,3 +107,11 @@ def test_demo_refuses_a_corpus_it_cannot_train_on_before_touching_the_folder(tmp
     code, _, err = run(capsys, "demo", "--corpus", tmp_path / "mine.txt", "--out", tmp_path / "d")
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "d").exists()
+
+
+def test_examples_say_so_when_the_test_split_has_no_word_long_enough(tiny_model_path, tmp_path):
+    from compact_lm.export import export_model
+    from compact_lm.tools.demo_report import example_completions, example_lines
+    export_model(load(tiny_model_path), tmp_path / "m.onnx")
+    examples = example_completions([tmp_path / "m.onnx"], "a b. c d, e f! ", 4, k=3, beam=2)
+    assert examples == [] and "(none: the test split has no word of more than 3 characters" in example_lines(examples)[1]

@@ -80,6 +80,8 @@ def example_completions(paths, text: str, count: int, *, k: int, beam: int, cont
 def example_lines(examples: list[dict]) -> list[str]:
     """Each example: the end of its prefix, what followed in the text, and every model's suggestions."""
     lines = [f"example completions (after {EXAMPLE_TYPED} typed characters of a word; | marks the cursor):"]
+    if not examples:
+        lines.append(f"  (none: the test split has no word of more than {EXAMPLE_TYPED + 1} characters followed by a boundary)")
     for example in examples:
         shown = example["prefix"][-EXAMPLE_SHOWN:].replace("\n", "\u23ce")
         lines.append(f"  ...{shown}|   (the text goes on: {quoted(example['actual'])})")
