@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import json
 import re
 import unicodedata
 import zlib
@@ -226,3 +227,12 @@ def model_lexicon(info: dict, where: str) -> Lexicon | None:
     """The lexicon a model's metadata carries (None for a file without one)."""
     value = info.get("lexicon")
     return None if value is None else Lexicon.from_json(value, where)
+
+
+def lexicon_size(info: dict) -> dict | None:
+    """How many words the lexicon in a model's metadata holds and the bytes its JSON value takes (None: no lexicon);
+    not decoded."""
+    value = info.get("lexicon")
+    if not isinstance(value, dict):
+        return None
+    return {"words": value.get("words"), "bytes": len(json.dumps(value))}

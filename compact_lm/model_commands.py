@@ -184,11 +184,12 @@ def _cmd_info(args) -> int:
               f"{summary['param_bytes']:,} bytes of initializers")
         _print_tensors(summary)
         return 0
+    steps = f"{summary['steps']:,} " + ("fine-tuning steps after pruning" if summary["pruning"] else "training steps")
     print(f"{summary['file']}: {summary['cell']} model, {summary['layers']} layer(s), "
           f"embed {summary['embed_size']}, hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}")
     print(f"{summary['params']:,} parameters, {summary['param_bytes']:,} bytes of arrays "
           f"({summary['param_bytes'] / summary['fp32_bytes']:.3f} of the fp32 original's {summary['fp32_bytes']:,}), "
-          f"{summary['file_bytes']:,} bytes on disk, {summary['steps']:,} training steps"
+          f"{summary['file_bytes']:,} bytes on disk, {steps}"
           + (", int8" if summary["quantized"] else ""))
     _print_tensors(summary)
     return 0
@@ -199,6 +200,9 @@ def _print_tensors(summary: dict) -> None:
     for name, t in summary["tensors"].items():
         print(f"  {name:<{width}}  {str(tuple(t['shape'])):>12}  {t['dtype']:>8}  {t['params']:>9,} params  "
               f"{t['bytes']:>10,} B")
+    lexicon = summary.get("lexicon")
+    if lexicon:   # the rest of the file's bytes beside the arrays
+        print(f"lexicon: {lexicon['words']:,} words of its training text, {lexicon['bytes']:,} bytes of the file")
     for split, figures in summary["metrics"].items():   # val and test; an int8 file's calibration text
         if isinstance(figures, dict) and "bpc" in figures:
             print(f"{split}: {figures['bpc']:.4f} bpc")

@@ -17,7 +17,7 @@ import numpy as np
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import save_npz
-from .lexicon import Lexicon, model_lexicon
+from .lexicon import Lexicon, lexicon_size, model_lexicon
 from .metrics import Metrics, evaluate_ids
 from .vocab import Vocab
 
@@ -181,4 +181,5 @@ class ModelFile:
                 "vocab_size": self.vocab.size, "params": self.num_params, "quantized": self.precision == "int8",
                 "param_bytes": int(sum(t["bytes"] for t in tensors.values())), "fp32_bytes": fp32_bytes,
                 "tensors": tensors, "steps": self.info.get("steps", 0), "metrics": self.info.get("metrics", {}),
-                "train_config": self.info.get("train_config", {}), "pruning": self.info.get("pruning", [])}
+                "train_config": self.info.get("train_config", {}), "pruning": self.info.get("pruning", []),
+                "lexicon": lexicon_size(self.info)}

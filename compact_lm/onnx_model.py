@@ -8,6 +8,7 @@ from pathlib import Path
 from .config import ModelConfig
 from .errors import CompactLMError
 from .fileio import atomic_write
+from .lexicon import lexicon_size
 from .model_file import INFO_KEYS, ModelFile
 from .vocab import Vocab
 
@@ -102,4 +103,4 @@ class OnnxModel(ModelFile):
                 "native_rnn": bool(meta.get("native_rnn")),
                 **{k: meta.get(k) for k in ("cell", "layers", "embed_size", "hidden_sizes", "vocab_size")},
                 "tensors": tensors, "param_bytes": int(sum(t["bytes"] for t in tensors.values())),
-                "steps": meta.get("steps", 0), "metrics": meta.get("metrics", {})}
+                "steps": meta.get("steps", 0), "metrics": meta.get("metrics", {}), "lexicon": lexicon_size(meta)}

@@ -28,6 +28,20 @@ def test_train_eval_sample_info(tmp_path, small_corpus, capsys):
     assert info["tensors"]["rnn.weight_hh_l0"]["shape"] == [48, 16]
 
 
+def test_info_names_the_lexicons_bytes_and_a_pruned_models_steps(tiny_model_path, tmp_path, capsys):
+    from compact_lm.export import export_model
+    model = load(tiny_model_path)
+    stored = len(json.dumps(model.info["lexicon"]))
+    export_model(model, tmp_path / "m.onnx")
+    for path in (tiny_model_path, tmp_path / "m.onnx"):
+        code, out, _ = run(capsys, "info", path)
+        assert code == 0 and f"lexicon: {model.info['lexicon']['words']:,} words of its training text, {stored:,} bytes" in out
+    model.info["pruning"] = [{"round": 1, "finetune_steps": 7}]
+    model.info["steps"] = 7
+    model.save(tmp_path / "pruned.npz")
+    assert "7 fine-tuning steps after pruning" in run(capsys, "info", tmp_path / "pruned.npz")[1]
+
+
 def test_a_perplexity_past_float_range_is_inf_and_null_in_json(tmp_path, tiny_model_path, capsys):
     from compact_lm.metrics import Metrics
     diverged = Metrics(nats=1e6, chars=10, unknown=0)   # a run at lr 1e6 scored about this
