@@ -99,7 +99,7 @@ class StreamBatcher:
         if self.windows_for(self.seq_len - 1) < 1:
             need = (self.batch + 1) * self.seq_len
             raise CompactLMError(
-                f"the training split has {len(self.ids)} characters, fewer than one window for every "
+                f"the training split has {len(self.ids):,} character{'' if len(self.ids) == 1 else 's'}, fewer than one window for every "
                 f"stream (--batch {self.batch} x --seq-len {self.seq_len} needs {need}): "
                 "use a longer corpus or smaller --batch/--seq-len")
 

@@ -118,6 +118,8 @@ class _StopFlag:
 def _check_writable(out_dir: Path) -> bool:
     """Create `out_dir` if needed (True: it was created now); a one-line SettingError if it cannot be written."""
     created = not out_dir.exists()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SettingError("out_dir", "{out_dir} {path} is a file, not a folder", path=out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

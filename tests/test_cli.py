@@ -307,3 +307,10 @@ def test_a_usage_error_that_cannot_be_told_still_exits_2():
         done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()",
                                "--bogus"], stdout=subprocess.PIPE, stderr=full)
     assert done.returncode == 2
+
+
+def test_train_into_a_file_says_it_is_a_file(tmp_path, small_corpus, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "train", "--corpus", small_corpus, "--steps", "1", "--out", tmp_path / "notes.txt")
+    assert_one_line_error(code, err, "notes.txt is a file, not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
