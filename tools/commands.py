@@ -8,7 +8,7 @@ from pathlib import Path
 
 from compact_lm.cli import blas_threads, number, output_path, positive_int, whole_number
 from compact_lm.errors import CompactLMError
-from compact_lm.data import SAVE_AS_UTF8
+from compact_lm.data import SAVE_AS_UTF8, check_recorded_corpus
 from compact_lm.fileio import check_writable, same_file
 
 
@@ -43,6 +43,8 @@ def _prune(args) -> int:
     corpus = tuple(args.corpus) if args.corpus else None
     config = None
     if args.finetune_steps or args.calibration is None:
+        if not corpus:   # the texts the model was trained on, as recorded: from another folder, say to give them
+            check_recorded_corpus((model.info.get("train_config") or {}).get("corpus", []))
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
         # read once up front: a bad file fails before any work, and the split's length sets the streams a step

@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from compact_lm.cells import get_cell
-from compact_lm.data import check_recorded_corpus
 from compact_lm.errors import CompactLMError, Interrupted, SettingError
 from compact_lm.model import Model
 from compact_lm.network import input_table, run_layers, zero_state
@@ -279,8 +278,6 @@ def finetune_config(model: Model, steps: int, *, corpus: tuple[str, ...] | None 
     saved.update(_budget(saved, steps))
     if corpus:
         saved["corpus"] = list(corpus)
-    else:
-        check_recorded_corpus(saved.get("corpus", []))
     saved.update(overrides)
     config = TrainConfig.from_json(saved)
     if "batch" not in overrides:

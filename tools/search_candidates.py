@@ -71,7 +71,7 @@ def measure(path: Path, val_ids, val_text: str, typing_chars: int) -> dict:
 # metric entries that are not a function of the model: wall-clock figures (which would make the file's bytes vary
 # from run to run with the length of a number) and the fine-tuning trainer's test-split score (the search reads
 # the test split once, for the chosen model, in its report)
-UNSHIPPED_METRICS = ("elapsed_s", "chars_per_second", "test")
+UNSHIPPED_METRICS = ("elapsed_s", "train_s", "chars_per_second", "test")
 
 
 def deterministic_info(info: dict) -> dict:

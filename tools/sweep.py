@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from compact_lm.data import SAVE_AS_UTF8
+from compact_lm.data import SAVE_AS_UTF8, check_recorded_corpus
 from compact_lm.errors import CompactLMError, Interrupted, SettingError
 from compact_lm.fileio import atomic_write, png_bytes, same_file
 from compact_lm.opener import open_model
@@ -38,6 +38,8 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
     for keep in keeps:   # every keep's rounds, before the first is pruned
         if keep != 1.0:
             round_sizes(original.config.hidden_sizes, sizes_for[keep], rounds)
+    if not corpus:   # the texts the model was trained on, as recorded: from another folder, say to give them
+        check_recorded_corpus((original.info.get("train_config") or {}).get("corpus", []))
     # (only the corpus and its splits matter to prepare_corpus: batch=1 spares finetune_config reading it first)
     data = prepare_corpus(finetune_config(original, 1, corpus=corpus, batch=1), original.vocab, utf8_hint=SAVE_AS_UTF8)
     config = finetune_config(original, 1, corpus=corpus, train_chars=len(data.train))
