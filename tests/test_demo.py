@@ -92,6 +92,16 @@ def test_demo_runs_on_the_users_corpus(tiny_demo, tmp_path, capsys):
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["config"]["corpus"] == [str(corpus)]
 
 
+def test_a_large_corpus_is_scored_on_the_start_of_its_splits(tiny_demo, tmp_path, capsys, monkeypatch):
+    import compact_lm.trainer as trainer
+    monkeypatch.setattr(trainer, "EVAL_CHARS", 400)
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "demo", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert "val bpc on the validation split's first 400 characters, test text 401 characters" in summary["results"]["title"]
+    assert summary["profile"]["text_chars"] == 401
+
+
 def test_demo_refuses_a_missing_corpus_before_touching_the_folder(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "d")
     assert_one_line_error(code, err, "nope.txt does not exist")

@@ -19,9 +19,9 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def results_table(report: ProfileReport, val_bpc: dict[str, float]) -> Table:
+def results_table(report: ProfileReport, val_bpc: dict[str, float], val_chars: int | None = None) -> Table:
     """One row per variant (bpc, size, latency, typing figures) and the n-gram baselines' rows (full, size-matched;
-    their bytes in ngram.py's compact encoding)."""
+    their bytes in ngram.py's compact encoding). `val_chars`: the validation characters scored, when not the split."""
     k = report.config.k
     header = ["variant", "runtime", "precision", "hidden", "file bytes", "val bpc", "test bpc", "step@1 p50 us",
               "keystroke p50 ms", "p99 ms", "speed-up", "keystroke savings", f"top-1@{ACCURACY_AT}",
@@ -43,7 +43,8 @@ def results_table(report: ProfileReport, val_bpc: dict[str, float]) -> Table:
                          f"{b['bpc']:.4f}", "-", "-", "-", "-", _percent(b["typing"]["keystroke_savings"]),
                          _percent(b["typing"]["top1_accuracy"][ACCURACY_AT]),
                          _percent(b["typing"]["topk_accuracy"][ACCURACY_AT])])
-    return Table(f"results (test text {report.text_chars:,} characters, typing {report.typed_chars:,}; keystroke = "
+    scored = "" if val_chars is None else f"val bpc on the validation split's first {val_chars:,} characters, "
+    return Table(f"results ({scored}test text {report.text_chars:,} characters, typing {report.typed_chars:,}; keystroke = "
                  f"type a character + top-{k} completions, one thread; speed-up of the keystroke p50 over "
                  f"{report.reference}; accuracy after {ACCURACY_AT} typed characters of a word)", header, rows, left=4)
 
