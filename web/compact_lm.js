@@ -781,6 +781,7 @@ export class UserWords {
     this.maxWords = maxWords;
     this.halfLife = halfLife;
     this.share = share;
+    this.path = null;            // the file open() read and save() writes (Node)
     this._rate = Math.log(2) / halfLife;
     this.clock = 0;
     this.changes = 0;
@@ -798,8 +799,7 @@ export class UserWords {
       try {
         document = JSON.parse(document);
       } catch (error) {
-        const path = !/^\s*[{[]/.test(document) ? " (a file path? pass the file's text: in Node, "
-          + "UserWords.fromJSON(fs.readFileSync(path, \"utf8\")))" : "";
+        const path = !/^\s*[{[]/.test(document) ? " (a file path? in Node, await UserWords.open(path))" : "";
         throw new CompactLMError(`${name} is not valid JSON${path}: ${oneLine(error)}`);
       }
     }
@@ -835,6 +835,49 @@ export class UserWords {
       out._remove(order[order.length - 1][1]);
     }
     return out;
+  }
+
+  /** Node: the user words kept in the file at `path`, read if it exists (else none yet), as Python's UserWords(path);
+   * save() writes them back there. The folder must exist. */
+  static async open(path, options = {}) {
+    if (!isNode) throw new CompactLMError("UserWords.open reads a file, in Node; in a page use UserWords.fromJSON");
+    checkText("path", path);
+    const fs = await import("node:fs/promises");
+    const { dirname } = await import("node:path");
+    const folder = dirname(path);
+    const info = await fs.stat(folder).catch(() => null);
+    if (!info || !info.isDirectory()) {
+      throw new CompactLMError(`user words ${path}: the folder ${folder} ${info ? "is not a folder" : "does not exist"}`);
+    }
+    let text = null;
+    try {
+      if ((await fs.stat(path)).isDirectory()) throw new CompactLMError(`user words ${path} is a folder, not a file`);
+      text = await fs.readFile(path, "utf8");
+    } catch (error) {
+      if (error instanceof CompactLMError) throw error;
+      if (error.code !== "ENOENT") throw new CompactLMError(`cannot read user words ${path}: ${oneLine(error)}`);
+    }
+    const words = text === null ? new UserWords(options) : UserWords.fromJSON(text, options, `user words ${path}`);
+    words.path = path;
+    return words;
+  }
+
+  /** Node: write the words to `path` (default: the file open() read) atomically, readable by its owner only. */
+  async save(path = this.path) {
+    if (!isNode) throw new CompactLMError("save() writes a file, in Node; in a page store JSON.stringify(words.toJSON())");
+    if (path === undefined || path === null) throw new CompactLMError("these user words have no file: give save() a path");
+    checkText("path", path);
+    const fs = await import("node:fs/promises");
+    const text = JSON.stringify(this.toJSON(), null, 1);   // (the copy: learning may go on while it is written)
+    const temporary = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    try {
+      await fs.writeFile(temporary, text, { mode: 0o600 });
+      await fs.rename(temporary, path);
+    } catch (error) {
+      await fs.rm(temporary, { force: true }).catch(() => {});
+      throw new CompactLMError(`cannot write ${path}: ${oneLine(error)}`);
+    }
+    return path;
   }
 
   /** The document to store: each word with its count, last use (on the clock of learned words) and weight then. */

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 import * as ortWeb from "onnxruntime-web";
@@ -173,7 +174,7 @@ test("create() and session() refuse what they would otherwise ignore: unknown op
 
 test("a mistaken argument says what to pass: a path for user words, a list or a promise to accept(), a Blob, a number to learn()", { skip: SKIP }, async () => {
   const golden = pick();
-  assert.throws(() => UserWords.fromJSON("words.json"), /not valid JSON \(a file path\? pass the file's text: in Node, UserWords.fromJSON\(fs.readFileSync/);
+  assert.throws(() => UserWords.fromJSON("words.json"), /not valid JSON \(a file path\? in Node, await UserWords.open\(path\)\)/);
   assert.throws(() => UserWords.fromJSON("{words"), (error) => !error.message.includes("file path"));
   assert.throws(() => new UserWords().learn(5), /^CompactLMError: learn\(\) takes a word \(a string\), got number$/);
   await assert.rejects(Autocompleter.create(new Blob([fs.readFileSync(golden.model)]), { ort: ortNode }),
@@ -243,4 +244,23 @@ test("a model call that fails once fails the calls waiting on it, not every late
   const fresh = ac.session();
   await fresh.type("Alice was beg");
   assert.deepEqual(await s.suggestions(3), await fresh.suggestions(3));
+});
+
+test("in Node, user words open from a file (none yet if missing) and save back to it, owner-only, as Python's", async () => {
+  const folder = fs.mkdtempSync(`${os.tmpdir()}/cl-words-`);
+  const path = `${folder}/words.json`;
+  const words = await UserWords.open(path, { maxWords: 10 });
+  assert.equal(words.size, 0);
+  words.learn("Zyzzyx");
+  words.learn("Zyzzyx");
+  assert.equal(await words.save(), path);
+  assert.equal(fs.statSync(path).mode & 0o777, 0o600);
+  const again = await UserWords.open(path);
+  assert.deepEqual(again.toJSON(), words.toJSON());
+  assert.deepEqual(fs.readdirSync(folder), ["words.json"]);   // no temporary file left
+  await assert.rejects(UserWords.open(`${folder}/nope/words.json`), /user words .*: the folder .*nope does not exist/);
+  await assert.rejects(UserWords.open(folder), /is a folder, not a file/);
+  fs.writeFileSync(path, "not json");
+  await assert.rejects(UserWords.open(path), /^CompactLMError: user words .*words.json is not valid JSON/);
+  await assert.rejects(new UserWords().save(), /these user words have no file: give save\(\) a path/);
 });
