@@ -179,7 +179,11 @@ def _late_positionals(command: argparse.ArgumentParser, args: argparse.Namespace
     """`unknown` less the optional positionals it fills: argparse settles an optional positional (complete's PREFIX)
     together with the required one before it, so one given after an option (`complete M -k 3 "the qu"`) is left over."""
     for action in command._get_positional_actions():
-        if action.nargs == "?" and getattr(args, action.dest) == action.default and unknown and not unknown[0].startswith("-"):
+        if action.nargs == "?" and getattr(args, action.dest) == action.default and unknown:
+            if unknown[0] == "--" and len(unknown) > 1:   # `-k 3 -- "-x"`: what follows -- is the positional
+                unknown.pop(0)
+            elif unknown[0].startswith("-"):
+                continue
             setattr(args, action.dest, unknown.pop(0))
     return unknown
 

@@ -141,6 +141,8 @@ def _cmd_eval_complete(args) -> int:
     from .complete_eval import eval_complete, format_report
     from .data import read_text
     _existing_user_words(args)
+    if args.no_baseline and args.corpus:
+        raise CompactLMError("--corpus is the baselines' training text: not with --no-baseline")
     whole = read_text(args.text, encoding_errors=args.encoding_errors, what="--text")
     text = whole[:args.limit]
     if not text:

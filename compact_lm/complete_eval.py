@@ -22,7 +22,6 @@ typed, so the dictionary holds only what was typed before: no peeking ahead.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -166,7 +165,7 @@ def training_ids(train_config: dict | None, vocab, corpus: list[str] | None) -> 
     if corpus:
         settings["corpus"] = [str(c) for c in corpus]
     else:
-        check_recorded_corpus(settings.get("corpus", []))
+        check_recorded_corpus(settings)
     settings.update(init=None, teacher=None, distill=0.0)   # irrelevant to the text and checked against files
     try:
         config = TrainConfig.from_json(settings)
@@ -193,6 +192,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
     `baseline=False`: the model alone (no training text needed). `log(message)` hears what is being done.
     """
     import os
+    from .lexicon import lexicon_size
     from .ngram import NgramBackend, check_order, fit_to_bytes
     from .opener import open_model
     from .user_words import UserWords
@@ -234,9 +234,7 @@ def eval_complete(model_path: str, text: str, *, k: int = 3, corpus: list[str] |
         if ngram.fit is not None:
             baselines[key]["fit"] = ngram.fit
     result = {"model": str(model_path), "model_bytes": model_bytes, **report.to_json(), **baselines}
-    stored = model.info.get("lexicon")
-    result["lexicon"] = None if completer.lexicon is None else {
-        "words": len(completer.lexicon), "bytes": len(json.dumps(stored)) if stored is not None else None}
+    result["lexicon"] = None if completer.lexicon is None else lexicon_size(model.info)
     if learning is not None:
         result["learning"] = learning
     return result

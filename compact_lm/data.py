@@ -16,10 +16,10 @@ from .fileio import check_file
 DEFAULT_CORPUS = "alice.txt"
 
 
-def check_recorded_corpus(paths) -> None:
-    """A SettingError naming the first of a model's recorded training texts that is not found here: `train` records
-    them as given, relative to the folder it ran in, so another folder (or machine) needs the texts given again."""
-    missing = [path for path in paths if not Path(path).exists()]
+def check_recorded_corpus(train_config: dict | None) -> None:
+    """A SettingError naming the first of a model's recorded training texts (its train_config's) that is not found
+    here: `train` records them as given, relative to the folder it ran in, so another folder needs them given again."""
+    missing = [path for path in (train_config or {}).get("corpus", []) if not Path(path).exists()]
     if missing:
         raise SettingError("corpus", "the model was trained on {path}, which is not found here (paths are recorded as "
                            "given to train, from the folder it ran in): give {corpus} FILE", path=missing[0])

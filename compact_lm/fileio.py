@@ -87,7 +87,9 @@ def check_writable(path: str | os.PathLike) -> None:
     no folder to hold it."""
     folder = _write_target(Path(path)).parent
     if not folder.is_dir():
-        raise CompactLMError(f"cannot write {path}: the folder {folder} does not exist")
+        raise CompactLMError(f"cannot write {path}: {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CompactLMError(f"cannot write {path}: the folder {folder} is not writable")
 
 
 def _write_target(path: Path) -> Path:

@@ -184,7 +184,10 @@ def _cmd_info(args) -> int:
               f"{summary['param_bytes']:,} bytes of initializers")
         _print_tensors(summary)
         return 0
-    steps = f"{summary['steps']:,} " + ("fine-tuning steps after pruning" if summary["pruning"] else "training steps")
+    finetuned = sum(int(entry.get("finetune_steps", 0) or 0) for entry in summary["pruning"])
+    # (a pruned model's steps are its last fine-tuning's, or its source's when none: the sum says what pruning added)
+    steps = (f"pruned, then fine-tuned {finetuned:,} steps" if finetuned else
+             f"{summary['steps']:,} training steps" + (", then pruned" if summary["pruning"] else ""))
     print(f"{summary['file']}: {summary['cell']} model, {summary['layers']} layer(s), "
           f"embed {summary['embed_size']}, hidden {summary['hidden_sizes']}, vocab {summary['vocab_size']}")
     print(f"{summary['params']:,} parameters, {summary['param_bytes']:,} bytes of arrays "

@@ -115,11 +115,15 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _refuse_a_file(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SettingError("out_dir", "{out_dir} {path} is a file, not a folder", path=out_dir)
+
+
 def _check_writable(out_dir: Path) -> bool:
     """Create `out_dir` if needed (True: it was created now); a one-line SettingError if it cannot be written."""
     created = not out_dir.exists()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SettingError("out_dir", "{out_dir} {path} is a file, not a folder", path=out_dir)
+    _refuse_a_file(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -142,6 +146,7 @@ def remove_stale_temporaries(folder: Path) -> None:
 def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig:
     """The TrainConfig of the run saved in out_dir (what resuming it continues)."""
     state_path = Path(out_dir) / STATE_FILE
+    _refuse_a_file(Path(out_dir))
     if not state_path.exists():
         raise SettingError("resume", "{state_path} does not exist (nothing to resume)", state_path=state_path)
     try:
@@ -170,6 +175,7 @@ class Trainer:
         state_path = self.out_dir / STATE_FILE
         saved = None
         if resume:
+            _refuse_a_file(self.out_dir)
             if not state_path.exists():
                 raise SettingError("resume", "{state_path} does not exist (nothing to resume)", state_path=state_path)
             saved = load_npz(state_path, "training state")

@@ -36,10 +36,13 @@ def test_info_names_the_lexicons_bytes_and_a_pruned_models_steps(tiny_model_path
     for path in (tiny_model_path, tmp_path / "m.onnx"):
         code, out, _ = run(capsys, "info", path)
         assert code == 0 and f"lexicon: {model.info['lexicon']['words']:,} words of its training text, {stored:,} bytes" in out
-    model.info["pruning"] = [{"round": 1, "finetune_steps": 7}]
-    model.info["steps"] = 7
+    model.info["pruning"] = [{"round": 1, "finetune_steps": 3}, {"round": 2, "finetune_steps": 4}]
+    model.info["steps"] = 4
     model.save(tmp_path / "pruned.npz")
-    assert "7 fine-tuning steps after pruning" in run(capsys, "info", tmp_path / "pruned.npz")[1]
+    assert "bytes on disk, pruned, then fine-tuned 7 steps" in run(capsys, "info", tmp_path / "pruned.npz")[1]
+    model.info["pruning"] = [{"round": 1}]
+    model.save(tmp_path / "pruned.npz")
+    assert "bytes on disk, 4 training steps, then pruned" in run(capsys, "info", tmp_path / "pruned.npz")[1]
 
 
 def test_a_perplexity_past_float_range_is_inf_and_null_in_json(tmp_path, tiny_model_path, capsys):
@@ -250,6 +253,8 @@ def test_complete_needs_exactly_one_prefix(tiny_model_path, tmp_path, capsys):
 def test_complete_takes_its_options_before_the_prefix_too(tiny_model_path, capsys):
     after = run(capsys, "complete", tiny_model_path, "Alice w", "-k", "2", "--next")
     assert after[0] == 0 and run(capsys, "complete", tiny_model_path, "-k", "2", "--next", "Alice w") == after
+    dash = run(capsys, "complete", tiny_model_path, "--", "-Alice w")
+    assert dash[0] == 0 and run(capsys, "complete", tiny_model_path, "-k", "3", "--", "-Alice w") == dash
 
 
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(tmp_path, small_corpus, capsys):
@@ -307,4 +312,3 @@ def test_a_usage_error_that_cannot_be_told_still_exits_2():
         done = subprocess.run([sys.executable, "-c", "from compact_lm.cli import entry_point; entry_point()",
                                "--bogus"], stdout=subprocess.PIPE, stderr=full)
     assert done.returncode == 2
-

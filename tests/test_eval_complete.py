@@ -7,7 +7,7 @@ import pytest
 from compact_lm.autocomplete import Autocompleter, Suggestion, default_is_boundary
 from compact_lm.complete_eval import ACCEPT_KEYSTROKES, simulate_typing, simulate_typing_side_by_side, word_spans
 from compact_lm.vocab import Vocab
-from cli_helpers import run
+from cli_helpers import assert_one_line_error, run
 from conftest import random_model
 
 
@@ -142,6 +142,16 @@ def test_eval_complete_needs_the_training_text_or_corpus(tmp_path, alice_text, c
                          "--corpus", tmp_path / "corpus.txt", "--json", "--order", "4")
     assert code == 0, err
     assert json.loads(out)["baseline"]["name"].startswith("4-gram")
+
+
+def test_eval_complete_finds_the_training_text_missing_before_any_typing(tmp_path, alice_text, capsys, monkeypatch):
+    import compact_lm.complete_eval as complete_eval
+    monkeypatch.setattr(complete_eval, "simulate_typing", lambda *a, **k: pytest.fail("typed before finding the corpus"))
+    model = random_model("gru", (8,), embed=4, text=alice_text[:5000], info={"train_config": {"corpus": ["gone.txt"]}})
+    model.save(tmp_path / "m.npz")
+    (tmp_path / "typed.txt").write_text(alice_text[:300], encoding="utf-8")
+    code, _, err = run(capsys, "eval-complete", tmp_path / "m.npz", "--text", tmp_path / "typed.txt")
+    assert_one_line_error(code, err, "the model was trained on gone.txt, which is not found here", "give --corpus FILE")
 
 
 def test_eval_complete_without_baselines_needs_no_training_text(tmp_path, alice_text, capsys):

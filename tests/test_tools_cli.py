@@ -192,3 +192,11 @@ def test_a_training_text_recorded_relative_to_another_folder_asks_for_corpus(tmp
     code, _, err = run(capsys, "profile", "a/r/model.npz", "--limit", "50", "--step-calls", "10", "--completions", "5",
                        "--keystrokes", "10", "--rounds", "1")
     assert code == 0 and "note: no n-gram baseline (the model was trained on text.txt" in err and "give --corpus FILE" in err
+
+
+def test_prune_into_a_folder_is_refused_before_any_work(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import compact_lm.tools.prune as prune
+    monkeypatch.setattr(prune, "prune_model", lambda *a, **k: pytest.fail("pruned before checking --out"))
+    (tmp_path / "runs").mkdir()
+    code, _, err = run(capsys, "prune", tiny_model_path, "--keep", "0.5", "--finetune-steps", "5", "--out", tmp_path / "runs")
+    assert_one_line_error(code, err, "runs: it is a folder")

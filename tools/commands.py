@@ -42,9 +42,9 @@ def _prune(args) -> int:
     criterion = resolve_criterion(model, args.criterion)
     corpus = tuple(args.corpus) if args.corpus else None
     config = None
+    if not corpus and (args.finetune_steps or args.calibration is None or args.min_char_count):
+        check_recorded_corpus(model.info.get("train_config"))   # read below: from another folder, say to give them
     if args.finetune_steps or args.calibration is None:
-        if not corpus:   # the texts the model was trained on, as recorded: from another folder, say to give them
-            check_recorded_corpus((model.info.get("train_config") or {}).get("corpus", []))
         overrides = {k: v for k, v in (("lr", args.finetune_lr), ("dropout", args.finetune_dropout),
                                        ("distill", args.distill)) if v is not None}
         # read once up front: a bad file fails before any work, and the split's length sets the streams a step

@@ -260,15 +260,15 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     # a large corpus's splits are scored on their first EVAL_CHARS characters, as training's evaluations: the whole
     # 450k-character test split of a 9 MB corpus took 8 runtimes 100 s, its validation split 90 s
     val, test = corpus.val[:EVAL_CHARS + 1], corpus.test[:EVAL_CHARS + 1]
-    cut = len(val) < len(corpus.val) or len(test) < len(corpus.test)
+    val_cut = len(val) < len(corpus.val)
     stage("validation bpc of the 8 runtimes (NumPy / onnxruntime x fp32 / int8 x full / pruned)"
-          + (f" on the split's first {len(val) - 1:,} characters" if cut else ""))
+          + (f" on the split's first {len(val) - 1:,} characters" if val_cut else ""))
     with threadpool_limits(limits=config.profile.threads):
         val_bpc = {path.name: evaluate_ids(open_variant(path).backend, val).bpc for path in paths}
     stage("profile the 8 runtimes side by side")
     test_text = corpus.vocab.decode(test)
     source = f"the test split of {'alice.txt' if not config.corpus else corpus_name(config)}"
-    if cut:
+    if len(test) < len(corpus.test):
         source = f"the first {len(test_text):,} characters of {source}"
     report = profile_files(paths, test_text, text_source=source, config=config.profile, log=log)
     write_outputs(report, out)
@@ -284,7 +284,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
                           "chars_per_second": metrics["chars_per_second"], "elapsed_s": metrics["elapsed_s"]},
                    pruned_hidden_sizes=list(pruned.config.hidden_sizes), finetune_steps=pruned.info["pruning"][-1].get("finetune_steps", 0),
                    val_bpc=val_bpc, web=web, verify=[{k: v for k, v in c.items() if k != "details"} for c in checks],
-                   results=asdict(results_table(report, val_bpc, val_chars=len(val) - 1 if cut else None)),
+                   results=asdict(results_table(report, val_bpc, val_chars=len(val) - 1 if val_cut else None)),
                    examples=examples, profile=report.to_json())
     atomic_write(out / "demo.md", lambda f: f.write(demo_markdown(summary, report).encode()))
     summary["files"] = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith("."))

@@ -39,7 +39,7 @@ def sweep(model_path: str, out_dir: str, *, corpus: tuple[str, ...] | None = Non
         if keep != 1.0:
             round_sizes(original.config.hidden_sizes, sizes_for[keep], rounds)
     if not corpus:   # the texts the model was trained on, as recorded: from another folder, say to give them
-        check_recorded_corpus((original.info.get("train_config") or {}).get("corpus", []))
+        check_recorded_corpus(original.info.get("train_config"))
     # (only the corpus and its splits matter to prepare_corpus: batch=1 spares finetune_config reading it first)
     data = prepare_corpus(finetune_config(original, 1, corpus=corpus, batch=1), original.vocab, utf8_hint=SAVE_AS_UTF8)
     config = finetune_config(original, 1, corpus=corpus, train_chars=len(data.train))
