@@ -128,6 +128,9 @@ def trial_config(config: SearchConfig, architecture: dict) -> TrainConfig:
     settings = {"batch": SEARCH_BATCH, **config.space.fixed, **architecture, "corpus": config.corpus, "seed": config.seed,
                 "eval_every": config.eval_every, **config.budget()}
     if "split" in settings:
+        if not isinstance(settings["split"], (list, tuple)):
+            raise CompactLMError(f"the search space's fixed settings: split must be a list of the train, val and test "
+                                 f"fractions, got {settings['split']!r}")
         settings["split"] = tuple(settings["split"])
     try:
         return TrainConfig(**settings)
