@@ -579,6 +579,7 @@ def test_trials_train_at_batch_64_unless_the_space_fixes_one():
 
 
 def test_a_split_that_is_not_a_list_is_one_line():
+    from compact_lm.errors import CompactLMError
     from compact_lm.tools.search import trial_config
     architecture = {"cell": "gru", "layers": 1, "embed": 16, "hidden": 32, "dropout": 0.0}
     with pytest.raises(CompactLMError, match=r"split must be a list of the train, val and test fractions, got 0\.9"):
