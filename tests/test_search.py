@@ -121,7 +121,8 @@ def test_the_search_keeps_every_candidate_chooses_the_best_fitting_one_and_repor
     fitting = [c for c in candidates if c["fits"]]
     top = max(c["savings"] for c in fitting)
     assert summary["best"]["savings"] == top
-    assert summary["best"]["val_bpc"] == min(c["val_bpc"] for c in fitting if c["savings"] == top)
+    assert summary["best"]["bytes"] == min(c["bytes"] for c in fitting if c["savings"] == top)   # ties: the smaller file
+    assert any(f["bytes"] == summary["best"]["bytes"] for f in summary["front"])
     front = summary["front"]
     assert [c["bytes"] for c in front] == sorted(c["bytes"] for c in front)
     assert all(b["savings"] > a["savings"] for a, b in zip(front, front[1:]))
@@ -584,3 +585,11 @@ def test_a_split_that_is_not_a_list_is_one_line():
     architecture = {"cell": "gru", "layers": 1, "embed": 16, "hidden": 32, "dropout": 0.0}
     with pytest.raises(CompactLMError, match=r"split must be a list of the train, val and test fractions, got 0\.9"):
         trial_config(SearchConfig(max_bytes=100_000, space=SearchSpace(fixed={"split": 0.9})), architecture)
+
+
+def test_of_two_files_typing_the_same_the_smaller_is_chosen_and_on_the_front():
+    from compact_lm.tools.search_report import choose_best, pareto_front
+    fp32 = {"trial": 1, "bytes": 64_609, "savings": 0.3495, "val_bpc": 2.94518, "fits": True}
+    int8 = {"trial": 1, "bytes": 31_579, "savings": 0.3495, "val_bpc": 2.94537, "fits": True}
+    assert choose_best([fp32, int8], "savings") is int8 and pareto_front([fp32, int8]) == [int8]
+    assert choose_best([fp32, int8], "bpc") is fp32

@@ -48,9 +48,10 @@ class Budget:
 
 
 def rank_key(row: dict, objective: str) -> tuple:
-    """Sort key, best first: the objective (most savings, or lowest val bpc), then lower bpc, then fewer bytes."""
+    """Sort key, best first: the objective (most savings, or lowest val bpc), then fewer bytes (for savings: of two
+    files typing the same, the one to ship is the smaller, on the size/savings front), then the other figure."""
     if objective == "savings":
-        return (-row["savings"], row["val_bpc"], row["bytes"])
+        return (-row["savings"], row["bytes"], row["val_bpc"])
     return (row["val_bpc"], -row["savings"], row["bytes"])
 
 
