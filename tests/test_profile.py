@@ -184,3 +184,12 @@ def test_a_model_of_another_script_on_the_default_text_gets_a_note(tmp_path, cap
     random_model("gru", (8,), embed=4, text="Καλημέρα κόσμε, η θάλασσα. ").save(tmp_path / "greek.npz")
     code, _, err = run(capsys, "profile", tmp_path / "greek.npz", *TINY_ARGS, "--no-baseline")
     assert code == 0 and "are outside the model's vocabulary; give --text FILE" in err
+
+
+def test_a_long_text_is_measured_on_its_start(variants, tmp_path, capsys, monkeypatch):
+    import compact_lm.tools.profile as profile
+    monkeypatch.setattr(profile, "EVAL_CHARS", 999)
+    (tmp_path / "long.txt").write_text("the cat sat on the mat. " * 200, encoding="utf-8")
+    code, out, err = run(capsys, "profile", variants[0], "--text", tmp_path / "long.txt", *TINY_ARGS, "--no-baseline", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["text_chars"] == 1000 and report["text"].startswith("the first 1,000 characters of ")
