@@ -129,6 +129,7 @@ def test_the_search_keeps_every_candidate_chooses_the_best_fitting_one_and_repor
     assert all(not (c["bytes"] <= f["bytes"] and c["savings"] > f["savings"]) for f in front for c in candidates)
     table = (out / "search.md").read_text(encoding="utf-8")
     assert "## Front" in table and table.count("| stopped early") == len(stopped)
+    assert f"typing the first {TYPED:,} characters of the validation split" in table
     try:
         import matplotlib  # noqa: F401
         has_matplotlib = True

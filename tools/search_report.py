@@ -138,8 +138,12 @@ def markdown(config, summary: dict) -> str:
               + ("" if config.max_keystroke_ms is None else f", a keystroke (type + top-{K} completions, one thread) "
                  f"at most {config.max_keystroke_ms:g} ms at p50") + ".")
     objective = ("keystroke savings" if config.objective == "savings" else "validation bpc")
+    # what was typed: --typing-chars, or the whole validation split when it is shorter
+    typed = next((c["typed_chars"] for r in rows for c in r.get("candidates", []) if "typed_chars" in c), config.typing_chars)
+    typing = (f"typing the first {typed:,} characters of the validation split" if typed >= config.typing_chars else
+              f"typing the whole validation split, {typed:,} characters (fewer than --typing-chars {config.typing_chars:,})")
     lines = ["# compact-lm search", "", budget,
-             f"Objective: {objective}, typing the first {config.typing_chars:,} characters of the validation split "
+             f"Objective: {objective}, {typing} "
              f"(`validation.txt`). {len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; "
              f"{summary['cpu_s'] / 60:.1f} CPU-minutes in the trials"
              + ("" if summary.get("elapsed_s") is None else f", {summary['elapsed_s'] / 60:.1f} minutes of wall time in this run")
