@@ -46,6 +46,11 @@ RUN_FILES = (MODEL_FILE, STATE_FILE, "history.json", "history.csv", "curves.png"
 # corpus the whole split (900k characters) took ~10 s an evaluation, a fifth of the time between two; 256k characters
 # tell checkpoints apart to ~0.001 bpc. The best model's val figures are then taken on the whole split (finish).
 EVAL_CHARS = 1 << 18
+
+
+def evaluated_part(sequence):
+    """The start of a split or text that an evaluation scores: its first character (context) and EVAL_CHARS more."""
+    return sequence[:EVAL_CHARS + 1]
 MEMORIZING_RULES = ((5, 0.05, 0.0), (2, 0.15, 0.5))
 
 
@@ -355,7 +360,7 @@ class Trainer:
         row["train_bpc"] = row["train_nats"] / math.log(2)
         self._loss_sum, self._loss_count = 0.0, 0
         if len(self.corpus.val) >= 2:
-            val = model.evaluate_ids(self.corpus.val[:EVAL_CHARS + 1])   # (EVAL_CHARS characters scored)
+            val = model.evaluate_ids(evaluated_part(self.corpus.val))
             row.update(val_nats=val.nats, val_bpc=val.bpc, val_perplexity=val.to_json()["perplexity"])
             improved = val.bpc < self.best_val
         else:
@@ -500,7 +505,7 @@ class Trainer:
         """Score the best model on the test split and save it with every metric."""
         best = self.best if self.best is not None else self.current_model()
         metrics = dict(best.info.get("metrics", {}))
-        if len(self.corpus.val) > EVAL_CHARS + 1:   # chosen on the split's start: its figures on the whole split
+        if len(evaluated_part(self.corpus.val)) < len(self.corpus.val):   # chosen on its start: figures on the whole
             metrics["val"] = best.evaluate_ids(self.corpus.val).to_json()
         if len(self.corpus.test) >= 2:
             metrics["test"] = best.evaluate_ids(self.corpus.test).to_json()

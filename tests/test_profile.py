@@ -187,8 +187,8 @@ def test_a_model_of_another_script_on_the_default_text_gets_a_note(tmp_path, cap
 
 
 def test_a_long_text_is_measured_on_its_start(variants, tmp_path, capsys, monkeypatch):
-    import compact_lm.tools.profile as profile
-    monkeypatch.setattr(profile, "EVAL_CHARS", 999)
+    import compact_lm.trainer as trainer
+    monkeypatch.setattr(trainer, "EVAL_CHARS", 999)
     (tmp_path / "long.txt").write_text("the cat sat on the mat. " * 200, encoding="utf-8")
     code, out, err = run(capsys, "profile", variants[0], "--text", tmp_path / "long.txt", *TINY_ARGS, "--no-baseline", "--json")
     report = json.loads(out)

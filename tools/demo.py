@@ -215,7 +215,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     """Run every stage into `out_dir`; returns the summary that demo.json holds."""
     from threadpoolctl import threadpool_limits
     from compact_lm.metrics import evaluate_ids
-    from compact_lm.trainer import EVAL_CHARS
+    from compact_lm.trainer import evaluated_part
     from .demo_report import demo_markdown, example_completions, results_table
     from .profile import open_variant, profile_files
     from .profile_report import write_outputs
@@ -257,9 +257,9 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), *, force: b
     if failed:
         raise CompactLMError(f"verify: {failed[0]['onnx']} does not match {failed[0]['model']}: {failed[0]['failures'][0]}")
     paths = [out / f"{stem}{suffix}" for suffix in (".npz", ".onnx") for stem in MODELS]
-    # a large corpus's splits are scored on their first EVAL_CHARS characters, as training's evaluations: the whole
+    # a large corpus's splits are scored on their start, as training's evaluations (evaluated_part): the whole
     # 450k-character test split of a 9 MB corpus took 8 runtimes 100 s, its validation split 90 s
-    val, test = corpus.val[:EVAL_CHARS + 1], corpus.test[:EVAL_CHARS + 1]
+    val, test = evaluated_part(corpus.val), evaluated_part(corpus.test)
     val_cut = len(val) < len(corpus.val)
     stage("validation bpc of the 8 runtimes (NumPy / onnxruntime x fp32 / int8 x full / pruned)"
           + (f" on the split's first {len(val) - 1:,} characters" if val_cut else ""))

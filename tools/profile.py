@@ -30,7 +30,7 @@ from compact_lm.autocomplete import Autocompleter
 from compact_lm.complete_eval import simulate_typing, training_ids
 from compact_lm.errors import CompactLMError, SettingError
 from compact_lm.metrics import evaluate_ids
-from compact_lm.trainer import EVAL_CHARS
+from compact_lm.trainer import evaluated_part
 from compact_lm.vocab import foreign_text_note
 
 from .profile_probe import run_probe
@@ -274,9 +274,9 @@ def profile_files(paths: list[str | os.PathLike], text: str, *, text_source: str
 
     variants = open_variants(paths, config.threads)
     vocab = variants[0].vocab
-    if len(text) > EVAL_CHARS + 1:   # bpc over 9 MB took 8 files 190 s; the start of a text tells files apart as well
-        text_source = f"the first {EVAL_CHARS + 1:,} characters of {text_source or 'the text'}"
-        text = text[:EVAL_CHARS + 1]
+    start = evaluated_part(text)   # bpc over 9 MB took 8 files 190 s; a text's start tells files apart as well
+    if len(start) < len(text):
+        text, text_source = start, f"the first {len(start):,} characters of {text_source or 'the text'}"
     if config.baseline:   # before any measuring: a bad --order fails now, not at the end
         from compact_lm.ngram import check_order
         check_order(config.order, vocab.size)
